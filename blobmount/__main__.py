@@ -1,0 +1,5 @@
+"""`python -m blobmount`: the same as the `blobmount` command."""
+
+from .cli import main
+
+main()

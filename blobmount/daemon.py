@@ -1,0 +1,237 @@
+"""The composition root: start everything, mount, serve, and take it all down again.
+
+`run_daemon` runs in the daemon process (in the foreground, or as the child that
+`blobmount mount` starts). It reports readiness through a callback once the mount is
+live, or raises a BlobmountError whose message is the one line the user sees.
+Shutdown runs on an ExitStack, in reverse order of start-up, however it is reached:
+`fusermount -u`, `blobmount unmount`, SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pyfuse3
+import trio
+
+from .azcopy import AzCopy
+from .azurite import Azurite
+from .cache import Cache
+from .config import Config, MountEntry, embedded_config
+from .control import ControlServer, socket_path
+from .errors import BlobmountError, MountPointError, ToolNotFound
+from .fs import BlobFS
+from .namespace import Namespace
+from .remote import Remote
+from .store import Store
+from .tools import find_azcopy
+from .transfers import Downloads
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_CONTAINER = "blobmount"
+# The kernel re-asks for attributes this often at most; listings stay in the store
+# for the configured TTL, so these calls cost no network.
+MAX_ATTR_TIMEOUT = 1.0
+
+
+def data_dir() -> Path:
+    """Where the embedded Azurite keeps its data: $XDG_DATA_HOME/blobmount."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "blobmount"
+
+
+def check_mountpoint(path: str | os.PathLike) -> Path:
+    """The mount point as an absolute path, or a MountPointError saying what is wrong."""
+    mountpoint = Path(os.path.abspath(path))
+    try:
+        if not mountpoint.is_dir():
+            problem = "does not exist" if not mountpoint.exists() else "is not a folder"
+            raise MountPointError(f"mount point {mountpoint} {problem}")
+        if os.path.ismount(mountpoint):
+            raise MountPointError(f"mount point {mountpoint} is already mounted")
+        if any(mountpoint.iterdir()):
+            raise MountPointError(f"mount point {mountpoint} is not empty")
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            raise MountPointError(
+                f"mount point {mountpoint} is a dead mount; detach it with"
+                f" `fusermount3 -u {mountpoint}`") from None
+        raise MountPointError(f"mount point {mountpoint}: {exc.strerror}") from None
+    return mountpoint
+
+
+@contextlib.contextmanager
+def _cache_lock(cache_dir: Path):
+    """Hold the cache folder for this daemon alone: two would corrupt each other's cache."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / "lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise BlobmountError(
+                f"cache folder {cache_dir} is in use by another blobmount daemon ({holder})"
+            ) from None
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()}")
+        lock.flush()
+        yield
+
+
+@dataclass
+class _Mount:
+    """What the status request reports on."""
+
+    config: Config
+    mountpoint: Path
+    store: Store
+    downloads: Downloads
+
+    async def status(self, _request: dict[str, Any]) -> dict[str, Any]:
+        started = self.downloads.started
+        return {
+            "pid": os.getpid(),
+            "mountpoint": str(self.mountpoint),
+            "config": self.config.source,
+            "mounts": [_describe(entry) for entry in self.config.mounts],
+            "cache_bytes": self.store.cached_bytes(),
+            "downloads": {"total": sum(started.values()), "by_path": dict(started)},
+        }
+
+
+def _describe(entry: MountEntry) -> dict[str, Any]:
+    return {
+        "local": entry.local,
+        "account": entry.account.account_name,
+        "endpoint": entry.account.endpoint,
+        "container": entry.container,
+        "prefix": entry.prefix,
+        "cache": str(entry.cache_dir),
+        "read_only": entry.read_only,
+        "upload": entry.upload,
+    }
+
+
+async def _check_remotes(remotes: list[Remote], entries: tuple[MountEntry, ...],
+                         limiter: trio.CapacityLimiter) -> None:
+    for remote, entry in zip(remotes, entries, strict=True):
+        try:
+            await trio.to_thread.run_sync(remote.check, limiter=limiter)
+        except BlobmountError as exc:
+            raise type(exc)(f"mount entry {entry.local!r}: {exc}") from None
+
+
+def _azcopy_factory(config: Config) -> Callable[[MountEntry], AzCopy] | None:
+    try:
+        binary = find_azcopy()
+    except ToolNotFound as exc:
+        log.warning("%s; every download goes through the SDK", exc)
+        return None
+    jobs: dict[str, AzCopy] = {}
+
+    def azcopy_for(entry: MountEntry) -> AzCopy:
+        if entry.local not in jobs:
+            jobs[entry.local] = AzCopy(binary, entry.cache_dir / "azcopy")
+        return jobs[entry.local]
+
+    return azcopy_for
+
+
+async def serve(config: Config | None, mountpoint: Path, *,
+                ready: Callable[[str], None]) -> None:
+    """Mount `config` (None: the embedded Azurite default) and serve until unmounted."""
+    with contextlib.ExitStack() as stack:
+        note = ""
+        if config is None:
+            config, note = await _start_embedded(stack)
+        settings = config.settings
+        stack.enter_context(_cache_lock(config.cache_dir))
+        store = Store(config.cache_dir / "blobmount.sqlite")
+        stack.callback(store.close)
+        limiter = trio.CapacityLimiter(max(4, settings.max_parallel_transfers * 2))
+        remotes = []
+        for entry in config.mounts:
+            remote = Remote(entry.account, entry.container, timeout=settings.remote_timeout)
+            stack.callback(remote.close)
+            remotes.append(remote)
+        await _check_remotes(remotes, config.mounts, limiter)
+
+        cache = Cache(store)
+        downloads = Downloads(cache, _azcopy_factory(config), sdk_max=settings.sdk_download_max,
+                              limiter=limiter)
+        namespace = Namespace(store, config.mounts, remotes, ttl=settings.listing_ttl,
+                              limiter=limiter)
+        namespace.build_mount_table()
+        operations = BlobFS(namespace, cache, downloads, config.mounts,
+                            attr_timeout=min(settings.listing_ttl, MAX_ATTR_TIMEOUT))
+        mount = _Mount(config, mountpoint, store, downloads)
+        options = set(pyfuse3.default_options) | {"fsname=blobmount", "subtype=blobmount"}
+        try:
+            pyfuse3.init(operations, str(mountpoint), options)
+        except RuntimeError as exc:
+            raise MountPointError(f"cannot mount on {mountpoint}: {exc}") from None
+        # Unmounts unless `fusermount -u` already did; nothing stays half-mounted.
+        stack.callback(pyfuse3.close, unmount=True)
+        async with trio.open_nursery() as nursery:
+            control = ControlServer(socket_path(mountpoint), {"status": mount.status})
+            await nursery.start(control.serve)
+            nursery.start_soon(_terminate_on_signals)
+            log.info("mounted %s on %s", config.source, mountpoint)
+            ready(note or f"mounted {len(config.mounts)} entries on {mountpoint}")
+            await pyfuse3.main()
+            nursery.cancel_scope.cancel()
+        log.info("unmounted %s", mountpoint)
+
+
+async def _terminate_on_signals() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("received %s: unmounting", signal.Signals(signum).name)
+            pyfuse3.terminate()
+            return
+
+
+async def _start_embedded(stack: contextlib.ExitStack) -> tuple[Config, str]:
+    """Start the private Azurite of the embedded default and make its container."""
+    location = data_dir() / "azurite"
+    location.mkdir(parents=True, exist_ok=True)
+    azurite = Azurite(location)
+    await trio.to_thread.run_sync(azurite.start)
+    stack.callback(azurite.stop)
+    config = embedded_config(azurite.endpoint)
+    remote = Remote(config.mounts[0].account, EMBEDDED_CONTAINER)
+    try:
+        await trio.to_thread.run_sync(remote.create_if_missing)
+    finally:
+        remote.close()
+    entry = config.mounts[0]
+    return config, (f"no config found: serving the embedded Azurite ({azurite.endpoint},"
+                    f" data in {location}); container {EMBEDDED_CONTAINER!r} is"
+                    f" {entry.local}/ under the mount point")
+
+
+def run_daemon(config: Config | None, mountpoint: Path,
+               ready: Callable[[str], None]) -> None:
+    """Run the daemon to the end in this process (blocking)."""
+    try:
+        trio.run(partial(serve, config, mountpoint, ready=ready))
+    except BaseExceptionGroup as group:
+        # A nursery wraps what its tasks raise; the user needs the error itself.
+        matched, _ = group.split(BlobmountError)
+        if matched is None:
+            raise
+        while isinstance(matched, BaseExceptionGroup):
+            matched = matched.exceptions[0]
+        raise matched from None

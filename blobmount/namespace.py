@@ -1,0 +1,160 @@
+"""The mount table and blob names, mapped onto inodes.
+
+The tree under the mount point has two kinds of folders: those of the mount table
+itself (the root, and each entry's `local` path), which never change, and those of a
+container, listed one at a time with a '/' delimiter and trusted for `ttl` seconds.
+
+Blob names are not POSIX names. A name segment is shown only if POSIX can show it
+(`shown_name`); the rest are hidden with one warning each. When a blob `a` and a
+folder `a/` both exist, the folder keeps the name and the blob is hidden.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from collections.abc import Sequence
+
+import trio
+
+from .config import MountEntry
+from .errors import BlobmountError
+from .remote import Remote
+from .singleflight import SingleFlight
+from .store import NEVER_STALE, ROOT_INODE, ListedItem, Node, Store
+
+log = logging.getLogger(__name__)
+
+NAME_MAX = 255
+
+
+class NotFound(BlobmountError):
+    errno = errno.ENOENT
+
+
+class NotADirectory(BlobmountError):
+    errno = errno.ENOTDIR
+
+
+def shown_name(segment: str) -> str | None:
+    """The name a blob name segment shows as, or None when POSIX cannot show it."""
+    if segment in ("", ".", "..") or "\0" in segment or "/" in segment:
+        return None
+    try:
+        encoded = segment.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return segment if len(encoded) <= NAME_MAX else None
+
+
+def child_name(prefix: str, blob_name: str) -> str | None:
+    """The shown name of `blob_name` (a listing item under `prefix`), or None."""
+    if not blob_name.startswith(prefix):
+        return None
+    rest = blob_name[len(prefix):]
+    if rest.endswith("/"):
+        rest = rest[:-1]
+    return shown_name(rest)
+
+
+class Namespace:
+    """Inodes for the mount table and for the blobs under each entry."""
+
+    def __init__(self, store: Store, entries: Sequence[MountEntry], remotes: Sequence[Remote],
+                 *, ttl: float, limiter: trio.CapacityLimiter) -> None:
+        self.store = store
+        self.entries = entries
+        self.remotes = remotes
+        self.ttl = ttl
+        self._limiter = limiter
+        self._listings = SingleFlight()
+        self._warned: set[str] = set()
+
+    def build_mount_table(self) -> None:
+        """A fresh tree holding the folders of the mount table."""
+        self.store.reset_tree()
+        for index, entry in enumerate(self.entries):
+            parent = ROOT_INODE
+            *parents, last = entry.local.split("/")
+            for segment in parents:
+                existing = self.store.child(parent, segment)
+                parent = existing.inode if existing else self.store.add_folder(
+                    parent, segment, entry=None, blob=None, listed=NEVER_STALE)
+            self.store.add_folder(parent, last, entry=index, blob=entry.prefix, listed=None)
+
+    def node(self, inode: int) -> Node:
+        node = self.store.node(inode)
+        if node is None:
+            raise NotFound(f"inode {inode} is gone")
+        return node
+
+    def path_of(self, node: Node) -> str:
+        """The node's path relative to the mount point."""
+        parts = []
+        while node.inode != ROOT_INODE:
+            parts.append(node.name)
+            node = self.node(node.parent)
+        return "/".join(reversed(parts))
+
+    def _stale(self, stamp: float | None) -> bool:
+        return stamp is None or time.time() - stamp >= self.ttl
+
+    async def listed(self, folder: Node) -> Node:
+        """The folder, with its children listed within the TTL."""
+        if not folder.is_dir:
+            raise NotADirectory(f"{folder.name} is not a folder")
+        if folder.listed == NEVER_STALE or not self._stale(folder.listed):
+            return folder
+        await self._listings.run(folder.inode, lambda: self._list(folder))
+        return self.node(folder.inode)
+
+    async def _list(self, folder: Node) -> None:
+        remote = self.remotes[folder.entry]
+        prefix = folder.blob or ""
+        generation = self.store.begin_listing()
+        now = time.time()
+        pages = await trio.to_thread.run_sync(remote.list_pages, prefix, limiter=self._limiter)
+        folder_names: set[str] = set()
+        while True:
+            page = await trio.to_thread.run_sync(next, pages, None, limiter=self._limiter)
+            if page is None:
+                break
+            items = []
+            for item in page:
+                name = child_name(prefix, item.name)
+                if name is None:
+                    self._warn_hidden(remote, item.name, "POSIX cannot show this name")
+                    continue
+                if item.is_dir:
+                    folder_names.add(name)
+                elif name in folder_names:
+                    self._warn_hidden(remote, item.name, "a folder of the same name exists")
+                    continue
+                items.append(ListedItem(name, item.is_dir, item.name, item.size,
+                                        item.mtime_ns, item.etag))
+            self.store.add_listed(folder, generation, items, now)
+        self.store.finish_listing(folder, generation, now)
+
+    def _warn_hidden(self, remote: Remote, blob: str, why: str) -> None:
+        key = f"{remote.label}/{blob}"
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("hiding blob %r of %s: %s", blob, remote.label, why)
+
+    async def lookup(self, parent: Node, name: str) -> Node:
+        parent = await self.listed(parent)
+        node = self.store.child(parent.inode, name)
+        if node is None:
+            raise NotFound(name)
+        return node
+
+    async def fresh_file(self, node: Node) -> Node:
+        """The file node, its size and ETag read from the container within the TTL."""
+        if not self._stale(node.checked):
+            return node
+        remote = self.remotes[node.entry]
+        item = await trio.to_thread.run_sync(remote.properties, node.blob, limiter=self._limiter)
+        self.store.update_file(node.inode, size=item.size, mtime_ns=item.mtime_ns,
+                               etag=item.etag, checked=time.time())
+        return self.node(node.inode)

@@ -1,0 +1,230 @@
+"""One container of one storage account, through the azure-storage-blob SDK.
+
+Every method here blocks (the SDK is synchronous): callers in trio run them through
+`trio.to_thread.run_sync`. Every SDK exception leaves this module as a
+`RemoteError` subclass with a one-line, redacted message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.storage.blob import (
+    BlobSasPermissions,
+    BlobServiceClient,
+    ContainerClient,
+    ContainerSasPermissions,
+    generate_blob_sas,
+    generate_container_sas,
+)
+
+from .config import AZURITE_KEY, Account
+from .errors import RemoteAuthError, RemoteError, RemoteNotFound, RemoteUnreachable
+from .log import redact
+
+log = logging.getLogger(__name__)
+
+FOLDER_MARKER_KEY = "hdi_isfolder"
+# AzCopy jobs get a SAS that expires soon: its command line is visible to local users.
+AZCOPY_SAS_LIFETIME = dt.timedelta(minutes=30)
+
+
+@dataclass(frozen=True, slots=True)
+class BlobItem:
+    """A blob or a virtual folder as a listing returns it."""
+
+    name: str          # full name in the container; folders end in '/'
+    is_dir: bool
+    size: int = 0
+    mtime_ns: int = 0
+    etag: str | None = None
+
+
+def _mtime_ns(when: dt.datetime | None) -> int:
+    return int(when.timestamp() * 1e9) if when else 0
+
+
+def _is_folder_marker(props) -> bool:
+    metadata = props.metadata or {}
+    return metadata.get(FOLDER_MARKER_KEY, "").lower() == "true"
+
+
+def _service_client(account: Account, *, timeout: float, retries: int) -> BlobServiceClient:
+    options = {
+        "connection_timeout": min(timeout, 10.0),
+        "read_timeout": timeout,
+        "retry_total": retries,
+        "retry_backoff_factor": 0.4,
+        "retry_backoff_max": 8,
+    }
+    if account.connection_string:
+        return BlobServiceClient.from_connection_string(account.connection_string, **options)
+    if account.account_key:
+        credential = {"account_name": account.account_name, "account_key": account.account_key}
+    elif account.sas_token:
+        credential = account.sas_token
+    else:
+        from azure.identity import DefaultAzureCredential  # optional dependency
+
+        credential = DefaultAzureCredential()
+    return BlobServiceClient(account.endpoint, credential=credential, **options)
+
+
+@contextlib.contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    """Turn SDK exceptions into RemoteError subclasses whose message says `what` failed."""
+    try:
+        yield
+    except ResourceNotFoundError as exc:
+        raise RemoteNotFound(f"{what}: not found ({_reason(exc)})") from None
+    except ClientAuthenticationError as exc:
+        raise RemoteAuthError(f"{what}: access denied ({_reason(exc)})") from None
+    except HttpResponseError as exc:
+        if exc.status_code == 403:
+            raise RemoteAuthError(f"{what}: access denied ({_reason(exc)})") from None
+        if exc.status_code == 404:
+            raise RemoteNotFound(f"{what}: not found ({_reason(exc)})") from None
+        raise RemoteError(f"{what}: HTTP {exc.status_code} ({_reason(exc)})") from None
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        raise RemoteUnreachable(f"{what}: cannot reach the account ({_first_line(exc)})") from None
+    except AzureError as exc:
+        raise RemoteError(f"{what}: {_first_line(exc)}") from None
+
+
+def _reason(exc: HttpResponseError) -> str:
+    return redact(str(exc.error_code or exc.reason or exc.status_code))
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return redact(text[0] if text else type(exc).__name__)
+
+
+class Remote:
+    """One container of an account: list, stat, download, and SAS for AzCopy."""
+
+    def __init__(self, account: Account, container: str, *, timeout: float = 30.0,
+                 retries: int = 3) -> None:
+        self.account = account
+        self.container = container
+        self._service = _service_client(account, timeout=timeout, retries=retries)
+        self._client: ContainerClient = self._service.get_container_client(container)
+        self.label = f"{account.account_name}/{container}"
+
+    def close(self) -> None:
+        self._service.close()
+
+    def check(self) -> None:
+        """Fail with a clear RemoteError unless the container can be listed."""
+        with translate_errors(f"container {self.label}"):
+            pages = self._client.list_blobs(results_per_page=1).by_page()
+            next(pages, None)
+
+    def create_if_missing(self) -> None:
+        with translate_errors(f"container {self.label}"), contextlib.suppress(
+            HttpResponseError
+        ):
+            self._client.create_container()
+
+    def list_pages(self, prefix: str, page_size: int = 5000) -> Iterator[list[BlobItem]]:
+        """The direct children of `prefix`, one page at a time, in name order.
+
+        Marker blobs (metadata hdi_isfolder=true) come back as folders.
+        """
+        with translate_errors(f"listing {self.label}/{prefix}"):
+            walk = self._client.walk_blobs(
+                name_starts_with=prefix or None, include=["metadata"], delimiter="/",
+                results_per_page=page_size,
+            )
+            for page in walk.by_page():
+                items = []
+                for entry in page:
+                    if not hasattr(entry, "etag"):  # a BlobPrefix: a virtual folder
+                        items.append(BlobItem(entry.name, True))
+                    elif _is_folder_marker(entry):
+                        items.append(BlobItem(entry.name + "/", True,
+                                              mtime_ns=_mtime_ns(entry.last_modified)))
+                    else:
+                        items.append(BlobItem(entry.name, False, entry.size,
+                                              _mtime_ns(entry.last_modified), entry.etag))
+                yield items
+
+    def properties(self, blob: str) -> BlobItem:
+        with translate_errors(f"blob {self.label}/{blob}"):
+            props = self._client.get_blob_client(blob).get_blob_properties()
+        return BlobItem(blob, _is_folder_marker(props), props.size,
+                        _mtime_ns(props.last_modified), props.etag)
+
+    def download(self, blob: str, destination: Path, *, concurrency: int = 4) -> BlobItem:
+        """Write the blob's bytes to `destination` (created or truncated) and fsync.
+
+        Returns the properties of the version that was read, so the caller records
+        the ETag of exactly these bytes.
+        """
+        with translate_errors(f"download of {self.label}/{blob}"):
+            stream = self._client.get_blob_client(blob).download_blob(
+                max_concurrency=concurrency
+            )
+            with open(destination, "wb") as out:
+                stream.readinto(out)
+                out.flush()
+                os.fsync(out.fileno())
+        props = stream.properties
+        return BlobItem(blob, False, props.size, _mtime_ns(props.last_modified), props.etag)
+
+    def blob_url(self, blob: str = "") -> str:
+        """URL of a blob (or, with blob='', of the container), without credentials."""
+        base = f"{self.account.endpoint}/{self.container}"
+        return f"{base}/{quote(blob, safe='/')}" if blob else base
+
+    def sas_for_azcopy(self, *, blob: str | None = None, write: bool = False) -> str:
+        """A short-lived SAS token for one AzCopy job: one blob, or the container.
+
+        Read-only unless `write`. Made from the account key where there is one;
+        otherwise the account's own SAS token is all we have.
+        """
+        key = self.account.account_key or _key_from_connection_string(
+            self.account.connection_string
+        )
+        if not key:
+            if self.account.sas_token:
+                return self.account.sas_token
+            raise RemoteAuthError(
+                f"account {self.account.name}: AzCopy needs an account key or a SAS token"
+            )
+        now = dt.datetime.now(dt.timezone.utc)
+        times = {"start": now - dt.timedelta(minutes=5), "expiry": now + AZCOPY_SAS_LIFETIME}
+        if blob is not None:
+            permission = BlobSasPermissions(read=True, write=write, create=write)
+            return generate_blob_sas(self.account.account_name, self.container, blob,
+                                     account_key=key, permission=permission, **times)
+        permission = ContainerSasPermissions(read=True, list=True, write=write, create=write)
+        return generate_container_sas(self.account.account_name, self.container,
+                                      account_key=key, permission=permission, **times)
+
+
+def _key_from_connection_string(connection_string: str | None) -> str | None:
+    if not connection_string:
+        return None
+    for part in connection_string.split(";"):
+        name, _, value = part.partition("=")
+        if name.strip().lower() == "accountkey":
+            return value.strip()
+    if "usedevelopmentstorage=true" in connection_string.lower():
+        return AZURITE_KEY
+    return None

@@ -1,0 +1,49 @@
+-- blobmount metadata store: the one reference for every table and column.
+--
+-- One sqlite database per cache folder (<cache_dir>/blobmount.sqlite, WAL mode),
+-- opened by one daemon at a time (the daemon holds a lock file beside it).
+-- `meta.schema_version` says which version of this file made the database;
+-- store.py migrates older ones forward, step by step.
+
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,  -- 'schema_version'
+    value TEXT NOT NULL
+);
+
+-- The tree shown under the mount point. Inodes live for one mount only: the table
+-- is emptied when a daemon starts, since the kernel forgets every inode on unmount.
+CREATE TABLE IF NOT EXISTS nodes (
+    inode     INTEGER PRIMARY KEY,  -- 1 is the mount point itself (pyfuse3.ROOT_INODE)
+    parent    INTEGER NOT NULL,     -- parent inode; the root is its own parent
+    name      TEXT NOT NULL,        -- the name shown (one POSIX segment); '' for the root
+    is_dir    INTEGER NOT NULL,     -- 1 folder, 0 file
+    entry     INTEGER,              -- index of the mount entry in the config; NULL for
+                                    -- folders of the mount table itself (root, and the
+                                    -- parents of a multi-segment `local`)
+    blob      TEXT,                 -- file: the full blob name in the container;
+                                    -- folder: its prefix, '' or ending in '/'
+    size      INTEGER NOT NULL DEFAULT 0,  -- bytes (files); 0 for folders
+    mtime_ns  INTEGER NOT NULL DEFAULT 0,  -- blob Last-Modified, ns since the epoch
+    etag      TEXT,                 -- the blob's ETag as listed; NULL for folders
+    checked   REAL,                 -- files: wall time the attributes were last read
+                                    -- from the container (listing or HEAD)
+    listed    REAL,                 -- folders: wall time of the last complete listing;
+                                    -- NULL = never listed; +inf (9e999) = never needs it
+                                    -- (mount-table folders)
+    seen      INTEGER NOT NULL DEFAULT 0,  -- listing generation that last saw it; a
+                                    -- listing drops children it did not see
+    UNIQUE (parent, name)
+);
+
+-- Cached copies of blobs. Kept across mounts: a copy whose ETag still matches the
+-- blob is used again without a download.
+CREATE TABLE IF NOT EXISTS cached_files (
+    path        TEXT PRIMARY KEY,   -- absolute path of the cache file; a hash of
+                                    -- account/container/blob under the entry's cache
+                                    -- folder, so no blob name can place it elsewhere
+    blob        TEXT NOT NULL,      -- blob name, for listing the cache
+    etag        TEXT NOT NULL,      -- ETag of the blob the bytes came from
+    size        INTEGER NOT NULL,   -- bytes, checked against the file before use
+    state       TEXT NOT NULL,      -- 'clean': identical to the blob with `etag`
+    last_access REAL NOT NULL       -- wall time of the last open, for eviction
+);

@@ -1,0 +1,232 @@
+"""The sqlite metadata store: the mount's tree and its cached files.
+
+schema.sql documents every table and column. All SQL is here and parameterised; the
+connection is used from the trio thread only (sqlite calls on a local file are short,
+and one thread means no locking).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+ROOT_INODE = 1
+NEVER_STALE = float("inf")
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    inode: int
+    parent: int
+    name: str
+    is_dir: bool
+    entry: int | None
+    blob: str | None
+    size: int
+    mtime_ns: int
+    etag: str | None
+    checked: float | None
+    listed: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ListedItem:
+    """One child of a folder as a listing found it."""
+
+    name: str
+    is_dir: bool
+    blob: str
+    size: int = 0
+    mtime_ns: int = 0
+    etag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CachedFile:
+    path: str
+    blob: str
+    etag: str
+    size: int
+    state: str
+    last_access: float
+
+
+_NODE_COLUMNS = "inode, parent, name, is_dir, entry, blob, size, mtime_ns, etag, checked, listed"
+
+
+def _node(row: tuple | None) -> Node | None:
+    if row is None:
+        return None
+    inode, parent, name, is_dir, entry, blob, size, mtime_ns, etag, checked, listed = row
+    return Node(inode, parent, name, bool(is_dir), entry, blob, size, mtime_ns, etag,
+                checked, listed)
+
+
+class Store:
+    """The metadata of one mount, in one sqlite database."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable across a process crash in WAL mode; the write path's
+        # journal asks for FULL around its own commits.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
+        self._generation = 0
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _migrate(self) -> None:
+        schema = resources.files("blobmount").joinpath("schema.sql").read_text()
+        with self._db:
+            self._db.executescript(schema)
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            self._db.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
+            )
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path} was written by a newer blobmount (schema {row[0]})"
+            )
+
+    # -- the tree -----------------------------------------------------------------
+
+    def reset_tree(self) -> None:
+        """Forget every inode and make a fresh root: a new mount starts here."""
+        with self._db:
+            self._db.execute("DELETE FROM nodes")
+            self._db.execute(
+                "INSERT INTO nodes (inode, parent, name, is_dir, listed, mtime_ns)"
+                " VALUES (?, ?, '', 1, ?, ?)",
+                (ROOT_INODE, ROOT_INODE, NEVER_STALE, time.time_ns()),
+            )
+
+    def add_folder(self, parent: int, name: str, *, entry: int | None, blob: str | None,
+                   listed: float | None) -> int:
+        """Add a folder that no listing produced (the mount table's own folders)."""
+        cursor = self._db.execute(
+            "INSERT INTO nodes (parent, name, is_dir, entry, blob, listed, mtime_ns)"
+            " VALUES (?, ?, 1, ?, ?, ?, ?)",
+            (parent, name, entry, blob, listed, time.time_ns()),
+        )
+        return cursor.lastrowid
+
+    def node(self, inode: int) -> Node | None:
+        return _node(self._db.execute(
+            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE inode = ?", (inode,)
+        ).fetchone())
+
+    def child(self, parent: int, name: str) -> Node | None:
+        return _node(self._db.execute(
+            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent = ? AND name = ?", (parent, name)
+        ).fetchone())
+
+    def child_inodes(self, parent: int) -> list[int]:
+        """Inodes of a folder's children, in name order (readdir's order)."""
+        rows = self._db.execute(
+            "SELECT inode FROM nodes WHERE parent = ? AND inode != ? ORDER BY name",
+            (parent, ROOT_INODE),
+        )
+        return [row[0] for row in rows]
+
+    def nodes(self, inodes: list[int]) -> list[Node]:
+        """The nodes of `inodes`, in that order, skipping any that are gone."""
+        found: dict[int, Node] = {}
+        for start in range(0, len(inodes), 500):
+            chunk = inodes[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self._db.execute(
+                f"SELECT {_NODE_COLUMNS} FROM nodes WHERE inode IN ({marks})", chunk
+            ):
+                node = _node(row)
+                found[node.inode] = node
+        return [found[i] for i in inodes if i in found]
+
+    def begin_listing(self) -> int:
+        """A new generation number for one listing of one folder."""
+        self._generation += 1
+        return self._generation
+
+    def add_listed(self, folder: Node, generation: int, items: Iterable[ListedItem],
+                   now: float) -> None:
+        """Record one page of a folder's listing. Known names keep their inode."""
+        rows = [
+            (folder.inode, item.name, int(item.is_dir), folder.entry, item.blob, item.size,
+             item.mtime_ns, item.etag, now, generation)
+            for item in items
+        ]
+        with self._db:
+            self._db.executemany(
+                "INSERT INTO nodes (parent, name, is_dir, entry, blob, size, mtime_ns, etag,"
+                " checked, seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (parent, name) DO UPDATE SET is_dir = excluded.is_dir,"
+                " blob = excluded.blob, size = excluded.size, mtime_ns = excluded.mtime_ns,"
+                " etag = excluded.etag, checked = excluded.checked, seen = excluded.seen,"
+                " listed = CASE WHEN excluded.is_dir = is_dir THEN listed END",
+                rows,
+            )
+
+    def finish_listing(self, folder: Node, generation: int, now: float) -> None:
+        """Drop the children this listing did not see, and mark the folder listed."""
+        with self._db:
+            self._db.execute(
+                "DELETE FROM nodes WHERE parent = ? AND seen != ? AND inode != ?",
+                (folder.inode, generation, ROOT_INODE),
+            )
+            self._db.execute("UPDATE nodes SET listed = ? WHERE inode = ?", (now, folder.inode))
+
+    def update_file(self, inode: int, *, size: int, mtime_ns: int, etag: str,
+                    checked: float) -> None:
+        self._db.execute(
+            "UPDATE nodes SET size = ?, mtime_ns = ?, etag = ?, checked = ? WHERE inode = ?",
+            (size, mtime_ns, etag, checked, inode),
+        )
+
+    def remove_node(self, inode: int) -> None:
+        self._db.execute("DELETE FROM nodes WHERE inode = ?", (inode,))
+
+    # -- cached files ------------------------------------------------------------
+
+    def cached_file(self, path: str) -> CachedFile | None:
+        row = self._db.execute(
+            "SELECT path, blob, etag, size, state, last_access FROM cached_files"
+            " WHERE path = ?", (path,)
+        ).fetchone()
+        return CachedFile(*row) if row else None
+
+    def put_cached_file(self, path: str, *, blob: str, etag: str, size: int,
+                        state: str = "clean") -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO cached_files (path, blob, etag, size, state,"
+                " last_access) VALUES (?, ?, ?, ?, ?, ?)",
+                (path, blob, etag, size, state, time.time()),
+            )
+
+    def touch_cached_file(self, path: str) -> None:
+        self._db.execute(
+            "UPDATE cached_files SET last_access = ? WHERE path = ?", (time.time(), path)
+        )
+
+    def drop_cached_file(self, path: str) -> None:
+        self._db.execute("DELETE FROM cached_files WHERE path = ?", (path,))
+
+    def cached_bytes(self, under: str | None = None) -> int:
+        """Bytes of cached files, all of them or those whose path starts with `under`."""
+        if under is None:
+            row = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM cached_files").fetchone()
+        else:
+            row = self._db.execute(
+                "SELECT COALESCE(SUM(size), 0) FROM cached_files WHERE substr(path, 1, ?) = ?",
+                (len(under), under),
+            ).fetchone()
+        return row[0]
