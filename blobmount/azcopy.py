@@ -1,0 +1,383 @@
+"""AzCopy jobs: run `azcopy copy` as a subprocess under trio and report how it went.
+
+Each job gets a fresh private folder under `work_dir` for AzCopy's log, job plan and
+bookkeeping (its `$HOME` points there too, so nothing lands in `~/.azcopy`); the folder is
+removed when the job ends, however it ends. A job succeeds when AzCopy reports
+`JobStatus: Completed` with no failed transfer; anything else raises `TransferError` with one
+line naming what failed and AzCopy's reason, SAS signatures masked.
+
+AzCopy's `--output-type json` prints one JSON object a line::
+
+    {"MessageType": "EndOfJob", "MessageContent": "{\\"JobStatus\\": \\"Completed\\", ...}"}
+
+`MessageType` is `Info`, `Init`, `Progress`, `EndOfJob` or `Error`; for `Progress` and
+`EndOfJob`, `MessageContent` is itself JSON with the job's counters (as strings).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from blobmount.errors import TransferError
+from blobmount.log import redact
+
+logger = logging.getLogger(__name__)
+
+#: How much of AzCopy's log a failed job's reasons are looked for in.
+_MAX_LOG_BYTES = 8 * 1024 * 1024
+#: Seconds a cancelled AzCopy gets to exit after SIGTERM before SIGKILL.
+_TERM_GRACE = 3.0
+#: How many reasons a TransferError's message quotes.
+_MAX_REASONS = 2
+# A failed transfer in AzCopy's job log: `... ERR: [P#0-T#3] DOWNLOADFAILED: URL : 404 : why`.
+_FAILED_TRANSFER = re.compile(r"\bERR: \[P#\d+-T#\d+\] (\w*FAILED: .*)$")
+# An Info message that is really about a failure (an HTTP error response, a refused SAS).
+_FAILURE_NOTE = re.compile(r"RESPONSE \d{3}\b|Authentication failed")
+# A line of dashes (or equals signs) that AzCopy draws around an HTTP response.
+_RULE = re.compile(r"^\s*(?:-{3,}|={3,})\s*$", re.MULTILINE)
+# AzCopy ends a failed transfer's line with the request id, noise in a one-line message.
+_REQUEST_ID = re.compile(r"\s*X-Ms-Request-Id:.*$")
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """What AzCopy reported at the end of a job."""
+
+    status: str  # AzCopy's JobStatus: "Completed", "CompletedWithErrors", "Failed", ...
+    transfers_completed: int
+    transfers_failed: int
+    bytes_transferred: int
+    transfers_total: int = 0  # every transfer the job found, skipped ones included
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "Completed" and self.transfers_failed == 0
+
+
+def one_line(text: str) -> str:
+    """AzCopy's multi-line error text as one line.
+
+    AzCopy frames an HTTP failure between rules of dashes: what it was doing, then the
+    status and error code, then the response body (XML). The lines are joined with '; ',
+    without the rules and without the body, which repeats the error code at length.
+    """
+    parts = []
+    for section in _RULE.split(text):
+        lines = [line.strip() for line in section.splitlines() if line.strip()]
+        if not lines or lines[0].startswith("<") or lines[0] == "Response contained no body":
+            continue
+        parts.extend(lines)
+    return "; ".join(parts)
+
+
+def _count(content: dict, key: str) -> int:
+    try:
+        return int(float(content.get(key) or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _summary(content: dict) -> JobSummary:
+    return JobSummary(
+        status=str(content.get("JobStatus") or "Unknown"),
+        transfers_completed=_count(content, "TransfersCompleted"),
+        transfers_failed=_count(content, "TransfersFailed"),
+        bytes_transferred=_count(content, "TotalBytesTransferred"),
+        transfers_total=_count(content, "TotalTransfers"),
+    )
+
+
+def _failed_transfer_reasons(content: dict) -> list[str]:
+    reasons = []
+    for failed in content.get("FailedTransfers") or []:
+        if not isinstance(failed, dict):
+            continue
+        source = _without_query(str(failed.get("Src") or failed.get("Source") or "?"))
+        code = failed.get("ErrorCode")
+        reasons.append(f"{source}: failed" + (f" ({code})" if code else ""))
+    return reasons
+
+
+def parse_output(text: str) -> tuple[JobSummary | None, list[str]]:
+    """Read the stdout of `azcopy ... --output-type json`.
+
+    Returns the job's final summary (None when AzCopy stopped before reporting one, as it
+    does when the source cannot be read at all) and the error messages it printed, each one
+    line and redacted: `Error` messages, `Info` notes about a failed HTTP request, and lines
+    that are not JSON (AzCopy prints some errors, such as a wrong flag, as plain text
+    whatever the output type).
+    """
+    summary: JobSummary | None = None
+    errors: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            message = json.loads(line)
+        except ValueError:
+            message = None
+        if not isinstance(message, dict):
+            errors.append(redact(one_line(line)))
+            continue
+        kind = message.get("MessageType")
+        content = message.get("MessageContent")
+        if kind == "Error":
+            errors.append(redact(one_line(str(content or "unknown error"))))
+        elif kind == "Info" and _FAILURE_NOTE.search(str(content)):
+            # AzCopy reports some failures only as notes, e.g. a SAS that may not write:
+            # the job then ends "Cancelled" with no failed transfer counted.
+            errors.append(redact(one_line(str(content).removeprefix("INFO: "))))
+        elif kind == "EndOfJob":
+            try:
+                details = json.loads(content) if isinstance(content, str) else content
+            except ValueError:
+                details = None
+            if not isinstance(details, dict):
+                errors.append(redact(one_line(f"unreadable job summary: {content}")))
+                continue
+            summary = _summary(details)
+            if details.get("ErrorMsg"):
+                errors.append(redact(one_line(str(details["ErrorMsg"]))))
+            errors.extend(redact(reason) for reason in _failed_transfer_reasons(details))
+    return summary, errors
+
+
+def parse_job_log(text: str) -> list[str]:
+    """The failed transfers recorded in an AzCopy job log, one redacted line each.
+
+    AzCopy's JSON output counts failed transfers but seldom says why; its log does, in
+    lines like `ERR: [P#0-T#1] DOWNLOADFAILED: URL : 404 : The specified blob does not exist.`
+    """
+    reasons = []
+    for line in text.splitlines():
+        match = _FAILED_TRANSFER.search(line)
+        if match:
+            reasons.append(redact(_REQUEST_ID.sub("", match.group(1)).strip()))
+    return reasons
+
+
+def _without_query(location: str) -> str:
+    """A URL without its query (the SAS), for messages; local paths pass unchanged."""
+    if "://" in location:
+        return location.split("?", 1)[0]
+    return location
+
+
+def _listed_entries(list_of_files: Path) -> int:
+    try:
+        text = list_of_files.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise TransferError(f"cannot read the list of files {list_of_files}: {exc}") from exc
+    return len({line.strip() for line in text.splitlines() if line.strip()})
+
+
+def _read_job_logs(log_dir: Path) -> list[str]:
+    reasons: list[str] = []
+    try:
+        logs = sorted(log_dir.glob("*.log"))
+    except OSError:
+        return reasons
+    for path in logs:
+        try:
+            with path.open("rb") as handle:
+                text = handle.read(_MAX_LOG_BYTES).decode("utf-8", errors="replace")
+        except OSError:
+            continue
+        reasons.extend(parse_job_log(text))
+    return reasons
+
+
+async def _stop_process(process: trio.Process) -> None:
+    """Stop AzCopy when its job is cancelled: SIGTERM, then SIGKILL if it lingers.
+
+    trio runs this shielded and waits for the process to exit, then cancels this.
+    """
+    try:
+        process.terminate()
+        await trio.sleep(_TERM_GRACE)
+        logger.warning(
+            "AzCopy (pid %s) ignored SIGTERM for %s s: killing it", process.pid, _TERM_GRACE
+        )
+        process.kill()
+    except OSError:  # already gone
+        pass
+
+
+class AzCopy:
+    """Runs AzCopy jobs, one subprocess each, with their files kept under `work_dir`."""
+
+    def __init__(
+        self,
+        binary: Path,
+        work_dir: Path,
+        *,
+        concurrency: int | None = None,
+        block_size_mb: float | None = None,
+    ) -> None:
+        self.binary = Path(binary)
+        self.work_dir = Path(work_dir)
+        self.concurrency = concurrency
+        self.block_size_mb = block_size_mb
+
+    def _environment(self, job_dir: Path) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                # Logs and job plans go to the job's folder, which is removed after the job.
+                "AZCOPY_LOG_LOCATION": str(job_dir / "logs"),
+                "AZCOPY_JOB_PLAN_LOCATION": str(job_dir / "plans"),
+                # AzCopy keeps `~/.azcopy/pids/PID.pid` while it runs whatever the two above
+                # say; a HOME of its own keeps that in the job's folder too.
+                "HOME": str(job_dir),
+                # No copy of each job's log in the system log.
+                "AZCOPY_DISABLE_SYSLOG": "true",
+            }
+        )
+        # With `AZCOPY_AUTO_LOGIN_TYPE=AZCLI` AzCopy asks the Azure CLI, which looks in HOME.
+        if os.environ.get("HOME"):
+            env.setdefault("AZURE_CONFIG_DIR", os.path.join(os.environ["HOME"], ".azure"))
+        if self.concurrency is not None:
+            env["AZCOPY_CONCURRENCY_VALUE"] = str(self.concurrency)
+        return env
+
+    def _command(
+        self,
+        source: str,
+        destination: str,
+        from_to: str,
+        list_of_files: Path | None,
+        extra_args: Sequence[str],
+    ) -> list[str]:
+        command = [
+            str(self.binary),
+            "copy",
+            source,
+            destination,
+            "--from-to",
+            from_to,
+            "--output-type",
+            "json",
+            # Never ask the internet for a newer AzCopy (10.32 only does when told to).
+            "--skip-version-check",
+            # The log is only read for the reasons of failed transfers.
+            "--log-level",
+            "WARNING",
+        ]
+        if list_of_files is not None:
+            command += ["--list-of-files", str(list_of_files)]
+        if self.block_size_mb is not None:
+            command += ["--block-size-mb", f"{self.block_size_mb:g}"]
+        command += list(extra_args)
+        return command
+
+    async def copy(
+        self,
+        source: str,
+        destination: str,
+        *,
+        from_to: str,
+        list_of_files: Path | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> JobSummary:
+        """Copy `source` to `destination` in one AzCopy job; return its summary.
+
+        `from_to` is AzCopy's `--from-to` (`BlobLocal`, `LocalBlob`, ...). With
+        `list_of_files`, the job copies each path listed there (one a line, relative to
+        `source`); a listed path that does not exist fails the job, which AzCopy itself
+        would skip silently. Raises TransferError unless every transfer completed.
+        Cancelling the calling scope stops AzCopy.
+        """
+        expected = _listed_entries(list_of_files) if list_of_files is not None else 0
+        what = f"AzCopy {from_to} {_without_query(source)} -> {_without_query(destination)}"
+        command = self._command(source, destination, from_to, list_of_files, extra_args)
+
+        job_dir = self.work_dir / f"job-{uuid.uuid4().hex[:12]}"
+        try:
+            self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            job_dir.mkdir(mode=0o700)
+        except OSError as exc:
+            raise TransferError(
+                f"{what}: cannot make a job folder in {self.work_dir}: {exc}"
+            ) from exc
+        try:
+            logger.debug("%s: running %s", job_dir.name, redact(shlex.join(command)))
+            started = trio.current_time()
+            try:
+                result = await trio.run_process(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    capture_stdout=True,
+                    capture_stderr=True,
+                    check=False,
+                    env=self._environment(job_dir),
+                    deliver_cancel=_stop_process,
+                )
+            except OSError as exc:
+                raise TransferError(f"{what}: cannot run {self.binary}: {exc}") from exc
+            elapsed = trio.current_time() - started
+            stdout = result.stdout.decode("utf-8", errors="replace")
+            stderr = result.stderr.decode("utf-8", errors="replace")
+            summary, errors = parse_output(stdout)
+            logger.debug(
+                "%s: exit %s after %.2f s: %s", job_dir.name, result.returncode, elapsed, summary
+            )
+            if summary is not None and summary.ok and result.returncode == 0:
+                if summary.transfers_total < expected:
+                    raise TransferError(
+                        f"{what}: only {summary.transfers_total} of the {expected} files listed"
+                        f" in {list_of_files} exist at the source"
+                    )
+                return summary
+            # The job log says why each failed transfer failed; the output seldom does.
+            errors = await trio.to_thread.run_sync(_read_job_logs, job_dir / "logs") + errors
+            reason = _failure(summary, result.returncode, errors, stderr)
+            raise TransferError(redact(f"{what}: {reason}"))
+        finally:
+            shutil.rmtree(job_dir, ignore_errors=True)
+
+
+def _failure(summary: JobSummary | None, returncode: int, errors: list[str], stderr: str) -> str:
+    """Why a job failed, in one line."""
+    if summary is None:
+        head = "failed"
+    elif summary.transfers_failed:
+        head = (
+            f"{summary.transfers_failed} of {summary.transfers_total or '?'} transfers failed"
+            f" ({summary.status})"
+        )
+    else:
+        head = f"ended {summary.status}"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = str(-returncode)
+        head += f", AzCopy killed by {name}"
+    elif summary is not None and summary.ok:
+        head += f", but AzCopy exited {returncode}"
+    reasons = [error for error in errors if error]
+    if not reasons:
+        first_stderr = next((ln.strip() for ln in stderr.splitlines() if ln.strip()), "")
+        if first_stderr:
+            reasons = [redact(first_stderr)]
+    if not reasons:
+        return f"{head} (exit {returncode}, no reason given)" if summary is None else head
+    quoted = "; ".join(reasons[:_MAX_REASONS])
+    more = len(reasons) - _MAX_REASONS
+    if more > 0:
+        quoted += f" (and {more} more)"
+    return f"{head}: {quoted}"
