@@ -177,6 +177,9 @@ async def serve(config: Config | None, mountpoint: Path, *,
         operations = BlobFS(namespace, cache, downloads, config.mounts,
                             attr_timeout=min(settings.listing_ttl, MAX_ATTR_TIMEOUT))
         mount = _Mount(config, mountpoint, store, downloads)
+        # Resolved before mounting: once mounted, touching the mount point from this
+        # process before pyfuse3.main() runs would wait for ourselves forever.
+        control = ControlServer(socket_path(mountpoint), {"status": mount.status})
         options = set(pyfuse3.default_options) | {"fsname=blobmount", "subtype=blobmount"}
         try:
             pyfuse3.init(operations, str(mountpoint), options)
@@ -185,7 +188,6 @@ async def serve(config: Config | None, mountpoint: Path, *,
         # Unmounts unless `fusermount -u` already did; nothing stays half-mounted.
         stack.callback(pyfuse3.close, unmount=True)
         async with trio.open_nursery() as nursery:
-            control = ControlServer(socket_path(mountpoint), {"status": mount.status})
             await nursery.start(control.serve)
             nursery.start_soon(_terminate_on_signals)
             log.info("mounted %s on %s", config.source, mountpoint)

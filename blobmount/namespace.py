@@ -70,6 +70,8 @@ class Namespace:
         self._limiter = limiter
         self._listings = SingleFlight()
         self._warned: set[str] = set()
+        # Virtual folders (plain prefixes) have no time of their own: show the mount's.
+        self._mounted_ns = time.time_ns()
 
     def build_mount_table(self) -> None:
         """A fresh tree holding the folders of the mount table."""
@@ -132,7 +134,7 @@ class Namespace:
                     self._warn_hidden(remote, item.name, "a folder of the same name exists")
                     continue
                 items.append(ListedItem(name, item.is_dir, item.name, item.size,
-                                        item.mtime_ns, item.etag))
+                                        item.mtime_ns or self._mounted_ns, item.etag))
             self.store.add_listed(folder, generation, items, now)
         self.store.finish_listing(folder, generation, now)
 

@@ -207,7 +207,7 @@ class Remote:
             raise RemoteAuthError(
                 f"account {self.account.name}: AzCopy needs an account key or a SAS token"
             )
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         times = {"start": now - dt.timedelta(minutes=5), "expiry": now + AZCOPY_SAS_LIFETIME}
         if blob is not None:
             permission = BlobSasPermissions(read=True, write=write, create=write)

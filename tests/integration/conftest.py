@@ -1,0 +1,176 @@
+"""The integration harness: a real Azurite, real FUSE mounts, the real CLI.
+
+Every mount is made by running `blobmount mount` as a user would, and taken down by
+`fusermount3 -u` (or the test's own way), then the daemon is waited for by PID. A
+mount that a failing test leaves behind is detached lazily and its daemon killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from azure.storage.blob import BlobServiceClient, ContainerClient
+
+from blobmount.azurite import Azurite
+from blobmount.config import AZURITE_ACCOUNT, AZURITE_KEY
+
+pytestmark = pytest.mark.integration
+
+FUSERMOUNT = "fusermount3"
+
+
+def wait_for(condition, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
+    """Poll `condition` until it returns a true value; that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def is_mounted(path: Path) -> bool:
+    with open("/proc/self/mounts") as mounts:
+        return any(line.split(" ")[1] == str(path) for line in mounts)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child of ours counts as gone.
+    with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(") ")[1][0] != "Z"
+    return False
+
+
+def blobmount(*args: str, env: dict | None = None, timeout: float = 120.0,
+              check: bool = False) -> subprocess.CompletedProcess:
+    """Run the blobmount CLI in a child process, as a user would."""
+    result = subprocess.run([sys.executable, "-m", "blobmount", *args], capture_output=True,
+                            text=True, env=env, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"blobmount {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    with Azurite() as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+def service(azurite: Azurite) -> Iterator[BlobServiceClient]:
+    client = BlobServiceClient.from_connection_string(azurite.connection_string)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def container(service: BlobServiceClient) -> Iterator[ContainerClient]:
+    client = service.create_container(f"t{uuid.uuid4().hex[:20]}")
+    yield client
+    client.delete_container()
+
+
+@dataclass
+class Mount:
+    """A live mount made through the CLI."""
+
+    mountpoint: Path
+    config: Path
+    log_file: Path
+    pid: int
+
+    def status(self) -> dict:
+        return json.loads(blobmount("status", str(self.mountpoint), "--json", check=True).stdout)
+
+    def path(self, relative: str) -> Path:
+        return self.mountpoint / relative
+
+    def log(self) -> str:
+        return self.log_file.read_text() if self.log_file.exists() else ""
+
+
+class Mounter:
+    """Makes mounts of a config, and makes sure none outlives the test."""
+
+    def __init__(self, tmp_path: Path, azurite: Azurite) -> None:
+        self.tmp_path = tmp_path
+        self.azurite = azurite
+        self.live: list[Mount] = []
+
+    def config(self, mounts: list[dict], name: str = "config.yaml", **top) -> Path:
+        """Write a native config for the test's Azurite; `mounts` use account 'az'."""
+        document = {
+            "cache_dir": str(self.tmp_path / "cache"),
+            "accounts": {"az": {"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY,
+                                "endpoint": self.azurite.endpoint}},
+            "mounts": [{"account": "az", **entry} for entry in mounts],
+            **top,
+        }
+        path = self.tmp_path / name
+        path.write_text(yaml.safe_dump(document))
+        path.chmod(0o600)
+        return path
+
+    def mount(self, config: Path, mountpoint: Path | None = None, *extra: str) -> Mount:
+        mountpoint = mountpoint or self.tmp_path / "mnt"
+        mountpoint.mkdir(exist_ok=True)
+        log_file = self.tmp_path / "blobmount.log"
+        blobmount("mount", str(mountpoint), "--config", str(config), "--log-file",
+                  str(log_file), "-v", *extra, check=True)
+        assert is_mounted(mountpoint), "blobmount mount exited 0 but nothing is mounted"
+        pid = json.loads(blobmount("status", str(mountpoint), "--json", check=True).stdout)["pid"]
+        mount = Mount(mountpoint, config, log_file, pid)
+        self.live.append(mount)
+        return mount
+
+    def unmount(self, mount: Mount) -> None:
+        subprocess.run([FUSERMOUNT, "-u", str(mount.mountpoint)], check=True)
+        wait_for(lambda: not pid_alive(mount.pid), timeout=30, what="the daemon to exit")
+        self.live.remove(mount)
+
+    def cleanup(self) -> None:
+        for mount in self.live:
+            if is_mounted(mount.mountpoint):
+                subprocess.run([FUSERMOUNT, "-u", "-z", str(mount.mountpoint)], check=False)
+            if pid_alive(mount.pid):
+                os.kill(mount.pid, signal.SIGKILL)
+        self.live.clear()
+
+
+@pytest.fixture
+def mounter(tmp_path: Path, azurite: Azurite) -> Iterator[Mounter]:
+    mounter = Mounter(tmp_path, azurite)
+    try:
+        yield mounter
+    finally:
+        mounter.cleanup()
+
+
+def upload(container: ContainerClient, blobs: dict[str, bytes], *, workers: int = 16) -> None:
+    """Put many blobs in parallel (the SDK is the truth, not the mount)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def put(item):
+        container.upload_blob(item[0], item[1], overwrite=True)
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(put, blobs.items()))
