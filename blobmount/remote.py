@@ -59,6 +59,11 @@ def _mtime_ns(when: dt.datetime | None) -> int:
     return int(when.timestamp() * 1e9) if when else 0
 
 
+def _etag(value: str | None) -> str | None:
+    """ETags without their quotes: listings give them bare, GET and HEAD quoted."""
+    return value.strip('"') if value else value
+
+
 def _is_folder_marker(props) -> bool:
     metadata = props.metadata or {}
     return metadata.get(FOLDER_MARKER_KEY, "").lower() == "true"
@@ -161,14 +166,14 @@ class Remote:
                                               mtime_ns=_mtime_ns(entry.last_modified)))
                     else:
                         items.append(BlobItem(entry.name, False, entry.size,
-                                              _mtime_ns(entry.last_modified), entry.etag))
+                                              _mtime_ns(entry.last_modified), _etag(entry.etag)))
                 yield items
 
     def properties(self, blob: str) -> BlobItem:
         with translate_errors(f"blob {self.label}/{blob}"):
             props = self._client.get_blob_client(blob).get_blob_properties()
         return BlobItem(blob, _is_folder_marker(props), props.size,
-                        _mtime_ns(props.last_modified), props.etag)
+                        _mtime_ns(props.last_modified), _etag(props.etag))
 
     def download(self, blob: str, destination: Path, *, concurrency: int = 4) -> BlobItem:
         """Write the blob's bytes to `destination` (created or truncated) and fsync.
@@ -185,7 +190,7 @@ class Remote:
                 out.flush()
                 os.fsync(out.fileno())
         props = stream.properties
-        return BlobItem(blob, False, props.size, _mtime_ns(props.last_modified), props.etag)
+        return BlobItem(blob, False, props.size, _mtime_ns(props.last_modified), _etag(props.etag))
 
     def blob_url(self, blob: str = "") -> str:
         """URL of a blob (or, with blob='', of the container), without credentials."""
