@@ -20,6 +20,15 @@ from .store import Store
 BLOBS_FOLDER = "blobs"
 
 
+def fsync_file(path: Path) -> None:
+    """Flush a file's bytes to disk (blocking: call it from a worker thread)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class Cache:
     """The cached copies of every entry's blobs, recorded in the store."""
 
@@ -34,7 +43,12 @@ class Cache:
     def usable(self, path: Path, etag: str | None) -> bool:
         """True when `path` holds the bytes of the blob version `etag`."""
         record = self.store.cached_file(str(path))
-        if record is None or etag is None or record.etag != etag:
+        if record is None:
+            return False
+        if record.state == "dirty" and path.exists():
+            # Written here and not uploaded yet: these bytes win over any download.
+            return True
+        if etag is None or record.etag != etag:
             return False
         try:
             size = path.stat().st_size
@@ -69,5 +83,6 @@ class Cache:
             os.close(folder)
         return size
 
-    def record(self, path: Path, *, blob: str, etag: str, size: int) -> None:
-        self.store.put_cached_file(str(path), blob=blob, etag=etag, size=size)
+    def record(self, path: Path, *, blob: str, etag: str, size: int,
+               state: str = "clean") -> None:
+        self.store.put_cached_file(str(path), blob=blob, etag=etag, size=size, state=state)

@@ -136,11 +136,15 @@ def _start_daemon(args: list[str], log_path: Path) -> str:
 
 @cli.command()
 @click.argument("mountpoint", type=click.Path(file_okay=False))
-def unmount(mountpoint: str) -> None:
-    """Unmount MOUNTPOINT and wait for its daemon to exit."""
+@click.option("--no-wait", is_flag=True,
+              help="Leave pending uploads in the journal for the next mount.")
+def unmount(mountpoint: str, no_wait: bool) -> None:
+    """Unmount MOUNTPOINT and wait for its daemon to exit (after pending uploads)."""
     where = os.path.abspath(mountpoint)
     try:
         pid = control.request(where, "status", timeout=5)["pid"]
+        if no_wait:
+            control.request(where, "no_wait", timeout=5)
     except BlobmountError:
         pid = None
     if not is_mounted(where):
@@ -176,6 +180,17 @@ def _wait_for_exit(pid: int, timeout: float) -> None:
 
 @cli.command()
 @click.argument("mountpoint", type=click.Path(file_okay=False))
+def sync(mountpoint: str) -> None:
+    """Wait until every pending upload of MOUNTPOINT is in the container."""
+    failed = control.request(os.path.abspath(mountpoint), "sync", timeout=None)["failed"]
+    for upload in failed:
+        click.echo(f"blobmount: not uploaded: {upload['blob']}: {upload['error']}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("mountpoint", type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the daemon's view as JSON.")
 def status(mountpoint: str, as_json: bool) -> None:
     """Show what the daemon serving MOUNTPOINT is doing."""
@@ -189,7 +204,9 @@ def status(mountpoint: str, as_json: bool) -> None:
         click.echo(f"  {entry['local']}/ -> {entry['account']}/{entry['container']}/"
                    f"{entry['prefix']} ({mode}; cache {entry['cache']})")
     click.echo(f"  cache: {reply['cache_bytes']} bytes;"
-               f" downloads since mount: {reply['downloads']['total']}")
+               f" downloads since mount: {reply['downloads']['total']};"
+               f" pending uploads: {reply['uploads']['count']}"
+               f" ({len(reply['uploads']['failed'])} failing)")
 
 
 def main() -> None:

@@ -139,6 +139,9 @@ class Settings:
 
     listing_ttl: float = 30.0  # seconds a folder listing is trusted
     sdk_download_max: int = 32 * MiB  # larger blobs download through AzCopy
+    sdk_upload_max: int = 32 * MiB  # larger files upload through AzCopy
+    # Async uploads of files closed within this many seconds of each other go together.
+    upload_batch_window: float = 0.2
     max_parallel_transfers: int = 8
     remote_timeout: float = 30.0  # seconds
 
@@ -463,13 +466,17 @@ def _load_native(data: dict[object, object], source: str) -> Config:
 
 def _read_settings(top: _Section) -> Settings:
     defaults = Settings()
-    size = top.data.get("sdk_download_max")
+
+    def size(key: str) -> int:
+        value = top.data.get(key)
+        return getattr(defaults, key) if value is None else top.checked(key, parse_size, value)
+
     return Settings(
         listing_ttl=top.number("listing_ttl", defaults.listing_ttl, minimum=0, inclusive=True),
-        sdk_download_max=(
-            defaults.sdk_download_max
-            if size is None
-            else top.checked("sdk_download_max", parse_size, size)
+        sdk_download_max=size("sdk_download_max"),
+        sdk_upload_max=size("sdk_upload_max"),
+        upload_batch_window=top.number(
+            "upload_batch_window", defaults.upload_batch_window, minimum=0, inclusive=True
         ),
         max_parallel_transfers=top.integer(
             "max_parallel_transfers", defaults.max_parallel_transfers, minimum=1

@@ -36,6 +36,7 @@ from .remote import Remote
 from .store import Store
 from .tools import find_azcopy
 from .transfers import Downloads
+from .uploads import Uploads
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +99,14 @@ class _Mount:
     mountpoint: Path
     store: Store
     downloads: Downloads
+    uploads: Uploads
+    #: a clean unmount uploads what is pending first, unless told not to wait
+    drain_on_exit: bool = True
 
     async def status(self, _request: dict[str, Any]) -> dict[str, Any]:
         started = self.downloads.started
         return {
+            "uploads": self.uploads.status(),
             "pid": os.getpid(),
             "mountpoint": str(self.mountpoint),
             "config": self.config.source,
@@ -109,6 +114,15 @@ class _Mount:
             "cache_bytes": self.store.cached_bytes(),
             "downloads": {"total": sum(started.values()), "by_path": dict(started)},
         }
+
+    async def sync(self, _request: dict[str, Any]) -> dict[str, Any]:
+        failed = await self.uploads.sync()
+        return {"failed": [{"blob": f"{row.account}/{row.container}/{row.blob}",
+                            "error": row.last_error or "not uploaded yet"} for row in failed]}
+
+    async def no_wait(self, _request: dict[str, Any]) -> dict[str, Any]:
+        self.drain_on_exit = False
+        return {}
 
 
 def _describe(entry: MountEntry) -> dict[str, Any]:
@@ -169,17 +183,30 @@ async def serve(config: Config | None, mountpoint: Path, *,
         await _check_remotes(remotes, config.mounts, limiter)
 
         cache = Cache(store)
-        downloads = Downloads(cache, _azcopy_factory(config), sdk_max=settings.sdk_download_max,
+        azcopy_for = _azcopy_factory(config)
+        downloads = Downloads(cache, azcopy_for, sdk_max=settings.sdk_download_max,
                               limiter=limiter)
         namespace = Namespace(store, config.mounts, remotes, ttl=settings.listing_ttl,
                               limiter=limiter)
         namespace.build_mount_table()
-        operations = BlobFS(namespace, cache, downloads, config.mounts,
+        uploads = Uploads(store, cache, config.mounts, remotes, azcopy_for,
+                          settings=settings, limiter=limiter,
+                          on_uploaded=lambda target, *done: namespace.uploaded(target.index,
+                                                                               *done),
+                          on_conflict=lambda target, blob: namespace.conflicted(target.index,
+                                                                                blob))
+        # What a crash left in the journal goes up before anything can overwrite it.
+        left = await uploads.sync()
+        if left:
+            log.warning("%d uploads from before still fail; they stay in the journal",
+                        len(left))
+        operations = BlobFS(namespace, cache, downloads, uploads, config.mounts,
                             attr_timeout=min(settings.listing_ttl, MAX_ATTR_TIMEOUT))
-        mount = _Mount(config, mountpoint, store, downloads)
+        mount = _Mount(config, mountpoint, store, downloads, uploads)
         # Resolved before mounting: once mounted, touching the mount point from this
         # process before pyfuse3.main() runs would wait for ourselves forever.
-        control = ControlServer(socket_path(mountpoint), {"status": mount.status})
+        control = ControlServer(socket_path(mountpoint), {
+            "status": mount.status, "sync": mount.sync, "no_wait": mount.no_wait})
         options = set(pyfuse3.default_options) | {"fsname=blobmount", "subtype=blobmount"}
         try:
             pyfuse3.init(operations, str(mountpoint), options)
@@ -190,11 +217,17 @@ async def serve(config: Config | None, mountpoint: Path, *,
         async with trio.open_nursery() as nursery:
             await nursery.start(control.serve)
             nursery.start_soon(_terminate_on_signals)
+            nursery.start_soon(uploads.run)
             log.info("mounted %s on %s", config.source, mountpoint)
             ready(note or f"mounted {len(config.mounts)} entries on {mountpoint}")
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
         log.info("unmounted %s", mountpoint)
+        if mount.drain_on_exit:
+            left = await uploads.sync()
+            if left:
+                log.warning("%d uploads failed at unmount; the next mount retries them",
+                            len(left))
 
 
 async def _terminate_on_signals() -> None:

@@ -65,3 +65,7 @@ class TransferError(BlobmountError):
 
 class ToolNotFound(BlobmountError):
     """A helper program (AzCopy, Azurite) could not be found."""
+
+
+class RemoteConflict(RemoteError):
+    """The blob changed in the container since the version a local change was based on."""

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import itertools
 import logging
 import os
 import stat
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyfuse3
 
@@ -19,11 +22,14 @@ from .errors import BlobmountError
 from .namespace import Namespace
 from .store import Node
 from .transfers import Downloads
+from .uploads import Uploads
 
 log = logging.getLogger(__name__)
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 READDIR_CHUNK = 256
+RENAME_EXCHANGE = 2  # linux/fs.h
+RENAME_NOREPLACE = 1
 
 
 def _fuse_errors(handler):
@@ -49,14 +55,16 @@ def _fuse_errors(handler):
     return wrapper
 
 
-def _read_only(*_args, **_kwargs):
-    raise pyfuse3.FUSEError(errno.EROFS)
+def _not_supported(*_args, **_kwargs):
+    raise pyfuse3.FUSEError(errno.EPERM)
 
 
 @dataclass
 class _OpenFile:
     fd: int
     inode: int
+    path: Path
+    written: bool = False   # changed since it was last journaled
 
 
 class BlobFS(pyfuse3.Operations):
@@ -65,11 +73,13 @@ class BlobFS(pyfuse3.Operations):
     enable_writeback_cache = False
 
     def __init__(self, namespace: Namespace, cache: Cache, downloads: Downloads,
-                 entries: Sequence[MountEntry], *, attr_timeout: float) -> None:
+                 uploads: Uploads, entries: Sequence[MountEntry], *,
+                 attr_timeout: float) -> None:
         super().__init__()
         self.namespace = namespace
         self.cache = cache
         self.downloads = downloads
+        self.uploads = uploads
         self.entries = entries
         self.attr_timeout = attr_timeout
         self._uid = os.getuid()
@@ -146,28 +156,206 @@ class BlobFS(pyfuse3.Operations):
         node = self.namespace.node(inode)
         if node.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
-        if flags & _WRITE_FLAGS:
-            raise pyfuse3.FUSEError(errno.EROFS)
-        node = await self.namespace.fresh_file(node)
+        writing = bool(flags & _WRITE_FLAGS)
+        if writing:
+            self.namespace.writable_file(node)
         entry = self.entries[node.entry]
-        path, downloaded = await self.downloads.cached_copy(
-            entry, self.namespace.remotes[node.entry], node.blob, size=node.size,
-            etag=node.etag, shown_path=self.namespace.path_of(node))
-        fd = os.open(path, os.O_RDONLY)
+        path = self.cache.path_for(entry, node.blob)
+        if writing and flags & os.O_TRUNC:
+            # Replaced whole: no need to download what is about to go.
+            await self._start_writing(node, path, truncate=True)
+            downloaded = True
+        else:
+            if not node.local:
+                node = await self.namespace.fresh_file(node)
+            path, downloaded = await self.downloads.cached_copy(
+                entry, self.namespace.remotes[node.entry], node.blob, size=node.size,
+                etag=node.etag, shown_path=self.namespace.path_of(node))
+            if writing:
+                await self._start_writing(node, path, truncate=False)
+        fd = os.open(path, os.O_RDWR if writing else os.O_RDONLY)
         handle = next(self._handles)
-        self._open_files[handle] = _OpenFile(fd, inode)
+        self._open_files[handle] = _OpenFile(fd, inode, path, written=bool(flags & os.O_TRUNC))
         # Pages the kernel kept from an earlier open are still right unless new bytes
         # were just downloaded.
         return pyfuse3.FileInfo(fh=handle, keep_cache=not downloaded)
+
+    async def _start_writing(self, node: Node, path: Path, *, truncate: bool) -> None:
+        """Mark the cached copy as changed here, so no download replaces it."""
+        record = self.namespace.store.cached_file(str(path))
+        base = record.etag if record and record.state == "dirty" else (node.etag or "")
+        if truncate:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        size = path.stat().st_size
+        self.cache.record(path, blob=node.blob, etag=base, size=size, state="dirty")
+        self.namespace.store.set_local(node.inode, size=size, mtime_ns=time.time_ns())
+
+    @_fuse_errors
+    async def create(self, parent_inode, name, mode, flags, ctx):
+        parent = self.namespace.node(parent_inode)
+        node = await self.namespace.create_file(parent, self._name(name))
+        path = self.cache.path_for(self.entries[node.entry], node.blob)
+        await self._start_writing(node, path, truncate=True)
+        fd = os.open(path, os.O_RDWR)
+        handle = next(self._handles)
+        self._open_files[handle] = _OpenFile(fd, node.inode, path, written=True)
+        return (pyfuse3.FileInfo(fh=handle, keep_cache=False),
+                self._attributes(self.namespace.node(node.inode)))
 
     @_fuse_errors
     async def read(self, fh, off, size):
         return os.pread(self._open_files[fh].fd, size, off)
 
+    @_fuse_errors
+    async def write(self, fh, off, buf):
+        open_file = self._open_files[fh]
+        written = os.pwrite(open_file.fd, buf, off)
+        open_file.written = True
+        node = self.namespace.node(open_file.inode)
+        if off + written > node.size:
+            self.namespace.store.set_local(node.inode, size=off + written,
+                                           mtime_ns=time.time_ns())
+        return written
+
+    @_fuse_errors
+    async def flush(self, fh):
+        open_file = self._open_files.get(fh)
+        if open_file is not None and open_file.written:
+            await self._commit(open_file, wait=None)
+
+    @_fuse_errors
+    async def fsync(self, fh, datasync):
+        open_file = self._open_files.get(fh)
+        if open_file is not None:
+            await self._commit(open_file, wait=True)
+
+    async def _commit(self, open_file: _OpenFile, *, wait: bool | None) -> None:
+        """Journal the file's upload; upload it now in sync mode (or when `wait`)."""
+        open_file.written = False
+        node = self.namespace.node(open_file.inode)
+        if not node.local:
+            return
+        entry = self.entries[node.entry]
+        record = self.namespace.store.cached_file(str(open_file.path))
+        base = record.etag if record else (node.etag or "")
+        size = os.fstat(open_file.fd).st_size
+        self.cache.record(open_file.path, blob=node.blob, etag=base, size=size, state="dirty")
+        version = await self.uploads.journal(open_file.path, entry, node.blob, base)
+        if wait or (wait is None and entry.upload == "sync"):
+            await self.uploads.upload_now(open_file.path, version)
+
     async def release(self, fh):
         open_file = self._open_files.pop(fh, None)
-        if open_file is not None:
+        if open_file is None:
+            return
+        try:
+            if open_file.written:
+                # Written after the last flush (through mmap, say): journal it all the same.
+                await self._commit(open_file, wait=False)
+        finally:
             os.close(open_file.fd)
+
+    @_fuse_errors
+    async def setattr(self, inode, attr, fields, fh, ctx):
+        node = self.namespace.node(inode)
+        if fields.update_size:
+            if node.is_dir:
+                raise pyfuse3.FUSEError(errno.EISDIR)
+            self.namespace.writable_file(node)
+            await self._truncate(node, attr.st_size, fh)
+        # chmod, chown and times are accepted so that cp -a, rsync -a and tar work;
+        # the blob keeps none of them yet (see the README).
+        return self._attributes(self.namespace.node(inode))
+
+    async def _truncate(self, node: Node, size: int, fh: int | None) -> None:
+        open_file = self._open_files.get(fh) if fh else None
+        if open_file is not None:
+            os.ftruncate(open_file.fd, size)
+            open_file.written = True
+            self.namespace.store.set_local(node.inode, size=size, mtime_ns=time.time_ns())
+            return
+        entry = self.entries[node.entry]
+        path = self.cache.path_for(entry, node.blob)
+        if size == 0:
+            await self._start_writing(node, path, truncate=True)
+        else:
+            if not node.local:
+                node = await self.namespace.fresh_file(node)
+            path, _ = await self.downloads.cached_copy(
+                entry, self.namespace.remotes[node.entry], node.blob, size=node.size,
+                etag=node.etag, shown_path=self.namespace.path_of(node))
+            await self._start_writing(node, path, truncate=False)
+            os.truncate(path, size)
+        fd = os.open(path, os.O_RDWR)
+        try:
+            open_file = _OpenFile(fd, node.inode, path, written=True)
+            self.namespace.store.set_local(node.inode, size=size, mtime_ns=time.time_ns())
+            await self._commit(open_file, wait=None)
+        finally:
+            os.close(fd)
+
+    @_fuse_errors
+    async def mkdir(self, parent_inode, name, mode, ctx):
+        folder = await self.namespace.make_folder(self.namespace.node(parent_inode),
+                                                  self._name(name))
+        return self._attributes(folder)
+
+    @_fuse_errors
+    async def rmdir(self, parent_inode, name, ctx):
+        await self.namespace.remove_folder(self.namespace.node(parent_inode), self._name(name))
+
+    @_fuse_errors
+    async def unlink(self, parent_inode, name, ctx):
+        parent = self.namespace.node(parent_inode)
+        node = await self.namespace.lookup(parent, self._name(name))
+        if not node.is_dir:
+            self.uploads.forget(self.cache.path_for(self.entries[node.entry], node.blob))
+        node = await self.namespace.remove_file(parent, self._name(name))
+        self._drop_cached(node)
+
+    def _drop_cached(self, node: Node) -> None:
+        path = self.cache.path_for(self.entries[node.entry], node.blob)
+        self.namespace.store.drop_cached_file(str(path))
+        # Open handles keep reading the unlinked bytes, as POSIX says.
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+    @_fuse_errors
+    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        if flags & RENAME_EXCHANGE:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        old_parent = self.namespace.node(parent_inode_old)
+        new_parent = self.namespace.node(parent_inode_new)
+        node = await self.namespace.lookup(old_parent, self._name(name_old))
+        if not node.is_dir and node.local:
+            await self._upload_pending(node)
+        moved, replaced = await self.namespace.rename(
+            old_parent, node.name, new_parent, self._name(name_new),
+            replace=not flags & RENAME_NOREPLACE)
+        if replaced is not None and not replaced.is_dir:
+            self.uploads.forget(self.cache.path_for(self.entries[replaced.entry], replaced.blob))
+            self._drop_cached(replaced)
+        if not moved.is_dir:
+            # The copy made a new blob version; the next open downloads it.
+            self._drop_cached(node)
+
+    async def _upload_pending(self, node: Node) -> None:
+        """A file about to move must be in the container first: the move copies the blob."""
+        path = self.cache.path_for(self.entries[node.entry], node.blob)
+        for open_file in self._open_files.values():
+            if open_file.inode == node.inode and open_file.written:
+                await self._commit(open_file, wait=False)
+        upload = self.namespace.store.upload(str(path))
+        if upload is not None:
+            await self.uploads.upload_now(path, upload.version)
+
+    @staticmethod
+    def _name(name: bytes) -> str:
+        try:
+            return name.decode("utf-8")
+        except UnicodeDecodeError:
+            raise pyfuse3.FUSEError(errno.EINVAL) from None
 
     @_fuse_errors
     async def statfs(self, ctx):
@@ -180,6 +368,5 @@ class BlobFS(pyfuse3.Operations):
         stats.f_namemax = 255
         return stats
 
-    # The write path is its own issue; until then every change is refused plainly.
-    setattr = mknod = mkdir = unlink = rmdir = symlink = rename = link = write = create = \
-        setxattr = removexattr = _read_only
+    # Blobs have no links, devices or extended attributes (yet).
+    mknod = symlink = link = setxattr = removexattr = _not_supported

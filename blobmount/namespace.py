@@ -37,6 +37,38 @@ class NotADirectory(BlobmountError):
     errno = errno.ENOTDIR
 
 
+class IsADirectory(BlobmountError):
+    errno = errno.EISDIR
+
+
+class Exists(BlobmountError):
+    errno = errno.EEXIST
+
+
+class NotEmpty(BlobmountError):
+    errno = errno.ENOTEMPTY
+
+
+class NameTooLong(BlobmountError):
+    errno = errno.ENAMETOOLONG
+
+
+class InvalidName(BlobmountError):
+    errno = errno.EINVAL
+
+
+class ReadOnly(BlobmountError):
+    errno = errno.EROFS
+
+
+class PermissionDenied(BlobmountError):
+    errno = errno.EACCES
+
+
+class CrossDevice(BlobmountError):
+    errno = errno.EXDEV
+
+
 def shown_name(segment: str) -> str | None:
     """The name a blob name segment shows as, or None when POSIX cannot show it."""
     if segment in ("", ".", "..") or "\0" in segment or "/" in segment:
@@ -160,3 +192,138 @@ class Namespace:
         self.store.update_file(node.inode, size=item.size, mtime_ns=item.mtime_ns,
                                etag=item.etag, checked=time.time())
         return self.node(node.inode)
+
+    # -- changes made through the mount ----------------------------------------------
+
+    def writable_folder(self, folder: Node) -> Node:
+        """The folder, if files may be made in it; EROFS / EACCES otherwise."""
+        if not folder.is_dir:
+            raise NotADirectory(f"{folder.name} is not a folder")
+        if folder.entry is None:
+            raise PermissionDenied("the mount table's own folders cannot change")
+        if self.entries[folder.entry].read_only:
+            raise ReadOnly(f"{self.entries[folder.entry].local} is read-only")
+        return folder
+
+    def writable_file(self, node: Node) -> Node:
+        if node.entry is None or self.entries[node.entry].read_only:
+            raise ReadOnly(f"{node.name} is read-only")
+        return node
+
+    @staticmethod
+    def checked_name(name: str) -> str:
+        if len(name.encode("utf-8")) > NAME_MAX:
+            raise NameTooLong(name[:40] + "...")
+        if shown_name(name) is None:
+            raise InvalidName(f"{name!r} cannot be a blob name segment")
+        return name
+
+    async def make_folder(self, parent: Node, name: str) -> Node:
+        parent = self.writable_folder(await self.listed(parent))
+        if self.store.child(parent.inode, self.checked_name(name)) is not None:
+            raise Exists(name)
+        remote = self.remotes[parent.entry]
+        prefix = f"{parent.blob}{name}/"
+        item = await trio.to_thread.run_sync(remote.make_folder, prefix, limiter=self._limiter)
+        generation = self.store.begin_listing()
+        now = time.time()
+        self.store.add_listed(parent, generation, [ListedItem(name, True, prefix, 0,
+                                                              item.mtime_ns or time.time_ns())],
+                              now)
+        node = self.store.child(parent.inode, name)
+        # Just made: it is empty, no need to ask the container.
+        self.store.finish_listing(node, self.store.begin_listing(), now)
+        return self.node(node.inode)
+
+    async def remove_folder(self, parent: Node, name: str) -> None:
+        node = await self.lookup(parent, name)
+        if not node.is_dir:
+            raise NotADirectory(name)
+        self.writable_folder(node)
+        node = await self.listed(node)
+        if self.store.child_inodes(node.inode):
+            raise NotEmpty(name)
+        remote = self.remotes[node.entry]
+        await trio.to_thread.run_sync(remote.delete, node.blob.rstrip("/"),
+                                      limiter=self._limiter)
+        self.store.remove_node(node.inode)
+
+    async def remove_file(self, parent: Node, name: str) -> Node:
+        node = await self.lookup(parent, name)
+        if node.is_dir:
+            raise IsADirectory(name)
+        self.writable_file(node)
+        if not node.local or node.etag:
+            await trio.to_thread.run_sync(self.remotes[node.entry].delete, node.blob,
+                                          limiter=self._limiter)
+        self.store.remove_node(node.inode)
+        return node
+
+    async def rename(self, old_parent: Node, old_name: str, new_parent: Node,
+                     new_name: str, *, replace: bool = True) -> tuple[Node, Node | None]:
+        """Move a file or folder inside one entry (server-side copy, then delete).
+
+        The caller uploads a file's pending bytes first. Returns the moved node and
+        the node it replaced, if any.
+        """
+        node = await self.lookup(old_parent, old_name)
+        new_parent = self.writable_folder(await self.listed(new_parent))
+        self.writable_folder(self.node(node.parent))
+        if node.entry != new_parent.entry:
+            raise CrossDevice("rename across mount entries")
+        self.checked_name(new_name)
+        target = self.store.child(new_parent.inode, new_name)
+        if target is not None:
+            if not replace:
+                raise Exists(new_name)
+            if target.inode == node.inode:
+                return node, None
+            if node.is_dir and not target.is_dir:
+                raise NotADirectory(new_name)
+            if target.is_dir and not node.is_dir:
+                raise IsADirectory(new_name)
+            if target.is_dir and self.store.child_inodes((await self.listed(target)).inode):
+                raise NotEmpty(new_name)
+        remote = self.remotes[node.entry]
+        if node.is_dir:
+            new_blob = f"{new_parent.blob}{new_name}/"
+            if new_blob.startswith(node.blob):
+                raise InvalidName("cannot move a folder into itself")
+            names = await trio.to_thread.run_sync(remote.list_all, node.blob,
+                                                  limiter=self._limiter)
+            for blob in names:
+                await self._move_blob(remote, blob, new_blob + blob[len(node.blob):])
+            # The folder's own marker blob (if any) is not under its prefix.
+            await trio.to_thread.run_sync(remote.delete, node.blob.rstrip("/"),
+                                          limiter=self._limiter)
+            await trio.to_thread.run_sync(remote.make_folder, new_blob, limiter=self._limiter)
+            self.store.move_blobs_under(node.entry, node.blob, new_blob)
+        else:
+            new_blob = f"{new_parent.blob}{new_name}"
+            await self._move_blob(remote, node.blob, new_blob)
+        if target is not None:
+            if target.is_dir:
+                await trio.to_thread.run_sync(remote.delete, target.blob.rstrip("/"),
+                                              limiter=self._limiter)
+            self.store.remove_node(target.inode)
+        self.store.move_node(node.inode, new_parent.inode, new_name, new_blob)
+        return self.node(node.inode), target
+
+    async def _move_blob(self, remote: Remote, source: str, destination: str) -> None:
+        await trio.to_thread.run_sync(remote.copy, source, destination, limiter=self._limiter)
+        await trio.to_thread.run_sync(remote.delete, source, limiter=self._limiter)
+
+    async def create_file(self, parent: Node, name: str) -> Node:
+        parent = self.writable_folder(await self.listed(parent))
+        blob = f"{parent.blob}{self.checked_name(name)}"
+        existing = self.store.child(parent.inode, name)
+        if existing is not None and existing.is_dir:
+            raise IsADirectory(name)
+        inode = self.store.add_local_file(parent, name, blob, size=0, mtime_ns=time.time_ns())
+        return self.node(inode)
+
+    def uploaded(self, entry: int, blob: str, size: int, mtime_ns: int, etag: str) -> None:
+        self.store.set_uploaded(entry, blob, size=size, mtime_ns=mtime_ns, etag=etag)
+
+    def conflicted(self, entry: int, blob: str) -> None:
+        self.store.forget_local(entry, blob, blob[:blob.rfind("/") + 1])

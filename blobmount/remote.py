@@ -11,15 +11,19 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from azure.core import MatchConditions
 from azure.core.exceptions import (
     AzureError,
     ClientAuthenticationError,
     HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
     ResourceNotFoundError,
     ServiceRequestError,
     ServiceResponseError,
@@ -34,7 +38,13 @@ from azure.storage.blob import (
 )
 
 from .config import AZURITE_KEY, Account
-from .errors import RemoteAuthError, RemoteError, RemoteNotFound, RemoteUnreachable
+from .errors import (
+    RemoteAuthError,
+    RemoteConflict,
+    RemoteError,
+    RemoteNotFound,
+    RemoteUnreachable,
+)
 from .log import redact
 
 log = logging.getLogger(__name__)
@@ -95,6 +105,8 @@ def translate_errors(what: str) -> Iterator[None]:
     """Turn SDK exceptions into RemoteError subclasses whose message says `what` failed."""
     try:
         yield
+    except (ResourceModifiedError, ResourceExistsError) as exc:
+        raise RemoteConflict(f"{what}: changed in the container ({_reason(exc)})") from None
     except ResourceNotFoundError as exc:
         raise RemoteNotFound(f"{what}: not found ({_reason(exc)})") from None
     except ClientAuthenticationError as exc:
@@ -191,6 +203,55 @@ class Remote:
                 os.fsync(out.fileno())
         props = stream.properties
         return BlobItem(blob, False, props.size, _mtime_ns(props.last_modified), _etag(props.etag))
+
+    def upload(self, blob: str, source: Path, *, base_etag: str,
+               metadata: dict[str, str] | None = None, concurrency: int = 4) -> BlobItem:
+        """Put the file's bytes as `blob`, only if the blob is still the version
+        `base_etag` ('' = only if there is no blob); RemoteConflict otherwise."""
+        if base_etag:
+            conditions = {"overwrite": True, "etag": base_etag,
+                          "match_condition": MatchConditions.IfNotModified}
+        else:
+            conditions = {"overwrite": False}
+        with translate_errors(f"upload of {self.label}/{blob}"), open(source, "rb") as data:
+            result = self._client.get_blob_client(blob).upload_blob(
+                data, length=os.fstat(data.fileno()).st_size, metadata=metadata,
+                max_concurrency=concurrency, **conditions)
+        return BlobItem(blob, False, source.stat().st_size,
+                        _mtime_ns(result.get("last_modified")), _etag(result.get("etag")))
+
+    def delete(self, blob: str) -> None:
+        """Delete a blob; one that is already gone is fine."""
+        with translate_errors(f"delete of {self.label}/{blob}"), contextlib.suppress(
+            ResourceNotFoundError
+        ):
+            self._client.delete_blob(blob)
+
+    def make_folder(self, prefix: str) -> BlobItem:
+        """Create the zero-length marker blob that keeps an empty folder (hdi_isfolder)."""
+        name = prefix.rstrip("/")
+        with translate_errors(f"mkdir {self.label}/{name}"):
+            result = self._client.get_blob_client(name).upload_blob(
+                b"", metadata={FOLDER_MARKER_KEY: "true"}, overwrite=True)
+        return BlobItem(name + "/", True, 0, _mtime_ns(result.get("last_modified")))
+
+    def list_all(self, prefix: str) -> list[str]:
+        """Every blob name under `prefix`, at any depth (for folder renames)."""
+        with translate_errors(f"listing {self.label}/{prefix}"):
+            return [blob.name for blob in self._client.list_blobs(name_starts_with=prefix)]
+
+    def copy(self, source: str, destination: str, *, poll: float = 0.2) -> None:
+        """Server-side copy of `source` to `destination`, waiting until it is done."""
+        with translate_errors(f"copy of {self.label}/{source} to {destination}"):
+            source_url = f"{self.blob_url(source)}?{self.sas_for_azcopy(blob=source)}"
+            target = self._client.get_blob_client(destination)
+            copy = target.start_copy_from_url(source_url)
+            status = copy.get("copy_status")
+            while status == "pending":
+                time.sleep(poll)
+                status = target.get_blob_properties().copy.status
+            if status != "success":
+                raise RemoteError(f"copy of {self.label}/{source}: {status}")
 
     def blob_url(self, blob: str = "") -> str:
         """URL of a blob (or, with blob='', of the container), without credentials."""

@@ -32,6 +32,9 @@ CREATE TABLE IF NOT EXISTS nodes (
                                     -- (mount-table folders)
     seen      INTEGER NOT NULL DEFAULT 0,  -- listing generation that last saw it; a
                                     -- listing drops children it did not see
+    local     INTEGER NOT NULL DEFAULT 0,  -- files: 1 while the cache holds bytes the
+                                    -- container does not have yet (written, or waiting
+                                    -- in `uploads`); listings then leave the node alone
     UNIQUE (parent, name)
 );
 
@@ -44,6 +47,27 @@ CREATE TABLE IF NOT EXISTS cached_files (
     blob        TEXT NOT NULL,      -- blob name, for listing the cache
     etag        TEXT NOT NULL,      -- ETag of the blob the bytes came from
     size        INTEGER NOT NULL,   -- bytes, checked against the file before use
-    state       TEXT NOT NULL,      -- 'clean': identical to the blob with `etag`
+    state       TEXT NOT NULL,      -- 'clean': identical to the blob with `etag`;
+                                    -- 'dirty': changed here, never evicted or replaced
+                                    -- by a download until uploaded
     last_access REAL NOT NULL       -- wall time of the last open, for eviction
+);
+
+-- The journal of uploads: a written file's row is committed (synchronous=FULL) after
+-- its cache file is fsynced and before close() returns, so a crash, a kill -9 or a
+-- reboot loses nothing: the next daemon with this cache folder uploads what is here.
+CREATE TABLE IF NOT EXISTS uploads (
+    path       TEXT PRIMARY KEY,     -- the cache file to upload (cached_files.path)
+    account    TEXT NOT NULL,        -- account_name, container and blob say where to;
+    container  TEXT NOT NULL,        -- matched against the config's entries at start
+    blob       TEXT NOT NULL,
+    base_etag  TEXT NOT NULL,        -- ETag of the blob version the file was based on;
+                                     -- '' = a new file. A blob whose ETag differs is a
+                                     -- conflict: both versions are kept
+    version    INTEGER NOT NULL,     -- bumped by every close of a written file; an
+                                     -- upload removes the row only if it is unchanged
+    queued     REAL NOT NULL,        -- wall time of the first close not yet uploaded
+    attempts   INTEGER NOT NULL DEFAULT 0,  -- failed attempts so far
+    next_try   REAL NOT NULL DEFAULT 0,     -- wall time before which no retry is made
+    last_error TEXT                  -- the last failure, one line, for `status`
 );

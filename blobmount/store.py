@@ -32,6 +32,7 @@ class Node:
     etag: str | None
     checked: float | None
     listed: float | None
+    local: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,15 +57,34 @@ class CachedFile:
     last_access: float
 
 
-_NODE_COLUMNS = "inode, parent, name, is_dir, entry, blob, size, mtime_ns, etag, checked, listed"
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A row of the upload journal (see schema.sql)."""
+
+    path: str
+    account: str
+    container: str
+    blob: str
+    base_etag: str
+    version: int
+    queued: float
+    attempts: int
+    next_try: float
+    last_error: str | None
+
+
+_NODE_COLUMNS = ("inode, parent, name, is_dir, entry, blob, size, mtime_ns, etag, checked,"
+                 " listed, local")
+_UPLOAD_COLUMNS = ("path, account, container, blob, base_etag, version, queued, attempts,"
+                   " next_try, last_error")
 
 
 def _node(row: tuple | None) -> Node | None:
     if row is None:
         return None
-    inode, parent, name, is_dir, entry, blob, size, mtime_ns, etag, checked, listed = row
+    inode, parent, name, is_dir, entry, blob, size, mtime_ns, etag, checked, listed, local = row
     return Node(inode, parent, name, bool(is_dir), entry, blob, size, mtime_ns, etag,
-                checked, listed)
+                checked, listed, bool(local))
 
 
 class Store:
@@ -171,7 +191,8 @@ class Store:
                 " ON CONFLICT (parent, name) DO UPDATE SET is_dir = excluded.is_dir,"
                 " blob = excluded.blob, size = excluded.size, mtime_ns = excluded.mtime_ns,"
                 " etag = excluded.etag, checked = excluded.checked, seen = excluded.seen,"
-                " listed = CASE WHEN excluded.is_dir = is_dir THEN listed END",
+                " listed = CASE WHEN excluded.is_dir = is_dir THEN listed END"
+                " WHERE local = 0",
                 rows,
             )
 
@@ -179,7 +200,7 @@ class Store:
         """Drop the children this listing did not see, and mark the folder listed."""
         with self._db:
             self._db.execute(
-                "DELETE FROM nodes WHERE parent = ? AND seen != ? AND inode != ?",
+                "DELETE FROM nodes WHERE parent = ? AND seen != ? AND inode != ? AND local = 0",
                 (folder.inode, generation, ROOT_INODE),
             )
             self._db.execute("UPDATE nodes SET listed = ? WHERE inode = ?", (now, folder.inode))
@@ -193,6 +214,58 @@ class Store:
 
     def remove_node(self, inode: int) -> None:
         self._db.execute("DELETE FROM nodes WHERE inode = ?", (inode,))
+
+    def add_local_file(self, parent: Node, name: str, blob: str, *, size: int,
+                       mtime_ns: int) -> int:
+        """Add (or turn into) a file whose bytes are only in the cache so far."""
+        cursor = self._db.execute(
+            "INSERT INTO nodes (parent, name, is_dir, entry, blob, size, mtime_ns, local,"
+            " checked) VALUES (?, ?, 0, ?, ?, ?, ?, 1, ?)"
+            " ON CONFLICT (parent, name) DO UPDATE SET is_dir = 0, blob = excluded.blob,"
+            " size = excluded.size, mtime_ns = excluded.mtime_ns, local = 1"
+            " RETURNING inode",
+            (parent.inode, name, parent.entry, blob, size, mtime_ns, time.time()),
+        )
+        return cursor.fetchone()[0]
+
+    def set_local(self, inode: int, *, size: int, mtime_ns: int) -> None:
+        self._db.execute(
+            "UPDATE nodes SET local = 1, size = ?, mtime_ns = ? WHERE inode = ?",
+            (size, mtime_ns, inode),
+        )
+
+    def set_uploaded(self, blob_entry: int, blob: str, *, size: int, mtime_ns: int,
+                     etag: str) -> None:
+        """The node of `blob` now shows the blob as uploaded."""
+        self._db.execute(
+            "UPDATE nodes SET local = 0, size = ?, mtime_ns = ?, etag = ?, checked = ?"
+            " WHERE entry = ? AND blob = ? AND is_dir = 0",
+            (size, mtime_ns, etag, time.time(), blob_entry, blob),
+        )
+
+    def forget_local(self, entry: int, blob: str, folder_prefix: str) -> None:
+        """Show the container's version of `blob` again, and relist its folder."""
+        with self._db:
+            self._db.execute(
+                "UPDATE nodes SET local = 0, checked = NULL WHERE entry = ? AND blob = ?"
+                " AND is_dir = 0", (entry, blob))
+            self._db.execute(
+                "UPDATE nodes SET listed = NULL WHERE entry = ? AND blob = ? AND is_dir = 1",
+                (entry, folder_prefix))
+
+    def move_node(self, inode: int, parent: int, name: str, blob: str) -> None:
+        self._db.execute(
+            "UPDATE nodes SET parent = ?, name = ?, blob = ? WHERE inode = ?",
+            (parent, name, blob, inode),
+        )
+
+    def move_blobs_under(self, entry: int, old_prefix: str, new_prefix: str) -> None:
+        """Rename the blobs of every node under a folder that moved (inodes stay)."""
+        self._db.execute(
+            "UPDATE nodes SET blob = ? || substr(blob, ?) WHERE entry = ?"
+            " AND substr(blob, 1, ?) = ?",
+            (new_prefix, len(old_prefix) + 1, entry, len(old_prefix), old_prefix),
+        )
 
     # -- cached files ------------------------------------------------------------
 
@@ -220,6 +293,9 @@ class Store:
     def drop_cached_file(self, path: str) -> None:
         self._db.execute("DELETE FROM cached_files WHERE path = ?", (path,))
 
+    def set_cache_state(self, path: str, state: str) -> None:
+        self._db.execute("UPDATE cached_files SET state = ? WHERE path = ?", (state, path))
+
     def cached_bytes(self, under: str | None = None) -> int:
         """Bytes of cached files, all of them or those whose path starts with `under`."""
         if under is None:
@@ -230,3 +306,60 @@ class Store:
                 (len(under), under),
             ).fetchone()
         return row[0]
+
+    # -- the upload journal ------------------------------------------------------
+
+    def queue_upload(self, path: str, *, account: str, container: str, blob: str,
+                     base_etag: str) -> int:
+        """Journal an upload durably (fsynced before this returns); its version."""
+        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            with self._db:
+                row = self._db.execute(
+                    "INSERT INTO uploads (path, account, container, blob, base_etag, version,"
+                    " queued) VALUES (?, ?, ?, ?, ?, 1, ?)"
+                    " ON CONFLICT (path) DO UPDATE SET version = version + 1, blob ="
+                    " excluded.blob, next_try = 0 RETURNING version",
+                    (path, account, container, blob, base_etag, time.time()),
+                ).fetchone()
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        return row[0]
+
+    def upload(self, path: str) -> Upload | None:
+        row = self._db.execute(
+            f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE path = ?", (path,)
+        ).fetchone()
+        return Upload(*row) if row else None
+
+    def uploads(self, *, due_by: float | None = None) -> list[Upload]:
+        """Journaled uploads, oldest first; only those due by `due_by` if given."""
+        if due_by is None:
+            rows = self._db.execute(f"SELECT {_UPLOAD_COLUMNS} FROM uploads ORDER BY queued")
+        else:
+            rows = self._db.execute(
+                f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE next_try <= ? ORDER BY queued",
+                (due_by,),
+            )
+        return [Upload(*row) for row in rows]
+
+    def upload_done(self, path: str, version: int) -> bool:
+        """Drop the row if no close came after the uploaded version; True if dropped."""
+        with self._db:
+            cursor = self._db.execute(
+                "DELETE FROM uploads WHERE path = ? AND version = ?", (path, version)
+            )
+        return cursor.rowcount == 1
+
+    def upload_failed(self, path: str, error: str, next_try: float) -> None:
+        self._db.execute(
+            "UPDATE uploads SET attempts = attempts + 1, last_error = ?, next_try = ?"
+            " WHERE path = ?", (error, next_try, path),
+        )
+
+    def rebase_upload(self, path: str, base_etag: str) -> None:
+        self._db.execute("UPDATE uploads SET base_etag = ? WHERE path = ?", (base_etag, path))
+
+    def drop_upload(self, path: str) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM uploads WHERE path = ?", (path,))

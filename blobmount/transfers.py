@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
@@ -18,20 +17,12 @@ from pathlib import Path
 import trio
 
 from .azcopy import AzCopy
-from .cache import Cache
+from .cache import Cache, fsync_file
 from .config import MountEntry
 from .remote import Remote
 from .singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Downloads:
@@ -78,7 +69,7 @@ class Downloads:
                 azcopy = self._azcopy_for(entry)
                 await azcopy.copy(f"{remote.blob_url(blob)}?{sas}", str(temp),
                                   from_to="BlobLocal")
-                await trio.to_thread.run_sync(_fsync_path, temp, limiter=self._limiter)
+                await trio.to_thread.run_sync(fsync_file, temp, limiter=self._limiter)
             size = await trio.to_thread.run_sync(self.cache.install, temp, path,
                                                  limiter=self._limiter)
             self.cache.record(path, blob=blob, etag=etag or "", size=size)

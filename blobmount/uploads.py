@@ -1,0 +1,232 @@
+"""Uploads of written files, through a durable journal.
+
+A written file is journaled (its cache file fsynced, its row committed) before close()
+returns, in both modes; `sync` mode then uploads it at once and reports the outcome
+to close(), `async` mode leaves it to the worker, which uploads files closed close
+together in one go. A failed upload stays in the journal and is retried with
+exponential backoff in a random window; nothing is dropped until the container has
+the bytes. A blob that changed in the container since the local copy was taken is
+never overwritten: the local bytes go up beside it under a conflict name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import posixpath
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from .azcopy import AzCopy
+from .cache import Cache, fsync_file
+from .config import MountEntry, Settings
+from .errors import BlobmountError, RemoteConflict, RemoteNotFound
+from .remote import Remote
+from .singleflight import SingleFlight
+from .store import Store, Upload
+
+log = logging.getLogger(__name__)
+
+RETRY_FIRST = 0.5   # seconds before the first retry
+RETRY_MAX = 60.0    # no retry waits longer than this
+
+
+def retry_delay(attempts: int) -> float:
+    """Exponential backoff in a random window: about 0.5 s, 1 s, 2 s ... up to a minute."""
+    return min(RETRY_MAX, RETRY_FIRST * 2 ** max(0, attempts - 1)) * random.uniform(0.5, 1.5)
+
+
+def conflict_name(blob: str, when: dt.datetime | None = None) -> str:
+    """Where the local version of a conflicting file goes: beside it, clearly marked."""
+    stamp = (when or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
+    folder, name = posixpath.split(blob)
+    stem, dot, extension = name.partition(".") if not name.startswith(".") else (name, "", "")
+    marked = f"{stem}.conflict-{stamp}{dot}{extension}"
+    return posixpath.join(folder, marked) if folder else marked
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a journaled upload goes: a mount entry and its container."""
+
+    index: int
+    entry: MountEntry
+    remote: Remote
+
+
+class Uploads:
+    """The upload journal's worker, and the calls that wait for it."""
+
+    def __init__(self, store: Store, cache: Cache, entries: Sequence[MountEntry],
+                 remotes: Sequence[Remote], azcopy_for: Callable[[MountEntry], AzCopy] | None,
+                 *, settings: Settings, limiter: trio.CapacityLimiter,
+                 on_uploaded: Callable[[Target, str, int, int, str], None],
+                 on_conflict: Callable[[Target, str], None]) -> None:
+        self.store = store
+        self.cache = cache
+        self._targets = {
+            (entry.account.account_name, entry.container): Target(index, entry, remote)
+            for index, (entry, remote) in enumerate(zip(entries, remotes, strict=True))
+        }
+        self._azcopy_for = azcopy_for
+        self._settings = settings
+        self._limiter = limiter
+        self._on_uploaded = on_uploaded
+        self._on_conflict = on_conflict
+        self._flights = SingleFlight()
+        self._wake = trio.Event()
+
+    # -- journaling ---------------------------------------------------------------
+
+    async def journal(self, path: Path, entry: MountEntry, blob: str, base_etag: str) -> int:
+        """Make the written file durable and journal its upload; the journal version."""
+        await trio.to_thread.run_sync(fsync_file, path, limiter=self._limiter)
+        version = self.store.queue_upload(
+            str(path), account=entry.account.account_name, container=entry.container,
+            blob=blob, base_etag=base_etag)
+        self._wake.set()
+        return version
+
+    async def upload_now(self, path: Path, version: int) -> None:
+        """Upload the journaled file now and return once the container has `version`.
+
+        Raises what the upload raised; the row stays in the journal for a retry.
+        """
+        while (row := self.store.upload(str(path))) is not None and row.version <= version:
+            await self._flights.run(str(path), lambda: self._attempt(str(path)))
+
+    def forget(self, path: Path) -> None:
+        """The file was deleted here: its pending upload must not bring it back."""
+        self.store.drop_upload(str(path))
+
+    # -- the worker ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Upload what the journal holds, batching files closed close together."""
+        while True:
+            due = self.store.uploads(due_by=time.time())
+            if not due:
+                await self._sleep_until_due()
+                continue
+            # Files closed within the window go up together.
+            await trio.sleep(self._settings.upload_batch_window)
+            await self._attempt_all(self.store.uploads(due_by=time.time()))
+
+    async def _sleep_until_due(self) -> None:
+        pending = self.store.uploads()
+        delay = (min(row.next_try for row in pending) - time.time()) if pending else 3600
+        with trio.move_on_after(max(0.0, delay)):
+            await self._wake.wait()
+        self._wake = trio.Event()
+
+    async def _attempt_all(self, rows: list[Upload]) -> None:
+        async with trio.open_nursery() as nursery:
+            for row in rows:
+                nursery.start_soon(self._attempt_quietly, row.path)
+
+    async def _attempt_quietly(self, path: str) -> None:
+        with contextlib.suppress(BlobmountError):
+            await self._flights.run(path, lambda: self._attempt(path))
+
+    async def sync(self) -> list[Upload]:
+        """Try every journaled upload now; the ones that still failed."""
+        await self._attempt_all(self.store.uploads())
+        return self.store.uploads()
+
+    # -- one upload ---------------------------------------------------------------
+
+    async def _attempt(self, path: str) -> None:
+        row = self.store.upload(path)
+        if row is None:
+            return
+        try:
+            await self._upload(row)
+        except BlobmountError as exc:
+            self.store.upload_failed(path, str(exc), time.time() + retry_delay(row.attempts + 1))
+            log.warning("upload of %s failed (attempt %d): %s", row.blob, row.attempts + 1, exc)
+            raise
+
+    async def _upload(self, row: Upload) -> None:
+        target = self._targets.get((row.account, row.container))
+        if target is None:
+            raise BlobmountError(f"no mount entry is for {row.account}/{row.container}")
+        path = Path(row.path)
+        if not path.exists():
+            # Deleted by hand before it went up: there is nothing left to upload.
+            log.error("cache file of %s/%s is gone; its upload is dropped", target.remote.label,
+                      row.blob)
+            self.store.drop_upload(row.path)
+            return
+        try:
+            item = await self._put(target, row.blob, path, row.base_etag)
+        except RemoteConflict:
+            await self._keep_both(target, row, path)
+            return
+        if self.store.upload_done(row.path, row.version):
+            self.cache.record(path, blob=row.blob, etag=item.etag, size=item.size)
+            self._on_uploaded(target, row.blob, item.size, item.mtime_ns, item.etag)
+            log.info("uploaded %s/%s (%d bytes)", target.remote.label, row.blob, item.size)
+        else:
+            # Written again meanwhile: the next upload replaces the one just made.
+            self.store.rebase_upload(row.path, item.etag)
+
+    async def _put(self, target: Target, blob: str, path: Path, base_etag: str):
+        remote = target.remote
+        size = path.stat().st_size
+        if size <= self._settings.sdk_upload_max or self._azcopy_for is None:
+            return await trio.to_thread.run_sync(
+                lambda: remote.upload(blob, path, base_etag=base_etag), limiter=self._limiter)
+        # AzCopy cannot upload conditionally: check the base version just before.
+        try:
+            current = await trio.to_thread.run_sync(remote.properties, blob,
+                                                    limiter=self._limiter)
+            if current.etag != base_etag:
+                raise RemoteConflict(f"{remote.label}/{blob} changed in the container")
+        except RemoteNotFound:
+            if base_etag:
+                raise RemoteConflict(f"{remote.label}/{blob} was deleted in the container"
+                                     ) from None
+        sas = await trio.to_thread.run_sync(lambda: remote.sas_for_azcopy(blob=blob, write=True))
+        await self._azcopy_for(target.entry).copy(
+            str(path), f"{remote.blob_url(blob)}?{sas}", from_to="LocalBlob")
+        return await trio.to_thread.run_sync(remote.properties, blob, limiter=self._limiter)
+
+    async def _keep_both(self, target: Target, row: Upload, path: Path) -> None:
+        """The blob changed in the container: put the local bytes beside it."""
+        conflict = conflict_name(row.blob)
+        await self._put(target, conflict, path, "")
+        log.warning("conflict: %s/%s changed in the container since it was cached; the local"
+                    " version is kept as %s", target.remote.label, row.blob, conflict)
+        self.store.drop_upload(row.path)
+        self.store.drop_cached_file(row.path)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        self._on_conflict(target, row.blob)
+
+    # -- status -------------------------------------------------------------------
+
+    def status(self) -> dict:
+        rows = self.store.uploads()
+        sizes = []
+        for row in rows:
+            try:
+                sizes.append(os.stat(row.path).st_size)
+            except FileNotFoundError:
+                sizes.append(0)
+        return {
+            "count": len(rows),
+            "bytes": sum(sizes),
+            "oldest": min((row.queued for row in rows), default=None),
+            "failed": [
+                {"blob": f"{row.account}/{row.container}/{row.blob}", "attempts": row.attempts,
+                 "error": row.last_error}
+                for row in rows if row.attempts
+            ],
+        }
