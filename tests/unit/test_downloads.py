@@ -1,0 +1,219 @@
+"""Downloads: one download per blob however many readers wait, written under a
+temporary name and never left half-done, with a stand-in for Remote (SDK path only)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from blobmount.cache import Cache
+from blobmount.config import Account, MountEntry
+from blobmount.errors import RemoteError
+from blobmount.remote import BlobItem
+from blobmount.store import Store
+from blobmount.transfers import Downloads
+
+READERS = 8
+TIMEOUT = 10
+
+
+class FakeRemote:
+    """Remote's download: writes the blob's bytes, optionally held until released."""
+
+    label = "acct/cont"
+
+    def __init__(self, blobs: dict[str, tuple[bytes, str]]) -> None:
+        self.blobs = blobs  # name -> (bytes, etag)
+        self.calls: list[str] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail_with: Exception | None = None
+        self._lock = threading.Lock()
+
+    def download(self, blob: str, destination: Path, *, concurrency: int = 4) -> BlobItem:
+        with self._lock:
+            self.calls.append(blob)
+        data, etag = self.blobs[blob]
+        with open(destination, "wb") as out:
+            out.write(data[: len(data) // 2])  # a half-written file until the end
+            if not self.gate.wait(TIMEOUT):
+                raise AssertionError("the test never released the download")
+            if self.fail_with is not None:
+                raise self.fail_with
+            out.write(data[len(data) // 2:])
+        return BlobItem(blob, False, len(data), 1_000, etag)
+
+    def blob_url(self, blob: str = "") -> str:  # pragma: no cover - AzCopy path only
+        raise AssertionError("AzCopy is off in these tests")
+
+
+@pytest.fixture
+def entry(tmp_path: Path) -> MountEntry:
+    account = Account(name="acct", account_name="acct",
+                      endpoint="https://acct.blob.core.windows.net", account_key="a2V5")
+    return MountEntry(local="data", account=account, container="cont", prefix="",
+                      cache_dir=tmp_path / "cache")
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Iterator[Cache]:
+    store = Store(tmp_path / "meta" / "blobmount.sqlite")
+    yield Cache(store)
+    store.close()
+
+
+def downloads_for(cache: Cache, *, sdk_max: int = 1 << 30) -> Downloads:
+    return Downloads(cache, None, sdk_max=sdk_max, limiter=trio.CapacityLimiter(4))
+
+
+def temp_files(entry: MountEntry) -> list[Path]:
+    return sorted(entry.cache_dir.rglob("*.tmp"))
+
+
+DATA = bytes(range(256)) * 41
+
+
+async def _readers(downloads: Downloads, entry: MountEntry, remote: FakeRemote, blob: str,
+                   etag: str, outcomes: list, readers: int = READERS) -> None:
+    """`readers` concurrent opens of one blob; the download is let go once all wait."""
+    size = len(remote.blobs[blob][0])
+
+    async def reader() -> None:
+        try:
+            outcomes.append(await downloads.cached_copy(
+                entry, remote, blob, size=size, etag=etag, shown_path=f"data/{blob}"))
+        except Exception as exc:
+            outcomes.append(exc)
+
+    remote.gate.clear()
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            for _ in range(readers):
+                nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            remote.gate.set()
+
+
+def test_concurrent_readers_share_one_download(cache: Cache, entry: MountEntry) -> None:
+    remote = FakeRemote({"dir/big.bin": (DATA, "E1")})
+    downloads = downloads_for(cache)
+    outcomes: list = []
+    trio.run(_readers, downloads, entry, remote, "dir/big.bin", "E1", outcomes)
+
+    path = cache.path_for(entry, "dir/big.bin")
+    assert remote.calls == ["dir/big.bin"]
+    assert downloads.started == {"data/dir/big.bin": 1}
+    assert outcomes == [(path, True)] * READERS
+    assert path.read_bytes() == DATA
+    assert temp_files(entry) == []
+    record = cache.store.cached_file(str(path))
+    assert record is not None and (record.blob, record.etag, record.size, record.state) == (
+        "dir/big.bin", "E1", len(DATA), "clean")
+
+
+def test_a_second_open_downloads_nothing(cache: Cache, entry: MountEntry) -> None:
+    remote = FakeRemote({"a": (b"alpha", "E1")})
+    downloads = downloads_for(cache)
+
+    async def main() -> list:
+        return [await downloads.cached_copy(entry, remote, "a", size=5, etag="E1",
+                                            shown_path="data/a") for _ in range(3)]
+
+    path = cache.path_for(entry, "a")
+    assert trio.run(main) == [(path, True), (path, False), (path, False)]
+    assert remote.calls == ["a"]
+    assert downloads.started == {"data/a": 1}
+
+
+def test_a_failed_download_reaches_every_reader_and_leaves_nothing(
+        cache: Cache, entry: MountEntry) -> None:
+    remote = FakeRemote({"a": (DATA, "E1")})
+    remote.fail_with = RemoteError("download of acct/cont/a: connection reset")
+    downloads = downloads_for(cache)
+    outcomes: list = []
+    trio.run(_readers, downloads, entry, remote, "a", "E1", outcomes)
+
+    path = cache.path_for(entry, "a")
+    assert remote.calls == ["a"]
+    assert downloads.started == {"data/a": 1}
+    assert len(outcomes) == READERS
+    assert all(isinstance(o, RemoteError) and "connection reset" in str(o) for o in outcomes)
+    assert temp_files(entry) == []
+    assert not path.exists()
+    assert cache.store.cached_file(str(path)) is None
+
+    # The next open tries again, and succeeds.
+    remote.fail_with = None
+    outcomes.clear()
+    trio.run(_readers, downloads, entry, remote, "a", "E1", outcomes)
+    assert outcomes == [(path, True)] * READERS
+    assert remote.calls == ["a", "a"]
+    assert path.read_bytes() == DATA and temp_files(entry) == []
+
+
+def test_a_changed_blob_is_downloaded_again(cache: Cache, entry: MountEntry) -> None:
+    remote = FakeRemote({"a": (b"version one", "E1")})
+    downloads = downloads_for(cache)
+
+    async def open_a(etag: str) -> tuple[Path, bool]:
+        return await downloads.cached_copy(entry, remote, "a", size=11, etag=etag,
+                                           shown_path="data/a")
+
+    path, downloaded = trio.run(open_a, "E1")
+    assert downloaded and path.read_bytes() == b"version one"
+    remote.blobs["a"] = (b"version two!", "E2")
+    assert trio.run(open_a, "E2") == (path, True)
+    assert path.read_bytes() == b"version two!"
+    assert trio.run(open_a, "E2") == (path, False)
+    assert remote.calls == ["a", "a"] and downloads.started == {"data/a": 2}
+    assert temp_files(entry) == []
+
+
+def test_a_copy_deleted_by_hand_is_downloaded_again(cache: Cache, entry: MountEntry) -> None:
+    remote = FakeRemote({"a": (b"alpha", "E1")})
+    downloads = downloads_for(cache)
+
+    async def open_a() -> tuple[Path, bool]:
+        return await downloads.cached_copy(entry, remote, "a", size=5, etag="E1",
+                                           shown_path="data/a")
+
+    path, _ = trio.run(open_a)
+    path.unlink()
+    assert trio.run(open_a) == (path, True)
+    assert path.read_bytes() == b"alpha" and remote.calls == ["a", "a"]
+
+
+def test_different_blobs_download_side_by_side(cache: Cache, entry: MountEntry) -> None:
+    blobs = {f"f{i}": (bytes([i]) * (100 + i), f"E{i}") for i in range(6)}
+    remote = FakeRemote(blobs)
+    downloads = downloads_for(cache)
+    got: dict[str, tuple[Path, bool]] = {}
+
+    async def main() -> None:
+        async def open_one(name: str) -> None:
+            got[name] = await downloads.cached_copy(
+                entry, remote, name, size=len(blobs[name][0]), etag=blobs[name][1],
+                shown_path=f"data/{name}")
+
+        remote.gate.clear()
+        with trio.fail_after(TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                for name in blobs:
+                    nursery.start_soon(open_one, name)
+                    nursery.start_soon(open_one, name)
+                await trio.testing.wait_all_tasks_blocked()
+                remote.gate.set()
+
+    trio.run(main)
+    assert sorted(remote.calls) == sorted(blobs)
+    assert downloads.started == {f"data/{name}": 1 for name in blobs}
+    for name, (data, _) in blobs.items():
+        path, downloaded = got[name]
+        assert downloaded and path.read_bytes() == data
+    assert len({path for path, _ in got.values()}) == len(blobs)
+    assert temp_files(entry) == []

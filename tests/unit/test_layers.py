@@ -1,0 +1,210 @@
+"""DESIGN.md's layer table, enforced: a module imports only from its own layer or lower
+ones, the same-layer imports never form a cycle, and every module is in the table.
+
+Every import counts, wherever it stands (module level, inside a function, under
+`if TYPE_CHECKING:`): a dependency that only type checkers see is still a dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from pathlib import Path
+
+import pytest
+
+import blobmount
+
+PACKAGE = "blobmount"
+PACKAGE_DIR = Path(blobmount.__file__).parent
+
+#: DESIGN.md's table. A new module must be placed here before its test passes.
+LAYERS: dict[int, frozenset[str]] = {
+    # `__init__` is the package itself: it may import nothing of ours (so importing
+    # any one module never drags in the rest).
+    0: frozenset({"__init__", "errors", "config", "log", "tools", "singleflight"}),
+    1: frozenset({"store", "remote", "azcopy", "azurite"}),
+    # `uploads` (the write path's journal and worker) sits with `transfers`.
+    2: frozenset({"namespace", "cache", "transfers", "uploads"}),
+    3: frozenset({"fs", "control"}),
+    4: frozenset({"daemon", "cli", "__main__"}),
+}
+LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
+
+
+def module_name(path: Path, root: Path = PACKAGE_DIR) -> str:
+    """`x.py` -> 'x'; `sub/y.py` -> 'sub.y'; `sub/__init__.py` -> 'sub' (relative to root)."""
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if len(parts) > 1 and parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def package_modules(root: Path = PACKAGE_DIR) -> dict[str, Path]:
+    return {module_name(path, root): path for path in sorted(root.rglob("*.py"))}
+
+
+def _resolve(name: str, path: Path, node: ast.ImportFrom) -> str:
+    """The absolute dotted module an ImportFrom names (`from ..x import y` -> '...x')."""
+    if node.level == 0:
+        return node.module or ""
+    # What `.` means: the package itself for an __init__.py, else the module's package.
+    if path.name == "__init__.py":
+        package = [PACKAGE] + ([] if name == "__init__" else name.split("."))
+    else:
+        package = [PACKAGE, *name.split(".")[:-1]]
+    base = package[: len(package) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _ours(dotted: str | None, modules: set[str]) -> str | None:
+    """'blobmount.x.y' -> the longest of 'x.y', 'x' that is one of our modules."""
+    if dotted is None or (dotted != PACKAGE and not dotted.startswith(PACKAGE + ".")):
+        return None
+    parts = dotted.split(".")[1:]
+    while parts:
+        if ".".join(parts) in modules:
+            return ".".join(parts)
+        parts.pop()
+    return "__init__"  # `blobmount` itself, or something in it we cannot place
+
+
+def imports_of(name: str, path: Path, modules: set[str]) -> set[str]:
+    """The blobmount modules `name` imports, each as a module name ('store', 'sub.y')."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                module = _ours(alias.name, modules)
+                if module is not None:
+                    found.add(module)
+        elif isinstance(node, ast.ImportFrom):
+            target = _resolve(name, path, node)
+            module = _ours(target, modules)
+            if module is None:
+                continue
+            # `from blobmount import store` / `from . import control` import modules.
+            named = [
+                _ours(f"{target}.{alias.name}", modules) for alias in node.names
+            ]
+            submodules = {m for m in named if m is not None and m != module}
+            if submodules:
+                found |= submodules
+            else:
+                found.add(module)
+    found.discard(name)
+    return found
+
+
+def _top(module: str) -> str:
+    return module.split(".")[0]
+
+
+def layer_of(module: str) -> int | None:
+    return LAYER_OF.get(module, LAYER_OF.get(_top(module)))
+
+
+def import_graph(root: Path = PACKAGE_DIR) -> dict[str, set[str]]:
+    modules = package_modules(root)
+    return {name: imports_of(name, path, set(modules)) for name, path in modules.items()}
+
+
+@functools.cache
+def our_graph() -> dict[str, set[str]]:
+    return import_graph()
+
+
+def upward_imports(graph: dict[str, set[str]], name: str) -> list[str]:
+    """What `name` imports from a higher layer (or from a module the table lacks)."""
+    mine = layer_of(name)
+    return sorted(
+        f"{target} (layer {layer_of(target)})"
+        for target in graph[name]
+        if mine is None or layer_of(target) is None or layer_of(target) > mine
+    )
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    state: dict[str, str] = {}  # 'open' while on the stack, 'done' after
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        state[module] = "open"
+        stack.append(module)
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == "open":
+                cycles.append(stack[stack.index(target):] + [target])
+            elif target not in state:
+                visit(target)
+        stack.pop()
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+    return cycles
+
+
+# --------------------------------------------------------------------------- the tests
+
+
+def test_every_module_is_in_the_layer_table() -> None:
+    unplaced = sorted(name for name in package_modules() if layer_of(name) is None)
+    assert not unplaced, (
+        f"modules missing from DESIGN.md's layer table (and LAYERS in this test): {unplaced}"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(package_modules()))
+def test_imports_go_down_the_layers(name: str) -> None:
+    upward = upward_imports(our_graph(), name)
+    assert not upward, f"{name} (layer {layer_of(name)}) imports from higher layers: {upward}"
+
+
+def test_no_import_cycles() -> None:
+    cycles = import_cycles(our_graph())
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_checker_sees_every_import_form(tmp_path: Path) -> None:
+    """The parser above catches each way of spelling an import of ours."""
+    modules = {"__init__", "store", "cache", "control", "errors"}
+    source = tmp_path / "probe.py"
+    source.write_text(
+        "import os\n"
+        "import blobmount.store\n"
+        "from blobmount import cache as c\n"
+        "from . import control\n"
+        "from .errors import BlobmountError\n"
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from blobmount.store import Node\n"
+        "def later():\n"
+        "    from .cache import Cache\n"
+        "    import blobmount\n",
+        encoding="utf-8",
+    )
+    assert imports_of("probe", source, modules) == {
+        "store", "cache", "control", "errors", "__init__",
+    }
+
+
+def test_the_checker_flags_upward_imports_and_cycles(tmp_path: Path) -> None:
+    """Run on a made-up package: an upward import and a same-layer cycle are caught."""
+    (tmp_path / "__init__.py").write_text("")
+    (tmp_path / "errors.py").write_text("")
+    (tmp_path / "store.py").write_text("from .cache import Cache\n")  # 1 -> 2: upward
+    (tmp_path / "cache.py").write_text("from blobmount import transfers\n")
+    (tmp_path / "transfers.py").write_text("def f():\n    from . import cache\n")  # cycle
+    (tmp_path / "fs.py").write_text("from .errors import X\nfrom .cache import Cache\n")
+    graph = import_graph(tmp_path)
+    assert graph == {
+        "__init__": set(), "errors": set(), "store": {"cache"}, "cache": {"transfers"},
+        "transfers": {"cache"}, "fs": {"errors", "cache"},
+    }
+    assert upward_imports(graph, "store") == ["cache (layer 2)"]
+    assert upward_imports(graph, "fs") == []
+    assert upward_imports(graph, "cache") == []  # same layer is allowed...
+    assert import_cycles(graph) == [["cache", "transfers", "cache"]]  # ...unless circular
