@@ -39,7 +39,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.argument("mountpoint", type=click.Path())
 @click.option("--config", "config_file", metavar="FILE",
               help="Config file [default: $BLOBMOUNT_CONFIG, ~/.config/blobmount/config.yaml,"
                    " /etc/blobmount/config.yaml for root, $AZFUSE_CLOUD_FUSE_CONFIG_FILE;"
@@ -135,7 +135,7 @@ def _start_daemon(args: list[str], log_path: Path) -> str:
 
 
 @cli.command()
-@click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.argument("mountpoint", type=click.Path())
 @click.option("--no-wait", is_flag=True,
               help="Leave pending uploads in the journal for the next mount.")
 def unmount(mountpoint: str, no_wait: bool) -> None:
@@ -190,7 +190,7 @@ def sync(mountpoint: str) -> None:
 
 
 @cli.command()
-@click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.argument("mountpoint", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the daemon's view as JSON.")
 def status(mountpoint: str, as_json: bool) -> None:
     """Show what the daemon serving MOUNTPOINT is doing."""

@@ -60,6 +60,9 @@ def check_mountpoint(path: str | os.PathLike) -> Path:
             problem = "does not exist" if not mountpoint.exists() else "is not a folder"
             raise MountPointError(f"mount point {mountpoint} {problem}")
         if os.path.ismount(mountpoint):
+            # The kernel may still answer stat() of a dead FUSE mount from its cache;
+            # statfs always asks the daemon, and gets ENOTCONN when there is none.
+            os.statvfs(mountpoint)
             raise MountPointError(f"mount point {mountpoint} is already mounted")
         if any(mountpoint.iterdir()):
             raise MountPointError(f"mount point {mountpoint} is not empty")

@@ -69,3 +69,7 @@ class ToolNotFound(BlobmountError):
 
 class RemoteConflict(RemoteError):
     """The blob changed in the container since the version a local change was based on."""
+
+
+class StoreError(BlobmountError):
+    """The metadata store cannot be used (a newer schema, a damaged file)."""

@@ -253,9 +253,9 @@ class Namespace:
         if node.is_dir:
             raise IsADirectory(name)
         self.writable_file(node)
-        if not node.local or node.etag:
-            await trio.to_thread.run_sync(self.remotes[node.entry].delete, node.blob,
-                                          limiter=self._limiter)
+        # Even a file never uploaded from here may have a blob (made elsewhere).
+        await trio.to_thread.run_sync(self.remotes[node.entry].delete, node.blob,
+                                      limiter=self._limiter)
         self.store.remove_node(node.inode)
         return node
 

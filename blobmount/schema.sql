@@ -2,7 +2,7 @@
 --
 -- One sqlite database per cache folder (<cache_dir>/blobmount.sqlite, WAL mode),
 -- opened by one daemon at a time (the daemon holds a lock file beside it).
--- `meta.schema_version` says which version of this file made the database;
+-- `meta.schema_version` says which version of this file made the database (now 2);
 -- store.py migrates older ones forward, step by step.
 
 CREATE TABLE IF NOT EXISTS meta (

@@ -13,6 +13,7 @@ class _Flight:
         self.done = trio.Event()
         self.result: Any = None
         self.error: BaseException | None = None
+        self.abandoned = False  # the leader was cancelled: a waiter takes over
 
 
 class SingleFlight:
@@ -25,9 +26,10 @@ class SingleFlight:
         return key in self._flights
 
     async def run(self, key: Hashable, work: Callable[[], Awaitable[Any]]) -> Any:
-        flight = self._flights.get(key)
-        if flight is not None:
+        while (flight := self._flights.get(key)) is not None:
             await flight.done.wait()
+            if flight.abandoned:
+                continue
             if flight.error is not None:
                 raise flight.error
             return flight.result
@@ -35,9 +37,11 @@ class SingleFlight:
         try:
             flight.result = await work()
             return flight.result
-        except BaseException as exc:
-            # Waiters see the leader's failure; a cancelled leader fails them plainly.
-            flight.error = exc if isinstance(exc, Exception) else RuntimeError("interrupted")
+        except Exception as exc:
+            flight.error = exc
+            raise
+        except BaseException:
+            flight.abandoned = True
             raise
         finally:
             del self._flights[key]

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+from .errors import StoreError
+
+SCHEMA_VERSION = 2
 ROOT_INODE = 1
 NEVER_STALE = float("inf")
 
@@ -105,18 +107,30 @@ class Store:
         self._db.close()
 
     def _migrate(self) -> None:
-        schema = resources.files("blobmount").joinpath("schema.sql").read_text()
+        """Bring the database to SCHEMA_VERSION, step by step; refuse a newer one."""
+        version = self._schema_version()
+        if version is not None and version > SCHEMA_VERSION:
+            self._db.close()
+            raise StoreError(f"{self.path} was written by a newer blobmount (schema {version});"
+                             " upgrade blobmount or use another cache_dir")
         with self._db:
+            if version == 1:
+                # 1 -> 2: files written here and not uploaded yet (the write path).
+                self._db.execute("ALTER TABLE nodes ADD COLUMN local INTEGER NOT NULL DEFAULT 0")
+            schema = resources.files("blobmount").joinpath("schema.sql").read_text()
             self._db.executescript(schema)
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
             self._db.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (SCHEMA_VERSION,),
             )
-        elif int(row[0]) > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"{self.path} was written by a newer blobmount (schema {row[0]})"
-            )
+
+    def _schema_version(self) -> int | None:
+        has_meta = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+        if not has_meta:
+            return None
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else None
 
     # -- the tree -----------------------------------------------------------------
 

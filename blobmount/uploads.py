@@ -71,10 +71,8 @@ class Uploads:
                  on_conflict: Callable[[Target, str], None]) -> None:
         self.store = store
         self.cache = cache
-        self._targets = {
-            (entry.account.account_name, entry.container): Target(index, entry, remote)
-            for index, (entry, remote) in enumerate(zip(entries, remotes, strict=True))
-        }
+        self._targets = [Target(index, entry, remote) for index, (entry, remote)
+                         in enumerate(zip(entries, remotes, strict=True))]
         self._azcopy_for = azcopy_for
         self._settings = settings
         self._limiter = limiter
@@ -154,7 +152,7 @@ class Uploads:
             raise
 
     async def _upload(self, row: Upload) -> None:
-        target = self._targets.get((row.account, row.container))
+        target = self._target(row)
         if target is None:
             raise BlobmountError(f"no mount entry is for {row.account}/{row.container}")
         path = Path(row.path)
@@ -176,6 +174,15 @@ class Uploads:
         else:
             # Written again meanwhile: the next upload replaces the one just made.
             self.store.rebase_upload(row.path, item.etag)
+
+    def _target(self, row: Upload) -> Target | None:
+        """The entry a journaled blob belongs to: entries may share a container, so
+        the one with the longest prefix of the blob name wins."""
+        matches = [target for target in self._targets
+                   if target.entry.account.account_name == row.account
+                   and target.entry.container == row.container
+                   and row.blob.startswith(target.entry.prefix)]
+        return max(matches, key=lambda target: len(target.entry.prefix), default=None)
 
     async def _put(self, target: Target, blob: str, path: Path, base_etag: str):
         remote = target.remote

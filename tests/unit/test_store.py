@@ -402,10 +402,6 @@ def test_a_newer_database_is_refused(db: Path) -> None:
     assert _meta(db) == {"schema_version": str(SCHEMA_VERSION + 1)}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Store._migrate runs schema.sql (CREATE TABLE IF NOT EXISTS ...) before reading "
-    "schema_version, so refusing a newer database first writes this version's tables "
-    "into it"))
 def test_a_refused_newer_database_is_left_untouched(db: Path) -> None:
     _newer_database(db)
     with pytest.raises(Exception, match="newer"):
@@ -413,9 +409,6 @@ def test_a_refused_newer_database_is_left_untouched(db: Path) -> None:
     assert _tables(db) == {"meta", "tree_v2"}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a newer database raises RuntimeError, not a BlobmountError, so `blobmount mount` "
-    "shows a traceback (or, daemonized, no reason at all) instead of one line"))
 def test_a_newer_database_is_a_user_error(db: Path) -> None:
     _newer_database(db)
     with pytest.raises(BlobmountError, match="newer"):
@@ -442,10 +435,6 @@ INSERT INTO cached_files VALUES ('/c/blobs/aa/1', 'a', 'E', 3, 'clean', 1.0);
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the write path (fa9e6fb) added nodes.local without bumping SCHEMA_VERSION or a "
-    "migration; CREATE TABLE IF NOT EXISTS leaves an existing nodes table as it was, so "
-    "every query of a cache folder from an earlier release fails: no such column: local"))
 def test_a_version_1_database_is_migrated_and_keeps_its_cache(db: Path) -> None:
     """A cache folder outlives upgrades: a database the first release wrote must open
     and work with every later schema (schema.sql: "store.py migrates older ones
