@@ -129,7 +129,9 @@ def translate_errors(what: str) -> Iterator[None]:
 
 
 def _reason(exc: HttpResponseError) -> str:
-    return redact(str(exc.error_code or exc.reason or exc.status_code))
+    code = exc.error_code or exc.reason or exc.status_code
+    # Some codes come as StorageErrorCode members, whose str() is the enum's repr.
+    return redact(str(getattr(code, "value", code)))
 
 
 def _first_line(exc: Exception) -> str:

@@ -117,8 +117,8 @@ def unknown_account(ctx: Context) -> Setup:
 
 def wrong_account_key(ctx: Context) -> Setup:
     config = ctx.write(ctx.document(key=WRONG_KEY))
-    return Setup(config, ctx.empty_mountpoint(), ["'d'", ctx.container, "access denied"],
-                 secret=WRONG_KEY)
+    return Setup(config, ctx.empty_mountpoint(),
+                 ["'d'", ctx.container, "access denied (AuthorizationFailure)"], secret=WRONG_KEY)
 
 
 def unreachable_account(ctx: Context) -> Setup:
