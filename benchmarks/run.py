@@ -1,0 +1,508 @@
+"""blobmount side by side with its peers, on the same data, in the same run.
+
+    .venv/bin/python benchmarks/run.py [--quick | --smoke] [--runs N] [--out DIR]
+
+Starts its own Azurite on loopback, seeds it, and runs each workload through
+blobmount and through AzCopy directly, the azure-storage-blob SDK directly and
+`rclone mount --vfs-cache-mode full` (Debian's rclone), where the peer can do it.
+Prints a Markdown table of medians with ratios to each peer, and writes the raw
+results as JSON and a PNG chart (when matplotlib is installed) into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from azure.storage.blob import BlobServiceClient, ContainerClient
+
+from blobmount.azurite import Azurite
+from blobmount.config import AZURITE_ACCOUNT, AZURITE_KEY, MiB
+from blobmount.tools import find_azcopy
+
+CONTAINER = "bench"
+
+
+@dataclass
+class Scale:
+    """How much data each workload uses."""
+
+    big: int             # bytes of the large blob (workloads 1, 2, 7)
+    huge: int            # bytes of the 1 GiB blob (0: skipped)
+    small_files: int     # 4 KiB blobs for workload 3
+    listing: int         # blobs in one folder for workload 4
+    tree: int            # blobs in the tree for `find`
+    writes: int          # small files written (workload 5)
+    big_write: int       # bytes written with dd (workload 6)
+    rss_listing: int     # blobs listed for the memory figure (0: skipped)
+    runs: int
+    workloads: tuple[str, ...] = ()
+
+
+SCALES = {
+    "full": Scale(256 * MiB, 1024 * MiB, 1000, 10_000, 20_000, 200, 256 * MiB, 100_000, 3),
+    "quick": Scale(64 * MiB, 0, 300, 2_000, 2_000, 100, 64 * MiB, 0, 1),
+    "smoke": Scale(4 * MiB, 0, 20, 50, 50, 10, 4 * MiB, 0, 1, ("cold_read", "small_files")),
+}
+
+
+@dataclass
+class Results:
+    """Seconds per (workload, tool), every run kept."""
+
+    times: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def add(self, workload: str, tool: str, seconds: float) -> None:
+        self.times.setdefault(workload, {}).setdefault(tool, []).append(seconds)
+
+    def median(self, workload: str, tool: str) -> float | None:
+        runs = self.times.get(workload, {}).get(tool)
+        return statistics.median(runs) if runs else None
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(args, check=True, capture_output=True, text=True, **kwargs)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark condition not reached in time")
+        time.sleep(0.02)
+
+
+def is_mounted(path: Path) -> bool:
+    with open("/proc/self/mounts") as mounts:
+        return any(line.split(" ")[1] == str(path) for line in mounts)
+
+
+def unmount(path: Path, pid: int | None = None) -> None:
+    if is_mounted(path):
+        run("fusermount3", "-u", str(path))
+    if pid:
+        wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), timeout=60)
+
+
+def _zombie(pid: int) -> bool:
+    with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(") ")[1].startswith("Z")
+    return True
+
+
+class Bench:
+    """One Azurite, the seeded container, and mounts of each tool on it."""
+
+    def __init__(self, azurite: Azurite, work: Path, scale: Scale) -> None:
+        self.azurite = azurite
+        self.work = work
+        self.scale = scale
+        self.service = BlobServiceClient.from_connection_string(azurite.connection_string)
+        self.container: ContainerClient = self.service.get_container_client(CONTAINER)
+        self.azcopy = find_azcopy()
+        self.rclone = shutil.which("rclone")
+
+    # -- data ------------------------------------------------------------------------
+
+    def seed(self) -> None:
+        self.container.create_container()
+        payload = os.urandom(self.scale.big)
+        self.container.upload_blob("big/big.bin", payload, max_concurrency=8)
+        if self.scale.huge:
+            self.container.upload_blob("huge/huge.bin", os.urandom(self.scale.huge),
+                                       max_concurrency=8)
+        blobs = {f"small/f{i:05d}": os.urandom(4096) for i in range(self.scale.small_files)}
+        blobs.update({f"listing/e{i:06d}": b"x" for i in range(self.scale.listing)})
+        blobs.update({f"tree/d{i % 20:02d}/s{i % 7}/t{i:06d}": b"y"
+                      for i in range(self.scale.tree)})
+        self.put_many(blobs)
+
+    def put_many(self, blobs: dict[str, bytes]) -> None:
+        with ThreadPoolExecutor(32) as pool:
+            list(pool.map(lambda item: self.container.upload_blob(*item, overwrite=True),
+                          blobs.items()))
+
+    # -- mounts ----------------------------------------------------------------------
+
+    def blobmount_config(self, upload: str = "sync") -> Path:
+        path = self.work / f"blobmount-{upload}.yaml"
+        path.write_text(yaml.safe_dump({
+            "cache_dir": str(self.work / "bm-cache"),
+            "accounts": {"az": {"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY,
+                                "endpoint": self.azurite.endpoint}},
+            "mounts": [{"local": "c", "account": "az", "container": CONTAINER,
+                        "upload": upload}],
+        }))
+        path.chmod(0o600)
+        return path
+
+    @contextlib.contextmanager
+    def blobmount(self, *, keep_cache: bool = False, upload: str = "sync") -> Iterator[Path]:
+        """A blobmount mount; its cache emptied first unless `keep_cache`."""
+        if not keep_cache:
+            shutil.rmtree(self.work / "bm-cache", ignore_errors=True)
+        mountpoint = self.work / "bm-mnt"
+        mountpoint.mkdir(exist_ok=True)
+        run(sys.executable, "-m", "blobmount", "mount", str(mountpoint), "--config",
+            str(self.blobmount_config(upload)), "--log-file", str(self.work / "bm.log"))
+        pid = json.loads(run(sys.executable, "-m", "blobmount", "status", str(mountpoint),
+                             "--json").stdout)["pid"]
+        self.blobmount_pid = pid
+        try:
+            yield mountpoint / "c"
+        finally:
+            unmount(mountpoint, pid)
+
+    @contextlib.contextmanager
+    def rclone_mount(self, *, keep_cache: bool = False,
+                     write_back: str | None = None) -> Iterator[Path]:
+        config = self.work / "rclone.conf"
+        config.write_text("[azurite]\ntype = azureblob\nuse_emulator = true\n"
+                          f"endpoint = {self.azurite.endpoint}\n")
+        cache = self.work / "rclone-cache"
+        if not keep_cache:
+            shutil.rmtree(cache, ignore_errors=True)
+        mountpoint = self.work / "rclone-mnt"
+        mountpoint.mkdir(exist_ok=True)
+        args = [self.rclone, "--config", str(config), "mount", f"azurite:{CONTAINER}",
+                str(mountpoint), "--vfs-cache-mode", "full", "--cache-dir", str(cache),
+                "--daemon"]
+        if write_back is not None:
+            args += ["--vfs-write-back", write_back]
+        run(*args)
+        wait_for(lambda: is_mounted(mountpoint), timeout=30)
+        try:
+            yield mountpoint
+        finally:
+            unmount(mountpoint)
+
+    def downloads(self, mountpoint_c: Path) -> int:
+        status = json.loads(run(sys.executable, "-m", "blobmount", "status",
+                                str(mountpoint_c.parent), "--json").stdout)
+        return status["downloads"]["total"]
+
+    # -- direct peers ----------------------------------------------------------------
+
+    def azcopy_download(self, blob: str, destination: Path) -> None:
+        from azure.storage.blob import BlobSasPermissions, generate_blob_sas
+
+        sas = generate_blob_sas(AZURITE_ACCOUNT, CONTAINER, blob, account_key=AZURITE_KEY,
+                                permission=BlobSasPermissions(read=True),
+                                expiry=_in(minutes=30))
+        env = {**os.environ, "AZCOPY_LOG_LOCATION": str(self.work / "azcopy"),
+               "AZCOPY_JOB_PLAN_LOCATION": str(self.work / "azcopy")}
+        run(str(self.azcopy), "copy", f"{self.azurite.endpoint}/{CONTAINER}/{blob}?{sas}",
+            str(destination), "--from-to", "BlobLocal", "--output-type", "text", env=env)
+
+    def azcopy_upload(self, source: Path, blob: str) -> None:
+        from azure.storage.blob import BlobSasPermissions, generate_blob_sas
+
+        sas = generate_blob_sas(AZURITE_ACCOUNT, CONTAINER, blob, account_key=AZURITE_KEY,
+                                permission=BlobSasPermissions(read=True, write=True,
+                                                              create=True),
+                                expiry=_in(minutes=30))
+        env = {**os.environ, "AZCOPY_LOG_LOCATION": str(self.work / "azcopy"),
+               "AZCOPY_JOB_PLAN_LOCATION": str(self.work / "azcopy")}
+        run(str(self.azcopy), "copy", str(source),
+            f"{self.azurite.endpoint}/{CONTAINER}/{blob}?{sas}", "--from-to", "LocalBlob",
+            "--output-type", "text", env=env)
+
+    def sdk_download(self, blob: str, destination: Path) -> None:
+        with open(destination, "wb") as out:
+            self.container.download_blob(blob, max_concurrency=8).readinto(out)
+
+
+def _in(minutes: int):
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC) + dt.timedelta(minutes=minutes)
+
+
+def cat(*paths: Path) -> None:
+    subprocess.run(["cat", *map(str, paths)], check=True, stdout=subprocess.DEVNULL)
+
+
+def dd_read(path: Path) -> None:
+    subprocess.run(["dd", f"if={path}", "of=/dev/null", "bs=1M"], check=True,
+                   capture_output=True)
+
+
+# -- workloads ----------------------------------------------------------------------------
+
+
+def cold_read(bench: Bench, results: Results) -> None:
+    """1. Cold sequential read of the large blob (and of the 1 GiB one in full mode)."""
+    blobs = [("cold_read", "big/big.bin")]
+    if bench.scale.huge:
+        blobs.append(("cold_read_1g", "huge/huge.bin"))
+    for workload, blob in blobs:
+        for _ in range(bench.scale.runs):
+            with bench.blobmount() as root:
+                results.add(workload, "blobmount cat", timed(lambda: cat(root / blob)))
+            with bench.blobmount() as root:
+                results.add(workload, "blobmount dd", timed(lambda: dd_read(root / blob)))
+            target = bench.work / "direct.bin"
+            results.add(workload, "azcopy", timed(lambda: bench.azcopy_download(blob, target)))
+            results.add(workload, "sdk", timed(lambda: bench.sdk_download(blob, target)))
+            target.unlink()
+            if bench.rclone:
+                with bench.rclone_mount() as root:
+                    results.add(workload, "rclone cat", timed(lambda: cat(root / blob)))
+
+
+def warm_read(bench: Bench, results: Results) -> None:
+    """2. Warm re-read in the same mount, after a remount with the cache kept, and of the
+    cache file itself (the local-disk ceiling)."""
+    blob = "big/big.bin"
+    with bench.blobmount() as root:
+        cat(root / blob)
+        for _ in range(bench.scale.runs):
+            results.add("warm_read", "blobmount cat", timed(lambda: cat(root / blob)))
+    with bench.blobmount(keep_cache=True) as root:
+        results.add("remount_read", "blobmount cat", timed(lambda: cat(root / blob)))
+        results.notes["remount_read"] = f"downloads after remount: {bench.downloads(root)}"
+    cache_files = [p for p in (bench.work / "bm-cache").rglob("*")
+                   if p.is_file() and p.stat().st_size == bench.scale.big]
+    if cache_files:
+        cat(cache_files[0])
+        for _ in range(bench.scale.runs):
+            results.add("warm_read", "local file", timed(lambda: cat(cache_files[0])))
+    if bench.rclone:
+        with bench.rclone_mount() as root:
+            cat(root / blob)
+            for _ in range(bench.scale.runs):
+                results.add("warm_read", "rclone cat", timed(lambda: cat(root / blob)))
+
+
+def small_files(bench: Bench, results: Results) -> None:
+    """3. Many 4 KiB blobs read cold (`cat dir/*`), then warm."""
+    count = bench.scale.small_files
+    for _ in range(bench.scale.runs):
+        with bench.blobmount() as root:
+            files = sorted((root / "small").iterdir())
+            results.add("small_cold", "blobmount", timed(lambda: cat(*files)))
+            results.add("small_warm", "blobmount", timed(lambda: cat(*files)))
+        if bench.rclone:
+            with bench.rclone_mount() as root:
+                files = sorted((root / "small").iterdir())
+                results.add("small_cold", "rclone", timed(lambda: cat(*files)))
+                results.add("small_warm", "rclone", timed(lambda: cat(*files)))
+    results.notes["small_cold"] = f"{count} files of 4 KiB"
+
+
+def listing(bench: Bench, results: Results) -> None:
+    """4. `ls -l` of one big folder cold and warm, and `find` over a tree."""
+    def ls(root: Path) -> None:
+        subprocess.run(["ls", "-l", str(root / "listing")], check=True,
+                       stdout=subprocess.DEVNULL)
+
+    def find(root: Path) -> None:
+        subprocess.run(["find", str(root / "tree")], check=True, stdout=subprocess.DEVNULL)
+
+    for _ in range(bench.scale.runs):
+        tools = [("blobmount", bench.blobmount)]
+        if bench.rclone:
+            tools.append(("rclone", bench.rclone_mount))
+        for name, mount in tools:
+            with mount() as root:
+                results.add("ls_cold", name, timed(lambda: ls(root)))
+                results.add("ls_warm", name, timed(lambda: ls(root)))
+                results.add("find_cold", name, timed(lambda: find(root)))
+    results.notes["ls_cold"] = f"{bench.scale.listing} blobs in one folder"
+
+
+def writes(bench: Bench, results: Results) -> None:
+    """5. Small files written: sync (until close returns), async and rclone (until the
+    container lists them all)."""
+    count = bench.scale.writes
+
+    def write_all(root: Path, folder: str) -> None:
+        (root / folder).mkdir()
+        for i in range(count):
+            (root / folder / f"w{i:04d}").write_bytes(b"z" * 1024)
+
+    def listed(folder: str) -> bool:
+        return sum(1 for _ in bench.container.list_blobs(name_starts_with=folder + "/")) \
+            >= count
+
+    for run_index in range(bench.scale.runs):
+        with bench.blobmount(upload="sync") as root:
+            folder = f"ws{run_index}"
+            results.add("write_small", "blobmount sync", timed(lambda: write_all(root, folder)))
+        with bench.blobmount(upload="async") as root:
+            folder = f"wa{run_index}"
+            results.add("write_small", "blobmount async", timed(
+                lambda: (write_all(root, folder), wait_for(lambda: listed(folder)))))
+        if bench.rclone:
+            with bench.rclone_mount() as root:
+                folder = f"wr{run_index}"
+                results.add("write_small", "rclone", timed(
+                    lambda: (write_all(root, folder), wait_for(lambda: listed(folder)))))
+    results.notes["write_small"] = f"{count} files of 1 KiB"
+
+
+def big_write(bench: Bench, results: Results) -> None:
+    """6. A large file written with dd until the blob holds it."""
+    size_mb = bench.scale.big_write // MiB
+    source = bench.work / "write.bin"
+    subprocess.run(["dd", "if=/dev/urandom", f"of={source}", "bs=1M", f"count={size_mb}"],
+                   check=True, capture_output=True)
+
+    def dd_into(path: Path) -> None:
+        subprocess.run(["dd", f"if={source}", f"of={path}", "bs=1M", "conv=fsync"],
+                       check=True, capture_output=True)
+
+    for run_index in range(bench.scale.runs):
+        with bench.blobmount() as root:
+            results.add("write_big", "blobmount", timed(
+                lambda: dd_into(root / f"bw{run_index}.bin")))
+        results.add("write_big", "azcopy", timed(
+            lambda: bench.azcopy_upload(source, f"bwa{run_index}.bin")))
+
+
+def random_reads(bench: Bench, results: Results) -> None:
+    """7. Random 4 KiB reads in the cached large file (fio), against the cache file."""
+    if not shutil.which("fio"):
+        results.notes["random_4k"] = "fio not installed"
+        return
+
+    def fio(path: Path) -> float:
+        out = run("fio", "--name=r", f"--filename={path}", "--rw=randread", "--bs=4k",
+                  "--ioengine=psync", "--runtime=3", "--time_based", "--readonly",
+                  "--output-format=json").stdout
+        return json.loads(out)["jobs"][0]["read"]["iops"]
+
+    with bench.blobmount() as root:
+        cat(root / "big/big.bin")
+        iops = fio(root / "big/big.bin")
+    results.add("random_4k", "blobmount", 1.0 / iops)
+    cache_files = [p for p in (bench.work / "bm-cache").rglob("*")
+                   if p.is_file() and p.stat().st_size == bench.scale.big]
+    if cache_files:
+        results.add("random_4k", "local file", 1.0 / fio(cache_files[0]))
+    results.notes["random_4k"] = "seconds per 4 KiB read (1 / IOPS)"
+
+
+def memory(bench: Bench, results: Results) -> None:
+    """8. The daemon's peak RSS after listing many blobs and reading the large one."""
+    count = bench.scale.rss_listing
+    bench.put_many({f"many/m{i:06d}": b"" for i in range(count)})
+    with bench.blobmount() as root:
+        subprocess.run(["ls", "-l", str(root / "many")], check=True, stdout=subprocess.DEVNULL)
+        cat(root / "big/big.bin")
+        with open(f"/proc/{bench.blobmount_pid}/status") as status:
+            peak = next(line for line in status if line.startswith("VmHWM"))
+    results.notes["memory"] = f"peak RSS {int(peak.split()[1]) // 1024} MiB after listing" \
+                              f" {count} blobs and reading {bench.scale.big // MiB} MiB"
+
+
+WORKLOADS = {"cold_read": cold_read, "warm_read": warm_read, "small_files": small_files,
+             "listing": listing, "writes": writes, "big_write": big_write,
+             "random_reads": random_reads, "memory": memory}
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+def table(results: Results) -> str:
+    lines = ["| workload | tool | median s | ratio to peers |", "| --- | --- | ---: | --- |"]
+    for workload, tools in results.times.items():
+        ours = {tool: results.median(workload, tool) for tool in tools
+                if tool.startswith("blobmount")}
+        peers = {tool: results.median(workload, tool) for tool in tools
+                 if not tool.startswith("blobmount")}
+        for tool in tools:
+            value = results.median(workload, tool)
+            ratios = ""
+            if tool in ours and peers:
+                ratios = ", ".join(f"{value / peer:.2f}x {name}" for name, peer in peers.items()
+                                   if peer)
+            lines.append(f"| {workload} | {tool} | {value:.3f} | {ratios} |")
+    for workload, note in results.notes.items():
+        lines.append(f"| {workload} | note | | {note} |")
+    return "\n".join(lines)
+
+
+def chart(results: Results, path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    labels, values = [], []
+    for workload, tools in results.times.items():
+        for tool in tools:
+            labels.append(f"{workload}\n{tool}")
+            values.append(results.median(workload, tool))
+    figure, axes = plt.subplots(figsize=(max(8, len(labels) * 0.6), 5))
+    axes.bar(range(len(values)), values)
+    axes.set_xticks(range(len(values)), labels, rotation=90, fontsize=7)
+    axes.set_ylabel("median seconds (lower is better)")
+    axes.set_yscale("log")
+    figure.tight_layout()
+    figure.savefig(path)
+    return True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="smaller data, one run (< 2 min)")
+    mode.add_argument("--smoke", action="store_true", help="tiny data, two workloads")
+    parser.add_argument("--runs", type=int, help="runs per measurement (median taken)")
+    parser.add_argument("--only", nargs="*", choices=sorted(WORKLOADS), help="workloads to run")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    scale = SCALES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    if args.runs:
+        scale.runs = args.runs
+    names = args.only or list(scale.workloads or WORKLOADS)
+    results = Results()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="blobmount-bench-") as scratch, \
+            Azurite() as azurite:
+        bench = Bench(azurite, Path(scratch), scale)
+        bench.seed()
+        for name in names:
+            if name == "memory" and not scale.rss_listing:
+                continue
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            WORKLOADS[name](bench, results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(
+        {"times": results.times, "notes": results.notes,
+         "seconds": time.monotonic() - started}, indent=2))
+    report = table(results)
+    (args.out / "results.md").write_text(report + "\n")
+    has_chart = chart(results, args.out / "results.png")
+    print(report)
+    print(f"\nraw results: {args.out / 'results.json'}"
+          + (f"; chart: {args.out / 'results.png'}" if has_chart else
+             "; no chart (pip install matplotlib)"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

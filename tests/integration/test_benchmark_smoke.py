@@ -1,0 +1,27 @@
+"""The benchmark's smoke run: tiny data, two workloads, so that it cannot rot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_benchmark_smoke_run_prints_a_table_and_writes_json(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "| cold_read | blobmount cat |" in result.stdout
+    assert "x sdk" in result.stdout  # a ratio to a peer was computed
+    raw = json.loads((tmp_path / "results.json").read_text())
+    assert raw["times"]["cold_read"]["blobmount cat"][0] > 0
+    assert raw["times"]["small_cold"]["blobmount"][0] > 0
+    assert (tmp_path / "results.md").read_text().startswith("| workload |")
