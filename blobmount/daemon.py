@@ -52,6 +52,16 @@ def data_dir() -> Path:
     return Path(base) / "blobmount"
 
 
+def embedded_cache_dir() -> Path:
+    """The embedded default's cache: $XDG_CACHE_HOME/blobmount, for root too.
+
+    Like its Azurite's data, it belongs to the user who started it; the system-wide
+    /var/cache/blobmount is for the mounts of root's config.
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "blobmount"
+
+
 def check_mountpoint(path: str | os.PathLike) -> Path:
     """The mount point as an absolute path, or a MountPointError saying what is wrong."""
     mountpoint = Path(os.path.abspath(path))
@@ -248,7 +258,7 @@ async def _start_embedded(stack: contextlib.ExitStack) -> tuple[Config, str]:
     azurite = Azurite(location)
     await trio.to_thread.run_sync(azurite.start)
     stack.callback(azurite.stop)
-    config = embedded_config(azurite.endpoint)
+    config = embedded_config(azurite.endpoint, embedded_cache_dir())
     remote = Remote(config.mounts[0].account, EMBEDDED_CONTAINER)
     try:
         await trio.to_thread.run_sync(remote.create_if_missing)
