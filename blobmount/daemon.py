@@ -86,7 +86,7 @@ def check_mountpoint(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def _cache_lock(cache_dir: Path):
+def _cache_lock(cache_dir: Path, what: str = "cache folder"):
     """Hold the cache folder for this daemon alone: two would corrupt each other's cache."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     with open(cache_dir / "lock", "a+") as lock:
@@ -96,7 +96,7 @@ def _cache_lock(cache_dir: Path):
             lock.seek(0)
             holder = lock.read().strip() or "another process"
             raise BlobmountError(
-                f"cache folder {cache_dir} is in use by another blobmount daemon ({holder})"
+                f"{what} {cache_dir} is in use by another blobmount daemon ({holder})"
             ) from None
         lock.truncate(0)
         lock.write(f"pid {os.getpid()}")
@@ -253,6 +253,8 @@ async def _terminate_on_signals() -> None:
 
 async def _start_embedded(stack: contextlib.ExitStack) -> tuple[Config, str]:
     """Start the private Azurite of the embedded default and make its container."""
+    # Two Azurites on one folder would each save their own view over the other's.
+    stack.enter_context(_cache_lock(data_dir(), "data folder"))
     location = data_dir() / "azurite"
     location.mkdir(parents=True, exist_ok=True)
     azurite = Azurite(location)
