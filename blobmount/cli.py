@@ -167,12 +167,23 @@ def is_mounted(path: str) -> bool:
     return False
 
 
+def _running(pid: int) -> bool:
+    """Whether `pid` runs; an exited daemon that its parent has not reaped yet does not.
+
+    The daemon's parent is whatever adopted it (PID 1, a subreaper), which may reap
+    late or, as some container inits, never.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 def _wait_for_exit(pid: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _running(pid):
             return
         time.sleep(0.05)
     raise BlobmountError(f"the daemon (pid {pid}) is still running after {timeout:.0f} s")
