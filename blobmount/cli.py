@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -140,7 +141,7 @@ def _start_daemon(args: list[str], log_path: Path) -> str:
               help="Leave pending uploads in the journal for the next mount.")
 def unmount(mountpoint: str, no_wait: bool) -> None:
     """Unmount MOUNTPOINT and wait for its daemon to exit (after pending uploads)."""
-    where = os.path.abspath(mountpoint)
+    where = os.path.realpath(mountpoint)  # as the kernel lists it
     try:
         pid = control.request(where, "status", timeout=5)["pid"]
         if no_wait:
@@ -159,9 +160,10 @@ def unmount(mountpoint: str, no_wait: bool) -> None:
 
 def is_mounted(path: str) -> bool:
     """True when `path` is a mount point, even one whose daemon died."""
-    with open("/proc/self/mounts") as mounts:
+    with open("/proc/self/mounts", encoding="utf-8", errors="surrogateescape") as mounts:
         for line in mounts:
-            point = line.split(" ")[1].encode().decode("unicode_escape")
+            # Space, tab, newline and backslash are written as octal escapes (\040).
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), line.split(" ")[1])
             if point == path:
                 return True
     return False
