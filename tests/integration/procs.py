@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
 from pathlib import Path
 
-from .conftest import FUSERMOUNT, is_mounted, pid_alive
+from .conftest import FUSERMOUNT, pid_alive
 
 
 def processes(marker: str | os.PathLike) -> list[tuple[int, list[str]]]:
@@ -60,10 +61,17 @@ def accepts(endpoint_port: int) -> bool:
         return False
 
 
+def mount_points() -> list[str]:
+    """Every mount point, decoded (/proc/self/mounts writes a space as \\040)."""
+    with open("/proc/self/mounts", encoding="utf-8", errors="surrogateescape") as mounts:
+        return [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), line.split(" ")[1])
+                for line in mounts]
+
+
 def kill_everything(marker: str | os.PathLike, *mountpoints: Path) -> None:
     """After a failed test: detach its mounts and kill its daemons and Azurites by PID."""
     for mountpoint in mountpoints:
-        if is_mounted(mountpoint):
+        if str(mountpoint) in mount_points():
             subprocess.run([FUSERMOUNT, "-u", "-z", str(mountpoint)], check=False)
     for pid in daemons(marker) + azurites(marker):
         with contextlib.suppress(ProcessLookupError):

@@ -10,6 +10,7 @@ account key in stderr or the log; and the answer comes quickly, never a hang.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import os
 import signal
 import time
@@ -17,9 +18,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qs, quote
 
 import pytest
 import yaml
+from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
 from blobmount.azurite import free_port
 from blobmount.config import AZURITE_ACCOUNT, AZURITE_KEY
@@ -47,7 +50,7 @@ class Setup:
     config: Path
     mountpoint: Path
     expect: list[str]
-    secret: str = AZURITE_KEY
+    secrets: tuple[str, ...] = (AZURITE_KEY,)
     #: a mount made first, on this or another mount point, that must survive untouched
     first: Mount | None = None
     #: mount entries at the mount point that were there before and stay (dead or live)
@@ -63,11 +66,12 @@ class Context:
     endpoint: str
 
     def document(self, key: str = AZURITE_KEY, endpoint: str | None = None,
-                 **entry: object) -> dict:
+                 sas: str | None = None, **entry: object) -> dict:
         mount = {"local": "d", "account": "az", "container": self.container, **entry}
+        credential = {"sas_token": sas} if sas else {"account_key": key}
         return {
             "cache_dir": str(self.tmp_path / "cache"),
-            "accounts": {"az": {"account_name": AZURITE_ACCOUNT, "account_key": key,
+            "accounts": {"az": {"account_name": AZURITE_ACCOUNT, **credential,
                                 "endpoint": endpoint or self.endpoint}},
             "mounts": [{k: v for k, v in mount.items() if v is not None}],
         }
@@ -118,7 +122,19 @@ def unknown_account(ctx: Context) -> Setup:
 def wrong_account_key(ctx: Context) -> Setup:
     config = ctx.write(ctx.document(key=WRONG_KEY))
     return Setup(config, ctx.empty_mountpoint(),
-                 ["'d'", ctx.container, "access denied (AuthorizationFailure)"], secret=WRONG_KEY)
+                 ["'d'", ctx.container, "access denied (AuthorizationFailure)"],
+                 secrets=(WRONG_KEY,))
+
+
+def wrong_sas_token(ctx: Context) -> Setup:
+    sas = generate_container_sas(
+        AZURITE_ACCOUNT, ctx.container, account_key=WRONG_KEY,
+        permission=ContainerSasPermissions(read=True, list=True),
+        expiry=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+    signature = parse_qs(sas)["sig"][0]
+    config = ctx.write(ctx.document(sas=sas))
+    return Setup(config, ctx.empty_mountpoint(), ["'d'", ctx.container, "access denied"],
+                 secrets=(sas, signature, quote(signature, safe="")))
 
 
 def unreachable_account(ctx: Context) -> Setup:
@@ -179,6 +195,7 @@ def two_daemons_one_cache(ctx: Context) -> Setup:
 
 CASES: list[Callable[[Context], Setup]] = [
     yaml_syntax_error, unknown_key, missing_container, unknown_account, wrong_account_key,
+    wrong_sas_token,
     unreachable_account, container_does_not_exist, mountpoint_missing, mountpoint_is_a_file,
     mountpoint_not_empty, mountpoint_already_mounted, mountpoint_dead, two_daemons_one_cache,
 ]
@@ -212,7 +229,8 @@ def test_start_fails_with_one_line_and_leaves_nothing(case, tmp_path, mounter, a
 
         logs = [log_file, mounter.tmp_path / "blobmount.log"]
         text = result.stderr + "".join(p.read_text() for p in logs if p.exists())
-        assert setup.secret not in text
+        for secret in setup.secrets:
+            assert secret not in text
         assert AZURITE_KEY not in text
         assert "Traceback" not in text
 
