@@ -98,8 +98,10 @@ def is_mounted(path: Path) -> bool:
 
 
 def unmount(path: Path, pid: int | None = None) -> None:
-    if is_mounted(path):
-        run("fusermount3", "-u", str(path))
+    if is_mounted(path) and subprocess.run(["fusermount3", "-u", str(path)],
+                                           capture_output=True).returncode != 0:
+        # Busy (some other program is inside it): detach it lazily all the same.
+        run("fusermount3", "-u", "-z", str(path))
     if pid:
         wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), timeout=60)
 
