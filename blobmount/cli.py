@@ -92,8 +92,13 @@ def _run_foreground(config: Config | None, mountpoint: Path, verbose: int, log_p
     channel = os.fdopen(ready_fd, "w")
 
     def ready(note: str) -> None:
-        channel.write(f"ok {note}\n")
-        channel.close()
+        try:
+            channel.write(f"ok {note}\n")
+            channel.close()
+        except BrokenPipeError:
+            # Nobody waits: the user interrupted `blobmount mount`. Unmount and go.
+            raise BlobmountError("`blobmount mount` was interrupted: not serving"
+                                 " the mount") from None
 
     try:
         run_daemon(config, mountpoint, ready)
@@ -106,6 +111,15 @@ def _run_foreground(config: Config | None, mountpoint: Path, verbose: int, log_p
 
 def _start_daemon(args: list[str], log_path: Path) -> str:
     """Start the daemon and wait for its word: the note to print, or a BlobmountError."""
+    try:
+        return _wait_for_daemon(args, log_path)
+    except KeyboardInterrupt:
+        # Our end of the channel is closed now: the daemon sees that, and unmounts.
+        raise BlobmountError(f"interrupted: the daemon gives up the mount; see {log_path}"
+                             ) from None
+
+
+def _wait_for_daemon(args: list[str], log_path: Path) -> str:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     read_end, write_end = os.pipe()
     with open(log_path, "ab") as log_file:

@@ -13,6 +13,8 @@ import base64
 import datetime as dt
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -28,7 +30,7 @@ from blobmount.azurite import free_port
 from blobmount.config import AZURITE_ACCOUNT, AZURITE_KEY
 
 from .conftest import Mount, blobmount, pid_alive, wait_for
-from .procs import daemons, kill_everything, one_error_line
+from .procs import daemons, kill_everything, one_error_line, processes
 
 pytestmark = pytest.mark.integration
 
@@ -247,3 +249,39 @@ def test_start_fails_with_one_line_and_leaves_nothing(case, tmp_path, mounter, a
             mounter.unmount(setup.first)
         mounter.cleanup()  # a dead mount is detached here
         assert not daemons(tmp_path)
+
+
+def test_interrupted_start_mounts_nothing(tmp_path, mounter, container):
+    """Ctrl-C while `blobmount mount` waits: one line, and the daemon gives up the mount."""
+    config = mounter.config([{"local": "d", "container": container.container_name}])
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    log_file = tmp_path / "startup.log"
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "blobmount", "mount", str(mountpoint), "--config", str(config),
+         "--log-file", str(log_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Hold the daemon still as soon as it exists, so the interrupt surely comes first.
+        # (Its command line says --foreground once it runs: before that it is a fork of
+        # the CLI, and stopping it would stop the CLI's Popen too.)
+        daemon = wait_for(lambda: [pid for pid, argv in processes(tmp_path)
+                                   if "--foreground" in argv],
+                          timeout=20, interval=0.005, what="the daemon to start")[0]
+        os.kill(daemon, signal.SIGSTOP)
+        cli.send_signal(signal.SIGINT)
+        stdout, stderr = cli.communicate(timeout=TIMEOUT)
+        os.kill(daemon, signal.SIGCONT)
+        line = one_error_line(subprocess.CompletedProcess(cli.args, cli.returncode, stdout,
+                                                          stderr))
+        assert "interrupted" in line
+        wait_for(lambda: not pid_alive(daemon), timeout=20, what="the daemon to give up")
+        assert mount_count(mountpoint) == 0
+        log = log_file.read_text()
+        assert "Traceback" not in log
+        assert "interrupted" in log
+    except BaseException:
+        if cli.poll() is None:
+            cli.kill()
+        kill_everything(tmp_path, mountpoint)
+        raise
