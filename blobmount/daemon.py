@@ -258,7 +258,10 @@ async def _start_embedded(stack: contextlib.ExitStack) -> tuple[Config, str]:
     location = data_dir() / "azurite"
     location.mkdir(parents=True, exist_ok=True)
     azurite = Azurite(location)
-    await trio.to_thread.run_sync(azurite.start)
+    # Started from the main thread, Azurite is told to exit when the daemon dies, even by
+    # kill -9 (its death signal follows the starting thread, and worker threads come and
+    # go). Nothing else runs yet, so blocking the loop this once costs nothing.
+    azurite.start()
     stack.callback(azurite.stop)
     config = embedded_config(azurite.endpoint, embedded_cache_dir())
     remote = Remote(config.mounts[0].account, EMBEDDED_CONTAINER)

@@ -326,3 +326,21 @@ def test_embedded_default_twice_keeps_one_azurite(bare_env, tmp_path):
     except BaseException:
         kill_everything(tmp_path, first, second)
         raise
+
+
+def test_embedded_azurite_dies_with_a_killed_daemon(bare_env, tmp_path):
+    """kill -9 of the daemon leaves no Azurite running on the user's data folder."""
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    try:
+        blobmount("mount", str(mountpoint), env=bare_env, timeout=60, check=True)
+        status = json.loads(blobmount("status", str(mountpoint), "--json", env=bare_env,
+                                      check=True).stdout)
+        port = urlsplit(status["mounts"][0]["endpoint"]).port
+        assert azurites(tmp_path)
+        os.kill(status["pid"], signal.SIGKILL)
+        wait_for(lambda: not azurites(tmp_path), timeout=EXIT_TIMEOUT,
+                 what="the Azurite of the killed daemon to go")
+        assert not accepts(port)
+    finally:
+        kill_everything(tmp_path, mountpoint)
