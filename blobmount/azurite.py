@@ -74,11 +74,11 @@ class Azurite:
         port: int = 0,
         binary: Path | None = None,
     ) -> None:
-        """`location` None keeps the blobs in memory; `port` 0 picks a free port at start."""
+        """`location` None keeps the blobs in memory; `port` 0 picks a free port at the
+        first start."""
         self.location = Path(location) if location is not None else None
         self.host = host
         self.port = port
-        self._requested_port = port
         self.binary = binary
         self.pid: int | None = None
         self.log_path: Path | None = None
@@ -119,7 +119,9 @@ class Azurite:
         if self._process is not None:
             return
         binary = self.binary or find_azurite()
-        if self._requested_port == 0:
+        if self.port == 0:
+            # Chosen once: a restart (stop, then start) listens on the same port, so
+            # clients keep their endpoint, and with a `location` find their blobs again.
             self.port = free_port(self.host)
         elif _accepts(self.host, self.port):
             # Something else listens there, and would pass for Azurite below.

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyfuse3
+import trio
 
 from .cache import Cache
 from .config import MountEntry
@@ -59,16 +60,22 @@ def _not_supported(*_args, **_kwargs):
     raise pyfuse3.FUSEError(errno.EPERM)
 
 
+def _no_xattrs(*_args, **_kwargs):
+    raise pyfuse3.FUSEError(errno.ENOTSUP)
+
+
 @dataclass
 class _OpenFile:
     fd: int
     inode: int
     path: Path
+    writable: bool = False
     written: bool = False   # changed since it was last journaled
+    journaled: bool = False  # journaled at least once through this handle
 
 
 class BlobFS(pyfuse3.Operations):
-    """Maps the kernel's requests onto the namespace, the cache and the downloads."""
+    """Maps the kernel's requests onto the namespace, the cache and the transfers."""
 
     enable_writeback_cache = False
 
@@ -119,6 +126,7 @@ class BlobFS(pyfuse3.Operations):
             return self._attributes(parent)
         if text == "..":
             return self._attributes(self.namespace.node(parent.parent))
+        self.namespace.checked_length(text)
         return self._attributes(await self.namespace.lookup(parent, text))
 
     @_fuse_errors
@@ -161,35 +169,48 @@ class BlobFS(pyfuse3.Operations):
             self.namespace.writable_file(node)
         entry = self.entries[node.entry]
         path = self.cache.path_for(entry, node.blob)
-        if writing and flags & os.O_TRUNC:
+        truncate = writing and bool(flags & os.O_TRUNC)
+        if truncate:
             # Replaced whole: no need to download what is about to go.
             await self._start_writing(node, path, truncate=True)
             downloaded = True
         else:
-            if not node.local:
-                node = await self.namespace.fresh_file(node)
-            path, downloaded = await self.downloads.cached_copy(
-                entry, self.namespace.remotes[node.entry], node.blob, size=node.size,
-                etag=node.etag, shown_path=self.namespace.path_of(node))
+            path, downloaded = await self._cached_copy(node)
             if writing:
                 await self._start_writing(node, path, truncate=False)
         fd = os.open(path, os.O_RDWR if writing else os.O_RDONLY)
         handle = next(self._handles)
-        self._open_files[handle] = _OpenFile(fd, inode, path, written=bool(flags & os.O_TRUNC))
+        self._open_files[handle] = _OpenFile(fd, inode, path, writable=writing,
+                                             written=truncate)
         # Pages the kernel kept from an earlier open are still right unless new bytes
         # were just downloaded.
         return pyfuse3.FileInfo(fh=handle, keep_cache=not downloaded)
 
+    async def _cached_copy(self, node: Node) -> tuple[Path, bool]:
+        """The cache file holding the file's bytes (downloaded if need be)."""
+        if not node.local:
+            node = await self.namespace.fresh_file(node)
+        return await self.downloads.cached_copy(
+            self.entries[node.entry], self.namespace.remotes[node.entry], node.blob,
+            size=node.size, etag=node.etag, shown_path=self.namespace.path_of(node))
+
     async def _start_writing(self, node: Node, path: Path, *, truncate: bool) -> None:
-        """Mark the cached copy as changed here, so no download replaces it."""
+        """Mark the cached copy as about to change here, so no download replaces it.
+
+        The version the change is based on is the one whose bytes are in the cache
+        (or, when they are all replaced, the one the listing showed).
+        """
         record = self.namespace.store.cached_file(str(path))
-        base = record.etag if record and record.state == "dirty" else (node.etag or "")
+        if record is not None and (record.state == "dirty" or not truncate):
+            base = record.etag
+        else:
+            base = node.etag or ""
         if truncate:
             path.parent.mkdir(parents=True, exist_ok=True)
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+            self.namespace.store.set_local(node.inode, size=0, mtime_ns=time.time_ns())
         size = path.stat().st_size
         self.cache.record(path, blob=node.blob, etag=base, size=size, state="dirty")
-        self.namespace.store.set_local(node.inode, size=size, mtime_ns=time.time_ns())
 
     @_fuse_errors
     async def create(self, parent_inode, name, mode, flags, ctx):
@@ -199,7 +220,7 @@ class BlobFS(pyfuse3.Operations):
         await self._start_writing(node, path, truncate=True)
         fd = os.open(path, os.O_RDWR)
         handle = next(self._handles)
-        self._open_files[handle] = _OpenFile(fd, node.inode, path, written=True)
+        self._open_files[handle] = _OpenFile(fd, node.inode, path, writable=True, written=True)
         return (pyfuse3.FileInfo(fh=handle, keep_cache=False),
                 self._attributes(self.namespace.node(node.inode)))
 
@@ -213,9 +234,8 @@ class BlobFS(pyfuse3.Operations):
         written = os.pwrite(open_file.fd, buf, off)
         open_file.written = True
         node = self.namespace.node(open_file.inode)
-        if off + written > node.size:
-            self.namespace.store.set_local(node.inode, size=off + written,
-                                           mtime_ns=time.time_ns())
+        self.namespace.store.set_local(node.inode, size=max(node.size, off + written),
+                                       mtime_ns=time.time_ns())
         return written
 
     @_fuse_errors
@@ -227,21 +247,28 @@ class BlobFS(pyfuse3.Operations):
     @_fuse_errors
     async def fsync(self, fh, datasync):
         open_file = self._open_files.get(fh)
-        if open_file is not None:
+        if open_file is not None and (open_file.written or self._pending(open_file.path)):
             await self._commit(open_file, wait=True)
+
+    def _pending(self, path: Path) -> bool:
+        return self.namespace.store.upload(str(path)) is not None
 
     async def _commit(self, open_file: _OpenFile, *, wait: bool | None) -> None:
         """Journal the file's upload; upload it now in sync mode (or when `wait`)."""
         open_file.written = False
-        node = self.namespace.node(open_file.inode)
-        if not node.local:
-            return
+        node = self.namespace.store.node(open_file.inode)
+        if node is None:
+            return  # unlinked while open: nothing to upload
         entry = self.entries[node.entry]
         record = self.namespace.store.cached_file(str(open_file.path))
         base = record.etag if record else (node.etag or "")
         size = os.fstat(open_file.fd).st_size
         self.cache.record(open_file.path, blob=node.blob, etag=base, size=size, state="dirty")
-        version = await self.uploads.journal(open_file.path, entry, node.blob, base)
+        # An upload of an earlier version may have finished meanwhile: still local.
+        self.namespace.store.set_local(node.inode, size=size, mtime_ns=node.mtime_ns)
+        version = await self.uploads.journal(open_file.path, entry, node.blob, base,
+                                             node.mtime_ns)
+        open_file.journaled = True
         if wait or (wait is None and entry.upload == "sync"):
             await self.uploads.upload_now(open_file.path, version)
 
@@ -253,20 +280,67 @@ class BlobFS(pyfuse3.Operations):
             if open_file.written:
                 # Written after the last flush (through mmap, say): journal it all the same.
                 await self._commit(open_file, wait=False)
+            elif open_file.writable and not open_file.journaled:
+                self._unchanged(open_file)
+        except Exception:
+            # Nothing can reach the program any more; the journal keeps what it has.
+            log.exception("release of %s failed", open_file.path)
         finally:
             os.close(open_file.fd)
+
+    def _unchanged(self, open_file: _OpenFile) -> None:
+        """Opened for writing and closed unchanged: the copy is the blob's again."""
+        store = self.namespace.store
+        node = store.node(open_file.inode)
+        if node is None or node.local or self._pending(open_file.path) or any(
+                other.inode == open_file.inode and other.writable
+                for other in self._open_files.values()):
+            return
+        record = store.cached_file(str(open_file.path))
+        if record is not None and record.state == "dirty":
+            store.set_cache_state(str(open_file.path), "clean")
 
     @_fuse_errors
     async def setattr(self, inode, attr, fields, fh, ctx):
         node = self.namespace.node(inode)
+        if any((fields.update_size, fields.update_mode, fields.update_uid, fields.update_gid,
+                fields.update_atime, fields.update_mtime)):
+            self.namespace.writable_file(node)
         if fields.update_size:
             if node.is_dir:
                 raise pyfuse3.FUSEError(errno.EISDIR)
-            self.namespace.writable_file(node)
             await self._truncate(node, attr.st_size, fh)
-        # chmod, chown and times are accepted so that cp -a, rsync -a and tar work;
-        # the blob keeps none of them yet (see the README).
+        if fields.update_mtime and not node.is_dir:
+            await self._set_mtime(self.namespace.node(inode), attr.st_mtime_ns)
+        # chmod and chown are accepted so that cp -a, rsync -a and tar work, and not
+        # kept: blobs have no owner or mode (see the README). Folders keep no time.
         return self._attributes(self.namespace.node(inode))
+
+    async def _set_mtime(self, node: Node, mtime_ns: int) -> None:
+        """utimens: the time goes up as the blob's `mtime` metadata."""
+        store = self.namespace.store
+        path = self.cache.path_for(self.entries[node.entry], node.blob)
+        if node.local:
+            store.set_mtime(node.inode, mtime_ns)
+            if any(other.inode == node.inode and other.written
+                   for other in self._open_files.values()):
+                return  # its flush journals the new time with the bytes
+            upload = store.upload(str(path))
+            if upload is not None:
+                entry = self.entries[node.entry]
+                version = await self.uploads.journal(path, entry, upload.blob,
+                                                     upload.base_etag, mtime_ns)
+                if entry.upload == "sync":
+                    await self.uploads.upload_now(path, version)
+            return
+        old_etag, item = await trio.to_thread.run_sync(
+            self.namespace.remotes[node.entry].set_mtime, node.blob, mtime_ns)
+        # Same bytes, new ETag: the cached copy of them stays good.
+        record = store.cached_file(str(path))
+        if record is not None and record.state == "clean" and record.etag == old_etag:
+            self.cache.record(path, blob=node.blob, etag=item.etag, size=record.size)
+        store.update_file(node.inode, size=item.size, mtime_ns=item.mtime_ns, etag=item.etag,
+                          checked=time.time())
 
     async def _truncate(self, node: Node, size: int, fh: int | None) -> None:
         open_file = self._open_files.get(fh) if fh else None
@@ -275,21 +349,16 @@ class BlobFS(pyfuse3.Operations):
             open_file.written = True
             self.namespace.store.set_local(node.inode, size=size, mtime_ns=time.time_ns())
             return
-        entry = self.entries[node.entry]
-        path = self.cache.path_for(entry, node.blob)
+        path = self.cache.path_for(self.entries[node.entry], node.blob)
         if size == 0:
             await self._start_writing(node, path, truncate=True)
         else:
-            if not node.local:
-                node = await self.namespace.fresh_file(node)
-            path, _ = await self.downloads.cached_copy(
-                entry, self.namespace.remotes[node.entry], node.blob, size=node.size,
-                etag=node.etag, shown_path=self.namespace.path_of(node))
+            path, _ = await self._cached_copy(node)
             await self._start_writing(node, path, truncate=False)
             os.truncate(path, size)
         fd = os.open(path, os.O_RDWR)
         try:
-            open_file = _OpenFile(fd, node.inode, path, written=True)
+            open_file = _OpenFile(fd, node.inode, path, writable=True, written=True)
             self.namespace.store.set_local(node.inode, size=size, mtime_ns=time.time_ns())
             await self._commit(open_file, wait=None)
         finally:
@@ -310,7 +379,9 @@ class BlobFS(pyfuse3.Operations):
         parent = self.namespace.node(parent_inode)
         node = await self.namespace.lookup(parent, self._name(name))
         if not node.is_dir:
-            self.uploads.forget(self.cache.path_for(self.entries[node.entry], node.blob))
+            self.namespace.writable_file(node)
+            # First, so no upload under way or to come can bring the blob back.
+            await self.uploads.forget(self.cache.path_for(self.entries[node.entry], node.blob))
         node = await self.namespace.remove_file(parent, self._name(name))
         self._drop_cached(node)
 
@@ -328,27 +399,51 @@ class BlobFS(pyfuse3.Operations):
         old_parent = self.namespace.node(parent_inode_old)
         new_parent = self.namespace.node(parent_inode_new)
         node = await self.namespace.lookup(old_parent, self._name(name_old))
-        if not node.is_dir and node.local:
+        new_name = self._name(name_new)
+        self.namespace.writable_folder(old_parent)
+        self.namespace.writable_folder(new_parent)
+        # The move copies blobs in the container: what is pending goes up first.
+        if node.is_dir:
+            await self._upload_pending_under(node)
+        elif node.local:
             await self._upload_pending(node)
+        target = self.namespace.store.child(new_parent.inode, new_name)
+        if (target is not None and not target.is_dir and not node.is_dir
+                and target.inode != node.inode and not flags & RENAME_NOREPLACE):
+            # Replaced: its own pending upload must not land on top of the moved file.
+            await self.uploads.forget(self.cache.path_for(self.entries[target.entry],
+                                                          target.blob))
         moved, replaced = await self.namespace.rename(
-            old_parent, node.name, new_parent, self._name(name_new),
+            old_parent, node.name, new_parent, new_name,
             replace=not flags & RENAME_NOREPLACE)
         if replaced is not None and not replaced.is_dir:
-            self.uploads.forget(self.cache.path_for(self.entries[replaced.entry], replaced.blob))
             self._drop_cached(replaced)
-        if not moved.is_dir:
+        if not moved.is_dir and moved.blob != node.blob:
             # The copy made a new blob version; the next open downloads it.
             self._drop_cached(node)
 
     async def _upload_pending(self, node: Node) -> None:
         """A file about to move must be in the container first: the move copies the blob."""
         path = self.cache.path_for(self.entries[node.entry], node.blob)
-        for open_file in self._open_files.values():
+        for open_file in list(self._open_files.values()):
             if open_file.inode == node.inode and open_file.written:
                 await self._commit(open_file, wait=False)
         upload = self.namespace.store.upload(str(path))
         if upload is not None:
             await self.uploads.upload_now(path, upload.version)
+
+    async def _upload_pending_under(self, folder: Node) -> None:
+        """Every pending upload under a folder about to move goes up first."""
+        store = self.namespace.store
+        for open_file in list(self._open_files.values()):
+            node = store.node(open_file.inode)
+            if (open_file.written and node is not None and node.entry == folder.entry
+                    and node.blob.startswith(folder.blob)):
+                await self._commit(open_file, wait=False)
+        entry = self.entries[folder.entry]
+        for upload in self.uploads.pending(entry.account.account_name, entry.container,
+                                           folder.blob):
+            await self.uploads.upload_now(Path(upload.path), upload.version)
 
     @staticmethod
     def _name(name: bytes) -> str:
@@ -368,5 +463,7 @@ class BlobFS(pyfuse3.Operations):
         stats.f_namemax = 255
         return stats
 
-    # Blobs have no links, devices or extended attributes (yet).
-    mknod = symlink = link = setxattr = removexattr = _not_supported
+    # Blobs have no links or devices (EPERM: git, for one, then renames instead of
+    # linking), and keep no extended attributes yet (ENOTSUP: cp -a and rsync -a go on).
+    mknod = symlink = link = _not_supported
+    setxattr = removexattr = _no_xattrs

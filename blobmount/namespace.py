@@ -211,9 +211,13 @@ class Namespace:
         return node
 
     @staticmethod
-    def checked_name(name: str) -> str:
+    def checked_length(name: str) -> str:
         if len(name.encode("utf-8")) > NAME_MAX:
             raise NameTooLong(name[:40] + "...")
+        return name
+
+    def checked_name(self, name: str) -> str:
+        self.checked_length(name)
         if shown_name(name) is None:
             raise InvalidName(f"{name!r} cannot be a blob name segment")
         return name
@@ -239,6 +243,7 @@ class Namespace:
         node = await self.lookup(parent, name)
         if not node.is_dir:
             raise NotADirectory(name)
+        self.writable_folder(parent)  # an entry's own folder belongs to the mount table
         self.writable_folder(node)
         node = await self.listed(node)
         if self.store.child_inodes(node.inode):
@@ -272,6 +277,8 @@ class Namespace:
         if node.entry != new_parent.entry:
             raise CrossDevice("rename across mount entries")
         self.checked_name(new_name)
+        if node.is_dir and f"{new_parent.blob}{new_name}/".startswith(node.blob):
+            raise InvalidName("cannot move a folder into itself")
         target = self.store.child(new_parent.inode, new_name)
         if target is not None:
             if not replace:
@@ -285,10 +292,13 @@ class Namespace:
             if target.is_dir and self.store.child_inodes((await self.listed(target)).inode):
                 raise NotEmpty(new_name)
         remote = self.remotes[node.entry]
+        if target is not None and target.is_dir:
+            # An empty folder replaced: its marker goes first (the moved folder's own
+            # marker takes the same name).
+            await trio.to_thread.run_sync(remote.delete, target.blob.rstrip("/"),
+                                          limiter=self._limiter)
         if node.is_dir:
             new_blob = f"{new_parent.blob}{new_name}/"
-            if new_blob.startswith(node.blob):
-                raise InvalidName("cannot move a folder into itself")
             names = await trio.to_thread.run_sync(remote.list_all, node.blob,
                                                   limiter=self._limiter)
             for blob in names:
@@ -302,9 +312,6 @@ class Namespace:
             new_blob = f"{new_parent.blob}{new_name}"
             await self._move_blob(remote, node.blob, new_blob)
         if target is not None:
-            if target.is_dir:
-                await trio.to_thread.run_sync(remote.delete, target.blob.rstrip("/"),
-                                              limiter=self._limiter)
             self.store.remove_node(target.inode)
         self.store.move_node(node.inode, new_parent.inode, new_name, new_blob)
         return self.node(node.inode), target

@@ -51,6 +51,9 @@ from .log import redact
 log = logging.getLogger(__name__)
 
 FOLDER_MARKER_KEY = "hdi_isfolder"
+# A file's modification time as set through the mount (write, utimens), in rclone's
+# format (RFC 3339 with nanoseconds, UTC), so rclone shows the same time.
+MTIME_KEY = "mtime"
 # AzCopy jobs get a SAS that expires soon: its command line is visible to local users.
 AZCOPY_SAS_LIFETIME = dt.timedelta(minutes=30)
 # The start-up check retries once: a wrong endpoint fails within a few seconds.
@@ -68,8 +71,43 @@ class BlobItem:
     etag: str | None = None
 
 
-def _mtime_ns(when: dt.datetime | None) -> int:
-    return int(when.timestamp() * 1e9) if when else 0
+def _mtime_ns(when: dt.datetime | None, metadata: dict[str, str] | None = None) -> int:
+    """The blob's time: its `mtime` metadata if it has a valid one, else Last-Modified."""
+    kept = parse_mtime((metadata or {}).get(MTIME_KEY))
+    if kept is not None:
+        return kept
+    if when is None:
+        return 0
+    seconds = int(when.replace(microsecond=0, tzinfo=when.tzinfo or dt.UTC).timestamp())
+    return seconds * 10**9 + when.microsecond * 1000
+
+
+def format_mtime(mtime_ns: int) -> str:
+    """`mtime` metadata for a time in ns since the epoch: 2017-07-14T02:40:00.123456789Z."""
+    seconds, nanos = divmod(mtime_ns, 10**9)
+    stamp = dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{nanos:09d}Z"
+
+
+def parse_mtime(text: str | None) -> int | None:
+    """ns since the epoch from RFC 3339 `mtime` metadata (any fraction, any offset)."""
+    if not text:
+        return None
+    head, dot, rest = text.strip().partition(".")
+    fraction = ""
+    if dot:
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        fraction, zone = rest[:digits], rest[digits:]
+    else:
+        head, zone = head[:19], head[19:]
+    try:
+        when = dt.datetime.fromisoformat(head + (zone.replace("Z", "+00:00") or "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    nanos = int((fraction + "000000000")[:9]) if fraction else 0
+    return int(when.timestamp()) * 10**9 + nanos
 
 
 def _etag(value: str | None) -> str | None:
@@ -186,14 +224,15 @@ class Remote:
                                               mtime_ns=_mtime_ns(entry.last_modified)))
                     else:
                         items.append(BlobItem(entry.name, False, entry.size,
-                                              _mtime_ns(entry.last_modified), _etag(entry.etag)))
+                                              _mtime_ns(entry.last_modified, entry.metadata),
+                                              _etag(entry.etag)))
                 yield items
 
     def properties(self, blob: str) -> BlobItem:
         with translate_errors(f"blob {self.label}/{blob}"):
             props = self._client.get_blob_client(blob).get_blob_properties()
         return BlobItem(blob, _is_folder_marker(props), props.size,
-                        _mtime_ns(props.last_modified), _etag(props.etag))
+                        _mtime_ns(props.last_modified, props.metadata), _etag(props.etag))
 
     def download(self, blob: str, destination: Path, *, concurrency: int = 4) -> BlobItem:
         """Write the blob's bytes to `destination` (created or truncated) and fsync.
@@ -210,23 +249,46 @@ class Remote:
                 out.flush()
                 os.fsync(out.fileno())
         props = stream.properties
-        return BlobItem(blob, False, props.size, _mtime_ns(props.last_modified), _etag(props.etag))
+        return BlobItem(blob, False, props.size, _mtime_ns(props.last_modified, props.metadata),
+                        _etag(props.etag))
 
     def upload(self, blob: str, source: Path, *, base_etag: str,
-               metadata: dict[str, str] | None = None, concurrency: int = 4) -> BlobItem:
+               metadata: dict[str, str] | None = None, concurrency: int = 4,
+               retries: int | None = None) -> BlobItem:
         """Put the file's bytes as `blob`, only if the blob is still the version
-        `base_etag` ('' = only if there is no blob); RemoteConflict otherwise."""
+        `base_etag` ('' = only if there is no blob); RemoteConflict otherwise.
+
+        `retries` overrides the client's retry count for this call (the upload journal
+        retries on its own schedule, so it asks for few here).
+        """
+        options: dict = {"overwrite": False}
         if base_etag:
-            conditions = {"overwrite": True, "etag": base_etag,
-                          "match_condition": MatchConditions.IfNotModified}
-        else:
-            conditions = {"overwrite": False}
+            options = {"overwrite": True, "etag": base_etag,
+                       "match_condition": MatchConditions.IfNotModified}
+        if retries is not None:
+            options["retry_total"] = retries
         with translate_errors(f"upload of {self.label}/{blob}"), open(source, "rb") as data:
             result = self._client.get_blob_client(blob).upload_blob(
                 data, length=os.fstat(data.fileno()).st_size, metadata=metadata,
-                max_concurrency=concurrency, **conditions)
+                max_concurrency=concurrency, **options)
         return BlobItem(blob, False, source.stat().st_size,
-                        _mtime_ns(result.get("last_modified")), _etag(result.get("etag")))
+                        _mtime_ns(result.get("last_modified"), metadata), _etag(result.get("etag")))
+
+    def set_mtime(self, blob: str, mtime_ns: int) -> tuple[str, BlobItem]:
+        """Keep `mtime_ns` as the blob's `mtime` metadata, other metadata unchanged.
+
+        Returns the ETag the blob had (the bytes are the same, but setting metadata
+        gives the blob a new ETag) and the blob as it is now.
+        """
+        with translate_errors(f"set mtime of {self.label}/{blob}"):
+            client = self._client.get_blob_client(blob)
+            props = client.get_blob_properties()
+            metadata = {**(props.metadata or {}), MTIME_KEY: format_mtime(mtime_ns)}
+            result = client.set_blob_metadata(metadata, etag=props.etag,
+                                              match_condition=MatchConditions.IfNotModified)
+        return _etag(props.etag), BlobItem(blob, False, props.size,
+                                           _mtime_ns(result.get("last_modified"), metadata),
+                                           _etag(result.get("etag")))
 
     def delete(self, blob: str) -> None:
         """Delete a blob; one that is already gone is fine."""

@@ -2,7 +2,7 @@
 --
 -- One sqlite database per cache folder (<cache_dir>/blobmount.sqlite, WAL mode),
 -- opened by one daemon at a time (the daemon holds a lock file beside it).
--- `meta.schema_version` says which version of this file made the database (now 2);
+-- `meta.schema_version` says which version of this file made the database (now 3);
 -- store.py migrates older ones forward, step by step.
 
 CREATE TABLE IF NOT EXISTS meta (
@@ -23,7 +23,9 @@ CREATE TABLE IF NOT EXISTS nodes (
     blob      TEXT,                 -- file: the full blob name in the container;
                                     -- folder: its prefix, '' or ending in '/'
     size      INTEGER NOT NULL DEFAULT 0,  -- bytes (files); 0 for folders
-    mtime_ns  INTEGER NOT NULL DEFAULT 0,  -- blob Last-Modified, ns since the epoch
+    mtime_ns  INTEGER NOT NULL DEFAULT 0,  -- ns since the epoch: the blob's `mtime`
+                                    -- metadata if it has one, else its Last-Modified;
+                                    -- files written here: the last write (or utimens)
     etag      TEXT,                 -- the blob's ETag as listed; NULL for folders
     checked   REAL,                 -- files: wall time the attributes were last read
                                     -- from the container (listing or HEAD)
@@ -69,5 +71,8 @@ CREATE TABLE IF NOT EXISTS uploads (
     queued     REAL NOT NULL,        -- wall time of the first close not yet uploaded
     attempts   INTEGER NOT NULL DEFAULT 0,  -- failed attempts so far
     next_try   REAL NOT NULL DEFAULT 0,     -- wall time before which no retry is made
-    last_error TEXT                  -- the last failure, one line, for `status`
+    last_error TEXT,                 -- the last failure, one line, for `status`
+    mtime_ns   INTEGER               -- the file's modification time (last write, or set
+                                     -- by utimens), ns since the epoch; it goes up as the
+                                     -- blob's `mtime` metadata. NULL: none (rows of v2)
 );

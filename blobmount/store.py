@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 ROOT_INODE = 1
 NEVER_STALE = float("inf")
 
@@ -73,12 +73,13 @@ class Upload:
     attempts: int
     next_try: float
     last_error: str | None
+    mtime_ns: int | None = None
 
 
 _NODE_COLUMNS = ("inode, parent, name, is_dir, entry, blob, size, mtime_ns, etag, checked,"
                  " listed, local")
 _UPLOAD_COLUMNS = ("path, account, container, blob, base_etag, version, queued, attempts,"
-                   " next_try, last_error")
+                   " next_try, last_error, mtime_ns")
 
 
 def _node(row: tuple | None) -> Node | None:
@@ -117,6 +118,10 @@ class Store:
             if version == 1:
                 # 1 -> 2: files written here and not uploaded yet (the write path).
                 self._db.execute("ALTER TABLE nodes ADD COLUMN local INTEGER NOT NULL DEFAULT 0")
+            if version == 2:
+                # 2 -> 3: the file's mtime goes up with it as blob metadata. (Version 1
+                # had no uploads table: schema.sql below makes it whole.)
+                self._db.execute("ALTER TABLE uploads ADD COLUMN mtime_ns INTEGER")
             schema = resources.files("blobmount").joinpath("schema.sql").read_text()
             self._db.executescript(schema)
             self._db.execute(
@@ -248,6 +253,9 @@ class Store:
             (size, mtime_ns, inode),
         )
 
+    def set_mtime(self, inode: int, mtime_ns: int) -> None:
+        self._db.execute("UPDATE nodes SET mtime_ns = ? WHERE inode = ?", (mtime_ns, inode))
+
     def set_uploaded(self, blob_entry: int, blob: str, *, size: int, mtime_ns: int,
                      etag: str) -> None:
         """The node of `blob` now shows the blob as uploaded."""
@@ -324,17 +332,18 @@ class Store:
     # -- the upload journal ------------------------------------------------------
 
     def queue_upload(self, path: str, *, account: str, container: str, blob: str,
-                     base_etag: str) -> int:
+                     base_etag: str, mtime_ns: int | None = None) -> int:
         """Journal an upload durably (fsynced before this returns); its version."""
         self._db.execute("PRAGMA synchronous=FULL")
         try:
             with self._db:
                 row = self._db.execute(
                     "INSERT INTO uploads (path, account, container, blob, base_etag, version,"
-                    " queued) VALUES (?, ?, ?, ?, ?, 1, ?)"
+                    " queued, mtime_ns) VALUES (?, ?, ?, ?, ?, 1, ?, ?)"
                     " ON CONFLICT (path) DO UPDATE SET version = version + 1, blob ="
-                    " excluded.blob, next_try = 0 RETURNING version",
-                    (path, account, container, blob, base_etag, time.time()),
+                    " excluded.blob, next_try = 0, mtime_ns = excluded.mtime_ns"
+                    " RETURNING version",
+                    (path, account, container, blob, base_etag, time.time(), mtime_ns),
                 ).fetchone()
         finally:
             self._db.execute("PRAGMA synchronous=NORMAL")

@@ -28,7 +28,7 @@ from .azcopy import AzCopy
 from .cache import Cache, fsync_file
 from .config import MountEntry, Settings
 from .errors import BlobmountError, RemoteConflict, RemoteNotFound
-from .remote import Remote
+from .remote import MTIME_KEY, Remote, format_mtime
 from .singleflight import SingleFlight
 from .store import Store, Upload
 
@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 RETRY_FIRST = 0.5   # seconds before the first retry
 RETRY_MAX = 60.0    # no retry waits longer than this
+# Retries of one SDK upload inside an attempt (about 2.5 s): the journal retries on its
+# own schedule, so an unreachable account fails an attempt (and a sync close()) soon.
+UPLOAD_RETRIES = 1
 
 
 def retry_delay(attempts: int) -> float:
@@ -50,6 +53,20 @@ def conflict_name(blob: str, when: dt.datetime | None = None) -> str:
     stem, dot, extension = name.partition(".") if not name.startswith(".") else (name, "", "")
     marked = f"{stem}.conflict-{stamp}{dot}{extension}"
     return posixpath.join(folder, marked) if folder else marked
+
+
+async def _nothing() -> None:
+    pass
+
+
+def _fsync_with_folder(path: Path) -> None:
+    """fsync a file and its folder, so neither its bytes nor its name can be lost."""
+    fsync_file(path)
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 @dataclass(frozen=True)
@@ -83,12 +100,13 @@ class Uploads:
 
     # -- journaling ---------------------------------------------------------------
 
-    async def journal(self, path: Path, entry: MountEntry, blob: str, base_etag: str) -> int:
+    async def journal(self, path: Path, entry: MountEntry, blob: str, base_etag: str,
+                      mtime_ns: int | None = None) -> int:
         """Make the written file durable and journal its upload; the journal version."""
-        await trio.to_thread.run_sync(fsync_file, path, limiter=self._limiter)
+        await trio.to_thread.run_sync(_fsync_with_folder, path, limiter=self._limiter)
         version = self.store.queue_upload(
             str(path), account=entry.account.account_name, container=entry.container,
-            blob=blob, base_etag=base_etag)
+            blob=blob, base_etag=base_etag, mtime_ns=mtime_ns)
         self._wake.set()
         return version
 
@@ -100,9 +118,17 @@ class Uploads:
         while (row := self.store.upload(str(path))) is not None and row.version <= version:
             await self._flights.run(str(path), lambda: self._attempt(str(path)))
 
-    def forget(self, path: Path) -> None:
-        """The file was deleted here: its pending upload must not bring it back."""
+    async def forget(self, path: Path) -> None:
+        """The file is deleted or replaced here: its pending upload must not bring it
+        back. Returns once no upload of it is under way."""
         self.store.drop_upload(str(path))
+        with contextlib.suppress(BlobmountError):
+            await self._flights.run(str(path), _nothing)
+
+    def pending(self, account: str, container: str, prefix: str) -> list[Upload]:
+        """Journaled uploads of blobs under `prefix` of one container."""
+        return [row for row in self.store.uploads() if row.account == account
+                and row.container == container and row.blob.startswith(prefix)]
 
     # -- the worker ---------------------------------------------------------------
 
@@ -135,8 +161,20 @@ class Uploads:
 
     async def sync(self) -> list[Upload]:
         """Try every journaled upload now; the ones that still failed."""
-        await self._attempt_all(self.store.uploads())
+        async with trio.open_nursery() as nursery:
+            for row in self.store.uploads():
+                nursery.start_soon(self._attempt_fresh, row.path)
         return self.store.uploads()
+
+    async def _attempt_fresh(self, path: str) -> None:
+        """One attempt that starts now: an attempt already under way (begun, say, while
+        the account was unreachable) is waited for, and tried again if it failed."""
+        joined = self._flights.running(path)
+        try:
+            await self._flights.run(path, lambda: self._attempt(path))
+        except BlobmountError:
+            if joined:
+                await self._attempt_quietly(path)
 
     # -- one upload ---------------------------------------------------------------
 
@@ -163,7 +201,7 @@ class Uploads:
             self.store.drop_upload(row.path)
             return
         try:
-            item = await self._put(target, row.blob, path, row.base_etag)
+            item = await self._put(target, row.blob, path, row.base_etag, row.mtime_ns)
         except RemoteConflict:
             await self._keep_both(target, row, path)
             return
@@ -184,12 +222,16 @@ class Uploads:
                    and row.blob.startswith(target.entry.prefix)]
         return max(matches, key=lambda target: len(target.entry.prefix), default=None)
 
-    async def _put(self, target: Target, blob: str, path: Path, base_etag: str):
+    async def _put(self, target: Target, blob: str, path: Path, base_etag: str,
+                   mtime_ns: int | None):
         remote = target.remote
+        metadata = {MTIME_KEY: format_mtime(mtime_ns)} if mtime_ns else {}
         size = path.stat().st_size
         if size <= self._settings.sdk_upload_max or self._azcopy_for is None:
             return await trio.to_thread.run_sync(
-                lambda: remote.upload(blob, path, base_etag=base_etag), limiter=self._limiter)
+                lambda: remote.upload(blob, path, base_etag=base_etag, metadata=metadata,
+                                      retries=UPLOAD_RETRIES),
+                limiter=self._limiter)
         # AzCopy cannot upload conditionally: check the base version just before.
         try:
             current = await trio.to_thread.run_sync(remote.properties, blob,
@@ -201,14 +243,15 @@ class Uploads:
                 raise RemoteConflict(f"{remote.label}/{blob} was deleted in the container"
                                      ) from None
         sas = await trio.to_thread.run_sync(lambda: remote.sas_for_azcopy(blob=blob, write=True))
+        extra = [f"--metadata={key}={value}" for key, value in metadata.items()]
         await self._azcopy_for(target.entry).copy(
-            str(path), f"{remote.blob_url(blob)}?{sas}", from_to="LocalBlob")
+            str(path), f"{remote.blob_url(blob)}?{sas}", from_to="LocalBlob", extra_args=extra)
         return await trio.to_thread.run_sync(remote.properties, blob, limiter=self._limiter)
 
     async def _keep_both(self, target: Target, row: Upload, path: Path) -> None:
         """The blob changed in the container: put the local bytes beside it."""
         conflict = conflict_name(row.blob)
-        await self._put(target, conflict, path, "")
+        await self._put(target, conflict, path, "", row.mtime_ns)
         log.warning("conflict: %s/%s changed in the container since it was cached; the local"
                     " version is kept as %s", target.remote.label, row.blob, conflict)
         self.store.drop_upload(row.path)
