@@ -8,6 +8,9 @@ live, or says why it is not.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import io
 import json
 import os
 import re
@@ -20,8 +23,10 @@ from pathlib import Path
 
 import click
 
-from . import control
-from .config import Config, find_config, load_config
+from . import control, helper, inventory
+from .client import Client
+from .commands import add_to
+from .config import Config, container_name, default_variables, find_config, load_config
 from .errors import BlobmountError
 
 # The daemon checks every account before it mounts; an unreachable one fails within
@@ -40,34 +45,74 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("mountpoint", type=click.Path())
+@click.argument("mountpoint", type=click.Path(), required=False)
 @click.option("--config", "config_file", metavar="FILE",
               help="Config file [default: $BLOBMOUNT_CONFIG, ~/.config/blobmount/config.yaml,"
                    " /etc/blobmount/config.yaml for root, $AZFUSE_CLOUD_FUSE_CONFIG_FILE;"
                    " none: an embedded Azurite].")
+@click.option("--user", metavar="NAME",
+              help="The config's {user} [default: $BLOBMOUNT_USER, else your user name].")
+@click.option("-o", "--options", "mount_options", metavar="OPTS", multiple=True,
+              help="Kernel mount options, comma-separated: "
+                   + ", ".join(sorted(helper.KERNEL)) + ".")
+@click.option("--list", "list_mounts", is_flag=True,
+              help="List every blobmount mount on this machine instead.")
 @click.option("-f", "--foreground", is_flag=True, help="Stay attached instead of daemonizing.")
 @click.option("-v", "--verbose", count=True, help="More log detail (-v info, -vv debug).")
 @click.option("--log-file", type=click.Path(dir_okay=False), metavar="FILE",
               help="Log file [default: ~/.blobmount/blobmount.log].")
 @click.option("--ready-fd", type=int, hidden=True)
-def mount(mountpoint: str, config_file: str | None, foreground: bool, verbose: int,
+def mount(mountpoint: str | None, config_file: str | None, user: str | None,
+          mount_options: tuple[str, ...], list_mounts: bool, foreground: bool, verbose: int,
           log_file: str | None, ready_fd: int | None) -> None:
     """Mount the mount table of the config on MOUNTPOINT."""
     from .daemon import check_mountpoint
 
+    if list_mounts:
+        if mountpoint is not None:
+            raise click.UsageError("--list takes no MOUNTPOINT")
+        _list_mounts(as_json=False)
+        return
+    if mountpoint is None:
+        raise click.UsageError("Missing argument 'MOUNTPOINT' (or give --list).")
+    kernel_options = _kernel_options(mount_options)
+    variables = default_variables(user)
     config_path = find_config(config_file)
-    config = load_config(config_path) if config_path else None
+    config = load_config(config_path, variables) if config_path else None
     _warn_readable_secrets(config)
     where = check_mountpoint(mountpoint)
     log_path = Path(log_file).absolute() if log_file else default_log_file()
     if foreground:
-        _run_foreground(config, where, verbose, log_path, ready_fd)
+        _run_foreground(config, where, verbose, log_path, ready_fd, kernel_options)
         return
     args = [sys.executable, "-m", "blobmount", "mount", str(where), "--foreground",
-            "--log-file", str(log_path)] + ["-v"] * verbose
+            "--log-file", str(log_path), "--user", variables["user"]] + ["-v"] * verbose
+    if kernel_options:
+        args += ["-o", ",".join(kernel_options)]
     if config_path:
         args += ["--config", str(Path(config_path).absolute())]
     click.echo(_start_daemon(args, log_path))
+
+
+def _kernel_options(given: tuple[str, ...]) -> list[str]:
+    """The -o options, checked: only those that make sense for a blobmount mount."""
+    options = [part.strip() for text in given for part in text.split(",") if part.strip()]
+    unknown = [option for option in options if option not in helper.KERNEL]
+    if unknown:
+        raise BlobmountError(f"unknown mount option {unknown[0]!r}; blobmount takes"
+                             f" {', '.join(sorted(helper.KERNEL))}")
+    return list(dict.fromkeys(options))
+
+
+def _list_mounts(as_json: bool) -> None:
+    records = inventory.every_mount()
+    if as_json:
+        click.echo(json.dumps([record.as_json() for record in records], indent=2,
+                              sort_keys=True))
+    elif not records:
+        click.echo("no blobmount mounts on this machine")
+    for record in records if not as_json else ():
+        click.echo(inventory.describe(record))
 
 
 def _warn_readable_secrets(config: Config | None) -> None:
@@ -79,13 +124,13 @@ def _warn_readable_secrets(config: Config | None) -> None:
 
 
 def _run_foreground(config: Config | None, mountpoint: Path, verbose: int, log_path: Path,
-                    ready_fd: int | None) -> None:
+                    ready_fd: int | None, kernel_options: list[str]) -> None:
     from .daemon import run_daemon
     from .log import setup_logging
 
     setup_logging(verbose, log_path, stderr=ready_fd is None)
     if ready_fd is None:
-        run_daemon(config, mountpoint, lambda note: click.echo(note))
+        run_daemon(config, mountpoint, lambda note: click.echo(note), kernel_options)
         return
     # Daemonized: report to the waiting `blobmount mount`, then keep no folder busy.
     os.chdir("/")
@@ -101,7 +146,7 @@ def _run_foreground(config: Config | None, mountpoint: Path, verbose: int, log_p
                                  " the mount") from None
 
     try:
-        run_daemon(config, mountpoint, ready)
+        run_daemon(config, mountpoint, ready, kernel_options)
     except BlobmountError as exc:
         if not channel.closed:
             channel.write(f"error {exc}\n")
@@ -153,7 +198,10 @@ def _wait_for_daemon(args: list[str], log_path: Path) -> str:
 @click.argument("mountpoint", type=click.Path())
 @click.option("--no-wait", is_flag=True,
               help="Leave pending uploads in the journal for the next mount.")
-def unmount(mountpoint: str, no_wait: bool) -> None:
+@click.option("--timeout", type=click.FloatRange(min=0), default=UNMOUNT_TIMEOUT,
+              show_default=True, metavar="SECONDS",
+              help="How long to wait for the daemon to upload and exit; 0: no limit.")
+def unmount(mountpoint: str, no_wait: bool, timeout: float) -> None:
     """Unmount MOUNTPOINT and wait for its daemon to exit (after pending uploads)."""
     where = os.path.realpath(mountpoint)  # as the kernel lists it
     try:
@@ -169,7 +217,7 @@ def unmount(mountpoint: str, no_wait: bool) -> None:
     if result.returncode != 0:
         raise BlobmountError(f"cannot unmount {where}: {result.stderr.strip()}")
     if pid is not None:
-        _wait_for_exit(pid, UNMOUNT_TIMEOUT)
+        _wait_for_exit(pid, timeout or float("inf"))
 
 
 def is_mounted(path: str) -> bool:
@@ -209,7 +257,7 @@ def _wait_for_exit(pid: int, timeout: float) -> None:
 @click.argument("mountpoint", type=click.Path(file_okay=False))
 def sync(mountpoint: str) -> None:
     """Wait until every pending upload of MOUNTPOINT is in the container."""
-    failed = control.request(os.path.abspath(mountpoint), "sync", timeout=None)["failed"]
+    failed = Client(mountpoint).sync(check=False)
     for upload in failed:
         click.echo(f"blobmount: not uploaded: {upload['blob']}: {upload['error']}", err=True)
     if failed:
@@ -217,10 +265,14 @@ def sync(mountpoint: str) -> None:
 
 
 @cli.command()
-@click.argument("mountpoint", type=click.Path())
+@click.argument("mountpoint", type=click.Path(), required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the daemon's view as JSON.")
-def status(mountpoint: str, as_json: bool) -> None:
-    """Show what the daemon serving MOUNTPOINT is doing."""
+def status(mountpoint: str | None, as_json: bool) -> None:
+    """Show what the daemon serving MOUNTPOINT is doing; with no MOUNTPOINT, list every
+    blobmount mount on this machine (live, or dead with no daemon) and its config."""
+    if mountpoint is None:
+        _list_mounts(as_json)
+        return
     reply = control.request(os.path.abspath(mountpoint), "status")
     if as_json:
         click.echo(json.dumps(reply, indent=2, sort_keys=True))
@@ -236,8 +288,104 @@ def status(mountpoint: str, as_json: bool) -> None:
                f" ({len(reply['uploads']['failed'])} failing)")
 
 
+_DURATION = re.compile(r"(\d+)\s*(s|m|h|d|w)")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _expiry(text: str) -> dt.datetime:
+    """When a SAS expires: a lifetime from now (90s, 30m, 12h, 7d, 2w) or a time
+    (2030-01-01, 2030-01-01T12:00Z; UTC unless it says otherwise)."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    now = dt.datetime.now(dt.UTC)
+    if match:
+        when = now + dt.timedelta(seconds=int(match[1]) * _SECONDS[match[2]])
+    else:
+        try:
+            when = dt.datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise BlobmountError(f"--expiry {text!r}: give a lifetime such as 30m, 12h or 7d,"
+                                 " or a time such as 2030-01-01T12:00Z") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+    if when <= now:
+        raise BlobmountError(f"--expiry {text!r} is not in the future")
+    return when
+
+
+@cli.command()
+@click.option("--config", "config_file", metavar="FILE",
+              help="Config file whose account holds the key [default: as for mount].")
+@click.option("--account", "account_name", metavar="NAME",
+              help="The account: its name under accounts: or its storage account name"
+                   " [default: the config's only account].")
+@click.option("--container", required=True, metavar="NAME", help="The container.")
+@click.option("--permissions", default="rl", show_default=True,
+              help="Letters: r read, l list, w write, c create, a add, d delete, ...")
+@click.option("--expiry", default="1h", show_default=True,
+              help="Valid for (30m, 12h, 7d) or until (2030-01-01T12:00Z).")
+@click.option("--prefix", default="", metavar="P",
+              help="Only this folder: a directory SAS, which Azure honours on accounts with"
+                   " a hierarchical namespace (ADLS Gen2) only.")
+def sas(config_file: str | None, account_name: str | None, container: str, permissions: str,
+        expiry: str, prefix: str) -> None:
+    """Print a SAS token for a container, signed with an account key from the config.
+
+    Only the token is printed, without a leading '?' (as `az storage container
+    generate-sas` prints it); a config's sas_token takes it with or without one.
+    """
+    from .remote import mint_sas
+
+    config_path = find_config(config_file)
+    if config_path is None:
+        raise BlobmountError("no config file: give --config FILE (its account's key signs"
+                             " the SAS)")
+    accounts = load_config(config_path).accounts
+    if account_name is None:
+        if len(accounts) != 1:
+            raise BlobmountError(f"{config_path} has {len(accounts)} accounts: name one with"
+                                 f" --account ({', '.join(accounts) or 'none'})")
+        account = next(iter(accounts.values()))
+    else:
+        found = [a for key, a in accounts.items()
+                 if account_name in (key, a.account_name)]
+        if not found:
+            raise BlobmountError(f"{config_path} has no account {account_name!r}"
+                                 f" (accounts: {', '.join(accounts) or 'none'})")
+        account = found[0]
+    try:
+        name = container_name(container)
+        token = mint_sas(account, name, permissions=permissions, expiry=_expiry(expiry),
+                         prefix=prefix)
+    except ValueError as exc:
+        raise BlobmountError(str(exc)) from None
+    click.echo(token)
+
+
+def _invoke(args: list[str]) -> None:
+    """Run the CLI in this process for the mount helper; usage errors as BlobmountError.
+
+    Quiet, as mount(8) is, unless asked for -v.
+    """
+    quiet = "-v" not in args
+    try:
+        with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+            cli.main(args, prog_name="blobmount", standalone_mode=False)
+    except click.ClickException as exc:
+        raise BlobmountError(exc.format_message()) from None
+
+
+# prefetch, cache ls/evict/clear, stats (commands.py)
+add_to(cli)
+
+
 def main() -> None:
-    """Entry point: run the CLI, turning a BlobmountError into one line and exit 1."""
+    """Entry point: run the CLI, turning a BlobmountError into one line and exit 1.
+
+    Started as mount(8)'s helper (mount.fuse.blobmount, or `blobmount CONFIG MOUNTPOINT
+    -o ...` from mount.fuse), it takes mount's arguments instead (see helper.py).
+    """
+    if helper.is_helper_call(sys.argv, cli.commands):
+        sys.exit(helper.run(sys.argv[1:], _invoke))
     try:
         cli(prog_name="blobmount")
     except BlobmountError as exc:

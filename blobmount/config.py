@@ -21,6 +21,7 @@ import ipaddress
 import logging
 import math
 import os
+import pwd
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -47,7 +48,9 @@ __all__ = [
     "Config",
     "MountEntry",
     "Settings",
+    "container_name",
     "default_cache_dir",
+    "default_variables",
     "embedded_config",
     "find_config",
     "load_config",
@@ -82,6 +85,10 @@ _SPECIAL_CONTAINERS = ("$root", "$web")
 _MAX_BLOB_NAME = 1024
 _MAX_NAME_BYTES = 255
 _UPLOAD_MODES = ("sync", "async")
+
+# Placeholders such as {user}: one config serves many users. Only these keys take them.
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+_TEMPLATED_KEYS = frozenset({"cache_dir", "local", "remote", "url", "container", "cache"})
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", re.IGNORECASE)
 _SIZE_UNITS = {
@@ -118,6 +125,14 @@ class Account:
         if self.connection_string:
             found.extend(_connection_string_secrets(self.connection_string))
         return _unique(found)
+
+    def may_write(self) -> bool:
+        """False when the account's only credential is a SAS that grants neither write
+        nor create (`sp=rl`): its entries are read-only unless the config says otherwise."""
+        if self.account_key or self.connection_string or not self.sas_token:
+            return True
+        granted = parse_qs(self.sas_token).get("sp")
+        return granted is None or bool(set(granted[0]) & set("wc"))
 
 
 @dataclass(frozen=True)
@@ -166,7 +181,14 @@ class Config:
 
 
 def default_cache_dir() -> Path:
-    """The cache folder when the config names none: system-wide for root, per user otherwise."""
+    """The cache folder when the config names none: system-wide for root, per user otherwise.
+
+    Under systemd, a unit's `CacheDirectory=` (which sets $CACHE_DIRECTORY) wins, so
+    each instance of a template unit gets a folder of its own.
+    """
+    systemd = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
+    if os.path.isabs(systemd):
+        return Path(systemd)
     if os.geteuid() == 0:
         return _SYSTEM_CACHE
     return _xdg_dir("XDG_CACHE_HOME", ".cache") / "blobmount"
@@ -194,14 +216,30 @@ def find_config(explicit: str | os.PathLike[str] | None) -> Path | None:
     return None
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read a config file; a top-level list is azfuse's format, a mapping is ours."""
+def default_variables(user: str | None = None) -> dict[str, str]:
+    """The values of the config's placeholders: {user} is `user` if given, else
+    $BLOBMOUNT_USER, else the name of the user running blobmount."""
+    if not user:
+        user = os.environ.get("BLOBMOUNT_USER") or _invoking_user()
+    return {"user": user}
+
+
+def load_config(
+    path: str | os.PathLike[str], variables: Mapping[str, str] | None = None
+) -> Config:
+    """Read a config file; a top-level list is azfuse's format, a mapping is ours.
+
+    `variables` fill the placeholders (`remote: users/{user}`) of the keys that take
+    them (local, remote, url, container, cache, cache_dir); None means
+    `default_variables()`. A placeholder without a value is a ConfigError.
+    """
     source = os.fspath(path)
     data = _read_yaml(Path(source), source)
+    values = dict(default_variables() if variables is None else variables)
     if isinstance(data, list):
-        return _load_azfuse(data, source)
+        return _load_azfuse(data, source, values)
     if isinstance(data, dict):
-        return _load_native(data, source)
+        return _load_native(data, source, values)
     raise ConfigError(
         source,
         "",
@@ -241,6 +279,11 @@ def embedded_config(endpoint: str, cache_dir: Path | None = None) -> Config:
         mounts=(mount,),
         settings=Settings(),
     )
+
+
+def container_name(value: str) -> str:
+    """`value` if it is a valid container name; else a ValueError saying what is valid."""
+    return _container(value)
 
 
 def parse_size(value: int | str) -> int:
@@ -315,13 +358,22 @@ class _Section:
     """
 
     def __init__(
-        self, source: str, path: str, data: object, known: Iterable[str], *, strict: bool = True
+        self,
+        source: str,
+        path: str,
+        data: object,
+        known: Iterable[str],
+        *,
+        strict: bool = True,
+        variables: Mapping[str, str] | None = None,
     ) -> None:
         if not isinstance(data, dict):
             raise ConfigError(source, path, f"expected a mapping, got {_kind(data)}")
         self.source = source
         self.path = path
         self.data: dict[object, object] = data
+        # Placeholders are filled in the keys that take them; None: this section has none.
+        self.variables = variables
         known = tuple(known)
         for key in data:
             if key in known:
@@ -348,6 +400,8 @@ class _Section:
         value = self.data.get(key)
         if value is not None and not isinstance(value, str):
             raise self.error(key, f"expected a string, got {_kind(value)}")
+        if value is not None and self.variables is not None and key in _TEMPLATED_KEYS:
+            value = self.checked(key, lambda text: _fill(text, self.variables), value)
         return value
 
     def required(self, key: str, missing: str = "missing") -> str:
@@ -432,14 +486,17 @@ class _Section:
 
 # --------------------------------------------------------------------------- native format
 
-_ACCOUNT_KEYS = ("account_name", "account_key", "sas_token", "connection_string", "endpoint")
+_SECRET_KEYS = ("account_key", "sas_token", "connection_string")
+_ACCOUNT_KEYS = (
+    "account_name", *_SECRET_KEYS, *(f"{key}_file" for key in _SECRET_KEYS), "endpoint",
+)
 _MOUNT_KEYS = ("local", "account", "container", "remote", "url", "cache", "read_only", "upload")
 _SETTINGS_KEYS = tuple(f.name for f in fields(Settings))
 _TOP_KEYS = ("cache_dir", "accounts", "mounts", *_SETTINGS_KEYS)
 
 
-def _load_native(data: dict[object, object], source: str) -> Config:
-    top = _Section(source, "", data, _TOP_KEYS)
+def _load_native(data: dict[object, object], source: str, variables: dict[str, str]) -> Config:
+    top = _Section(source, "", data, _TOP_KEYS, variables=variables)
     cache_dir = top.folder("cache_dir") or default_cache_dir()
     settings = _read_settings(top)
     accounts = _read_accounts(top)
@@ -452,7 +509,7 @@ def _load_native(data: dict[object, object], source: str) -> Config:
         raise top.error("mounts", "empty: list at least one folder to mount")
     mounts = []
     for index, raw in enumerate(raw_mounts):
-        entry = _Section(source, _join("mounts", index), raw, _MOUNT_KEYS)
+        entry = _Section(source, _join("mounts", index), raw, _MOUNT_KEYS, variables=variables)
         mounts.append((entry, _read_native_mount(entry, accounts, cache_dir)))
     _check_mount_table(mounts)
     return Config(
@@ -503,13 +560,15 @@ def _read_accounts(top: _Section) -> dict[str, Account]:
 
 
 def _read_account(name: str, s: _Section) -> Account:
-    """One `accounts:` entry: a key, a SAS, a connection string, or none (an identity)."""
-    key = s.secret("account_key")
-    sas = s.secret("sas_token")
-    conn = s.secret("connection_string")
-    given = [k for k in ("account_key", "sas_token", "connection_string") if s.has(k)]
+    """One `accounts:` entry: a key, a SAS, a connection string, or none (an identity).
+
+    Each secret may instead be read from a file (`account_key_file: PATH`), so that it
+    can come from a systemd credential or a Docker secret rather than the config.
+    """
+    given = [k for k in (*_SECRET_KEYS, *(f"{k}_file" for k in _SECRET_KEYS)) if s.has(k)]
     if len(given) > 1:
         raise s.error(given[1], f"give only one of {', '.join(given)}")
+    key, sas, conn = (s.secret(k) or _secret_file(s, f"{k}_file") for k in _SECRET_KEYS)
     if conn is not None:
         return _account_from_connection_string(name, conn, s)
     return _key_account(name, s, key, sas)
@@ -582,7 +641,7 @@ def _read_native_mount(s: _Section, accounts: dict[str, Account], cache_dir: Pat
         container=container,
         prefix=prefix,
         cache_dir=s.folder("cache") or _default_mount_cache(cache_dir, local),
-        read_only=s.boolean("read_only", False),
+        read_only=s.boolean("read_only", not account.may_write()),
         upload=s.choice("upload", _UPLOAD_MODES, "sync"),
     )
 
@@ -661,7 +720,7 @@ _AZFUSE_ENTRY_KEYS = ("local", "remote", "cache", "storage_account", "cache_lock
 _AZFUSE_ACCOUNT_KEYS = ("account_name", "account_key", "sas_token", "container_name", "endpoint")
 
 
-def _load_azfuse(items: list[object], source: str) -> Config:
+def _load_azfuse(items: list[object], source: str, variables: dict[str, str]) -> Config:
     """azfuse's list of {local, remote, cache, storage_account}, plus its account files.
 
     Relative paths (the account folder, `cache:`) are relative to the current folder,
@@ -674,7 +733,8 @@ def _load_azfuse(items: list[object], source: str) -> Config:
     by_name: dict[str, tuple[Account, str]] = {}
     mounts = []
     for index, raw in enumerate(items):
-        entry = _Section(source, _join("", index), raw, _AZFUSE_ENTRY_KEYS, strict=False)
+        entry = _Section(source, _join("", index), raw, _AZFUSE_ENTRY_KEYS, strict=False,
+                         variables=variables)
         local = entry.checked("local", _local, entry.required("local"))
         name = entry.required("storage_account")
         if not name:
@@ -688,6 +748,7 @@ def _load_azfuse(items: list[object], source: str) -> Config:
             account=account,
             container=container,
             prefix=entry.checked("remote", _prefix, entry.string("remote") or ""),
+            read_only=not account.may_write(),
             cache_dir=cache or _default_mount_cache(cache_dir, local),
         )
         mounts.append((entry, mount))
@@ -925,6 +986,71 @@ def _connection_string_secrets(text: str) -> list[str]:
             found.append(value.strip())
             found.extend(_sas_signatures(value.strip().removeprefix("?")))
     return found
+
+
+# --------------------------------------------------------------------------- templates
+
+
+def _fill(text: str, variables: Mapping[str, str]) -> str:
+    """`text` with each {name} replaced by its value; {{ and }} stand for { and }."""
+
+    def one(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            return token[0]
+        name = match.group(1)
+        if name is None:
+            raise ValueError(f"a lone {token!r}: write {token * 2} for a literal {token}")
+        if name not in variables:
+            close = difflib.get_close_matches(name, list(variables), n=1, cutoff=0.6)
+            hint = f"; did you mean {{{close[0]}}}?" if close else ""
+            known = ", ".join(f"{{{key}}}" for key in variables) or "none"
+            raise ValueError(f"unknown placeholder {{{name}}}{hint} (known: {known};"
+                             " write {{ and }} for literal braces)")
+        return _variable_value(name, variables[name])
+
+    return _PLACEHOLDER.sub(one, text)
+
+
+def _variable_value(name: str, value: str) -> str:
+    """A placeholder's value, checked: it becomes part of paths and blob names."""
+    where = "--user or $BLOBMOUNT_USER" if name == "user" else f"{{{name}}}"
+    if not value:
+        raise ValueError(f"{{{name}}} is empty: give {where}")
+    if value in (".", "..") or any(c in value for c in "/\0{}") or value != value.strip():
+        raise ValueError(f"{{{name}}} is {value!r}, which cannot be one name: give {where}")
+    return value
+
+
+def _invoking_user() -> str:
+    """The name of the user running this process (its real uid)."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+def _secret_file(s: _Section, key: str) -> str | None:
+    """The secret held in the file named at `key` (`~` and $VARIABLES expanded)."""
+    named = s.string(key)
+    if named is None:
+        return None
+    path = Path(os.path.expandvars(named)).expanduser()
+    if not path.is_absolute():
+        path = Path(s.source).parent / path
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise s.error(key, f"no such file: {path}") from None
+    except PermissionError:
+        raise s.error(key, f"cannot read {path}: permission denied") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise s.error(key, f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
+                      ) from None
+    register_secret(value)
+    if not value:
+        raise s.error(key, f"{path} is empty")
+    return value
 
 
 # --------------------------------------------------------------------------- helpers

@@ -15,7 +15,7 @@ import fcntl
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -33,6 +33,7 @@ from .errors import BlobmountError, MountPointError, ToolNotFound
 from .fs import BlobFS
 from .namespace import Namespace
 from .remote import Remote
+from .sdnotify import Notifier
 from .store import Store
 from .tools import find_azcopy
 from .transfers import Downloads
@@ -177,8 +178,14 @@ def _azcopy_factory(config: Config) -> Callable[[MountEntry], AzCopy] | None:
 
 
 async def serve(config: Config | None, mountpoint: Path, *,
-                ready: Callable[[str], None]) -> None:
-    """Mount `config` (None: the embedded Azurite default) and serve until unmounted."""
+                ready: Callable[[str], None], fuse_options: Iterable[str] = ()) -> None:
+    """Mount `config` (None: the embedded Azurite default) and serve until unmounted.
+
+    `fuse_options` go to the kernel with the mount (`allow_other`, `ro`, ...). Under
+    systemd (`Type=notify`) the service manager hears READY=1 once the mount is live
+    and STOPPING=1 once it is gone.
+    """
+    systemd = Notifier.from_environment()
     with contextlib.ExitStack() as stack:
         note = ""
         if config is None:
@@ -220,7 +227,8 @@ async def serve(config: Config | None, mountpoint: Path, *,
         # process before pyfuse3.main() runs would wait for ourselves forever.
         control = ControlServer(socket_path(mountpoint), {
             "status": mount.status, "sync": mount.sync, "no_wait": mount.no_wait})
-        options = set(pyfuse3.default_options) | {"fsname=blobmount", "subtype=blobmount"}
+        options = (set(pyfuse3.default_options) | {"fsname=blobmount", "subtype=blobmount"}
+                   | set(fuse_options))
         try:
             pyfuse3.init(operations, str(mountpoint), options)
         except RuntimeError as exc:
@@ -233,9 +241,14 @@ async def serve(config: Config | None, mountpoint: Path, *,
             nursery.start_soon(uploads.run)
             log.info("mounted %s on %s", config.source, mountpoint)
             ready(note or f"mounted {len(config.mounts)} entries on {mountpoint}")
+            systemd.notify(READY=1, STATUS=f"mounted {len(config.mounts)} entries"
+                                            f" on {mountpoint}")
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
         log.info("unmounted %s", mountpoint)
+        pending = uploads.status()["count"] if mount.drain_on_exit else 0
+        draining = f"; uploading {pending} pending files" if pending else ""
+        systemd.notify(STOPPING=1, STATUS=f"unmounted {mountpoint}{draining}")
         if mount.drain_on_exit:
             left = await uploads.sync()
             if left:
@@ -276,10 +289,10 @@ async def _start_embedded(stack: contextlib.ExitStack) -> tuple[Config, str]:
 
 
 def run_daemon(config: Config | None, mountpoint: Path,
-               ready: Callable[[str], None]) -> None:
+               ready: Callable[[str], None], fuse_options: Iterable[str] = ()) -> None:
     """Run the daemon to the end in this process (blocking)."""
     try:
-        trio.run(partial(serve, config, mountpoint, ready=ready))
+        trio.run(partial(serve, config, mountpoint, ready=ready, fuse_options=fuse_options))
     except BaseExceptionGroup as group:
         # A nursery wraps what its tasks raise; the user needs the error itself.
         matched, _ = group.split(BlobmountError)

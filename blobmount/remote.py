@@ -364,3 +364,44 @@ def _key_from_connection_string(connection_string: str | None) -> str | None:
     if "usedevelopmentstorage=true" in connection_string.lower():
         return AZURITE_KEY
     return None
+
+
+#: The permission letters a container SAS may carry, in the order Azure wants them.
+CONTAINER_SAS_LETTERS = "racwdxyltfmei"
+#: The letters a directory SAS (sr=d) may carry.
+DIRECTORY_SAS_LETTERS = "racwdxyltmei"
+
+
+def mint_sas(account: Account, container: str, *, permissions: str, expiry: dt.datetime,
+             prefix: str = "") -> str:
+    """A SAS token (without '?') for `container`, signed with the account's key.
+
+    Raises RemoteAuthError when the account has no key, ValueError for unknown letters.
+
+    With a `prefix`, a directory SAS (sr=d) that reaches only that folder: Azure honours
+    it on accounts with a hierarchical namespace (ADLS Gen2) only. A container SAS
+    reaches the whole container.
+    """
+    key = account.account_key or _key_from_connection_string(account.connection_string)
+    if not key:
+        raise RemoteAuthError(
+            f"account {account.name}: a SAS is signed with the account key, and this account"
+            " has none (give account_key or a connection string with AccountKey)")
+    allowed = DIRECTORY_SAS_LETTERS if prefix else CONTAINER_SAS_LETTERS
+    unknown = sorted(set(permissions) - set(allowed))
+    if not permissions or unknown:
+        raise ValueError(
+            f"permissions {permissions!r}: use letters of {allowed}"
+            f" (r read, l list, w write, c create, a add, d delete)")
+    ordered = "".join(letter for letter in allowed if letter in permissions)
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)  # clocks drift
+    protocol = "https" if account.endpoint.startswith("https:") else None
+    if prefix:
+        return generate_blob_sas(
+            account.account_name, container, prefix.strip("/"), account_key=key,
+            permission=BlobSasPermissions.from_string(ordered), start=start, expiry=expiry,
+            protocol=protocol, is_directory=True)
+    return generate_container_sas(
+        account.account_name, container, account_key=key,
+        permission=ContainerSasPermissions.from_string(ordered), start=start, expiry=expiry,
+        protocol=protocol)

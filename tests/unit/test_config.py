@@ -36,7 +36,7 @@ from blobmount.log import redact
 KEY = base64.b64encode(b"blobmount-test-account-key-" + b"k" * 37).decode()
 KEY2 = base64.b64encode(b"second-test-key-" + b"q" * 48).decode()
 SIG = "SiGnAtUrEvAlUe%2Bw0rth%3D"
-SAS = f"sv=2022-11-02&ss=b&srt=co&sp=rl&se=2030-01-01T00%3A00%3A00Z&sig={SIG}"
+SAS = f"sv=2022-11-02&ss=b&srt=co&sp=racwdl&se=2030-01-01T00%3A00%3A00Z&sig={SIG}"
 AZURITE = "http://127.0.0.1:10000/devstoreaccount1"
 SECRETS = (KEY[:40], KEY2[:40], SAS, SIG, "SiGnAtUrEvAlUe")
 

@@ -22,12 +22,12 @@ PACKAGE_DIR = Path(blobmount.__file__).parent
 LAYERS: dict[int, frozenset[str]] = {
     # `__init__` is the package itself: it may import nothing of ours (so importing
     # any one module never drags in the rest).
-    0: frozenset({"__init__", "errors", "config", "log", "tools", "singleflight"}),
+    0: frozenset({"__init__", "errors", "config", "log", "tools", "singleflight", "sdnotify"}),
     1: frozenset({"store", "remote", "azcopy", "azurite"}),
     # `uploads` (the write path's journal and worker) sits with `transfers`.
     2: frozenset({"namespace", "cache", "transfers", "uploads"}),
     3: frozenset({"fs", "control"}),
-    4: frozenset({"daemon", "cli", "__main__"}),
+    4: frozenset({"daemon", "cli", "__main__", "helper", "inventory"}),
 }
 LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
 
