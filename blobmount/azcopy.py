@@ -16,6 +16,7 @@ AzCopy's `--output-type json` prints one JSON object a line::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ import shutil
 import signal
 import subprocess
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,17 +205,62 @@ def _read_job_logs(log_dir: Path) -> list[str]:
 async def _stop_process(process: trio.Process) -> None:
     """Stop AzCopy when its job is cancelled: SIGTERM, then SIGKILL if it lingers.
 
-    trio runs this shielded and waits for the process to exit, then cancels this.
+    Call it shielded; it returns once the process has exited.
     """
-    try:
+    with contextlib.suppress(OSError):  # already gone
         process.terminate()
-        await trio.sleep(_TERM_GRACE)
-        logger.warning(
-            "AzCopy (pid %s) ignored SIGTERM for %s s: killing it", process.pid, _TERM_GRACE
-        )
+    with trio.move_on_after(_TERM_GRACE):
+        await process.wait()
+        return
+    logger.warning("AzCopy (pid %s) ignored SIGTERM for %s s: killing it", process.pid,
+                   _TERM_GRACE)
+    with contextlib.suppress(OSError):
         process.kill()
-    except OSError:  # already gone
-        pass
+    await process.wait()
+
+
+async def _read_all(stream: trio.abc.ReceiveStream, into: bytearray) -> None:
+    async for chunk in stream:
+        into += chunk
+
+
+async def _read_output(stream: trio.abc.ReceiveStream, into: bytearray,
+                       on_progress: Callable[[JobSummary], None] | None) -> None:
+    """Collect AzCopy's stdout, handing each Progress message to `on_progress` as it comes."""
+    start = 0
+    async for chunk in stream:
+        into += chunk
+        if on_progress is None:
+            continue
+        while (end := into.find(b"\n", start)) >= 0:
+            summary = _progress(bytes(into[start:end]))
+            start = end + 1
+            if summary is not None:
+                try:
+                    on_progress(summary)
+                except Exception:
+                    logger.exception("AzCopy progress callback failed")
+
+
+def _progress(line: bytes) -> JobSummary | None:
+    """The counters of one `Progress` line of AzCopy's JSON output, else None."""
+    try:
+        message = json.loads(line)
+        if message.get("MessageType") != "Progress":
+            return None
+        content = message.get("MessageContent")
+        details = json.loads(content) if isinstance(content, str) else content
+    except (ValueError, AttributeError):
+        return None
+    return _summary(details) if isinstance(details, dict) else None
+
+
+_jobs_started = 0
+
+
+def jobs_started() -> int:
+    """How many AzCopy jobs this process has started (for `status`)."""
+    return _jobs_started
 
 
 class AzCopy:
@@ -292,6 +338,7 @@ class AzCopy:
         from_to: str,
         list_of_files: Path | None = None,
         extra_args: Sequence[str] = (),
+        on_progress: Callable[[JobSummary], None] | None = None,
     ) -> JobSummary:
         """Copy `source` to `destination` in one AzCopy job; return its summary.
 
@@ -299,8 +346,10 @@ class AzCopy:
         `list_of_files`, the job copies each path listed there (one a line, relative to
         `source`); a listed path that does not exist fails the job, which AzCopy itself
         would skip silently. Raises TransferError unless every transfer completed.
-        Cancelling the calling scope stops AzCopy.
+        `on_progress` gets AzCopy's counters each time it reports them (every few
+        seconds). Cancelling the calling scope stops AzCopy.
         """
+        global _jobs_started
         expected = _listed_entries(list_of_files) if list_of_files is not None else 0
         what = f"AzCopy {from_to} {_without_query(source)} -> {_without_query(destination)}"
         command = self._command(source, destination, from_to, list_of_files, extra_args)
@@ -316,26 +365,14 @@ class AzCopy:
         try:
             logger.debug("%s: running %s", job_dir.name, redact(shlex.join(command)))
             started = trio.current_time()
-            try:
-                result = await trio.run_process(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    capture_stdout=True,
-                    capture_stderr=True,
-                    check=False,
-                    env=self._environment(job_dir),
-                    deliver_cancel=_stop_process,
-                )
-            except OSError as exc:
-                raise TransferError(f"{what}: cannot run {self.binary}: {exc}") from exc
+            _jobs_started += 1
+            returncode, stdout, stderr = await self._run(command, job_dir, what, on_progress)
             elapsed = trio.current_time() - started
-            stdout = result.stdout.decode("utf-8", errors="replace")
-            stderr = result.stderr.decode("utf-8", errors="replace")
             summary, errors = parse_output(stdout)
             logger.debug(
-                "%s: exit %s after %.2f s: %s", job_dir.name, result.returncode, elapsed, summary
+                "%s: exit %s after %.2f s: %s", job_dir.name, returncode, elapsed, summary
             )
-            if summary is not None and summary.ok and result.returncode == 0:
+            if summary is not None and summary.ok and returncode == 0:
                 if summary.transfers_total < expected:
                     raise TransferError(
                         f"{what}: only {summary.transfers_total} of the {expected} files listed"
@@ -344,10 +381,34 @@ class AzCopy:
                 return summary
             # The job log says why each failed transfer failed; the output seldom does.
             errors = await trio.to_thread.run_sync(_read_job_logs, job_dir / "logs") + errors
-            reason = _failure(summary, result.returncode, errors, stderr)
+            reason = _failure(summary, returncode, errors, stderr)
             raise TransferError(redact(f"{what}: {reason}"))
         finally:
             shutil.rmtree(job_dir, ignore_errors=True)
+
+    async def _run(self, command: list[str], job_dir: Path, what: str,
+                   on_progress: Callable[[JobSummary], None] | None) -> tuple[int, str, str]:
+        """Run AzCopy to its end; its exit status, stdout and stderr."""
+        try:
+            process = await trio.lowlevel.open_process(
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, env=self._environment(job_dir))
+        except OSError as exc:
+            raise TransferError(f"{what}: cannot run {self.binary}: {exc}") from exc
+        stdout, stderr = bytearray(), bytearray()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_read_output, process.stdout, stdout, on_progress)
+                nursery.start_soon(_read_all, process.stderr, stderr)
+                await process.wait()
+        finally:
+            with trio.CancelScope(shield=True):
+                if process.returncode is None:
+                    await _stop_process(process)
+                await process.stdout.aclose()
+                await process.stderr.aclose()
+        return (process.returncode, stdout.decode("utf-8", errors="replace"),
+                stderr.decode("utf-8", errors="replace"))
 
 
 def _failure(summary: JobSummary | None, returncode: int, errors: list[str], stderr: str) -> str:

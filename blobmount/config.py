@@ -77,6 +77,8 @@ EMBEDDED_SOURCE = "<embedded default>"
 _SYSTEM_CONFIG = Path("/etc/blobmount/config.yaml")
 _SYSTEM_CACHE = Path("/var/cache/blobmount")
 _AZFUSE_ACCOUNT_FOLDER = "./aux_data/storage_account"
+# Memory-backed: a cache folder here drops written files' copies once they are uploaded.
+_SHM = Path("/dev/shm")
 
 # Azure's naming rules; checking them here turns a later HTTP 400 into a clear message.
 _ACCOUNT_NAME = re.compile(r"[a-z0-9]{3,24}")
@@ -146,6 +148,12 @@ class MountEntry:
     cache_dir: Path  # absolute
     read_only: bool = False
     upload: str = "sync"  # "sync" | "async"
+    # Limits of this entry's cache folder (the entry's own keys, else the top-level ones);
+    # None: no limit.
+    cache_max_bytes: int | None = None
+    cache_max_age: float | None = None  # seconds since last use
+    # Drop a written file's cached copy once it is uploaded (default: cache under /dev/shm).
+    drop_after_upload: bool = False
 
 
 @dataclass(frozen=True)
@@ -159,6 +167,12 @@ class Settings:
     upload_batch_window: float = 0.2
     max_parallel_transfers: int = 8
     remote_timeout: float = 30.0  # seconds
+    # Defaults for every entry's cache folder: evict clean copies when the folder holds
+    # more than cache_max_bytes, down to cache_low_watermark of it, least recently used
+    # first; and those unused for cache_max_age seconds. None: no limit.
+    cache_max_bytes: int | None = None
+    cache_max_age: float | None = None
+    cache_low_watermark: float = 0.8
 
 
 @dataclass(frozen=True)
@@ -490,7 +504,8 @@ _SECRET_KEYS = ("account_key", "sas_token", "connection_string")
 _ACCOUNT_KEYS = (
     "account_name", *_SECRET_KEYS, *(f"{key}_file" for key in _SECRET_KEYS), "endpoint",
 )
-_MOUNT_KEYS = ("local", "account", "container", "remote", "url", "cache", "read_only", "upload")
+_MOUNT_KEYS = ("local", "account", "container", "remote", "url", "cache", "read_only", "upload",
+               "cache_max_bytes", "cache_max_age", "drop_after_upload")
 _SETTINGS_KEYS = tuple(f.name for f in fields(Settings))
 _TOP_KEYS = ("cache_dir", "accounts", "mounts", *_SETTINGS_KEYS)
 
@@ -510,7 +525,7 @@ def _load_native(data: dict[object, object], source: str, variables: dict[str, s
     mounts = []
     for index, raw in enumerate(raw_mounts):
         entry = _Section(source, _join("mounts", index), raw, _MOUNT_KEYS, variables=variables)
-        mounts.append((entry, _read_native_mount(entry, accounts, cache_dir)))
+        mounts.append((entry, _read_native_mount(entry, accounts, cache_dir, settings)))
     _check_mount_table(mounts)
     return Config(
         source=source,
@@ -541,7 +556,37 @@ def _read_settings(top: _Section) -> Settings:
         remote_timeout=top.number(
             "remote_timeout", defaults.remote_timeout, minimum=0, inclusive=False
         ),
+        cache_max_bytes=_cache_max_bytes(top, None),
+        cache_max_age=_cache_max_age(top, None),
+        cache_low_watermark=_fraction(top, "cache_low_watermark", defaults.cache_low_watermark),
     )
+
+
+def _fraction(s: _Section, key: str, default: float) -> float:
+    value = s.number(key, default, minimum=0, inclusive=True)
+    if value > 1:
+        raise s.error(key, f"must be a fraction from 0 to 1, got {value:g}")
+    return value
+
+
+def _cache_max_bytes(s: _Section, default: int | None) -> int | None:
+    value = s.data.get("cache_max_bytes")
+    if value is None:
+        return default
+    size = s.checked("cache_max_bytes", parse_size, value)
+    if size <= 0:
+        raise s.error("cache_max_bytes", "must be more than 0 bytes")
+    return size
+
+
+def _cache_max_age(s: _Section, default: float | None) -> float | None:
+    if s.data.get("cache_max_age") is None:
+        return default
+    return s.number("cache_max_age", 0, minimum=0, inclusive=False)
+
+
+def _under_shm(path: Path) -> bool:
+    return path == _SHM or _inside(str(path), str(_SHM))
 
 
 def _read_accounts(top: _Section) -> dict[str, Account]:
@@ -614,7 +659,8 @@ def _account_from_connection_string(name: str, conn: str, s: _Section) -> Accoun
     )
 
 
-def _read_native_mount(s: _Section, accounts: dict[str, Account], cache_dir: Path) -> MountEntry:
+def _read_native_mount(s: _Section, accounts: dict[str, Account], cache_dir: Path,
+                       settings: Settings) -> MountEntry:
     """One `mounts:` entry: where it shows (`local`) and what (`url` or account/container)."""
     local = s.checked("local", _local, s.required("local"))
     url = s.string("url")
@@ -635,14 +681,18 @@ def _read_native_mount(s: _Section, accounts: dict[str, Account], cache_dir: Pat
         account = accounts[wanted]
         container = s.checked("container", _container, s.required("container"))
         prefix = s.checked("remote", _prefix, s.string("remote") or "")
+    cache = s.folder("cache") or _default_mount_cache(cache_dir, local)
     return MountEntry(
         local=local,
         account=account,
         container=container,
         prefix=prefix,
-        cache_dir=s.folder("cache") or _default_mount_cache(cache_dir, local),
+        cache_dir=cache,
         read_only=s.boolean("read_only", not account.may_write()),
         upload=s.choice("upload", _UPLOAD_MODES, "sync"),
+        cache_max_bytes=_cache_max_bytes(s, settings.cache_max_bytes),
+        cache_max_age=_cache_max_age(s, settings.cache_max_age),
+        drop_after_upload=s.boolean("drop_after_upload", _under_shm(cache)),
     )
 
 
@@ -742,14 +792,17 @@ def _load_azfuse(items: list[object], source: str, variables: dict[str, str]) ->
         if name not in by_name:
             by_name[name] = _load_azfuse_account(folder / f"{name}.yaml", name, entry)
         account, container = by_name[name]
-        cache = entry.folder("cache", relative_to=Path.cwd())
+        cache = entry.folder("cache", relative_to=Path.cwd()) or _default_mount_cache(
+            cache_dir, local)
         mount = MountEntry(
             local=local,
             account=account,
             container=container,
             prefix=entry.checked("remote", _prefix, entry.string("remote") or ""),
             read_only=not account.may_write(),
-            cache_dir=cache or _default_mount_cache(cache_dir, local),
+            cache_dir=cache,
+            # azfuse's shm_as_tmp: a copy on /dev/shm goes once it is uploaded.
+            drop_after_upload=_under_shm(cache),
         )
         mounts.append((entry, mount))
     _check_mount_table(mounts)

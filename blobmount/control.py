@@ -1,8 +1,13 @@
-"""The control socket: how `blobmount status` (and later prefetch, sync) reach a daemon.
+"""The control socket: how `blobmount status`, `sync`, `prefetch` ... reach a daemon.
 
-One unix socket per mount point, in a folder only the mounting user can enter. A
-request is one JSON object on one line ({"op": "status", ...}); the reply is one
+One unix socket per mount point, in a folder only the mounting user can enter; the
+daemon also checks each connection's peer (SO_PEERCRED) and answers only its own user.
+A request is one JSON object on one line ({"op": "status", ...}); the reply is one
 JSON object on one line, {"ok": true, ...} or {"ok": false, "error": "..."}.
+
+A request with `"progress": true` may get lines `{"progress": {...}}` before its
+reply. For the ops named in `cancel_on_close`, closing the connection before the reply
+cancels the request (Ctrl-C on `blobmount prefetch` stops its AzCopy job).
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+import struct
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +30,10 @@ from .errors import BlobmountError
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+#: What a handler finds under "progress" in its request: send one progress line.
+Progress = Callable[[dict[str, Any]], Awaitable[None]]
 MAX_REQUEST = 1 << 20
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 def state_dir() -> Path:
@@ -42,10 +51,17 @@ class DaemonNotRunning(BlobmountError):
     """No blobmount daemon answers for this mount point."""
 
 
-def request(mountpoint: str | os.PathLike, op: str, timeout: float | None = 30.0,
+def request(mountpoint: str | os.PathLike, op: str, timeout: float | None = 30.0, *,
+            on_progress: Callable[[dict[str, Any]], None] | None = None,
             **args: Any) -> dict[str, Any]:
-    """Send one request to the daemon serving `mountpoint` and return its reply."""
+    """Send one request to the daemon serving `mountpoint` and return its reply.
+
+    With `on_progress`, the daemon may send progress first: each goes to it.
+    `timeout` bounds each wait for a line, not the whole request.
+    """
     path = socket_path(mountpoint)
+    if on_progress is not None:
+        args["progress"] = True
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
@@ -54,27 +70,39 @@ def request(mountpoint: str | os.PathLike, op: str, timeout: float | None = 30.0
             raise DaemonNotRunning(
                 f"{mountpoint}: no blobmount daemon is serving this mount point"
             ) from None
+        except PermissionError:
+            raise BlobmountError(
+                f"{mountpoint}: the daemon serving it belongs to another user") from None
         sock.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
-        reply = b""
-        while not reply.endswith(b"\n"):
-            data = sock.recv(65536)
-            if not data:
-                break
-            reply += data
-    if not reply:
-        raise DaemonNotRunning(f"{mountpoint}: the daemon closed the connection")
-    answer = json.loads(reply)
-    if not answer.pop("ok", False):
-        raise BlobmountError(answer.get("error", "the daemon refused the request"))
-    return answer
+        buffer = b""
+        while True:
+            line, newline, buffer = buffer.partition(b"\n")
+            if not newline:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                buffer = line + data
+                continue
+            answer = json.loads(line)
+            if "progress" in answer and "ok" not in answer:
+                if on_progress is not None:
+                    on_progress(answer["progress"])
+                continue
+            if not answer.pop("ok", False):
+                raise BlobmountError(answer.get("error", "the daemon refused the request"))
+            return answer
+    raise DaemonNotRunning(f"{mountpoint}: the daemon closed the connection")
 
 
 class ControlServer:
     """Serves requests on the control socket until cancelled."""
 
-    def __init__(self, path: Path, handlers: Mapping[str, Handler]) -> None:
+    def __init__(self, path: Path, handlers: Mapping[str, Handler], *,
+                 cancel_on_close: Collection[str] = ()) -> None:
         self.path = path
         self.handlers = handlers
+        self.cancel_on_close = frozenset(cancel_on_close)
+        self._uid = os.geteuid()
 
     async def serve(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,28 +121,84 @@ class ControlServer:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
 
+    def _peer_allowed(self, stream: trio.SocketStream) -> bool:
+        """Only the daemon's own user may ask it anything."""
+        try:
+            raw = stream.socket.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                           _PEERCRED.size)
+        except OSError:
+            return False
+        pid, uid, _gid = _PEERCRED.unpack(raw)
+        if uid != self._uid:
+            log.warning("control socket: refused a request from uid %d (pid %d)", uid, pid)
+            return False
+        return True
+
     async def _serve_one(self, stream: trio.SocketStream) -> None:
         async with stream:
             try:
+                if not self._peer_allowed(stream):
+                    await stream.send_all(json.dumps(
+                        {"ok": False, "error": "permission denied: not the mounting user"}
+                    ).encode() + b"\n")
+                    return
                 data = b""
                 while not data.endswith(b"\n") and len(data) < MAX_REQUEST:
                     chunk = await stream.receive_some(65536)
                     if not chunk:
                         break
                     data += chunk
-                reply = await self._answer(data)
-                await stream.send_all(json.dumps(reply).encode() + b"\n")
+                reply = await self._answer(data, stream)
+                if reply is not None:
+                    await stream.send_all(json.dumps(reply).encode() + b"\n")
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
 
-    async def _answer(self, data: bytes) -> dict[str, Any]:
+    async def _answer(self, data: bytes, stream: trio.SocketStream) -> dict[str, Any] | None:
+        """The reply to one request; None when the peer left and the request was cancelled."""
         try:
             message = json.loads(data)
-            handler = self.handlers[message.pop("op")]
+            op = message.pop("op")
+            handler = self.handlers[op]
         except (ValueError, KeyError, TypeError, AttributeError):
             return {"ok": False, "error": "malformed request"}
+        send_lock = trio.Lock()
+
+        async def progress(update: dict[str, Any]) -> None:
+            async with send_lock:
+                await stream.send_all(json.dumps({"progress": update}).encode() + b"\n")
+
+        async def no_progress(_update: dict[str, Any]) -> None:
+            pass
+
+        message["progress"] = progress if message.get("progress") is True else no_progress
+        if op not in self.cancel_on_close:
+            return await self._run(handler, message)
+        reply: dict[str, Any] | None = None
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                # A request is one line: anything more, or the end, means the peer left.
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await stream.receive_some(1)
+                log.info("control socket: the client left; %s cancelled", op)
+                nursery.cancel_scope.cancel()
+
+            async def answer() -> None:
+                nonlocal reply
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    reply = await self._run(handler, message)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            nursery.start_soon(answer)
+        return reply
+
+    async def _run(self, handler: Handler, message: dict[str, Any]) -> dict[str, Any]:
         try:
             return {"ok": True, **await handler(message)}
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise  # the client left while we sent progress
         except BlobmountError as exc:
             return {"ok": False, "error": str(exc)}
         except Exception:

@@ -30,7 +30,9 @@ from .cache import Cache
 from .config import Config, MountEntry, embedded_config
 from .control import ControlServer, socket_path
 from .errors import BlobmountError, MountPointError, ToolNotFound
+from .eviction import Evictor
 from .fs import BlobFS
+from .manage import Manager
 from .namespace import Namespace
 from .remote import Remote
 from .sdnotify import Notifier
@@ -209,10 +211,18 @@ async def serve(config: Config | None, mountpoint: Path, *,
         namespace = Namespace(store, config.mounts, remotes, ttl=settings.listing_ttl,
                               limiter=limiter)
         namespace.build_mount_table()
+        evictor = Evictor(store, cache, config.mounts,
+                          low_watermark=settings.cache_low_watermark)
+        evictor.protect(downloads.in_use)
+        downloads.on_downloaded = evictor.wake
+
+        def uploaded(target, blob: str, *done) -> None:
+            namespace.uploaded(target.index, blob, *done)
+            evictor.uploaded(target.entry, blob)
+
         uploads = Uploads(store, cache, config.mounts, remotes, azcopy_for,
                           settings=settings, limiter=limiter,
-                          on_uploaded=lambda target, *done: namespace.uploaded(target.index,
-                                                                               *done),
+                          on_uploaded=uploaded,
                           on_conflict=lambda target, blob: namespace.conflicted(target.index,
                                                                                 blob))
         # What a crash left in the journal goes up before anything can overwrite it.
@@ -222,11 +232,18 @@ async def serve(config: Config | None, mountpoint: Path, *,
                         len(left))
         operations = BlobFS(namespace, cache, downloads, uploads, config.mounts,
                             attr_timeout=min(settings.listing_ttl, MAX_ATTR_TIMEOUT))
+        evictor.protect(operations.paths_in_use)
         mount = _Mount(config, mountpoint, store, downloads, uploads)
+        manager = Manager(config.mounts, remotes, store, cache, downloads, uploads, evictor)
+
+        async def status(request: dict[str, Any]) -> dict[str, Any]:
+            return {**await mount.status(request), **manager.status()}
+
         # Resolved before mounting: once mounted, touching the mount point from this
         # process before pyfuse3.main() runs would wait for ourselves forever.
         control = ControlServer(socket_path(mountpoint), {
-            "status": mount.status, "sync": mount.sync, "no_wait": mount.no_wait})
+            "status": status, "sync": mount.sync, "no_wait": mount.no_wait,
+            **manager.handlers()}, cancel_on_close=manager.cancel_on_close)
         options = (set(pyfuse3.default_options) | {"fsname=blobmount", "subtype=blobmount"}
                    | set(fuse_options))
         try:
@@ -239,6 +256,7 @@ async def serve(config: Config | None, mountpoint: Path, *,
             await nursery.start(control.serve)
             nursery.start_soon(_terminate_on_signals)
             nursery.start_soon(uploads.run)
+            nursery.start_soon(evictor.run)
             log.info("mounted %s on %s", config.source, mountpoint)
             ready(note or f"mounted {len(config.mounts)} entries on {mountpoint}")
             systemd.notify(READY=1, STATUS=f"mounted {len(config.mounts)} entries"

@@ -20,6 +20,7 @@ import trio
 from .cache import Cache
 from .config import MountEntry
 from .errors import BlobmountError
+from .eviction import cache_space
 from .namespace import Namespace
 from .store import Node
 from .transfers import Downloads
@@ -31,6 +32,7 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 READDIR_CHUNK = 256
 RENAME_EXCHANGE = 2  # linux/fs.h
 RENAME_NOREPLACE = 1
+STATFS_BLOCK = 4096
 
 
 def _fuse_errors(handler):
@@ -94,6 +96,10 @@ class BlobFS(pyfuse3.Operations):
         self._handles = itertools.count(1)
         self._open_files: dict[int, _OpenFile] = {}
         self._open_dirs: dict[int, list[int]] = {}
+
+    def paths_in_use(self) -> set[str]:
+        """Cache files open through the mount: eviction leaves them alone."""
+        return {str(open_file.path) for open_file in self._open_files.values()}
 
     def _attributes(self, node: Node) -> pyfuse3.EntryAttributes:
         attrs = pyfuse3.EntryAttributes()
@@ -454,12 +460,14 @@ class BlobFS(pyfuse3.Operations):
 
     @_fuse_errors
     async def statfs(self, ctx):
+        # Size and use are the caches' (their limits when set): what df should warn about.
         stats = pyfuse3.StatvfsData()
-        folder = self.entries[0].cache_dir if self.entries else "/"
-        local = os.statvfs(folder if os.path.exists(folder) else "/")
-        for field in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files",
-                      "f_ffree", "f_favail"):
-            setattr(stats, field, getattr(local, field))
+        total, free = cache_space(self.entries, self.namespace.store)
+        stats.f_bsize = stats.f_frsize = STATFS_BLOCK
+        stats.f_blocks = total // STATFS_BLOCK
+        stats.f_bfree = stats.f_bavail = free // STATFS_BLOCK
+        local = os.statvfs("/")
+        stats.f_files, stats.f_ffree, stats.f_favail = local.f_files, local.f_ffree, local.f_favail
         stats.f_namemax = 255
         return stats
 

@@ -305,6 +305,20 @@ class Remote:
                 b"", metadata={FOLDER_MARKER_KEY: "true"}, overwrite=True)
         return BlobItem(name + "/", True, 0, _mtime_ns(result.get("last_modified")))
 
+    def list_files(self, prefix: str) -> Iterator[BlobItem]:
+        """Every blob under `prefix` at any depth, in name order, with size and ETag.
+
+        Folder marker blobs come back with is_dir set.
+        """
+        with translate_errors(f"listing {self.label}/{prefix}"):
+            for blob in self._client.list_blobs(name_starts_with=prefix or None,
+                                                include=["metadata"]):
+                if _is_folder_marker(blob):
+                    yield BlobItem(blob.name + "/", True, mtime_ns=_mtime_ns(blob.last_modified))
+                else:
+                    yield BlobItem(blob.name, False, blob.size, _mtime_ns(blob.last_modified),
+                                   _etag(blob.etag))
+
     def list_all(self, prefix: str) -> list[str]:
         """Every blob name under `prefix`, at any depth (for folder renames)."""
         with translate_errors(f"listing {self.label}/{prefix}"):

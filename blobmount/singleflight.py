@@ -25,6 +25,10 @@ class SingleFlight:
     def running(self, key: Hashable) -> bool:
         return key in self._flights
 
+    def running_keys(self) -> list[Hashable]:
+        """The keys whose runs are under way."""
+        return list(self._flights)
+
     async def run(self, key: Hashable, work: Callable[[], Awaitable[Any]]) -> Any:
         while (flight := self._flights.get(key)) is not None:
             await flight.done.wait()

@@ -329,7 +329,23 @@ class Store:
             ).fetchone()
         return row[0]
 
+    def cached_files(self, under: str | None = None) -> list[CachedFile]:
+        """Every cached file, or those whose path starts with `under`, oldest use first."""
+        if under is None:
+            rows = self._db.execute(
+                "SELECT path, blob, etag, size, state, last_access FROM cached_files"
+                " ORDER BY last_access")
+        else:
+            rows = self._db.execute(
+                "SELECT path, blob, etag, size, state, last_access FROM cached_files"
+                " WHERE substr(path, 1, ?) = ? ORDER BY last_access", (len(under), under))
+        return [CachedFile(*row) for row in rows]
+
     # -- the upload journal ------------------------------------------------------
+
+    def upload_paths(self) -> set[str]:
+        """The cache files that have an upload in the journal."""
+        return {row[0] for row in self._db.execute("SELECT path FROM uploads")}
 
     def queue_upload(self, path: str, *, account: str, container: str, blob: str,
                      base_etag: str, mtime_ns: int | None = None) -> int:

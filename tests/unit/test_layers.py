@@ -21,13 +21,17 @@ PACKAGE_DIR = Path(blobmount.__file__).parent
 #: DESIGN.md's table. A new module must be placed here before its test passes.
 LAYERS: dict[int, frozenset[str]] = {
     # `__init__` is the package itself: it may import nothing of ours (so importing
-    # any one module never drags in the rest).
-    0: frozenset({"__init__", "errors", "config", "log", "tools", "singleflight", "sdnotify"}),
+    # any one module never drags in the rest); it hands out `Client` (layer 4) lazily.
+    0: frozenset({"__init__", "errors", "config", "log", "tools", "singleflight", "sdnotify",
+                  "progress"}),
     1: frozenset({"store", "remote", "azcopy", "azurite"}),
     # `uploads` (the write path's journal and worker) sits with `transfers`.
-    2: frozenset({"namespace", "cache", "transfers", "uploads"}),
-    3: frozenset({"fs", "control"}),
-    4: frozenset({"daemon", "cli", "__main__", "helper", "inventory"}),
+    # `eviction` (cache limits), `catalog` (mount paths to blobs), `xattrs` sit with `cache`.
+    2: frozenset({"namespace", "cache", "transfers", "uploads", "eviction", "catalog",
+                  "xattrs"}),
+    # `manage`: the control requests for the cache (prefetch, cache ls/evict, stats).
+    3: frozenset({"fs", "control", "manage"}),
+    4: frozenset({"daemon", "cli", "__main__", "helper", "inventory", "client", "commands"}),
 }
 LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
 

@@ -1,0 +1,230 @@
+"""Keeping each entry's cache folder within its limits.
+
+The policy is a pure function over the cached files' records (`plan_eviction`); the
+`Evictor` runs it in the daemon, woken after downloads and every little while for the
+age limit, and drops what it chose. Only clean copies go (identical to their blob):
+never a dirty one, one with an upload in the journal, one open through the mount or
+one being downloaded. Sizes are the records' (the bytes in the cache folder), not the
+disk's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from .cache import BLOBS_FOLDER, Cache
+from .config import MountEntry
+from .store import CachedFile, Store
+
+log = logging.getLogger(__name__)
+
+#: Seconds between passes when nothing wakes the task (shorter when an age limit is).
+EVICT_INTERVAL = 30.0
+#: Seconds between retries when files that should go are still open.
+DROP_RETRY = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """One cache folder's limits. None: no limit of that kind."""
+
+    max_bytes: int | None = None
+    max_age: float | None = None  # seconds since last use
+    low_watermark: float = 0.8  # above max_bytes, evict down to this fraction of it
+
+    @property
+    def any(self) -> bool:
+        return self.max_bytes is not None or self.max_age is not None
+
+
+def plan_eviction(files: Iterable[CachedFile], limits: Limits, *, now: float,
+                  keep: Collection[str] = ()) -> list[CachedFile]:
+    """The copies to drop to bring one cache folder within `limits`.
+
+    Only clean copies whose path is not in `keep` can go. First every one unused for
+    `max_age`; then, if the folder (every file counted, dirty ones too) still holds
+    more than `max_bytes`, the least recently used, until it holds at most
+    `low_watermark * max_bytes` or nothing more may go.
+    """
+    files = list(files)
+    evictable = sorted((f for f in files if f.state == "clean" and f.path not in keep),
+                       key=lambda f: (f.last_access, f.path))
+    chosen: list[CachedFile] = []
+    if limits.max_age is not None:
+        chosen = [f for f in evictable if now - f.last_access >= limits.max_age]
+    total = sum(f.size for f in files) - sum(f.size for f in chosen)
+    if limits.max_bytes is not None and total > limits.max_bytes:
+        target = limits.max_bytes * limits.low_watermark
+        taken = {f.path for f in chosen}
+        for f in evictable:
+            if total <= target:
+                break
+            if f.path not in taken:
+                chosen.append(f)
+                total -= f.size
+    return chosen
+
+
+def limits_of(entry: MountEntry, low_watermark: float) -> Limits:
+    return Limits(entry.cache_max_bytes, entry.cache_max_age, low_watermark)
+
+
+def blobs_prefix(entry: MountEntry) -> str:
+    """The path prefix of every cache file of `entry` (for store queries)."""
+    return f"{entry.cache_dir / BLOBS_FOLDER}/"
+
+
+class Evictor:
+    """Drops clean cached copies: to keep folders within limits, and on request."""
+
+    def __init__(self, store: Store, cache: Cache, entries: Sequence[MountEntry], *,
+                 low_watermark: float) -> None:
+        self.store = store
+        self.cache = cache
+        self.entries = entries
+        self.limits = [limits_of(entry, low_watermark) for entry in entries]
+        self._in_use: list[Callable[[], set[str]]] = []
+        self._wake = trio.Event()
+        #: written files uploaded from a drop_after_upload entry, still to drop
+        self._drop_after_upload: set[str] = set()
+        #: a folder stayed over its limit only because files were open: retry soon
+        self._blocked = False
+        self.evicted = {"files": 0, "bytes": 0}
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def protect(self, in_use: Callable[[], set[str]]) -> None:
+        """Never evict the cache files `in_use()` names (open, being downloaded)."""
+        self._in_use.append(in_use)
+
+    def uploaded(self, entry: MountEntry, blob: str) -> None:
+        """A written file is in the container: drop its copy now if its entry says so."""
+        if entry.drop_after_upload:
+            self._drop_after_upload.add(str(self.cache.path_for(entry, blob)))
+            self.wake()
+
+    def in_use(self) -> set[str]:
+        """Copies open or being downloaded right now."""
+        found: set[str] = set()
+        for in_use in self._in_use:
+            found |= in_use()
+        return found
+
+    def _interval(self) -> float:
+        if self._drop_after_upload or self._blocked:
+            return DROP_RETRY
+        ages = [limits.max_age for limits in self.limits if limits.max_age is not None]
+        return max(1.0, min([EVICT_INTERVAL, *(age / 2 for age in ages)]))
+
+    async def run(self) -> None:
+        """Keep every folder within its limits until cancelled."""
+        while True:
+            try:
+                self.pass_once()
+            except Exception:
+                log.exception("cache eviction failed")
+            with trio.move_on_after(self._interval()):
+                await self._wake.wait()
+            self._wake = trio.Event()
+
+    def pass_once(self, now: float | None = None) -> tuple[int, int]:
+        """One pass over every folder: (files, bytes) dropped."""
+        now = time.time() if now is None else now
+        in_use = self.in_use()
+        keep = in_use | self.store.upload_paths()
+        chosen: list[CachedFile] = []
+        self._blocked = False
+        for entry, limits in zip(self.entries, self.limits, strict=True):
+            if not limits.any:
+                continue
+            files = self.measured(entry)
+            planned = plan_eviction(files, limits, now=now, keep=keep)
+            chosen += planned
+            if limits.max_bytes is not None and any(
+                    f.path in in_use and f.state == "clean" for f in files):
+                left = sum(f.size for f in files) - sum(f.size for f in planned)
+                # Files just read are still open for a moment (the kernel releases
+                # them after close() returns): try again once they are closed.
+                self._blocked = self._blocked or left > limits.max_bytes
+        for path in list(self._drop_after_upload):
+            record = self.store.cached_file(path)
+            if record is None or record.state != "clean":
+                self._drop_after_upload.discard(path)  # gone, or written again
+            elif path not in keep:
+                chosen.append(record)
+                self._drop_after_upload.discard(path)
+        return self.drop(chosen)
+
+    def drop(self, files: Iterable[CachedFile]) -> tuple[int, int]:
+        """Forget and delete these copies; (files, bytes) dropped."""
+        count = size = 0
+        seen = set()
+        for record in files:
+            if record.path in seen:
+                continue
+            seen.add(record.path)
+            self.store.drop_cached_file(record.path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(record.path)
+            count += 1
+            size += record.size
+        if count:
+            self.evicted["files"] += count
+            self.evicted["bytes"] += size
+            log.info("dropped %d cached copies (%d bytes)", count, size)
+        return count, size
+
+    def measured(self, entry: MountEntry) -> list[CachedFile]:
+        """The records of an entry's cached files, each dirty one with the size its file
+        has now (the record has the size of the last close)."""
+        files = self.store.cached_files(blobs_prefix(entry))
+        for index, record in enumerate(files):
+            if record.state != "clean":
+                try:
+                    size = os.stat(record.path).st_size
+                except FileNotFoundError:
+                    size = 0
+                files[index] = dataclasses.replace(record, size=size)
+        return files
+
+    def folder_bytes(self, entry: MountEntry) -> int:
+        """Bytes in the entry's cache folder (what its limit is about)."""
+        return sum(record.size for record in self.measured(entry))
+
+
+def cache_space(entries: Sequence[MountEntry], store: Store) -> tuple[int, int]:
+    """(capacity, free) bytes of the mount's caches, as statfs shows them.
+
+    With a cache_max_bytes on every entry: the sum of the limits, and what they leave.
+    Otherwise: the cached bytes plus what the disk of the first unlimited cache folder
+    has free, and that free space.
+    """
+    used = sum(store.cached_bytes(blobs_prefix(entry)) for entry in entries)
+    if entries and all(entry.cache_max_bytes for entry in entries):
+        total = sum(entry.cache_max_bytes or 0 for entry in entries)
+        return total, max(0, total - used)
+    unlimited = next((e.cache_dir for e in entries if not e.cache_max_bytes), Path("/"))
+    while not unlimited.exists() and unlimited != unlimited.parent:
+        unlimited = unlimited.parent
+    disk = os.statvfs(unlimited)
+    free = disk.f_bavail * disk.f_frsize
+    return used + free, free
+
+
+def entry_of_cache_file(entries: Sequence[MountEntry], path: str | Path) -> int | None:
+    """The index of the entry whose cache folder holds `path`, or None."""
+    text = str(path)
+    for index, entry in enumerate(entries):
+        if text.startswith(blobs_prefix(entry)):
+            return index
+    return None

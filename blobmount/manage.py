@@ -1,0 +1,291 @@
+"""The control requests that manage a live mount's cache: prefetch, cache ls / evict /
+clear, and stats. The daemon registers `Manager.handlers()` on its control socket.
+
+Every path in a request is relative to the mount point ('' is the mount point). Folders
+are expanded by listing the container through the SDK, never by walking the mount: the
+daemon serving it would wait for itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from . import azcopy
+from .cache import Cache
+from .catalog import Place, files_under, inside, places, shown_path
+from .config import MountEntry
+from .errors import BlobmountError
+from .eviction import Evictor, blobs_prefix
+from .remote import BlobItem, Remote
+from .store import CachedFile, Store
+from .transfers import STAGING_FOLDER, Downloads, Wanted
+from .uploads import Uploads
+
+log = logging.getLogger(__name__)
+
+#: Seconds between progress lines sent to a waiting client.
+PROGRESS_EVERY = 0.25
+#: Listings of this many places run side by side.
+PARALLEL_LISTINGS = 4
+
+
+class Manager:
+    """Cache management for one daemon's mount entries."""
+
+    #: requests that stop when their client goes away
+    cancel_on_close = ("prefetch",)
+
+    def __init__(self, entries: Sequence[MountEntry], remotes: Sequence[Remote], store: Store,
+                 cache: Cache, downloads: Downloads, uploads: Uploads,
+                 evictor: Evictor) -> None:
+        self.entries = entries
+        self.remotes = remotes
+        self.store = store
+        self.cache = cache
+        self.downloads = downloads
+        self.uploads = uploads
+        self.evictor = evictor
+        self._listing = trio.CapacityLimiter(PARALLEL_LISTINGS)
+        for entry in entries:
+            # What a prefetch interrupted by a crash left behind.
+            shutil.rmtree(entry.cache_dir / STAGING_FOLDER, ignore_errors=True)
+
+    def handlers(self) -> dict[str, Any]:
+        return {"prefetch": self.prefetch, "cache_ls": self.cache_ls,
+                "cache_evict": self.cache_evict, "stats": self.stats}
+
+    def status(self) -> dict[str, Any]:
+        """What `status` adds: AzCopy jobs, prefetch and eviction counts, cache limits."""
+        return {
+            "azcopy_jobs": azcopy.jobs_started(),
+            "prefetched": dict(self.downloads.prefetched),
+            "evicted": dict(self.evictor.evicted),
+            "cache": [{"local": entry.local, "bytes": self.evictor.folder_bytes(entry),
+                       "max_bytes": entry.cache_max_bytes, "max_age": entry.cache_max_age,
+                       "drop_after_upload": entry.drop_after_upload}
+                      for entry in self.entries],
+        }
+
+    # -- listing --------------------------------------------------------------------
+
+    async def _places(self, path: str) -> list[Place]:
+        found = places(self.entries, path)
+        if not found:
+            raise BlobmountError(f"{path or '.'}: not in any mount entry")
+        return found
+
+    async def _files(self, place: Place) -> list[tuple[str, BlobItem]]:
+        return await trio.to_thread.run_sync(files_under, self.remotes[place.index], place,
+                                             limiter=self._listing)
+
+    async def _expand(self, paths: Sequence[str]) -> tuple[dict[int, dict[str, Wanted]],
+                                                           dict[str, str]]:
+        """Every file under `paths`, by entry and blob; and the paths that failed."""
+        wanted: dict[int, dict[str, Wanted]] = defaultdict(dict)
+        failed: dict[str, str] = {}
+
+        async def expand(path: str) -> None:
+            try:
+                for place in await self._places(path):
+                    for shown, item in await self._files(place):
+                        wanted[place.index][item.name] = Wanted(item.name, item.size,
+                                                                item.etag, shown)
+            except BlobmountError as exc:
+                failed[path or "."] = str(exc)
+
+        async with trio.open_nursery() as nursery:
+            for path in dict.fromkeys(paths):
+                nursery.start_soon(expand, path)
+        return wanted, failed
+
+    # -- prefetch -------------------------------------------------------------------
+
+    async def prefetch(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Download every uncached file under the paths: one AzCopy job per entry."""
+        paths = request.get("paths")
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise BlobmountError("prefetch: give a list of paths")
+        send = request["progress"]
+        jobs_before = azcopy.jobs_started()
+        wanted, failed = await self._expand(paths)
+        total = (sum(len(files) for files in wanted.values()),
+                 sum(item.size for files in wanted.values() for item in files.values()))
+        # (files, bytes) done, by entry: what was cached already, then what the batch did.
+        base: dict[int, tuple[int, int]] = {}
+        for index, files in wanted.items():
+            cached = [item for item in files.values() if self.cache.usable(
+                self.cache.path_for(self.entries[index], item.blob), item.etag)]
+            base[index] = (len(cached), sum(item.size for item in cached))
+        done = dict(base)
+
+        def progress(index: int, files: int, size: int) -> None:
+            done[index] = (base[index][0] + files, base[index][1] + size)
+
+        def update() -> dict[str, int]:
+            return {"files_done": sum(f for f, _ in done.values()), "files_total": total[0],
+                    "bytes_done": sum(b for _, b in done.values()), "bytes_total": total[1]}
+
+        async def report() -> None:
+            last = None
+            while True:
+                if update() != last:
+                    last = update()
+                    await send(last)
+                await trio.sleep(PROGRESS_EVERY)
+
+        results = {}
+
+        async def fetch(index: int) -> None:
+            batch = list(wanted[index].values())
+            result = await self.downloads.fetch_batch(
+                self.entries[index], self.remotes[index], batch,
+                on_progress=partial(progress, index))
+            ok = [item for item in batch if item.shown_path not in result.failed]
+            done[index] = (len(ok), sum(item.size for item in ok))
+            results[index] = result
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(report)
+            async with trio.open_nursery() as fetches:
+                for index in wanted:
+                    fetches.start_soon(fetch, index)
+            nursery.cancel_scope.cancel()
+        await send(update())
+        for result in results.values():
+            failed.update(result.failed)
+        # More than a folder may hold: eviction has dropped some of it already.
+        over = [self.entries[index].local for index, files in wanted.items()
+                if self.entries[index].cache_max_bytes is not None
+                and sum(item.size for item in files.values())
+                > self.entries[index].cache_max_bytes]
+        return {
+            "files": total[0],
+            "bytes": total[1],
+            "cached": sum(r.cached for r in results.values()),
+            "downloaded": sum(r.downloaded for r in results.values()),
+            "downloaded_bytes": sum(r.bytes for r in results.values()),
+            "azcopy_jobs": azcopy.jobs_started() - jobs_before,
+            "over_limit": over,
+            "failed": [{"path": path, "error": error} for path, error in sorted(failed.items())],
+        }
+
+    # -- the cache --------------------------------------------------------------------
+
+    def _state(self, record: CachedFile, pending: set[str], in_use: set[str]) -> str:
+        """clean; dirty (open for writing, or written and not journaled); pending (closed,
+        waiting in the upload journal)."""
+        if record.state == "clean":
+            return "clean"
+        if record.path in pending and record.path not in in_use:
+            return "pending"
+        return "dirty"
+
+    def _cached(self, place: Place) -> list[tuple[str, CachedFile]]:
+        """(shown path, record) of the cached copies at or under `place`."""
+        found = []
+        for record in self.store.cached_files(blobs_prefix(place.entry)):
+            shown = shown_path(place.entry, record.blob)
+            if shown is not None and inside(place, record.blob):
+                found.append((shown, record))
+        return found
+
+    async def cache_ls(self, request: dict[str, Any]) -> dict[str, Any]:
+        pending = self.store.upload_paths()
+        in_use = self.evictor.in_use()
+        files = []
+        for place in await self._places(str(request.get("path", ""))):
+            for shown, record in self._cached(place):
+                files.append({"path": shown, "size": record.size,
+                              "state": self._state(record, pending, in_use),
+                              "last_access": record.last_access})
+        files.sort(key=lambda f: f["path"])
+        return {"files": files}
+
+    async def cache_evict(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Drop the clean cached copies under the paths; with force, upload the pending
+        ones first. A file open for writing always stays."""
+        paths = request.get("paths")
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise BlobmountError("cache evict: give a list of paths")
+        force = bool(request.get("force"))
+        evicted, refused = [], []
+        for path in dict.fromkeys(paths):
+            for place in await self._places(path):
+                for shown, record in self._cached(place):
+                    why = await self._evictable(record, force)
+                    if why:
+                        refused.append({"path": shown, "reason": why})
+                        continue
+                    fresh = self.store.cached_file(record.path)
+                    if fresh is not None and fresh.state == "clean":
+                        self.evictor.drop([fresh])
+                        evicted.append({"path": shown, "size": fresh.size})
+        return {"evicted": evicted, "refused": refused,
+                "bytes": sum(item["size"] for item in evicted)}
+
+    async def _evictable(self, record: CachedFile, force: bool) -> str | None:
+        """Why this copy cannot be dropped (None: it can), uploading it first if forced."""
+        row = self.store.upload(record.path)
+        if record.state == "clean" and row is None:
+            return None
+        if row is None or record.path in self.evictor.in_use():
+            return "open for writing"
+        if not force:
+            return "not uploaded yet (use --force to upload it first)"
+        try:
+            await self.uploads.upload_now(Path(record.path), row.version)
+        except BlobmountError as exc:
+            return f"upload failed: {exc}"
+        fresh = self.store.cached_file(record.path)
+        if self.store.upload(record.path) is not None or (fresh and fresh.state != "clean"):
+            return "written again while uploading"
+        return None
+
+    # -- stats --------------------------------------------------------------------------
+
+    async def stats(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Per entry (or the folder asked about): files and bytes in the container,
+        bytes cached, uploads pending."""
+        pending = self.store.uploads()
+
+        async def row(place: Place) -> dict[str, Any]:
+            files = await self._files(place)
+            cached = self._cached(place)
+            entry = place.entry
+            waiting = [upload for upload in pending
+                       if upload.account == entry.account.account_name
+                       and upload.container == entry.container
+                       and upload.blob.startswith(entry.prefix) and inside(place, upload.blob)]
+            return {
+                "path": place.shown,
+                "container": f"{entry.account.account_name}/{entry.container}/{place.blob}",
+                "files": len(files),
+                "bytes": sum(item.size for _, item in files),
+                "cached_files": len(cached),
+                "cached_bytes": sum(record.size for _, record in cached),
+                "pending_uploads": len(waiting),
+                "cache_max_bytes": entry.cache_max_bytes,
+            }
+
+        started = time.monotonic()
+        found = await self._places(str(request.get("path", "")))
+        results: list[dict[str, Any] | None] = [None] * len(found)
+
+        async def fill(index: int, place: Place) -> None:
+            results[index] = await row(place)
+
+        async with trio.open_nursery() as nursery:
+            for index, place in enumerate(found):
+                nursery.start_soon(fill, index, place)
+        rows = [r for r in results if r is not None]
+        log.debug("stats of %d places in %.2f s", len(rows), time.monotonic() - started)
+        return {"entries": rows}

@@ -1,0 +1,135 @@
+"""The control socket: one JSON line each way, progress lines before the reply, a
+request cancelled when its client leaves, and only the daemon's user answered."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from blobmount import control
+from blobmount.control import ControlServer
+from blobmount.errors import BlobmountError
+
+
+@pytest.fixture(autouse=True)
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(control, "state_dir", lambda: tmp_path / "state")
+    return tmp_path / "state"
+
+
+def serve_while(handlers, client, **options):
+    """Serve `handlers` on the socket of /mnt/x while `client()` runs in a thread."""
+    outcome = {}
+
+    async def main() -> None:
+        server = ControlServer(control.socket_path("/mnt/x"), handlers, **options)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            outcome["value"] = await trio.to_thread.run_sync(client)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    return outcome["value"]
+
+
+def test_progress_lines_come_before_the_reply() -> None:
+    async def counting(request):
+        for done in range(3):
+            await request["progress"]({"done": done})
+        return {"total": 3}
+
+    seen = []
+    reply = serve_while({"count": counting}, lambda: control.request(
+        "/mnt/x", "count", on_progress=seen.append))
+    assert reply == {"total": 3}
+    assert seen == [{"done": 0}, {"done": 1}, {"done": 2}]
+    # Without a listener, no progress is sent at all.
+    assert serve_while({"count": counting}, lambda: control.request("/mnt/x", "count")) == {
+        "total": 3}
+
+
+def test_errors_are_one_line() -> None:
+    async def failing(_request):
+        raise BlobmountError("no such thing")
+
+    def client():
+        with pytest.raises(BlobmountError, match="no such thing"):
+            control.request("/mnt/x", "fail")
+        with pytest.raises(BlobmountError, match="malformed request"):
+            control.request("/mnt/x", "unknown-op")
+        return True
+
+    assert serve_while({"fail": failing}, client)
+
+
+def test_a_request_is_cancelled_when_its_client_leaves() -> None:
+    events = []
+
+    async def slow(_request):
+        try:
+            await trio.sleep(30)
+        finally:
+            events.append("ended")
+        return {}
+
+    def client():
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(str(control.socket_path("/mnt/x")))
+            sock.sendall(json.dumps({"op": "slow"}).encode() + b"\n")
+        for _ in range(100):
+            if events:
+                return events
+            time.sleep(0.05)
+        return events
+
+    assert serve_while({"slow": slow}, client, cancel_on_close={"slow"}) == ["ended"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to connect as another user")
+def test_other_users_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    shared = Path(tempfile.mkdtemp(prefix="blobmount-control-", dir="/tmp"))
+    monkeypatch.setattr(control, "state_dir", lambda: shared)
+
+    async def status(_request):
+        return {"secret": "yes"}
+
+    def client():
+        path = control.socket_path("/mnt/x")
+        # Let anyone reach the socket: the peer check alone must refuse them.
+        for opened in (shared, path.parent, path):
+            os.chmod(opened, 0o777)
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                    sock.connect(str(path))
+                    sock.sendall(b'{"op": "status"}\n')
+                    os.write(write, sock.recv(4096))
+            except BaseException as exc:
+                os.write(write, json.dumps({"child": repr(exc)}).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        os.waitpid(child, 0)
+        with os.fdopen(read, "rb") as answer:
+            return json.loads(answer.read())
+
+    try:
+        reply = serve_while({"status": status}, client)
+        assert reply == {"ok": False, "error": "permission denied: not the mounting user"}
+        # The owner is answered.
+        assert serve_while({"status": status},
+                           lambda: control.request("/mnt/x", "status")) == {"secret": "yes"}
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)

@@ -1,0 +1,161 @@
+"""Cache limits: the eviction policy as a pure function over records, and the task
+that applies it to a real store and real files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from blobmount.cache import Cache
+from blobmount.config import Account, MountEntry
+from blobmount.eviction import Evictor, Limits, blobs_prefix, cache_space, plan_eviction
+from blobmount.store import CachedFile, Store
+
+NOW = 1_700_000_000.0
+
+
+def record(name: str, size: int, age: float, state: str = "clean") -> CachedFile:
+    """A cached file last used `age` seconds before NOW."""
+    return CachedFile(path=f"/c/blobs/{name}", blob=name, etag="e", size=size, state=state,
+                      last_access=NOW - age)
+
+
+def names(files: list[CachedFile]) -> list[str]:
+    return [f.blob for f in files]
+
+
+def test_no_limits_evict_nothing() -> None:
+    files = [record("a", 10**9, 10**6)]
+    assert plan_eviction(files, Limits(), now=NOW) == []
+
+
+def test_under_the_limit_nothing_goes() -> None:
+    files = [record("a", 40, 5), record("b", 60, 1)]
+    assert plan_eviction(files, Limits(max_bytes=100), now=NOW) == []
+
+
+def test_over_the_limit_least_recently_used_go_down_to_the_low_watermark() -> None:
+    files = [record("new", 30, 1), record("old", 30, 100), record("mid", 30, 50),
+             record("older", 30, 200)]
+    # 120 bytes, limit 100: down to 80 means two of 30 go, oldest use first.
+    assert names(plan_eviction(files, Limits(max_bytes=100, low_watermark=0.8), now=NOW)) == [
+        "older", "old"]
+    # Down to 50%: three go.
+    assert names(plan_eviction(files, Limits(max_bytes=100, low_watermark=0.5), now=NOW)) == [
+        "older", "old", "mid"]
+
+
+def test_dirty_and_kept_files_never_go_but_count() -> None:
+    files = [record("dirty", 90, 1000, state="dirty"), record("pending", 50, 900),
+             record("open", 50, 800), record("clean", 10, 1)]
+    chosen = plan_eviction(files, Limits(max_bytes=100), now=NOW,
+                           keep={"/c/blobs/pending", "/c/blobs/open"})
+    # 200 bytes; only the clean, unkept file may go, and it does, though not enough.
+    assert names(chosen) == ["clean"]
+
+
+def test_age_limit_drops_unused_files_whatever_the_size() -> None:
+    files = [record("stale", 1, 120), record("fresh", 1, 10), record("edge", 1, 60),
+             record("dirty", 1, 1000, state="dirty")]
+    assert names(plan_eviction(files, Limits(max_age=60), now=NOW)) == ["stale", "edge"]
+
+
+def test_age_and_size_together() -> None:
+    files = [record("stale", 10, 500), record("a", 50, 30), record("b", 50, 20),
+             record("c", 50, 10)]
+    chosen = plan_eviction(files, Limits(max_bytes=100, max_age=100, low_watermark=0.8),
+                           now=NOW)
+    # stale goes for its age (150 left), then LRU until at most 80: a and b.
+    assert names(chosen) == ["stale", "a", "b"]
+
+
+def test_ties_in_last_use_break_by_path_so_plans_are_stable() -> None:
+    files = [record("b", 10, 5), record("a", 10, 5), record("c", 10, 5)]
+    assert names(plan_eviction(files, Limits(max_bytes=25, low_watermark=0.5), now=NOW)) == [
+        "a", "b"]
+
+
+# --------------------------------------------------------------------------- the task
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = Store(tmp_path / "meta" / "blobmount.sqlite")
+    yield opened
+    opened.close()
+
+
+def entry(tmp_path: Path, **limits) -> MountEntry:
+    account = Account(name="a", account_name="acct", endpoint="https://acct.blob.core.windows.net",
+                      account_key="a2V5")
+    return MountEntry(local="data", account=account, container="cont", prefix="",
+                      cache_dir=tmp_path / "cache", **limits)
+
+
+def put(cache: Cache, mount: MountEntry, blob: str, size: int, *, state: str = "clean",
+        last_access: float | None = None) -> Path:
+    path = cache.path_for(mount, blob)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x" * size)
+    cache.record(path, blob=blob, etag="e", size=size, state=state)
+    if last_access is not None:
+        cache.store._db.execute("UPDATE cached_files SET last_access = ? WHERE path = ?",
+                                (last_access, str(path)))
+    return path
+
+
+def test_the_task_drops_files_and_their_records(tmp_path: Path, store: Store) -> None:
+    mount = entry(tmp_path, cache_max_bytes=250)
+    cache = Cache(store)
+    old = put(cache, mount, "old", 100, last_access=NOW - 100)
+    opened = put(cache, mount, "open", 100, last_access=NOW - 90)
+    new = put(cache, mount, "new", 100, last_access=NOW - 1)
+    written = put(cache, mount, "written", 10, state="dirty", last_access=NOW - 1000)
+    written.write_bytes(b"y" * 200)  # grown since its last close: the file counts
+    evictor = Evictor(store, cache, [mount], low_watermark=0.8)
+    evictor.protect(lambda: {str(opened)})
+    assert evictor.folder_bytes(mount) == 500
+    assert evictor.pass_once(now=NOW) == (2, 200)  # old, then new; open and dirty stay
+    assert not old.exists() and not new.exists() and opened.exists() and written.exists()
+    assert store.cached_file(str(old)) is None
+    assert evictor.evicted == {"files": 2, "bytes": 200}
+    # Still over only because a file is open: it tries again soon.
+    assert evictor._interval() < 1
+
+
+def test_written_files_on_a_drop_after_upload_entry_go_once_clean(tmp_path: Path,
+                                                                   store: Store) -> None:
+    mount = entry(tmp_path, drop_after_upload=True)
+    cache = Cache(store)
+    read = put(cache, mount, "read", 10)
+    written = put(cache, mount, "written", 10)
+    busy = {str(written)}
+    evictor = Evictor(store, cache, [mount], low_watermark=0.8)
+    evictor.protect(lambda: busy)
+    evictor.uploaded(mount, "written")
+    assert evictor.pass_once() == (0, 0)  # still open
+    busy.clear()
+    assert evictor.pass_once() == (1, 10)
+    assert read.exists() and not written.exists()
+    # An entry that keeps its copies ignores uploads.
+    keeping = entry(tmp_path / "other")
+    evictor_keeping = Evictor(store, cache, [keeping], low_watermark=0.8)
+    evictor_keeping.uploaded(keeping, "x")
+    assert evictor_keeping._drop_after_upload == set()
+
+
+def test_statfs_space_is_the_limits_when_every_entry_has_one(tmp_path: Path,
+                                                            store: Store) -> None:
+    first = entry(tmp_path, cache_max_bytes=1000)
+    second = MountEntry(local="b", account=first.account, container="c", prefix="",
+                        cache_dir=tmp_path / "cache-b", cache_max_bytes=500)
+    cache = Cache(store)
+    put(cache, first, "f", 300)
+    put(cache, second, "g", 700)
+    assert cache_space([first, second], store) == (1500, 500)
+    assert blobs_prefix(first) == f"{tmp_path / 'cache' / 'blobs'}/"
+    unlimited = entry(tmp_path)
+    total, free = cache_space([unlimited], store)
+    assert total - free == 300 and free > 0
