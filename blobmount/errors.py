@@ -73,3 +73,9 @@ class RemoteConflict(RemoteError):
 
 class StoreError(BlobmountError):
     """The metadata store cannot be used (a newer schema, a damaged file)."""
+
+
+class RemoteUnsupported(RemoteError):
+    """The account does not offer this feature (blob index tags on some accounts)."""
+
+    errno = errno.ENOTSUP

@@ -25,6 +25,7 @@ from .namespace import Namespace
 from .store import Node
 from .transfers import Downloads
 from .uploads import Uploads
+from .xattrs import XattrError, Xattrs
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,6 @@ def _not_supported(*_args, **_kwargs):
     raise pyfuse3.FUSEError(errno.EPERM)
 
 
-def _no_xattrs(*_args, **_kwargs):
-    raise pyfuse3.FUSEError(errno.ENOTSUP)
-
-
 @dataclass
 class _OpenFile:
     fd: int
@@ -96,6 +93,7 @@ class BlobFS(pyfuse3.Operations):
         self._handles = itertools.count(1)
         self._open_files: dict[int, _OpenFile] = {}
         self._open_dirs: dict[int, list[int]] = {}
+        self.xattrs = Xattrs(namespace, cache, uploads, entries)
 
     def paths_in_use(self) -> set[str]:
         """Cache files open through the mount: eviction leaves them alone."""
@@ -471,7 +469,34 @@ class BlobFS(pyfuse3.Operations):
         stats.f_namemax = 255
         return stats
 
+    # -- extended attributes (see xattrs.py) ------------------------------------------
+
+    async def getxattr(self, inode, name, ctx):
+        text = name.decode("utf-8", "surrogateescape")
+        if not text.startswith("user."):
+            # security.*, system.*: `ls -l` asks for them on every file; no network.
+            raise pyfuse3.FUSEError(errno.ENODATA)
+        return await self._xattr(self.xattrs.get, inode, text)
+
+    async def listxattr(self, inode, ctx):
+        names = await self._xattr(self.xattrs.names, inode)
+        return [name.encode("utf-8", "surrogateescape") for name in names]
+
+    async def setxattr(self, inode, name, value, ctx):
+        await self._xattr(self.xattrs.set, inode, name.decode("utf-8", "surrogateescape"),
+                          value)
+
+    async def removexattr(self, inode, name, ctx):
+        await self._xattr(self.xattrs.remove, inode, name.decode("utf-8", "surrogateescape"))
+
+    @_fuse_errors
+    async def _xattr(self, call, inode, *args):
+        try:
+            return await call(self.namespace.node(inode), *args)
+        except XattrError as exc:
+            # ENODATA, EPERM, ENOTSUP: answers, not failures worth a log line.
+            raise pyfuse3.FUSEError(exc.errno) from None
+
     # Blobs have no links or devices (EPERM: git, for one, then renames instead of
-    # linking), and keep no extended attributes yet (ENOTSUP: cp -a and rsync -a go on).
+    # linking).
     mknod = symlink = link = _not_supported
-    setxattr = removexattr = _no_xattrs

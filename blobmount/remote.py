@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -45,6 +45,7 @@ from .errors import (
     RemoteError,
     RemoteNotFound,
     RemoteUnreachable,
+    RemoteUnsupported,
 )
 from .log import redact
 
@@ -69,6 +70,27 @@ class BlobItem:
     size: int = 0
     mtime_ns: int = 0
     etag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BlobProperties:
+    """Everything a HEAD of one blob says (for extended attributes)."""
+
+    name: str
+    size: int
+    etag: str
+    mtime_ns: int
+    last_modified: dt.datetime | None
+    content_type: str | None
+    content_md5: str | None  # hex, as md5sum prints it
+    access_tier: str | None
+    metadata: Mapping[str, str]
+
+
+#: Azure's answers when an account does not do blob index tags.
+_UNSUPPORTED_CODES = ("FeatureNotSupported", "NotImplemented", "FeatureNotYetSupported")
+#: Tries of a read-modify-write of metadata that another writer keeps changing.
+METADATA_TRIES = 5
 
 
 def _mtime_ns(when: dt.datetime | None, metadata: dict[str, str] | None = None) -> int:
@@ -233,6 +255,80 @@ class Remote:
             props = self._client.get_blob_client(blob).get_blob_properties()
         return BlobItem(blob, _is_folder_marker(props), props.size,
                         _mtime_ns(props.last_modified, props.metadata), _etag(props.etag))
+
+    def head(self, blob: str) -> BlobProperties:
+        """The blob's full property set and metadata, by one HEAD."""
+        with translate_errors(f"blob {self.label}/{blob}"):
+            props = self._client.get_blob_client(blob).get_blob_properties()
+        settings = props.content_settings
+        md5 = settings.content_md5 if settings else None
+        return BlobProperties(
+            name=blob, size=props.size, etag=_etag(props.etag) or "",
+            mtime_ns=_mtime_ns(props.last_modified), last_modified=props.last_modified,
+            content_type=settings.content_type if settings else None,
+            content_md5=bytes(md5).hex() if md5 else None,
+            access_tier=str(getattr(props.blob_tier, "value", props.blob_tier))
+            if props.blob_tier else None,
+            metadata=dict(props.metadata or {}))
+
+    def update_metadata(self, blob: str, changes: Mapping[str, str | None]) -> tuple[str, str]:
+        """Set (value) or remove (None) metadata keys, keeping every other key.
+
+        Keys match case-insensitively, as Azure treats them. A read-modify-write made
+        conditional on the ETag, retried when another writer got in between. Returns
+        the blob's ETag before and after: setting metadata makes a new ETag for the
+        same bytes.
+        """
+        with translate_errors(f"metadata of {self.label}/{blob}"):
+            client = self._client.get_blob_client(blob)
+            for attempt in range(METADATA_TRIES):
+                props = client.get_blob_properties()
+                metadata = dict(props.metadata or {})
+                for key, value in changes.items():
+                    for existing in [k for k in metadata if k.lower() == key.lower()]:
+                        del metadata[existing]
+                    if value is not None:
+                        metadata[key] = value
+                try:
+                    result = client.set_blob_metadata(
+                        metadata, etag=props.etag, match_condition=MatchConditions.IfNotModified)
+                except ResourceModifiedError:
+                    if attempt + 1 == METADATA_TRIES:
+                        raise
+                    continue
+                return _etag(props.etag) or "", _etag(result.get("etag")) or ""
+        raise RemoteConflict(f"metadata of {self.label}/{blob}: changed while being set")
+
+    def tags(self, blob: str) -> dict[str, str]:
+        """The blob's index tags; RemoteUnsupported where the account has none."""
+        with self._tags_errors(blob):
+            return dict(self._client.get_blob_client(blob).get_blob_tags() or {})
+
+    def update_tags(self, blob: str, changes: Mapping[str, str | None]) -> dict[str, str]:
+        """Set (value) or remove (None) index tags, keeping the others; the new tags."""
+        with self._tags_errors(blob):
+            client = self._client.get_blob_client(blob)
+            tags = dict(client.get_blob_tags() or {})
+            for key, value in changes.items():
+                if value is None:
+                    tags.pop(key, None)
+                else:
+                    tags[key] = value
+            client.set_blob_tags(tags)
+            return tags
+
+    @contextlib.contextmanager
+    def _tags_errors(self, blob: str) -> Iterator[None]:
+        with translate_errors(f"tags of {self.label}/{blob}"):
+            try:
+                yield
+            except HttpResponseError as exc:
+                code = str(getattr(exc.error_code, "value", exc.error_code) or "")
+                if exc.status_code == 501 or code.startswith(_UNSUPPORTED_CODES):
+                    raise RemoteUnsupported(
+                        f"tags of {self.label}/{blob}: the account has no blob index"
+                        f" tags ({code or exc.status_code})") from None
+                raise
 
     def download(self, blob: str, destination: Path, *, concurrency: int = 4) -> BlobItem:
         """Write the blob's bytes to `destination` (created or truncated) and fsync.
