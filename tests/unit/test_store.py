@@ -458,3 +458,49 @@ def test_a_version_1_database_is_migrated_and_keeps_its_cache(db: Path) -> None:
         assert upgraded.cached_bytes() == 3
     finally:
         upgraded.close()
+
+
+#: The uploads table of schema version 2 (fa9e6fb..895df99), before `mtime_ns`.
+SCHEMA_V2_UPLOADS = """
+CREATE TABLE uploads (
+    path TEXT PRIMARY KEY, account TEXT NOT NULL, container TEXT NOT NULL,
+    blob TEXT NOT NULL, base_etag TEXT NOT NULL, version INTEGER NOT NULL,
+    queued REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    next_try REAL NOT NULL DEFAULT 0, last_error TEXT
+);
+INSERT INTO uploads (path, account, container, blob, base_etag, version, queued)
+    VALUES ('/c/blobs/bb/2', 'acct', 'cont', 'dir/f.txt', '', 3, 5.0);
+UPDATE meta SET value = '2' WHERE key = 'schema_version';
+"""
+
+
+def test_a_version_2_journal_is_migrated_and_keeps_its_uploads(db: Path) -> None:
+    """A crash leaves rows in the journal; an upgraded blobmount must still upload them."""
+    db.parent.mkdir(parents=True)
+    with sqlite3.connect(db) as raw:
+        raw.executescript(SCHEMA_V1)
+        raw.execute("ALTER TABLE nodes ADD COLUMN local INTEGER NOT NULL DEFAULT 0")
+        raw.executescript(SCHEMA_V2_UPLOADS)
+    raw.close()
+    upgraded = Store(db)
+    try:
+        assert _meta(db) == {"schema_version": str(SCHEMA_VERSION)}
+        row = upgraded.upload("/c/blobs/bb/2")
+        assert row is not None
+        assert (row.blob, row.version, row.mtime_ns) == ("dir/f.txt", 3, None)
+        version = upgraded.queue_upload("/c/blobs/bb/2", account="acct", container="cont",
+                                        blob="dir/f.txt", base_etag="", mtime_ns=42)
+        assert version == 4
+        assert upgraded.upload("/c/blobs/bb/2").mtime_ns == 42
+    finally:
+        upgraded.close()
+
+
+def test_the_journal_keeps_the_latest_mtime_and_the_first_base(store: Store) -> None:
+    first = store.queue_upload("/p", account="a", container="c", blob="b", base_etag="E1",
+                               mtime_ns=1)
+    second = store.queue_upload("/p", account="a", container="c", blob="b", base_etag="E2",
+                                mtime_ns=2)
+    assert (first, second) == (1, 2)
+    row = store.upload("/p")
+    assert (row.base_etag, row.mtime_ns, row.version) == ("E1", 2, 2)

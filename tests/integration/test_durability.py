@@ -1,0 +1,195 @@
+"""No write a program was told had succeeded is ever lost: not to a kill -9 of the
+daemon, not to an account that stops answering, not to an unmount."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from azure.storage.blob import BlobServiceClient, ContainerClient
+
+from blobmount.azurite import Azurite
+
+from .conftest import FUSERMOUNT, Mounter, blobmount, is_mounted, pid_alive, wait_for
+
+pytestmark = pytest.mark.integration
+
+# The worker waits this long before a batch: nothing goes up before the test acts.
+HOLD_UPLOADS = 600
+
+
+def blobs(container: ContainerClient) -> dict[str, bytes]:
+    return {item.name: container.download_blob(item.name).readall()
+            for item in container.list_blobs()}
+
+
+def write_files(root: Path, count: int, tag: str) -> dict[str, bytes]:
+    """Write `count` files of a few sizes under root; what each holds."""
+    written = {}
+    for number in range(count):
+        data = f"{tag} {number}\n".encode() * (1 + number * 97)
+        (root / f"{tag}-{number:02d}.txt").write_bytes(data)
+        written[f"{tag}-{number:02d}.txt"] = data
+    return written
+
+
+def kill_daemon(mounter: Mounter, mount) -> None:
+    """kill -9 the daemon, and detach the dead mount it leaves."""
+    os.kill(mount.pid, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(mount.pid), timeout=10, what="the daemon to die")
+    subprocess.run([FUSERMOUNT, "-u", "-z", str(mount.mountpoint)], check=True)
+    mounter.live.remove(mount)
+
+
+def test_kill_9_after_close_loses_nothing(mounter, container):
+    container.upload_blob("existing.txt", b"the old bytes\n")
+    config = mounter.config([{"local": "d", "container": container.container_name,
+                              "upload": "async"}], upload_batch_window=HOLD_UPLOADS)
+    mount = mounter.mount(config)
+    try:
+        root = mount.path("d")
+        expected = write_files(root, 20, "file")
+        os.mkdir(root / "sub")
+        expected["sub/nested.bin"] = os.urandom(2_000_000)
+        (root / "sub/nested.bin").write_bytes(expected["sub/nested.bin"])
+        with open(root / "existing.txt", "ab") as writer:
+            writer.write(b"appended before the kill\n")
+        expected["existing.txt"] = b"the old bytes\nappended before the kill\n"
+        assert mount.status()["uploads"]["count"] == 22
+        kill_daemon(mounter, mount)
+        # Nothing went up: the journal is all that holds these bytes now.
+        assert blobs(container) == {"existing.txt": b"the old bytes\n", "sub": b""}
+    except BaseException:
+        mounter.cleanup()
+        raise
+    mount = mounter.mount(config)
+    try:
+        blobmount("sync", str(mount.mountpoint), check=True)
+        assert blobs(container) == {**expected, "sub": b""}
+        for name, data in expected.items():
+            assert mount.path(f"d/{name}").read_bytes() == data
+        assert mount.status()["uploads"]["count"] == 0
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
+
+
+def test_unmount_finishes_pending_uploads_unless_told_not_to_wait(mounter, container):
+    config = mounter.config([{"local": "d", "container": container.container_name,
+                              "upload": "async"}], upload_batch_window=HOLD_UPLOADS)
+    mount = mounter.mount(config)
+    try:
+        first = write_files(mount.path("d"), 5, "drained")
+        assert mount.status()["uploads"]["count"] == 5
+        blobmount("unmount", str(mount.mountpoint), check=True)
+        assert not pid_alive(mount.pid) and not is_mounted(mount.mountpoint)
+        mounter.live.remove(mount)
+        assert blobs(container) == first
+    except BaseException:
+        mounter.cleanup()
+        raise
+    mount = mounter.mount(config)
+    try:
+        second = write_files(mount.path("d"), 5, "left")
+        blobmount("unmount", "--no-wait", str(mount.mountpoint), check=True)
+        assert not pid_alive(mount.pid) and not is_mounted(mount.mountpoint)
+        mounter.live.remove(mount)
+        assert blobs(container) == first
+    except BaseException:
+        mounter.cleanup()
+        raise
+    mount = mounter.mount(config)  # the next mount uploads what was left
+    try:
+        assert blobs(container) == {**first, **second}
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
+
+
+@pytest.fixture
+def own_azurite(tmp_path: Path) -> Iterator[Azurite]:
+    """An Azurite of this test alone, keeping its blobs on disk across restarts."""
+    with Azurite(location=tmp_path / "azurite") as service:
+        yield service
+
+
+@pytest.fixture
+def own_container(own_azurite: Azurite) -> Iterator[ContainerClient]:
+    client = BlobServiceClient.from_connection_string(own_azurite.connection_string)
+    yield client.create_container("outage")
+    client.close()
+
+
+def test_async_writes_while_the_account_is_down_arrive_after(tmp_path, own_azurite,
+                                                             own_container):
+    mounter = Mounter(tmp_path, own_azurite)
+    own_container.upload_blob("before.txt", b"there before\n")
+    config = mounter.config([{"local": "d", "container": "outage", "upload": "async"}],
+                            listing_ttl=3600)
+    mount = mounter.mount(config)
+    try:
+        root = mount.path("d")
+        assert os.listdir(root) == ["before.txt"]
+        assert (root / "before.txt").read_bytes() == b"there before\n"
+        port = own_azurite.port
+        own_azurite.stop()
+        expected = write_files(root, 10, "offline")
+        with open(root / "before.txt", "ab") as writer:
+            writer.write(b"and after\n")
+        expected["before.txt"] = b"there before\nand after\n"
+        for name, data in expected.items():
+            assert (root / name).read_bytes() == data
+        wait_for(lambda: mount.status()["uploads"]["failed"], timeout=60,
+                 what="the failed uploads to show in status")
+        uploads = mount.status()["uploads"]
+        assert uploads["count"] == 11
+        assert uploads["bytes"] == sum(len(data) for data in expected.values())
+        assert uploads["oldest"] is not None
+        assert all(failed["error"] and failed["attempts"] >= 1 for failed in uploads["failed"])
+        own_azurite.start()
+        assert own_azurite.port == port
+        blobmount("sync", str(mount.mountpoint), check=True)
+        assert blobs(own_container) == expected
+        assert mount.status()["uploads"] == {"count": 0, "bytes": 0, "oldest": None,
+                                             "failed": []}
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
+
+
+def test_a_sync_write_while_the_account_is_down_fails_and_is_kept(tmp_path, own_azurite,
+                                                                  own_container):
+    mounter = Mounter(tmp_path, own_azurite)
+    config = mounter.config([{"local": "d", "container": "outage"}], listing_ttl=3600)
+    mount = mounter.mount(config)
+    try:
+        root = mount.path("d")
+        assert os.listdir(root) == []
+        own_azurite.stop()
+        writer = open(root / "kept.txt", "wb")  # noqa: SIM115 (close() is what is tested)
+        writer.write(b"must not be lost\n")
+        with pytest.raises(OSError) as caught:
+            writer.close()
+        assert caught.value.errno == errno.EIO
+        assert (root / "kept.txt").read_bytes() == b"must not be lost\n"
+        failed = blobmount("sync", str(mount.mountpoint))
+        assert failed.returncode == 1 and "kept.txt" in failed.stderr, failed.stderr
+        own_azurite.start()
+        blobmount("sync", str(mount.mountpoint), check=True)
+        assert blobs(own_container) == {"kept.txt": b"must not be lost\n"}
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
