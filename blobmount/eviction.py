@@ -98,6 +98,7 @@ class Evictor:
         self._drop_after_upload: set[str] = set()
         #: a folder stayed over its limit only because files were open: retry soon
         self._blocked = False
+        self._retries = 0  # retries in a row with nothing new: each waits twice as long
         self.evicted = {"files": 0, "bytes": 0}
 
     def wake(self) -> None:
@@ -122,7 +123,7 @@ class Evictor:
 
     def _interval(self) -> float:
         if self._drop_after_upload or self._blocked:
-            return DROP_RETRY
+            return min(EVICT_INTERVAL, DROP_RETRY * 2 ** min(self._retries, 10))
         ages = [limits.max_age for limits in self.limits if limits.max_age is not None]
         return max(1.0, min([EVICT_INTERVAL, *(age / 2 for age in ages)]))
 
@@ -135,6 +136,7 @@ class Evictor:
                 log.exception("cache eviction failed")
             with trio.move_on_after(self._interval()):
                 await self._wake.wait()
+            self._retries = 0 if self._wake.is_set() else self._retries + 1
             self._wake = trio.Event()
 
     def pass_once(self, now: float | None = None) -> tuple[int, int]:

@@ -270,7 +270,9 @@ class Downloads:
                      folder, sum(s or 0 for s in sizes), copied - started,
                      trio.current_time() - copied)
         finally:
-            await trio.to_thread.run_sync(partial(shutil.rmtree, staging, ignore_errors=True))
+            with trio.CancelScope(shield=True):  # cancelled too (Ctrl-C on prefetch)
+                await trio.to_thread.run_sync(partial(shutil.rmtree, staging,
+                                                      ignore_errors=True))
 
 
 class _Progress:
