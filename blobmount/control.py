@@ -73,7 +73,9 @@ def request(mountpoint: str | os.PathLike, op: str, timeout: float | None = 30.0
         except PermissionError:
             raise BlobmountError(
                 f"{mountpoint}: the daemon serving it belongs to another user") from None
-        sock.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            # A daemon that refuses us answers and hangs up before reading: read why.
+            sock.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
         buffer = b""
         while True:
             line, newline, buffer = buffer.partition(b"\n")
