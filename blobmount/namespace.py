@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 
 import trio
@@ -101,6 +102,9 @@ class Namespace:
         self.ttl = ttl
         self._limiter = limiter
         self._listings = SingleFlight()
+        # Removals and renames made through the mount, by folder inode: a listing under
+        # way meanwhile may have seen what is gone, so it is not trusted.
+        self._changes: Counter[int] = Counter()
         self._warned: set[str] = set()
         # Virtual folders (plain prefixes) have no time of their own: show the mount's.
         self._mounted_ns = time.time_ns()
@@ -148,6 +152,7 @@ class Namespace:
         prefix = folder.blob or ""
         generation = self.store.begin_listing()
         now = time.time()
+        changes = self._changes[folder.inode]
         pages = await trio.to_thread.run_sync(remote.list_pages, prefix, limiter=self._limiter)
         folder_names: set[str] = set()
         while True:
@@ -169,6 +174,8 @@ class Namespace:
                                         item.mtime_ns or self._mounted_ns, item.etag))
             self.store.add_listed(folder, generation, items, now)
         self.store.finish_listing(folder, generation, now)
+        if self._changes[folder.inode] != changes:
+            self.store.forget_listing(folder.inode)
 
     def _warn_hidden(self, remote: Remote, blob: str, why: str) -> None:
         key = f"{remote.label}/{blob}"
@@ -252,6 +259,7 @@ class Namespace:
         await trio.to_thread.run_sync(remote.delete, node.blob.rstrip("/"),
                                       limiter=self._limiter)
         self.store.remove_node(node.inode)
+        self._changes[parent.inode] += 1
 
     async def remove_file(self, parent: Node, name: str) -> Node:
         node = await self.lookup(parent, name)
@@ -262,6 +270,7 @@ class Namespace:
         await trio.to_thread.run_sync(self.remotes[node.entry].delete, node.blob,
                                       limiter=self._limiter)
         self.store.remove_node(node.inode)
+        self._changes[parent.inode] += 1
         return node
 
     async def rename(self, old_parent: Node, old_name: str, new_parent: Node,
@@ -314,6 +323,8 @@ class Namespace:
         if target is not None:
             self.store.remove_node(target.inode)
         self.store.move_node(node.inode, new_parent.inode, new_name, new_blob)
+        self._changes[node.parent] += 1
+        self._changes[new_parent.inode] += 1
         return self.node(node.inode), target
 
     async def _move_blob(self, remote: Remote, source: str, destination: str) -> None:

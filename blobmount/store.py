@@ -211,18 +211,29 @@ class Store:
                 " blob = excluded.blob, size = excluded.size, mtime_ns = excluded.mtime_ns,"
                 " etag = excluded.etag, checked = excluded.checked, seen = excluded.seen,"
                 " listed = CASE WHEN excluded.is_dir = is_dir THEN listed END"
-                " WHERE local = 0",
+                # Written here, or read after this listing began (an upload, a HEAD):
+                # what the node says is newer than what the listing saw.
+                " WHERE local = 0 AND (checked IS NULL OR checked <= excluded.checked)",
                 rows,
             )
 
     def finish_listing(self, folder: Node, generation: int, now: float) -> None:
-        """Drop the children this listing did not see, and mark the folder listed."""
+        """Drop the children this listing did not see, and mark the folder listed.
+
+        `now` is when the listing began: a child uploaded or made after that is kept.
+        """
         with self._db:
             self._db.execute(
-                "DELETE FROM nodes WHERE parent = ? AND seen != ? AND inode != ? AND local = 0",
-                (folder.inode, generation, ROOT_INODE),
+                "DELETE FROM nodes WHERE parent = ? AND seen != ? AND inode != ? AND local = 0"
+                " AND (checked IS NULL OR checked <= ?)",
+                (folder.inode, generation, ROOT_INODE, now),
             )
             self._db.execute("UPDATE nodes SET listed = ? WHERE inode = ?", (now, folder.inode))
+
+    def forget_listing(self, folder: int) -> None:
+        """The folder's listing is not to be trusted: the next look lists it again."""
+        self._db.execute("UPDATE nodes SET listed = NULL WHERE inode = ? AND listed IS NOT ?",
+                         (folder, NEVER_STALE))
 
     def update_file(self, inode: int, *, size: int, mtime_ns: int, etag: str,
                     checked: float) -> None:

@@ -504,3 +504,24 @@ def test_the_journal_keeps_the_latest_mtime_and_the_first_base(store: Store) -> 
     assert (first, second) == (1, 2)
     row = store.upload("/p")
     assert (row.base_etag, row.mtime_ns, row.version) == ("E1", 2, 2)
+
+
+def test_a_listing_under_way_keeps_what_was_uploaded_meanwhile(store: Store) -> None:
+    """A listing that began before an upload finished neither drops the new file nor
+    puts back the attributes it saw before."""
+    data = entry_folder(store)
+    list_folder(store, data, [file("old", size=1, etag="E1")], now=100.0)
+    generation = store.begin_listing()  # a listing begins at t=200 ...
+    inode = store.add_local_file(data, "new", "new", size=5, mtime_ns=1)
+    store.set_uploaded(0, "new", size=5, mtime_ns=1, etag="N1")  # ... uploads finish ...
+    store.set_uploaded(0, "old", size=9, mtime_ns=2, etag="E2")
+    store.add_listed(data, generation, [file("old", size=1, etag="E1")], 200.0)
+    store.finish_listing(data, generation, 200.0)  # ... and it ends, not having seen them
+    found = children(store, data.inode)
+    assert sorted(found) == ["new", "old"] and found["new"].inode == inode
+    assert (found["old"].size, found["old"].etag) == (9, "E2")
+    # The next listing, begun after the uploads, is the truth again.
+    list_folder(store, data, [file("old", size=9, etag="E2")], now=time.time() + 1)
+    assert sorted(children(store, data.inode)) == ["old"]
+    store.forget_listing(data.inode)
+    assert store.node(data.inode).listed is None
