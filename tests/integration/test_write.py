@@ -16,6 +16,8 @@ from .conftest import blobmount, upload
 
 pytestmark = pytest.mark.integration
 
+MiB = 1024 * 1024
+
 
 def blob(container, name: str) -> bytes:
     return container.download_blob(name).readall()
@@ -146,6 +148,39 @@ def test_fsync_uploads_before_close(mounter, container):
             assert blob(container, "journal.txt") == b"first part\n"
             writer.write(b"second part\n")
         assert blob(container, "journal.txt") == b"first part\nsecond part\n"
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
+
+
+def test_large_files_upload_through_azcopy(mounter, container):
+    container.upload_blob("big.bin", os.urandom(3 * MiB))
+    config = mounter.config([{"local": "d", "container": container.container_name}],
+                            sdk_upload_max="1MiB")
+    mount = mounter.mount(config)
+    try:
+        root = mount.path("d")
+        data = os.urandom(3 * MiB + 123)
+        (root / "new.bin").write_bytes(data)
+        assert blob(container, "new.bin") == data
+        written = (root / "new.bin").stat().st_mtime_ns
+        assert mtime_metadata(container, "new.bin") is not None
+        with open(root / "big.bin", "r+b") as writer:  # a change to a blob that exists
+            writer.seek(MiB)
+            writer.write(b"changed here")
+        changed = blob(container, "big.bin")
+        assert changed[MiB:MiB + 12] == b"changed here" and len(changed) == 3 * MiB
+        assert mount.status()["azcopy_jobs"] == 2  # one upload job each
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
+    mount = mounter.mount(config)
+    try:
+        assert mount.path("d/new.bin").stat().st_mtime_ns == written
     except BaseException:
         mounter.cleanup()
         raise
