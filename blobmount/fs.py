@@ -237,9 +237,10 @@ class BlobFS(pyfuse3.Operations):
         open_file = self._open_files[fh]
         written = os.pwrite(open_file.fd, buf, off)
         open_file.written = True
-        node = self.namespace.node(open_file.inode)
-        self.namespace.store.set_local(node.inode, size=max(node.size, off + written),
-                                       mtime_ns=time.time_ns())
+        node = self.namespace.store.node(open_file.inode)
+        if node is not None:  # else unlinked while open: the bytes go nowhere
+            self.namespace.store.set_local(node.inode, size=max(node.size, off + written),
+                                           mtime_ns=time.time_ns())
         return written
 
     @_fuse_errors
@@ -417,14 +418,46 @@ class BlobFS(pyfuse3.Operations):
             # Replaced: its own pending upload must not land on top of the moved file.
             await self.uploads.forget(self.cache.path_for(self.entries[target.entry],
                                                           target.blob))
+        source = self.namespace.store.node(node.inode) or node  # as the copy will see it
         moved, replaced = await self.namespace.rename(
             old_parent, node.name, new_parent, new_name,
             replace=not flags & RENAME_NOREPLACE)
         if replaced is not None and not replaced.is_dir:
             self._drop_cached(replaced)
-        if not moved.is_dir and moved.blob != node.blob:
-            # The copy made a new blob version; the next open downloads it.
-            self._drop_cached(node)
+        if not moved.is_dir and moved.blob != source.blob:
+            await self._move_cached(source, moved)
+
+    async def _move_cached(self, source: Node, moved: Node) -> None:
+        """The cached copy follows its file to the new name, open handles with it.
+
+        The copy in the container holds the source's bytes under a new ETag: a clean
+        copy of them stays clean under that ETag; one written meanwhile stays dirty, now
+        based on it (and its journal row, if it has one, moves too).
+        """
+        store = self.namespace.store
+        entry = self.entries[source.entry]
+        old_path = self.cache.path_for(entry, source.blob)
+        new_path = self.cache.path_for(entry, moved.blob)
+        record = store.cached_file(str(old_path))
+        upload = store.upload(str(old_path))
+        store.drop_cached_file(str(old_path))
+        if upload is not None:
+            await self.uploads.forget(old_path)
+        usable = record is not None and (record.state == "dirty"
+                                         or record.etag == source.etag)
+        if not usable or not moved.etag or not old_path.exists():
+            with contextlib.suppress(FileNotFoundError):
+                old_path.unlink()
+            return
+        new_path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(old_path, new_path)
+        self.cache.record(new_path, blob=moved.blob, etag=moved.etag,
+                          size=new_path.stat().st_size, state=record.state)
+        for open_file in self._open_files.values():
+            if open_file.path == old_path:
+                open_file.path = new_path
+        if upload is not None:
+            await self.uploads.journal(new_path, entry, moved.blob, moved.etag, upload.mtime_ns)
 
     async def _upload_pending(self, node: Node) -> None:
         """A file about to move must be in the container first: the move copies the blob."""

@@ -319,17 +319,24 @@ class Namespace:
             self.store.move_blobs_under(node.entry, node.blob, new_blob)
         else:
             new_blob = f"{new_parent.blob}{new_name}"
-            await self._move_blob(remote, node.blob, new_blob)
+            etag = await self._move_blob(remote, node.blob, new_blob)
         if target is not None:
             self.store.remove_node(target.inode)
         self.store.move_node(node.inode, new_parent.inode, new_name, new_blob)
+        if not node.is_dir and etag:
+            # The copy is a new version of the same bytes (and the same metadata).
+            self.store.update_file(node.inode, size=node.size, mtime_ns=node.mtime_ns,
+                                   etag=etag, checked=time.time())
         self._changes[node.parent] += 1
         self._changes[new_parent.inode] += 1
         return self.node(node.inode), target
 
-    async def _move_blob(self, remote: Remote, source: str, destination: str) -> None:
-        await trio.to_thread.run_sync(remote.copy, source, destination, limiter=self._limiter)
+    async def _move_blob(self, remote: Remote, source: str, destination: str) -> str | None:
+        """Copy, then delete the source; the ETag of the copy."""
+        etag = await trio.to_thread.run_sync(remote.copy, source, destination,
+                                             limiter=self._limiter)
         await trio.to_thread.run_sync(remote.delete, source, limiter=self._limiter)
+        return etag
 
     async def create_file(self, parent: Node, name: str) -> Node:
         parent = self.writable_folder(await self.listed(parent))

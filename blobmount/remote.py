@@ -420,18 +420,21 @@ class Remote:
         with translate_errors(f"listing {self.label}/{prefix}"):
             return [blob.name for blob in self._client.list_blobs(name_starts_with=prefix)]
 
-    def copy(self, source: str, destination: str, *, poll: float = 0.2) -> None:
-        """Server-side copy of `source` to `destination`, waiting until it is done."""
+    def copy(self, source: str, destination: str, *, poll: float = 0.2) -> str | None:
+        """Server-side copy of `source` to `destination`, waiting until it is done;
+        the ETag of the copy."""
         with translate_errors(f"copy of {self.label}/{source} to {destination}"):
             source_url = f"{self.blob_url(source)}?{self.sas_for_azcopy(blob=source)}"
             target = self._client.get_blob_client(destination)
             copy = target.start_copy_from_url(source_url)
-            status = copy.get("copy_status")
+            status, etag = copy.get("copy_status"), copy.get("etag")
             while status == "pending":
                 time.sleep(poll)
-                status = target.get_blob_properties().copy.status
+                props = target.get_blob_properties()
+                status, etag = props.copy.status, props.etag
             if status != "success":
                 raise RemoteError(f"copy of {self.label}/{source}: {status}")
+        return _etag(etag)
 
     def blob_url(self, blob: str = "") -> str:
         """URL of a blob (or, with blob='', of the container), without credentials."""
