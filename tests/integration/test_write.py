@@ -545,7 +545,9 @@ def test_editor_saves_by_rename(mounter, container):
             assert blob(container, "notes.txt") == f"version {version}\n".encode()
             assert names(container) == {"notes.txt"}
             assert sorted(os.listdir(root)) == ["notes.txt"]
+        before = downloads(mount)
         assert (root / "notes.txt").read_bytes() == b"version 3\n"
+        assert downloads(mount) == before  # the cached copy moved with the file
         # vim's way: write a backup beside it, write the file in place, drop the backup.
         os.rename(root / "notes.txt", root / "notes.txt~")
         (root / "notes.txt").write_bytes(b"version 4\n")
@@ -632,6 +634,80 @@ def test_a_blob_changed_in_the_container_is_never_overwritten(mounter, container
         assert path.read_bytes() == b"changed elsewhere\n"
         assert sorted(os.listdir(mount.path("d"))) == sorted(stored)
         assert mount.path(f"d/{conflicts[0]}").read_bytes() == b"original\nappended here\n"
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
+
+
+def test_entries_with_prefixes_and_moves_between_them(mounter, container):
+    name = container.container_name
+    config = mounter.config([{"local": "a", "container": name, "remote": "left"},
+                             {"local": "b", "container": name, "remote": "right/side"}])
+    mount = mounter.mount(config)
+    try:
+        (mount.path("a/one.txt")).write_bytes(b"one")
+        os.mkdir(mount.path("b/folder"))
+        assert blobs(container) == {"left/one.txt": b"one", "right/side/folder": b""}
+        # Another entry is another file system to rename(2): mv copies, then deletes.
+        assert errno_of(lambda: os.rename(mount.path("a/one.txt"),
+                                          mount.path("b/one.txt"))) == errno.EXDEV
+        subprocess.run(["mv", str(mount.path("a/one.txt")), str(mount.path("b/folder/"))],
+                       check=True)
+        assert blobs(container) == {"right/side/folder": b"",
+                                    "right/side/folder/one.txt": b"one"}
+        assert os.listdir(mount.path("a")) == []
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
+
+
+def test_a_log_renamed_while_open_keeps_what_is_written_after(mounter, container):
+    config = mounter.config([{"local": "d", "container": container.container_name}])
+    mount = mounter.mount(config)
+    try:
+        root = mount.path("d")
+        with open(root / "app.log", "w") as log:  # logrotate's way: rename, write on
+            log.write("before the rotation\n")
+            log.flush()
+            os.rename(root / "app.log", root / "app.log.1")
+            log.write("after the rotation\n")
+        assert blobs(container) == {"app.log.1": b"before the rotation\nafter the rotation\n"}
+        assert (root / "app.log.1").read_text() == "before the rotation\nafter the rotation\n"
+        assert not (root / "app.log").exists()
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
+
+
+def test_handles_that_outlive_or_skip_their_writes(mounter, container):
+    container.upload_blob("untouched.txt", b"as it was")
+    config = mounter.config([{"local": "d", "container": container.container_name}])
+    mount = mounter.mount(config)
+    try:
+        root = mount.path("d")
+        # Unlinked while open: writing on and closing are fine, and nothing goes up.
+        with open(root / "doomed.txt", "wb") as writer:
+            writer.write(b"first")
+            writer.flush()
+            os.unlink(root / "doomed.txt")
+            writer.write(b" and more")
+        assert "doomed.txt" not in names(container) and not (root / "doomed.txt").exists()
+        # Opened for writing and closed unchanged: nothing goes up, nothing is pending,
+        # and a change in the container still shows.
+        with open(root / "untouched.txt", "r+b"):
+            pass
+        assert mount.status()["uploads"]["count"] == 0
+        assert blob(container, "untouched.txt") == b"as it was"
+        # O_APPEND | O_CREAT of a new file, twice (the shell's >>).
+        subprocess.run(f"echo one >> {root}/appended.txt; echo two >> {root}/appended.txt",
+                       shell=True, check=True)
+        assert blob(container, "appended.txt") == b"one\ntwo\n"
     except BaseException:
         mounter.cleanup()
         raise
