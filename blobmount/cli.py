@@ -118,6 +118,11 @@ def _list_mounts(as_json: bool) -> None:
 def _warn_readable_secrets(config: Config | None) -> None:
     if config is None or not config.secrets() or not os.path.isfile(config.source):
         return
+    # Secrets read from files (account_key_file: ...) are not in the config itself.
+    with open(config.source, encoding="utf-8", errors="replace") as source:
+        text = source.read()
+    if not any(secret in text for secret in config.secrets()):
+        return
     if os.stat(config.source).st_mode & 0o077:
         click.echo(f"blobmount: warning: {config.source} holds secrets and others can read"
                    f" it; run `chmod 600 {config.source}`", err=True)
