@@ -401,38 +401,63 @@ class BlobFS(pyfuse3.Operations):
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
         if flags & RENAME_EXCHANGE:
             raise pyfuse3.FUSEError(errno.EINVAL)
+        store = self.namespace.store
         old_parent = self.namespace.node(parent_inode_old)
         new_parent = self.namespace.node(parent_inode_new)
         node = await self.namespace.lookup(old_parent, self._name(name_old))
         new_name = self._name(name_new)
         self.namespace.writable_folder(old_parent)
         self.namespace.writable_folder(new_parent)
-        # The move copies blobs in the container: what is pending goes up first.
+        here_only = False
         if node.is_dir:
+            # The move copies blobs in the container: what is pending goes up first.
             await self._upload_pending_under(node)
         elif node.local:
-            await self._upload_pending(node)
-        target = self.namespace.store.child(new_parent.inode, new_name)
+            here_only = await self._only_here(node)
+            if not here_only:
+                await self._upload_pending(node)
+        target = store.child(new_parent.inode, new_name)
+        base = None
         if (target is not None and not target.is_dir and not node.is_dir
                 and target.inode != node.inode and not flags & RENAME_NOREPLACE):
             # Replaced: its own pending upload must not land on top of the moved file.
-            await self.uploads.forget(self.cache.path_for(self.entries[target.entry],
-                                                          target.blob))
-        source = self.namespace.store.node(node.inode) or node  # as the copy will see it
+            target_path = self.cache.path_for(self.entries[target.entry], target.blob)
+            pending = store.upload(str(target_path))
+            base = pending.base_etag if pending is not None else (target.etag or "")
+            await self.uploads.forget(target_path)
+        source = store.node(node.inode) or node  # as the copy will see it
         moved, replaced = await self.namespace.rename(
             old_parent, node.name, new_parent, new_name,
-            replace=not flags & RENAME_NOREPLACE)
+            replace=not flags & RENAME_NOREPLACE, copy=not here_only)
         if replaced is not None and not replaced.is_dir:
             self._drop_cached(replaced)
         if not moved.is_dir and moved.blob != source.blob:
-            await self._move_cached(source, moved)
+            # A file only here goes up under its new name, replacing what `base` says.
+            await self._move_cached(source, moved, base=(base or "") if here_only else None)
 
-    async def _move_cached(self, source: Node, moved: Node) -> None:
+    async def _only_here(self, node: Node) -> bool:
+        """Whether a file was written here and never uploaded, in an async entry: then
+        it is renamed here alone (its upload goes to the new name), with no network."""
+        if self.entries[node.entry].upload != "async" or node.etag:
+            return False
+        for open_file in list(self._open_files.values()):
+            if open_file.inode == node.inode and open_file.written:
+                await self._commit(open_file, wait=False)
+        path = self.cache.path_for(self.entries[node.entry], node.blob)
+        await self.uploads.settle(path)  # an upload under way ends first
+        upload = self.namespace.store.upload(str(path))
+        now = self.namespace.store.node(node.inode)
+        return (upload is not None and upload.base_etag == "" and now is not None
+                and now.local and not now.etag)
+
+    async def _move_cached(self, source: Node, moved: Node, *, base: str | None) -> None:
         """The cached copy follows its file to the new name, open handles with it.
 
-        The copy in the container holds the source's bytes under a new ETag: a clean
-        copy of them stays clean under that ETag; one written meanwhile stays dirty, now
-        based on it (and its journal row, if it has one, moves too).
+        After a server-side copy (`base` None), the container holds the source's bytes
+        under the copy's ETag: a clean copy of them stays clean under that ETag; one
+        written meanwhile stays dirty, now based on it. A file renamed here alone keeps
+        its bytes dirty, to go up as a change of the blob version `base` ('' = none).
+        A journal row moves with the file: the new one is durable before the old goes.
         """
         store = self.namespace.store
         entry = self.entries[source.entry]
@@ -440,24 +465,26 @@ class BlobFS(pyfuse3.Operations):
         new_path = self.cache.path_for(entry, moved.blob)
         record = store.cached_file(str(old_path))
         upload = store.upload(str(old_path))
-        store.drop_cached_file(str(old_path))
-        if upload is not None:
-            await self.uploads.forget(old_path)
+        etag = moved.etag if base is None else base
         usable = record is not None and (record.state == "dirty"
                                          or record.etag == source.etag)
-        if not usable or not moved.etag or not old_path.exists():
+        if usable and etag is not None and old_path.exists():
+            new_path.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
-                old_path.unlink()
-            return
-        new_path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(old_path, new_path)
-        self.cache.record(new_path, blob=moved.blob, etag=moved.etag,
-                          size=new_path.stat().st_size, state=record.state)
-        for open_file in self._open_files.values():
-            if open_file.path == old_path:
-                open_file.path = new_path
+                new_path.unlink()
+            os.link(old_path, new_path)
+            self.cache.record(new_path, blob=moved.blob, etag=etag,
+                              size=new_path.stat().st_size, state=record.state)
+            for open_file in self._open_files.values():
+                if open_file.path == old_path:
+                    open_file.path = new_path
+            if upload is not None:
+                await self.uploads.journal(new_path, entry, moved.blob, etag, upload.mtime_ns)
         if upload is not None:
-            await self.uploads.journal(new_path, entry, moved.blob, moved.etag, upload.mtime_ns)
+            await self.uploads.forget(old_path)
+        store.drop_cached_file(str(old_path))
+        with contextlib.suppress(FileNotFoundError):
+            old_path.unlink()
 
     async def _upload_pending(self, node: Node) -> None:
         """A file about to move must be in the container first: the move copies the blob."""

@@ -274,11 +274,13 @@ class Namespace:
         return node
 
     async def rename(self, old_parent: Node, old_name: str, new_parent: Node,
-                     new_name: str, *, replace: bool = True) -> tuple[Node, Node | None]:
+                     new_name: str, *, replace: bool = True,
+                     copy: bool = True) -> tuple[Node, Node | None]:
         """Move a file or folder inside one entry (server-side copy, then delete).
 
-        The caller uploads a file's pending bytes first. Returns the moved node and
-        the node it replaced, if any.
+        The caller uploads a file's pending bytes first, or, for a file that has no
+        blob yet, moves only the node (`copy` False) and its upload. Returns the moved
+        node and the node it replaced, if any.
         """
         node = await self.lookup(old_parent, old_name)
         new_parent = self.writable_folder(await self.listed(new_parent))
@@ -319,7 +321,7 @@ class Namespace:
             self.store.move_blobs_under(node.entry, node.blob, new_blob)
         else:
             new_blob = f"{new_parent.blob}{new_name}"
-            etag = await self._move_blob(remote, node.blob, new_blob)
+            etag = await self._move_blob(remote, node.blob, new_blob) if copy else None
         if target is not None:
             self.store.remove_node(target.inode)
         self.store.move_node(node.inode, new_parent.inode, new_name, new_blob)

@@ -122,6 +122,10 @@ class Uploads:
         """The file is deleted or replaced here: its pending upload must not bring it
         back. Returns once no upload of it is under way."""
         self.store.drop_upload(str(path))
+        await self.settle(path)
+
+    async def settle(self, path: Path) -> None:
+        """Return once no upload of `path` is under way (whatever its outcome)."""
         with contextlib.suppress(BlobmountError):
             await self._flights.run(str(path), _nothing)
 
