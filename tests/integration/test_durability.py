@@ -145,13 +145,21 @@ def test_async_writes_while_the_account_is_down_arrive_after(tmp_path, own_azuri
         expected = write_files(root, 10, "offline")
         with open(root / "before.txt", "ab") as writer:
             writer.write(b"and after\n")
-        expected["before.txt"] = b"there before\nand after\n"
+        # Renames of files not uploaded yet need no network: an editor's save, a
+        # download finished under its final name.
+        (root / ".before.txt.swp").write_bytes(b"saved by the editor\n")
+        os.rename(root / ".before.txt.swp", root / "before.txt")
+        expected["before.txt"] = b"saved by the editor\n"
+        (root / "draft.tmp").write_bytes(b"final words\n")
+        os.rename(root / "draft.tmp", root / "final.txt")
+        expected["final.txt"] = b"final words\n"
+        assert sorted(os.listdir(root)) == sorted(expected)
         for name, data in expected.items():
             assert (root / name).read_bytes() == data
         wait_for(lambda: mount.status()["uploads"]["failed"], timeout=60,
                  what="the failed uploads to show in status")
         uploads = mount.status()["uploads"]
-        assert uploads["count"] == 11
+        assert uploads["count"] == 12
         assert uploads["bytes"] == sum(len(data) for data in expected.values())
         assert uploads["oldest"] is not None
         assert all(failed["error"] and failed["attempts"] >= 1 for failed in uploads["failed"])

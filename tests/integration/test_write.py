@@ -462,17 +462,21 @@ def test_tar_extracts_a_tree(mounter, container, tmp_path):
         mounter.unmount(mount)
 
 
-@pytest.mark.parametrize("command", [["cp", "-a", "-T"], ["rsync", "-a"]], ids=["cp", "rsync"])
-def test_copy_a_tree_in(mounter, container, tmp_path, command):
+@pytest.mark.parametrize(("command", "mode"), [
+    (["cp", "-a", "-T"], "sync"), (["rsync", "-a"], "sync"), (["rsync", "-a"], "async"),
+], ids=["cp", "rsync", "rsync-async"])
+def test_copy_a_tree_in(mounter, container, tmp_path, command, mode):
     source = tmp_path / "source"
     source.mkdir()
     files = make_tree(source)
-    config = mounter.config([{"local": "d", "container": container.container_name}])
+    config = mounter.config([{"local": "d", "container": container.container_name,
+                              "upload": mode}])
     mount = mounter.mount(config)
     try:
         result = subprocess.run([*command, f"{source}/", str(mount.path("d/copy"))],
                                 capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
+        blobmount("sync", str(mount.mountpoint), check=True)
         assert_tree_in_container(container, "copy/", files)
         assert mount.path("d/copy/README").stat().st_mtime == 1_600_000_000
         compared = subprocess.run(["diff", "-r", str(source), str(mount.path("d/copy"))],
@@ -482,6 +486,7 @@ def test_copy_a_tree_in(mounter, container, tmp_path, command):
         result = subprocess.run([*command, f"{source}/", str(mount.path("d/copy"))],
                                 capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
+        blobmount("sync", str(mount.mountpoint), check=True)
         assert_tree_in_container(container, "copy/", files)
     except BaseException:
         mounter.cleanup()
