@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import faulthandler
 import fcntl
 import logging
 import os
@@ -272,6 +273,17 @@ async def serve(config: Config | None, mountpoint: Path, *,
             if left:
                 log.warning("%d uploads failed at unmount; the next mount retries them",
                             len(left))
+        _exit_watchdog()
+    log.info("daemon exiting")
+
+
+def _exit_watchdog(seconds: float = 20.0) -> None:
+    """Past the uploads, nothing may keep the daemon alive for long: should the rest of
+    the shutdown hang, put every thread's stack in the log and exit."""
+    stream = next((handler.stream for handler in logging.getLogger().handlers
+                   if isinstance(handler, logging.FileHandler)), None)
+    if stream is not None:
+        faulthandler.dump_traceback_later(seconds, exit=True, file=stream)
 
 
 async def _terminate_on_signals() -> None:
