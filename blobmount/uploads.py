@@ -230,22 +230,30 @@ class Uploads:
                    mtime_ns: int | None):
         remote = target.remote
         metadata = {MTIME_KEY: format_mtime(mtime_ns)} if mtime_ns else {}
+        if base_etag:
+            # A new version keeps the old one's metadata (user.meta.* set through the
+            # mount, say); the look also catches a conflict before any bytes move.
+            try:
+                current = await trio.to_thread.run_sync(remote.head, blob,
+                                                        limiter=self._limiter)
+            except RemoteNotFound:
+                raise RemoteConflict(f"{remote.label}/{blob} was deleted in the container"
+                                     ) from None
+            if current.etag != base_etag:
+                raise RemoteConflict(f"{remote.label}/{blob} changed in the container")
+            metadata = {**current.metadata, **metadata}
         size = path.stat().st_size
         if size <= self._settings.sdk_upload_max or self._azcopy_for is None:
             return await trio.to_thread.run_sync(
                 lambda: remote.upload(blob, path, base_etag=base_etag, metadata=metadata,
                                       retries=UPLOAD_RETRIES),
                 limiter=self._limiter)
-        # AzCopy cannot upload conditionally: check the base version just before.
-        try:
-            current = await trio.to_thread.run_sync(remote.properties, blob,
-                                                    limiter=self._limiter)
-            if current.etag != base_etag:
-                raise RemoteConflict(f"{remote.label}/{blob} changed in the container")
-        except RemoteNotFound:
-            if base_etag:
-                raise RemoteConflict(f"{remote.label}/{blob} was deleted in the container"
-                                     ) from None
+        # AzCopy cannot upload conditionally: the look above is the check, and a new
+        # file must not exist yet.
+        if not base_etag:
+            with contextlib.suppress(RemoteNotFound):
+                await trio.to_thread.run_sync(remote.properties, blob, limiter=self._limiter)
+                raise RemoteConflict(f"{remote.label}/{blob} was made in the container")
         sas = await trio.to_thread.run_sync(lambda: remote.sas_for_azcopy(blob=blob, write=True))
         extra = [f"--metadata={key}={value}" for key, value in metadata.items()]
         await self._azcopy_for(target.entry).copy(

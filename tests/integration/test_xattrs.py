@@ -87,3 +87,24 @@ def test_extended_attributes(mounter, container):
         raise
     else:
         mounter.unmount(mount)
+
+
+def test_metadata_set_through_the_mount_survives_a_rewrite(mounter, container):
+    container.upload_blob("notes.txt", b"first\n", metadata={"origin": "sdk"})
+    config = mounter.config([{"local": "d", "container": container.container_name}])
+    mount = mounter.mount(config)
+    try:
+        path = mount.path("d/notes.txt")
+        os.setxattr(path, "user.meta.owner", b"alice")
+        with open(path, "a") as log:
+            log.write("second\n")
+        props = container.get_blob_client("notes.txt").get_blob_properties()
+        assert container.download_blob("notes.txt").readall() == b"first\nsecond\n"
+        assert props.metadata["owner"] == "alice"
+        assert props.metadata["origin"] == "sdk"
+        assert "mtime" in props.metadata
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
