@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
@@ -31,7 +32,8 @@ from .conftest import is_mounted, upload, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRATCH = Path(os.environ.get("BLOBMOUNT_PODMAN_SCRATCH", "/var/tmp/blobmount-podman"))
-IMAGE = "localhost/blobmount-sidecar:test"
+# One tag per checkout: test sessions of two checkouts may build side by side.
+IMAGE = f"localhost/blobmount-sidecar:test-{hashlib.sha256(str(ROOT).encode()).hexdigest()[:10]}"
 BASE_REPO = "localhost/blobmount-debian-base"
 AZCOPY = ROOT / "tools/node_modules/@azure-tools/azcopy-linux/dist/bin/azcopy_linux_amd64"
 # podman on this host: runc (crun fails on its cgroup setup), ulimits within the host's.
