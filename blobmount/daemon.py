@@ -232,7 +232,8 @@ async def serve(config: Config | None, mountpoint: Path, *,
             log.warning("%d uploads from before still fail; they stay in the journal",
                         len(left))
         operations = BlobFS(namespace, cache, downloads, uploads, config.mounts,
-                            attr_timeout=min(settings.listing_ttl, MAX_ATTR_TIMEOUT))
+                            attr_timeout=min(settings.listing_ttl, MAX_ATTR_TIMEOUT),
+                            read_ahead_files=settings.read_ahead_files)
         evictor.protect(operations.paths_in_use)
         mount = _Mount(config, mountpoint, store, downloads, uploads)
         manager = Manager(config.mounts, remotes, store, cache, downloads, uploads, evictor)
@@ -258,6 +259,7 @@ async def serve(config: Config | None, mountpoint: Path, *,
             nursery.start_soon(_terminate_on_signals)
             nursery.start_soon(uploads.run)
             nursery.start_soon(evictor.run)
+            downloads.run_in(nursery)
             log.info("mounted %s on %s", config.source, mountpoint)
             ready(note or f"mounted {len(config.mounts)} entries on {mountpoint}")
             systemd.notify(READY=1, STATUS=f"mounted {len(config.mounts)} entries"

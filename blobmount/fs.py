@@ -23,7 +23,7 @@ from .errors import BlobmountError
 from .eviction import cache_space
 from .namespace import Namespace
 from .store import Node
-from .transfers import Downloads
+from .transfers import READ_AHEAD_MAX_SIZE, Downloads, Wanted
 from .uploads import Uploads
 from .xattrs import XattrError, Xattrs
 
@@ -80,8 +80,9 @@ class BlobFS(pyfuse3.Operations):
 
     def __init__(self, namespace: Namespace, cache: Cache, downloads: Downloads,
                  uploads: Uploads, entries: Sequence[MountEntry], *,
-                 attr_timeout: float) -> None:
+                 attr_timeout: float, read_ahead_files: int = 0) -> None:
         super().__init__()
+        self.read_ahead_files = read_ahead_files
         self.namespace = namespace
         self.cache = cache
         self.downloads = downloads
@@ -194,9 +195,29 @@ class BlobFS(pyfuse3.Operations):
         """The cache file holding the file's bytes (downloaded if need be)."""
         if not node.local:
             node = await self.namespace.fresh_file(node)
+        entry, remote = self.entries[node.entry], self.namespace.remotes[node.entry]
+        shown_path = self.namespace.path_of(node)
+        if self.read_ahead_files and node.size <= READ_AHEAD_MAX_SIZE:
+            self._read_ahead(node, entry, shown_path.rpartition("/")[0])
         return await self.downloads.cached_copy(
-            self.entries[node.entry], self.namespace.remotes[node.entry], node.blob,
-            size=node.size, etag=node.etag, shown_path=self.namespace.path_of(node))
+            entry, remote, node.blob, size=node.size, etag=node.etag, shown_path=shown_path)
+
+    def _read_ahead(self, node: Node, entry: MountEntry, folder: str) -> None:
+        """Fetch the next small files of the folder in the background. A bounded
+        cache spends at most a tenth of its limit on guesses, so that read-ahead
+        never pushes out what was really read."""
+        budget = entry.cache_max_bytes // 10 if entry.cache_max_bytes else None
+        wanted = []
+        for sibling in self.namespace.store.next_files(
+                node.parent, node.name, limit=self.read_ahead_files,
+                max_size=READ_AHEAD_MAX_SIZE):
+            if budget is not None:
+                budget -= sibling.size
+                if budget < 0:
+                    break
+            wanted.append(Wanted(sibling.blob, sibling.size, sibling.etag,
+                                 f"{folder}/{sibling.name}"))
+        self.downloads.read_ahead(entry, self.namespace.remotes[node.entry], wanted)
 
     async def _start_writing(self, node: Node, path: Path, *, truncate: bool) -> None:
         """Mark the cached copy as about to change here, so no download replaces it.
@@ -251,9 +272,14 @@ class BlobFS(pyfuse3.Operations):
 
     @_fuse_errors
     async def fsync(self, fh, datasync):
+        """Durable as close() makes it: uploaded (sync mode) or journaled (async)."""
         open_file = self._open_files.get(fh)
-        if open_file is not None and (open_file.written or self._pending(open_file.path)):
-            await self._commit(open_file, wait=True)
+        if open_file is None:
+            return
+        node = self.namespace.store.node(open_file.inode)
+        sync = node is not None and self.entries[node.entry].upload == "sync"
+        if open_file.written or (sync and self._pending(open_file.path)):
+            await self._commit(open_file, wait=None)
 
     def _pending(self, path: Path) -> bool:
         return self.namespace.store.upload(str(path)) is not None

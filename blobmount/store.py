@@ -190,6 +190,14 @@ class Store:
                 found[node.inode] = node
         return [found[i] for i in inodes if i in found]
 
+    def next_files(self, parent: int, after: str, *, limit: int, max_size: int) -> list[Node]:
+        """The folder's files after `after` in name order, up to `max_size` bytes each,
+        whose bytes are in the container (for read-ahead)."""
+        return [_node(row) for row in self._db.execute(
+            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent = ? AND name > ? AND is_dir = 0"
+            " AND local = 0 AND size <= ? ORDER BY name LIMIT ?",
+            (parent, after, max_size, limit))]
+
     def begin_listing(self) -> int:
         """A new generation number for one listing of one folder."""
         self._generation += 1

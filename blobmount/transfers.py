@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 #: A batch of at most this many files, each small enough for one GET, goes by the SDK:
 #: an AzCopy job costs about 2 s before its first byte, a GET a few milliseconds.
 BATCH_SDK_MAX_FILES = 8
+#: Read-ahead fetches files up to this size (one GET each), this many at a time.
+READ_AHEAD_MAX_SIZE = 4 * 1024 * 1024
+READ_AHEAD_PARALLEL = 8
 #: Where a batch's AzCopy job writes, under the entry's cache folder.
 STAGING_FOLDER = "staging"
 
@@ -82,6 +85,42 @@ class Downloads:
         self.on_downloaded: Callable[[], None] = lambda: None
         #: files and bytes prefetch brought in since the mount
         self.prefetched = {"files": 0, "bytes": 0}
+        self._background: trio.Nursery | None = None
+        self._ahead: set[Path] = set()
+        self._ahead_limiter = trio.CapacityLimiter(READ_AHEAD_PARALLEL)
+
+    def run_in(self, nursery: trio.Nursery) -> None:
+        """Where background downloads (read-ahead) run: the daemon's nursery."""
+        self._background = nursery
+
+    def read_ahead(self, entry: MountEntry, remote: Remote, wanted: Sequence[Wanted]) -> None:
+        """Fetch these files in the background, a few at a time.
+
+        Small cold files cost a round trip each; a program walking a folder reads the
+        next ones soon, so fetching them side by side hides most of that. The window
+        is the caller's: it moves only while the program keeps opening files.
+        """
+        if self._background is None:
+            return
+        for item in wanted:
+            path = self.cache.path_for(entry, item.blob)
+            if path in self._ahead or self._flights.running(path) or self.cache.usable(
+                    path, item.etag):
+                continue
+            self._ahead.add(path)
+            self._background.start_soon(self._fetch_ahead, entry, remote, item, path)
+
+    async def _fetch_ahead(self, entry: MountEntry, remote: Remote, item: Wanted,
+                           path: Path) -> None:
+        try:
+            async with self._ahead_limiter:
+                await self.cached_copy(entry, remote, item.blob, size=item.size,
+                                       etag=item.etag, shown_path=item.shown_path)
+        except BlobmountError as exc:
+            # Only a guess failed: a reader that opens the file downloads it itself.
+            log.debug("read-ahead of %s: %s", item.shown_path, exc)
+        finally:
+            self._ahead.discard(path)
 
     def in_use(self) -> set[str]:
         """Cache files being downloaded, or just downloaded and about to be opened."""

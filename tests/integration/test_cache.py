@@ -200,8 +200,9 @@ def test_cache_ls_evict_and_clear_on_a_live_mount(mounter, container):
     upload(container, {"a.txt": b"alpha", "sub/b.txt": b"beta" * 10, "sub/c.txt": b"gamma"})
     name = container.container_name
     # Async uploads wait a minute before going: a closed file stays pending here.
+    # Downloads are counted exactly here: no read-ahead of neighbours.
     config = mounter.config([{"local": "d", "container": name, "upload": "async"}],
-                            upload_batch_window=60)
+                            upload_batch_window=60, read_ahead_files=0)
     mount = mounter.mount(config)
     try:
         for path in ("d/a.txt", "d/sub/b.txt", "d/sub/c.txt"):

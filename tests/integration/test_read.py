@@ -275,3 +275,28 @@ def test_missing_blob_at_open_gives_enoent_and_no_partial_file(mounter, containe
         raise
     else:
         mounter.unmount(mount)
+
+
+def test_walking_a_folder_of_small_files_reads_ahead(mounter, container):
+    files = {f"s{i:03d}.txt": f"small file {i}\n".encode() for i in range(40)}
+    upload(container, {f"walk/{name}": data for name, data in files.items()})
+    config = mounter.config([{"local": "d", "container": container.container_name}],
+                            read_ahead_files=8)
+    mount = mounter.mount(config)
+    try:
+        names = sorted(os.listdir(mount.path("d/walk")))
+        assert mount.path(f"d/walk/{names[0]}").read_bytes() == files[names[0]]
+        # Opening the first cold file fetches the next eight in the background...
+        ahead = {f"d/walk/{name}": 1 for name in names[:9]}
+        wait_for(lambda: mount.status()["downloads"]["by_path"] == ahead, timeout=20,
+                 what="the next files to be read ahead")
+        # ... and no further, until the program goes on.
+        for name in names:
+            assert mount.path(f"d/walk/{name}").read_bytes() == files[name]
+        by_path = mount.status()["downloads"]["by_path"]
+        assert by_path == {f"d/walk/{name}": 1 for name in names}  # each file once
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
