@@ -154,12 +154,16 @@ class Namespace:
         now = time.time()
         changes = self._changes[folder.inode]
         pages = await trio.to_thread.run_sync(remote.list_pages, prefix, limiter=self._limiter)
+        # A blob `a` beside a folder `a/`: the folder wins. Azure lists the blob first
+        # (name order), maybe a page earlier, and the folder's row then replaces the
+        # file's (same parent and name); Azurite lists the folders first.
+        file_blobs: dict[str, str] = {}
         folder_names: set[str] = set()
         while True:
             page = await trio.to_thread.run_sync(next, pages, None, limiter=self._limiter)
             if page is None:
                 break
-            items = []
+            items: dict[str, ListedItem] = {}
             for item in page:
                 name = child_name(prefix, item.name)
                 if name is None:
@@ -167,12 +171,17 @@ class Namespace:
                     continue
                 if item.is_dir:
                     folder_names.add(name)
+                    if name in file_blobs:
+                        self._warn_hidden(remote, file_blobs.pop(name),
+                                          "a folder of the same name exists")
                 elif name in folder_names:
                     self._warn_hidden(remote, item.name, "a folder of the same name exists")
                     continue
-                items.append(ListedItem(name, item.is_dir, item.name, item.size,
-                                        item.mtime_ns or self._mounted_ns, item.etag))
-            self.store.add_listed(folder, generation, items, now)
+                else:
+                    file_blobs[name] = item.name
+                items[name] = ListedItem(name, item.is_dir, item.name, item.size,
+                                         item.mtime_ns or self._mounted_ns, item.etag)
+            self.store.add_listed(folder, generation, list(items.values()), now)
         self.store.finish_listing(folder, generation, now)
         if self._changes[folder.inode] != changes:
             self.store.forget_listing(folder.inode)

@@ -170,3 +170,61 @@ def test_no_two_blobs_of_a_listing_share_a_shown_name(prefix: str, rests: list[s
             by_shown[shown].add(prefix + rest)
     for shown, blobs in by_shown.items():
         assert blobs <= {prefix + shown, prefix + shown + "/"}, (shown, blobs)
+
+
+# --------------------------------------------------------------------------- a listing
+
+class _Pages:
+    """A remote whose listing of any prefix is the given pages."""
+
+    label = "acct/cont"
+
+    def __init__(self, pages: list[list]) -> None:
+        self.pages = pages
+
+    def list_pages(self, prefix: str):
+        return iter(self.pages)
+
+
+def _listed(tmp_path, pages: list[list], caplog) -> dict[str, bool]:
+    import logging
+
+    import trio
+
+    from blobmount.namespace import Namespace
+    from blobmount.remote import BlobItem
+    from blobmount.store import ROOT_INODE, Store
+
+    store = Store(tmp_path / "meta.sqlite")
+    try:
+        store.reset_tree()
+        inode = store.add_folder(ROOT_INODE, "data", entry=0, blob="", listed=None)
+        remote = _Pages([[BlobItem(name, name.endswith("/"), 1, 1, "e") for name in page]
+                         for page in pages])
+        space = Namespace(store, [], [remote], ttl=60, limiter=trio.CapacityLimiter(1))
+        with caplog.at_level(logging.WARNING, logger="blobmount.namespace"):
+            trio.run(space.listed, store.node(inode))
+            store.forget_listing(inode)
+            trio.run(space.listed, store.node(inode))  # listed twice: warned once
+        return {node.name: node.is_dir for node in store.nodes(store.child_inodes(inode))}
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("pages", [
+    [["a", "a!x", "a/", "b"]],    # Azure: name order, the blob first
+    [["a/", "a", "a!x", "b"]],    # Azurite: folders first
+    [["a", "a!x"], ["a/", "b"]],  # the folder a page later
+    [["a/"], ["a", "a!x", "b"]],  # the blob a page later
+])
+def test_a_folder_hides_a_blob_of_its_name(tmp_path, caplog, pages) -> None:
+    shown = _listed(tmp_path, pages, caplog)
+    assert shown == {"a": True, "a!x": False, "b": False}
+    warnings = [r.getMessage() for r in caplog.records if "hiding" in r.getMessage()]
+    assert len(warnings) == 1 and "'a'" in warnings[0] and "folder of the same name" in warnings[0]
+
+
+def test_hidden_names_warn_once_each(tmp_path, caplog) -> None:
+    shown = _listed(tmp_path, [["", "/", "./", "../", ".", "x" * 256, "ok", "d/"]], caplog)
+    assert shown == {"ok": False, "d": True}
+    assert len([r for r in caplog.records if "hiding" in r.getMessage()]) == 6
