@@ -61,10 +61,13 @@ def cli() -> None:
 @click.option("-v", "--verbose", count=True, help="More log detail (-v info, -vv debug).")
 @click.option("--log-file", type=click.Path(dir_okay=False), metavar="FILE",
               help="Log file [default: ~/.blobmount/blobmount.log].")
+@click.option("--strict", is_flag=True,
+              help="Refuse a config that holds secrets and that others can read"
+                   " (default: a warning).")
 @click.option("--ready-fd", type=int, hidden=True)
 def mount(mountpoint: str | None, config_file: str | None, user: str | None,
           mount_options: tuple[str, ...], list_mounts: bool, foreground: bool, verbose: int,
-          log_file: str | None, ready_fd: int | None) -> None:
+          log_file: str | None, strict: bool, ready_fd: int | None) -> None:
     """Mount the mount table of the config on MOUNTPOINT."""
     from .daemon import check_mountpoint
 
@@ -79,7 +82,7 @@ def mount(mountpoint: str | None, config_file: str | None, user: str | None,
     variables = default_variables(user)
     config_path = find_config(config_file)
     config = load_config(config_path, variables) if config_path else None
-    _warn_readable_secrets(config)
+    _warn_readable_secrets(config, strict=strict)
     where = check_mountpoint(mountpoint)
     log_path = Path(log_file).absolute() if log_file else default_log_file()
     if foreground:
@@ -115,7 +118,7 @@ def _list_mounts(as_json: bool) -> None:
         click.echo(inventory.describe(record))
 
 
-def _warn_readable_secrets(config: Config | None) -> None:
+def _warn_readable_secrets(config: Config | None, *, strict: bool = False) -> None:
     if config is None or not config.secrets() or not os.path.isfile(config.source):
         return
     # Secrets read from files (account_key_file: ...) are not in the config itself.
@@ -124,8 +127,11 @@ def _warn_readable_secrets(config: Config | None) -> None:
     if not any(secret in text for secret in config.secrets()):
         return
     if os.stat(config.source).st_mode & 0o077:
-        click.echo(f"blobmount: warning: {config.source} holds secrets and others can read"
-                   f" it; run `chmod 600 {config.source}`", err=True)
+        problem = (f"{config.source} holds secrets and others can read it;"
+                   f" run `chmod 600 {config.source}`")
+        if strict:
+            raise BlobmountError(f"{problem} (refused: --strict)")
+        click.echo(f"blobmount: warning: {problem}", err=True)
 
 
 def _run_foreground(config: Config | None, mountpoint: Path, verbose: int, log_path: Path,

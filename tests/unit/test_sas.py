@@ -82,3 +82,35 @@ def test_cli_picks_the_only_account_and_asks_among_several(tmp_path):
         result = runner.invoke(cli, ["sas", "--config", str(config), "--account", name,
                                      "--container", "data", "--expiry", "2d"])
         assert result.exit_code == 0, result.output
+
+
+# ------------------------------------------------------------ the SAS of an AzCopy job
+
+def _azcopy_sas(**scope) -> dict[str, str]:
+    from blobmount.remote import Remote
+
+    remote = Remote(account("http://127.0.0.1:1/acct", account_key=AZURITE_KEY), "data")
+    try:
+        return fields(remote.sas_for_azcopy(**scope))
+    finally:
+        remote.close()
+
+
+def _lifetime(token: dict[str, str]) -> dt.timedelta:
+    expiry = dt.datetime.fromisoformat(token["se"].replace("Z", "+00:00"))
+    return expiry - dt.datetime.now(dt.UTC)
+
+
+@pytest.mark.parametrize(("scope", "resource", "letters"), [
+    ({"blob": "a/b.bin"}, "b", "r"),                     # a download: one blob, read
+    ({"blob": "a/b.bin", "write": True}, "b", "rcw"),    # an upload: one blob, write
+    ({}, "c", "rl"),                                     # a prefetch batch: list + read
+])
+def test_azcopy_jobs_get_the_narrowest_sas(scope, resource, letters):
+    token = _azcopy_sas(**scope)
+    assert token["sr"] == resource
+    assert sorted(token["sp"]) == sorted(letters)
+    assert "d" not in token["sp"] and "a" not in token["sp"]  # never delete or add
+    # Minutes, not days: the token is on AzCopy's command line, which local users see.
+    assert dt.timedelta(minutes=25) < _lifetime(token) <= dt.timedelta(minutes=30)
+    assert "sig" in token and AZURITE_KEY not in "&".join(token.values())
