@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
+from xml.etree import ElementTree
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -28,6 +31,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.rest import HttpRequest
 from azure.storage.blob import (
     BlobSasPermissions,
     BlobServiceClient,
@@ -42,6 +46,7 @@ from .config import AZURITE_KEY, Account
 from .errors import (
     RemoteAuthError,
     RemoteConflict,
+    RemoteCorrupt,
     RemoteError,
     RemoteNotFound,
     RemoteUnreachable,
@@ -57,6 +62,8 @@ FOLDER_MARKER_KEY = "hdi_isfolder"
 MTIME_KEY = "mtime"
 # AzCopy jobs get a SAS that expires soon: its command line is visible to local users.
 AZCOPY_SAS_LIFETIME = dt.timedelta(minutes=30)
+# A download whose bytes do not match the blob's Content-MD5 is tried this many times.
+DOWNLOAD_TRIES = 2
 # The start-up check retries once: a wrong endpoint fails within a few seconds.
 CHECK_RETRIES = 1
 
@@ -130,6 +137,31 @@ def parse_mtime(text: str | None) -> int | None:
         when = when.replace(tzinfo=dt.UTC)
     nanos = int((fraction + "000000000")[:9]) if fraction else 0
     return int(when.timestamp()) * 10**9 + nanos
+
+
+def parse_listing(body: bytes) -> tuple[list[BlobItem], str]:
+    """The items of one List Blobs reply (with delimiter '/'), and its next marker."""
+    root = ElementTree.fromstring(body)
+    items = []
+    for element in root.iterfind("Blobs/*"):
+        name_element = element.find("Name")
+        name = name_element.text or ""
+        if name_element.get("Encoded") == "true":
+            name = unquote(name)
+        if element.tag == "BlobPrefix":
+            items.append(BlobItem(name, True))
+            continue
+        properties = element.find("Properties")
+        metadata = {child.tag: child.text or "" for child in element.iterfind("Metadata/*")}
+        modified = properties.findtext("Last-Modified")
+        when = parsedate_to_datetime(modified) if modified else None
+        if metadata.get(FOLDER_MARKER_KEY, "").lower() == "true":
+            items.append(BlobItem(name + "/", True, mtime_ns=_mtime_ns(when)))
+        else:
+            items.append(BlobItem(name, False, int(properties.findtext("Content-Length") or 0),
+                                  _mtime_ns(when, metadata),
+                                  _etag(properties.findtext("Etag"))))
+    return items, root.findtext("NextMarker") or ""
 
 
 def _etag(value: str | None) -> str | None:
@@ -229,26 +261,27 @@ class Remote:
     def list_pages(self, prefix: str, page_size: int = 5000) -> Iterator[list[BlobItem]]:
         """The direct children of `prefix`, one page at a time, in name order.
 
-        Marker blobs (metadata hdi_isfolder=true) come back as folders.
+        Marker blobs (metadata hdi_isfolder=true) come back as folders. The SDK's own
+        listing spends most of its time turning XML into objects (about 0.5 ms a blob,
+        five times what the request costs), so the List Blobs reply is read here
+        directly, through the SDK's pipeline (auth, retries, timeouts).
         """
+        marker = ""
         with translate_errors(f"listing {self.label}/{prefix}"):
-            walk = self._client.walk_blobs(
-                name_starts_with=prefix or None, include=["metadata"], delimiter="/",
-                results_per_page=page_size,
-            )
-            for page in walk.by_page():
-                items = []
-                for entry in page:
-                    if not hasattr(entry, "etag"):  # a BlobPrefix: a virtual folder
-                        items.append(BlobItem(entry.name, True))
-                    elif _is_folder_marker(entry):
-                        items.append(BlobItem(entry.name + "/", True,
-                                              mtime_ns=_mtime_ns(entry.last_modified)))
-                    else:
-                        items.append(BlobItem(entry.name, False, entry.size,
-                                              _mtime_ns(entry.last_modified, entry.metadata),
-                                              _etag(entry.etag)))
+            while True:
+                params = {"restype": "container", "comp": "list", "delimiter": "/",
+                          "include": "metadata", "maxresults": str(page_size)}
+                if prefix:
+                    params["prefix"] = prefix
+                if marker:
+                    params["marker"] = marker
+                response = self._client._client._send_request(
+                    HttpRequest("GET", self._client.url, params=params))
+                response.raise_for_status()
+                items, marker = parse_listing(response.read())
                 yield items
+                if not marker:
+                    return
 
     def properties(self, blob: str) -> BlobItem:
         with translate_errors(f"blob {self.label}/{blob}"):
@@ -333,20 +366,33 @@ class Remote:
     def download(self, blob: str, destination: Path, *, concurrency: int = 4) -> BlobItem:
         """Write the blob's bytes to `destination` (created or truncated) and fsync.
 
-        Returns the properties of the version that was read, so the caller records
-        the ETag of exactly these bytes.
+        Where the blob has a Content-MD5, the bytes written must match it: a mismatch
+        is downloaded again, then RemoteCorrupt. Returns the properties of the version
+        that was read, so the caller records the ETag of exactly these bytes.
         """
-        with translate_errors(f"download of {self.label}/{blob}"):
-            stream = self._client.get_blob_client(blob).download_blob(
-                max_concurrency=concurrency
-            )
-            with open(destination, "wb") as out:
-                stream.readinto(out)
-                out.flush()
-                os.fsync(out.fileno())
-        props = stream.properties
-        return BlobItem(blob, False, props.size, _mtime_ns(props.last_modified, props.metadata),
-                        _etag(props.etag))
+        for attempt in range(DOWNLOAD_TRIES):
+            with translate_errors(f"download of {self.label}/{blob}"):
+                stream = self._client.get_blob_client(blob).download_blob(
+                    max_concurrency=concurrency
+                )
+                with open(destination, "wb") as out:
+                    stream.readinto(out)
+                    out.flush()
+                    os.fsync(out.fileno())
+            props = stream.properties
+            settings = props.content_settings
+            expected = bytes(settings.content_md5).hex() if settings and \
+                settings.content_md5 else None
+            if expected is None or _md5_of(destination) == expected:
+                return BlobItem(blob, False, props.size,
+                                _mtime_ns(props.last_modified, props.metadata),
+                                _etag(props.etag))
+            log.warning("download of %s/%s: the bytes do not match its Content-MD5%s",
+                        self.label, blob, "; trying again" if attempt + 1 < DOWNLOAD_TRIES
+                        else "")
+        destination.unlink(missing_ok=True)
+        raise RemoteCorrupt(f"download of {self.label}/{blob}: the bytes do not match the"
+                            f" blob's Content-MD5 {expected} (tried {DOWNLOAD_TRIES} times)")
 
     def upload(self, blob: str, source: Path, *, base_etag: str,
                metadata: dict[str, str] | None = None, concurrency: int = 4,
@@ -465,6 +511,14 @@ class Remote:
         permission = ContainerSasPermissions(read=True, list=True, write=write, create=write)
         return generate_container_sas(self.account.account_name, self.container,
                                       account_key=key, permission=permission, **times)
+
+
+def _md5_of(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as data:
+        while chunk := data.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _key_from_connection_string(connection_string: str | None) -> str | None:
