@@ -323,6 +323,10 @@ class AzCopy:
             "--log-level",
             "WARNING",
         ]
+        if from_to == "BlobLocal":
+            # A blob with a Content-MD5 whose bytes do not match it fails the transfer
+            # (AzCopy's default today; said here so that no default can change it).
+            command += ["--check-md5", "FailIfDifferent"]
         if list_of_files is not None:
             command += ["--list-of-files", str(list_of_files)]
         if self.block_size_mb is not None:

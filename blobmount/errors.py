@@ -59,6 +59,10 @@ class RemoteUnreachable(RemoteError):
     """The account's endpoint could not be reached (DNS, refused, timed out)."""
 
 
+class RemoteCorrupt(RemoteError):
+    """Downloaded bytes that do not match the blob's Content-MD5 (never served: EIO)."""
+
+
 class TransferError(BlobmountError):
     """A download or upload failed (AzCopy job or SDK transfer)."""
 
