@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import trio
 
 from .config import MountEntry
-from .errors import BlobmountError
+from .errors import BlobmountError, RemoteUnreachable
 from .remote import Remote
 from .singleflight import SingleFlight
 from .store import NEVER_STALE, ROOT_INODE, ListedItem, Node, Store
@@ -144,7 +144,15 @@ class Namespace:
             raise NotADirectory(f"{folder.name} is not a folder")
         if folder.listed == NEVER_STALE or not self._stale(folder.listed):
             return folder
-        await self._listings.run(folder.inode, lambda: self._list(folder))
+        try:
+            await self._listings.run(folder.inode, lambda: self._list(folder))
+        except RemoteUnreachable as exc:
+            if folder.listed is None:
+                raise
+            # Listed before: the stale listing beats no listing while the account is away.
+            log.warning("serving the listing of %s from %.0f s ago: %s",
+                        self.path_of(folder) or "/", time.time() - folder.listed, exc)
+            return folder
         return self.node(folder.inode)
 
     async def _list(self, folder: Node) -> None:

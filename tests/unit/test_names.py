@@ -228,3 +228,48 @@ def test_hidden_names_warn_once_each(tmp_path, caplog) -> None:
     shown = _listed(tmp_path, [["", "/", "./", "../", ".", "x" * 256, "ok", "d/"]], caplog)
     assert shown == {"ok": False, "d": True}
     assert len([r for r in caplog.records if "hiding" in r.getMessage()]) == 6
+
+
+class _Away(_Pages):
+    """A remote that lists once, then cannot be reached."""
+
+    def __init__(self, pages: list[list]) -> None:
+        super().__init__(pages)
+        self.calls = 0
+
+    def list_pages(self, prefix: str):
+        from blobmount.errors import RemoteUnreachable
+
+        self.calls += 1
+        if self.calls > 1:
+            raise RemoteUnreachable("listing: cannot reach the account (stalled)")
+        return iter(self.pages)
+
+
+def test_a_stale_listing_is_served_while_the_account_is_unreachable(tmp_path, caplog):
+    import logging
+
+    import trio
+
+    from blobmount.errors import RemoteUnreachable
+    from blobmount.namespace import Namespace
+    from blobmount.remote import BlobItem
+    from blobmount.store import ROOT_INODE, Store
+
+    store = Store(tmp_path / "meta.sqlite")
+    try:
+        store.reset_tree()
+        inode = store.add_folder(ROOT_INODE, "data", entry=0, blob="", listed=None)
+        other = store.add_folder(ROOT_INODE, "never", entry=0, blob="n/", listed=None)
+        remote = _Away([[BlobItem("f", False, 1, 1, "e"), BlobItem("d/", True)]])
+        space = Namespace(store, [], [remote], ttl=0, limiter=trio.CapacityLimiter(1))
+        trio.run(space.listed, store.node(inode))
+        with caplog.at_level(logging.WARNING, logger="blobmount.namespace"):
+            trio.run(space.listed, store.node(inode))  # past the TTL, the account away
+        assert remote.calls == 2
+        assert sorted(n.name for n in store.nodes(store.child_inodes(inode))) == ["d", "f"]
+        assert any("serving the listing of data" in r.getMessage() for r in caplog.records)
+        with pytest.raises(RemoteUnreachable):  # never listed: nothing to serve
+            trio.run(space.listed, store.node(other))
+    finally:
+        store.close()
