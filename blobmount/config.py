@@ -169,6 +169,9 @@ class Settings:
     # Opening a small cold file fetches this many of the next small files of its folder
     # in the background (a program walking a folder reads them next); 0 turns it off.
     read_ahead_files: int = 16
+    # Extended attributes (user.blob.*, user.meta.*, user.tag.*). Off, the kernel stops
+    # asking at all: `ls -l` then skips one round trip per file for security.* and ACLs.
+    xattrs: bool = True
     # Async uploads of files closed within this many seconds of each other go together.
     upload_batch_window: float = 0.2
     max_parallel_transfers: int = 8
@@ -554,6 +557,7 @@ def _read_settings(top: _Section) -> Settings:
         sdk_download_max=size("sdk_download_max"),
         sdk_upload_max=size("sdk_upload_max"),
         read_ahead_files=top.integer("read_ahead_files", defaults.read_ahead_files, minimum=0),
+        xattrs=top.boolean("xattrs", defaults.xattrs),
         upload_batch_window=top.number(
             "upload_batch_window", defaults.upload_batch_window, minimum=0, inclusive=True
         ),

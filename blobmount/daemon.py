@@ -233,7 +233,8 @@ async def serve(config: Config | None, mountpoint: Path, *,
                         len(left))
         operations = BlobFS(namespace, cache, downloads, uploads, config.mounts,
                             attr_timeout=min(settings.listing_ttl, MAX_ATTR_TIMEOUT),
-                            read_ahead_files=settings.read_ahead_files)
+                            read_ahead_files=settings.read_ahead_files,
+                            xattrs=settings.xattrs)
         evictor.protect(operations.paths_in_use)
         mount = _Mount(config, mountpoint, store, downloads, uploads)
         manager = Manager(config.mounts, remotes, store, cache, downloads, uploads, evictor)

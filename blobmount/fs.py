@@ -80,8 +80,10 @@ class BlobFS(pyfuse3.Operations):
 
     def __init__(self, namespace: Namespace, cache: Cache, downloads: Downloads,
                  uploads: Uploads, entries: Sequence[MountEntry], *,
-                 attr_timeout: float, read_ahead_files: int = 0) -> None:
+                 attr_timeout: float, read_ahead_files: int = 0,
+                 xattrs: bool = True) -> None:
         super().__init__()
+        self.xattrs_enabled = xattrs
         self.read_ahead_files = read_ahead_files
         self.namespace = namespace
         self.cache = cache
@@ -225,6 +227,8 @@ class BlobFS(pyfuse3.Operations):
         The version the change is based on is the one whose bytes are in the cache
         (or, when they are all replaced, the one the listing showed).
         """
+        if truncate:
+            await self.downloads.settle(path)
         record = self.namespace.store.cached_file(str(path))
         if record is not None and (record.state == "dirty" or not truncate):
             base = record.etag
@@ -558,6 +562,8 @@ class BlobFS(pyfuse3.Operations):
     # -- extended attributes (see xattrs.py) ------------------------------------------
 
     async def getxattr(self, inode, name, ctx):
+        if not self.xattrs_enabled:
+            raise pyfuse3.FUSEError(errno.ENOSYS)  # the kernel stops asking
         text = name.decode("utf-8", "surrogateescape")
         if not text.startswith("user."):
             # security.*, system.*: `ls -l` asks for them on every file; no network.
@@ -565,6 +571,8 @@ class BlobFS(pyfuse3.Operations):
         return await self._xattr(self.xattrs.get, inode, text)
 
     async def listxattr(self, inode, ctx):
+        if not self.xattrs_enabled:
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         names = await self._xattr(self.xattrs.names, inode)
         return [name.encode("utf-8", "surrogateescape") for name in names]
 

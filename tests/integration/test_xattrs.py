@@ -108,3 +108,26 @@ def test_metadata_set_through_the_mount_survives_a_rewrite(mounter, container):
         raise
     else:
         mounter.unmount(mount)
+
+
+def test_xattrs_off_the_kernel_stops_asking(mounter, container):
+    container.upload_blob("plain.txt", b"plain")
+    config = mounter.config([{"local": "d", "container": container.container_name}],
+                            xattrs=False)
+    mount = mounter.mount(config)
+    try:
+        path = mount.path("d/plain.txt")
+        for action in (lambda: os.getxattr(path, "user.blob.etag"),
+                       lambda: os.listxattr(path),
+                       lambda: os.setxattr(path, "user.meta.owner", b"alice")):
+            with pytest.raises(OSError) as caught:
+                action()
+            assert caught.value.errno == errno.EOPNOTSUPP
+        assert path.read_bytes() == b"plain"
+        assert "owner" not in (container.get_blob_client("plain.txt")
+                               .get_blob_properties().metadata or {})
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
