@@ -126,6 +126,14 @@ class Downloads:
         """Cache files being downloaded, or just downloaded and about to be opened."""
         return {str(key) for key in self._flights.running_keys()} | set(self.busy)
 
+    async def settle(self, path: Path) -> None:
+        """Return once no download into `path` is under way (whatever its outcome):
+        a writer about to replace the file's bytes must not have them replaced again
+        by a download (a reader's, a read-ahead's, a prefetch's) that began before."""
+        while self._flights.running(path):
+            with contextlib.suppress(Exception):
+                await self._flights.run(path, _nothing)
+
     async def cached_copy(self, entry: MountEntry, remote: Remote, blob: str, *, size: int,
                           etag: str | None, shown_path: str) -> tuple[Path, bool]:
         """The cache file holding `blob` at `etag`, and whether it was downloaded now."""
@@ -360,3 +368,7 @@ def _install_all(moves: list[tuple[Path, Path]]) -> list[int | None]:
         finally:
             os.close(fd)
     return sizes
+
+
+async def _nothing() -> None:
+    pass
