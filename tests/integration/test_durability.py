@@ -153,13 +153,18 @@ def test_async_writes_while_the_account_is_down_arrive_after(tmp_path, own_azuri
         (root / "draft.tmp").write_bytes(b"final words\n")
         os.rename(root / "draft.tmp", root / "final.txt")
         expected["final.txt"] = b"final words\n"
+        with open(root / "fsynced.txt", "wb") as writer:  # durable once journaled
+            writer.write(b"fsynced\n")
+            writer.flush()
+            os.fsync(writer.fileno())
+        expected["fsynced.txt"] = b"fsynced\n"
         assert sorted(os.listdir(root)) == sorted(expected)
         for name, data in expected.items():
             assert (root / name).read_bytes() == data
         wait_for(lambda: mount.status()["uploads"]["failed"], timeout=60,
                  what="the failed uploads to show in status")
         uploads = mount.status()["uploads"]
-        assert uploads["count"] == 12
+        assert uploads["count"] == 13
         assert uploads["bytes"] == sum(len(data) for data in expected.values())
         assert uploads["oldest"] is not None
         assert all(failed["error"] and failed["attempts"] >= 1 for failed in uploads["failed"])

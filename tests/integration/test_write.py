@@ -8,11 +8,12 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
 
-from .conftest import blobmount, upload
+from .conftest import blobmount, upload, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -53,6 +54,11 @@ def downloads(mount) -> int:
     return mount.status()["downloads"]["total"]
 
 
+def downloaded(mount, path: str) -> int:
+    """Downloads of one file (its path under the mount point) since the mount."""
+    return mount.status()["downloads"]["by_path"].get(path, 0)
+
+
 def test_create_write_read_back_and_overwrite(mounter, container):
     container.upload_blob("old.txt", b"0123456789")
     container.upload_blob("replaced.txt", b"the old content, longer than the new")
@@ -60,6 +66,13 @@ def test_create_write_read_back_and_overwrite(mounter, container):
     mount = mounter.mount(config)
     try:
         root = mount.path("d")
+        # O_TRUNC replaces a blob whole: nothing to download. (First, before any open
+        # for reading makes the folder's read-ahead fetch it.)
+        (root / "replaced.txt").write_bytes(b"new")
+        assert blob(container, "replaced.txt") == b"new"
+        assert downloaded(mount, "d/replaced.txt") == 0
+        assert (root / "replaced.txt").read_bytes() == b"new"
+
         data = os.urandom(300_000)
         (root / "new.bin").write_bytes(data)
         # Sync mode: close() returned, so the container has exactly these bytes.
@@ -68,21 +81,14 @@ def test_create_write_read_back_and_overwrite(mounter, container):
         assert (root / "new.bin").stat().st_size == len(data)
         assert "new.bin" in os.listdir(root)
 
-        # Overwriting part of an existing blob downloads it first.
-        before = downloads(mount)
+        # Overwriting part of an existing blob downloads it first (once, whether the
+        # open or the read-ahead did).
         with open(root / "old.txt", "r+b") as writer:
             writer.seek(3)
             writer.write(b"abc")
         assert blob(container, "old.txt") == b"012abc6789"
-        assert downloads(mount) == before + 1
+        assert downloaded(mount, "d/old.txt") == 1
         assert (root / "old.txt").read_bytes() == b"012abc6789"
-
-        # O_TRUNC replaces it whole: nothing to download.
-        before = downloads(mount)
-        (root / "replaced.txt").write_bytes(b"new")
-        assert blob(container, "replaced.txt") == b"new"
-        assert downloads(mount) == before
-        assert (root / "replaced.txt").read_bytes() == b"new"
 
         # An empty file is a zero-length blob, not a folder.
         (root / "empty").touch()
@@ -181,6 +187,39 @@ def test_large_files_upload_through_azcopy(mounter, container):
     mount = mounter.mount(config)
     try:
         assert mount.path("d/new.bin").stat().st_mtime_ns == written
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
+
+
+def test_replacing_a_file_while_it_downloads_keeps_the_new_bytes(mounter, container):
+    old = os.urandom(2 * MiB)
+    container.upload_blob("big.bin", old)
+    # By AzCopy, so the download is still under way (2 s at least) when the writer comes;
+    # async, and held until `sync`, so the upload comes after the download ends.
+    config = mounter.config([{"local": "d", "container": container.container_name,
+                              "upload": "async"}], sdk_download_max="1MiB",
+                            upload_batch_window=600)
+    mount = mounter.mount(config)
+    try:
+        path = mount.path("d/big.bin")
+        os.listdir(mount.path("d"))
+        read: list[bytes] = []
+        reader = threading.Thread(target=lambda: read.append(path.read_bytes()))
+        reader.start()
+        try:
+            wait_for(lambda: downloaded(mount, "d/big.bin") == 1, what="the download to start")
+            path.write_bytes(b"new bytes")  # O_TRUNC while the download may still run
+        finally:
+            reader.join(timeout=120)
+        # The reader shares the file with the writer, as on a local disk: it may see the
+        # old bytes, the new ones, or the old ones cut short by the truncation.
+        assert read and read[0] in (old[:len(read[0])], b"new bytes")
+        blobmount("sync", str(mount.mountpoint), check=True)
+        assert blob(container, "big.bin") == b"new bytes"
+        assert path.read_bytes() == b"new bytes"
     except BaseException:
         mounter.cleanup()
         raise
@@ -550,9 +589,9 @@ def test_editor_saves_by_rename(mounter, container):
             assert blob(container, "notes.txt") == f"version {version}\n".encode()
             assert names(container) == {"notes.txt"}
             assert sorted(os.listdir(root)) == ["notes.txt"]
-        before = downloads(mount)
+        before = downloaded(mount, "d/notes.txt")
         assert (root / "notes.txt").read_bytes() == b"version 3\n"
-        assert downloads(mount) == before  # the cached copy moved with the file
+        assert downloaded(mount, "d/notes.txt") == before  # the cached copy moved with it
         # vim's way: write a backup beside it, write the file in place, drop the backup.
         os.rename(root / "notes.txt", root / "notes.txt~")
         (root / "notes.txt").write_bytes(b"version 4\n")
