@@ -226,6 +226,11 @@ def _reason(exc: HttpResponseError) -> str:
     return redact(str(getattr(code, "value", code)))
 
 
+def _retries(retries: int | None) -> dict[str, int]:
+    """Keyword arguments of one SDK call that override the client's retry count."""
+    return {} if retries is None else {"retry_total": retries}
+
+
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return redact(text[0] if text else type(exc).__name__)
@@ -283,16 +288,20 @@ class Remote:
                 if not marker:
                     return
 
-    def properties(self, blob: str) -> BlobItem:
+    def properties(self, blob: str, *, retries: int | None = None) -> BlobItem:
+        """Size, time and ETag by one HEAD (`retries` overrides the client's count)."""
         with translate_errors(f"blob {self.label}/{blob}"):
-            props = self._client.get_blob_client(blob).get_blob_properties()
+            props = self._client.get_blob_client(blob).get_blob_properties(
+                **_retries(retries))
         return BlobItem(blob, _is_folder_marker(props), props.size,
                         _mtime_ns(props.last_modified, props.metadata), _etag(props.etag))
 
-    def head(self, blob: str) -> BlobProperties:
-        """The blob's full property set and metadata, by one HEAD."""
+    def head(self, blob: str, *, retries: int | None = None) -> BlobProperties:
+        """The blob's full property set and metadata, by one HEAD (`retries` overrides
+        the client's count)."""
         with translate_errors(f"blob {self.label}/{blob}"):
-            props = self._client.get_blob_client(blob).get_blob_properties()
+            props = self._client.get_blob_client(blob).get_blob_properties(
+                **_retries(retries))
         settings = props.content_settings
         md5 = settings.content_md5 if settings else None
         return BlobProperties(
@@ -407,8 +416,7 @@ class Remote:
         if base_etag:
             options = {"overwrite": True, "etag": base_etag,
                        "match_condition": MatchConditions.IfNotModified}
-        if retries is not None:
-            options["retry_total"] = retries
+        options.update(_retries(retries))
         with translate_errors(f"upload of {self.label}/{blob}"), open(source, "rb") as data:
             result = self._client.get_blob_client(blob).upload_blob(
                 data, length=os.fstat(data.fileno()).st_size, metadata=metadata,

@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 
 RETRY_FIRST = 0.5   # seconds before the first retry
 RETRY_MAX = 60.0    # no retry waits longer than this
-# Retries of one SDK upload inside an attempt (about 2.5 s): the journal retries on its
-# own schedule, so an unreachable account fails an attempt (and a sync close()) soon.
+# Retries of each SDK call of an upload attempt (about 2.5 s): the journal retries on
+# its own schedule, so an unreachable account fails an attempt (and a sync close()) soon.
 UPLOAD_RETRIES = 1
 
 
@@ -234,8 +234,8 @@ class Uploads:
             # A new version keeps the old one's metadata (user.meta.* set through the
             # mount, say); the look also catches a conflict before any bytes move.
             try:
-                current = await trio.to_thread.run_sync(remote.head, blob,
-                                                        limiter=self._limiter)
+                current = await trio.to_thread.run_sync(
+                    lambda: remote.head(blob, retries=UPLOAD_RETRIES), limiter=self._limiter)
             except RemoteNotFound:
                 raise RemoteConflict(f"{remote.label}/{blob} was deleted in the container"
                                      ) from None
@@ -252,7 +252,9 @@ class Uploads:
         # file must not exist yet.
         if not base_etag:
             with contextlib.suppress(RemoteNotFound):
-                await trio.to_thread.run_sync(remote.properties, blob, limiter=self._limiter)
+                await trio.to_thread.run_sync(
+                    lambda: remote.properties(blob, retries=UPLOAD_RETRIES),
+                    limiter=self._limiter)
                 raise RemoteConflict(f"{remote.label}/{blob} was made in the container")
         sas = await trio.to_thread.run_sync(lambda: remote.sas_for_azcopy(blob=blob, write=True))
         extra = [f"--metadata={key}={value}" for key, value in metadata.items()]
