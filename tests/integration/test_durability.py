@@ -184,23 +184,29 @@ def test_async_writes_while_the_account_is_down_arrive_after(tmp_path, own_azuri
 def test_a_sync_write_while_the_account_is_down_fails_and_is_kept(tmp_path, own_azurite,
                                                                   own_container):
     mounter = Mounter(tmp_path, own_azurite)
+    own_container.upload_blob("existing.txt", b"there before\n")
     config = mounter.config([{"local": "d", "container": "outage"}], listing_ttl=3600)
     mount = mounter.mount(config)
     try:
         root = mount.path("d")
-        assert os.listdir(root) == []
+        assert (root / "existing.txt").read_bytes() == b"there before\n"
         own_azurite.stop()
-        writer = open(root / "kept.txt", "wb")  # noqa: SIM115 (close() is what is tested)
-        writer.write(b"must not be lost\n")
-        with pytest.raises(OSError) as caught:
-            writer.close()
-        assert caught.value.errno == errno.EIO
-        assert (root / "kept.txt").read_bytes() == b"must not be lost\n"
+        expected = {"kept.txt": b"must not be lost\n",
+                    "existing.txt": b"there before\nand after\n"}
+        for name, mode, data in [("kept.txt", "wb", b"must not be lost\n"),
+                                 ("existing.txt", "ab", b"and after\n")]:
+            writer = open(root / name, mode)  # noqa: SIM115 (close() is what is tested)
+            writer.write(data)
+            with pytest.raises(OSError) as caught:
+                writer.close()
+            assert caught.value.errno == errno.EIO
+            assert (root / name).read_bytes() == expected[name]
         failed = blobmount("sync", str(mount.mountpoint))
-        assert failed.returncode == 1 and "kept.txt" in failed.stderr, failed.stderr
+        assert failed.returncode == 1, failed.stderr
+        assert "kept.txt" in failed.stderr and "existing.txt" in failed.stderr, failed.stderr
         own_azurite.start()
         blobmount("sync", str(mount.mountpoint), check=True)
-        assert blobs(own_container) == {"kept.txt": b"must not be lost\n"}
+        assert blobs(own_container) == expected
     except BaseException:
         mounter.cleanup()
         raise
