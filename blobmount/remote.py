@@ -495,6 +495,13 @@ class Remote:
         base = f"{self.account.endpoint}/{self.container}"
         return f"{base}/{quote(blob, safe='/')}" if blob else base
 
+    @property
+    def azcopy_can_sign(self) -> bool:
+        """Whether AzCopy jobs can be given a SAS (an account known by an identity alone
+        cannot: its transfers all go through the SDK)."""
+        return bool(self.account.account_key or self.account.sas_token
+                    or _key_from_connection_string(self.account.connection_string))
+
     def sas_for_azcopy(self, *, blob: str | None = None, write: bool = False) -> str:
         """A short-lived SAS token for one AzCopy job: one blob, or the container.
 

@@ -165,7 +165,8 @@ class Downloads:
         """Download `blob` into `path` and record it; the bytes it holds."""
         temp = self.cache.temp_path(path)
         try:
-            if size <= self.sdk_max or self._azcopy_for is None:
+            if (size <= self.sdk_max or self._azcopy_for is None
+                    or not remote.azcopy_can_sign):
                 item = await trio.to_thread.run_sync(remote.download, blob, temp,
                                                      limiter=self._limiter)
                 etag = item.etag

@@ -243,7 +243,8 @@ class Uploads:
                 raise RemoteConflict(f"{remote.label}/{blob} changed in the container")
             metadata = {**current.metadata, **metadata}
         size = path.stat().st_size
-        if size <= self._settings.sdk_upload_max or self._azcopy_for is None:
+        if (size <= self._settings.sdk_upload_max or self._azcopy_for is None
+                or not remote.azcopy_can_sign):
             return await trio.to_thread.run_sync(
                 lambda: remote.upload(blob, path, base_etag=base_etag, metadata=metadata,
                                       retries=UPLOAD_RETRIES),
