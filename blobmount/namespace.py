@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -191,8 +192,34 @@ class Namespace:
                                          item.mtime_ns or self._mounted_ns, item.etag)
             self.store.add_listed(folder, generation, list(items.values()), now)
         self.store.finish_listing(folder, generation, now)
+        self._show_pending(folder, prefix)
         if self._changes[folder.inode] != changes:
             self.store.forget_listing(folder.inode)
+
+    def _show_pending(self, folder: Node, prefix: str) -> None:
+        """Files whose upload is still in the journal show with the bytes in the cache,
+        whatever the listing saw: a write an earlier mount could not upload (the
+        account refused it, say) is not hidden until it goes up."""
+        if not self.store.upload_paths():
+            return
+        entry = self.entries[folder.entry]
+        for row in self.store.uploads_under(entry.account.account_name, entry.container,
+                                            prefix):
+            first, slash, _ = row.blob[len(prefix):].partition("/")
+            if shown_name(first) is None:
+                continue
+            node = self.store.child(folder.inode, first)
+            if slash:
+                if node is None:  # a folder that only its pending files make
+                    self.store.add_folder(folder.inode, first, entry=folder.entry,
+                                          blob=f"{prefix}{first}/", listed=None)
+            elif node is None or not (node.local or node.is_dir):
+                try:
+                    size = os.stat(row.path).st_size
+                except FileNotFoundError:
+                    continue
+                self.store.add_local_file(folder, first, row.blob, size=size,
+                                          mtime_ns=row.mtime_ns or self._mounted_ns)
 
     def _warn_hidden(self, remote: Remote, blob: str, why: str) -> None:
         key = f"{remote.label}/{blob}"

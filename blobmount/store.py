@@ -401,6 +401,15 @@ class Store:
             )
         return [Upload(*row) for row in rows]
 
+    def uploads_under(self, account: str, container: str, prefix: str) -> list[Upload]:
+        """Journaled uploads of blobs whose names start with `prefix` in one container."""
+        rows = self._db.execute(
+            f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE account = ? AND container = ?"
+            " AND substr(blob, 1, ?) = ? ORDER BY blob",
+            (account, container, len(prefix), prefix),
+        )
+        return [Upload(*row) for row in rows]
+
     def upload_done(self, path: str, version: int) -> bool:
         """Drop the row if no close came after the uploaded version; True if dropped."""
         with self._db:

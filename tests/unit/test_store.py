@@ -525,3 +525,13 @@ def test_a_listing_under_way_keeps_what_was_uploaded_meanwhile(store: Store) -> 
     assert sorted(children(store, data.inode)) == ["old"]
     store.forget_listing(data.inode)
     assert store.node(data.inode).listed is None
+
+
+def test_uploads_under_a_prefix_of_one_container(store: Store) -> None:
+    for path, container, blob in [("/1", "c", "a/x"), ("/2", "c", "a/y/z"), ("/3", "c", "ab"),
+                                  ("/4", "other", "a/x"), ("/5", "c", "b/a/x")]:
+        store.queue_upload(path, account="acct", container=container, blob=blob, base_etag="")
+    assert [row.blob for row in store.uploads_under("acct", "c", "a/")] == ["a/x", "a/y/z"]
+    assert [row.path for row in store.uploads_under("acct", "c", "")] == ["/1", "/2", "/3",
+                                                                           "/5"]
+    assert store.uploads_under("other-acct", "c", "") == []
