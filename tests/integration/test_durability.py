@@ -3,6 +3,7 @@ daemon, not to an account that stops answering, not to an unmount."""
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import os
 import signal
@@ -11,9 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from azure.storage.blob import BlobServiceClient, ContainerClient
+import yaml
+from azure.storage.blob import (
+    BlobServiceClient,
+    ContainerClient,
+    ContainerSasPermissions,
+    generate_container_sas,
+)
 
 from blobmount.azurite import Azurite
+from blobmount.config import AZURITE_ACCOUNT, AZURITE_KEY
 
 from .conftest import FUSERMOUNT, Mounter, blobmount, is_mounted, pid_alive, wait_for
 
@@ -207,6 +215,64 @@ def test_a_sync_write_while_the_account_is_down_fails_and_is_kept(tmp_path, own_
         own_azurite.start()
         blobmount("sync", str(mount.mountpoint), check=True)
         assert blobs(own_container) == expected
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
+
+
+def test_pending_files_show_when_a_remount_cannot_upload_them(mounter, container):
+    """What the journal holds shows in the mount, even while the account refuses it."""
+    container.upload_blob("notes.txt", b"v1\n")
+    name = container.container_name
+    writer = mounter.config([{"local": "d", "container": name, "upload": "async"}],
+                            upload_batch_window=HOLD_UPLOADS)
+    mount = mounter.mount(writer)
+    try:
+        root = mount.path("d")
+        os.mkdir(root / "sub")
+        (root / "sub/deep.txt").write_bytes(b"deep\n")
+        (root / "new.txt").write_bytes(b"brand new\n")
+        with open(root / "notes.txt", "ab") as log:
+            log.write(b"v2\n")
+        kill_daemon(mounter, mount)
+    except BaseException:
+        mounter.cleanup()
+        raise
+    container.delete_blob("sub")  # its folder now exists only through the pending file
+    token = generate_container_sas(
+        AZURITE_ACCOUNT, name, account_key=AZURITE_KEY,
+        permission=ContainerSasPermissions(read=True, list=True),
+        expiry=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+    reader = yaml.safe_load(writer.read_text())
+    reader["accounts"]["az"] = {"account_name": AZURITE_ACCOUNT, "sas_token": token,
+                                "endpoint": mounter.azurite.endpoint}
+    reader["mounts"][0]["read_only"] = False
+    reader_config = mounter.tmp_path / "reader.yaml"
+    reader_config.write_text(yaml.safe_dump(reader))
+    reader_config.chmod(0o600)
+    mount = mounter.mount(reader_config)  # its start-up upload of the journal is refused
+    try:
+        root = mount.path("d")
+        assert sorted(os.listdir(root)) == ["new.txt", "notes.txt", "sub"]
+        assert (root / "notes.txt").read_bytes() == b"v1\nv2\n"
+        assert (root / "notes.txt").stat().st_size == 6
+        assert (root / "new.txt").read_bytes() == b"brand new\n"
+        assert (root / "sub/deep.txt").read_bytes() == b"deep\n"
+        uploads = mount.status()["uploads"]
+        assert uploads["count"] == 3 and len(uploads["failed"]) == 3
+        blobmount("unmount", "--no-wait", str(mount.mountpoint), check=True)
+        mounter.live.remove(mount)
+    except BaseException:
+        mounter.cleanup()
+        raise
+    assert blobs(container) == {"notes.txt": b"v1\n"}
+    mount = mounter.mount(writer)
+    try:
+        assert blobs(container) == {"notes.txt": b"v1\nv2\n", "new.txt": b"brand new\n",
+                                    "sub/deep.txt": b"deep\n"}
+        assert mount.status()["uploads"]["count"] == 0
     except BaseException:
         mounter.cleanup()
         raise
