@@ -22,6 +22,7 @@ from .config import MountEntry
 from .errors import BlobmountError
 from .eviction import cache_space
 from .namespace import Namespace
+from .remote import MTIME_KEY, format_mtime
 from .store import Node
 from .transfers import READ_AHEAD_MAX_SIZE, Downloads, Wanted
 from .uploads import Uploads
@@ -368,14 +369,19 @@ class BlobFS(pyfuse3.Operations):
                 if entry.upload == "sync":
                     await self.uploads.upload_now(path, version)
             return
-        old_etag, item = await trio.to_thread.run_sync(
-            self.namespace.remotes[node.entry].set_mtime, node.blob, mtime_ns)
-        # Same bytes, new ETag: the cached copy of them stays good.
+        remote = self.namespace.remotes[node.entry]
+        old_etag, new_etag = await trio.to_thread.run_sync(
+            lambda: remote.update_metadata(node.blob, {MTIME_KEY: format_mtime(mtime_ns)}))
+        # Same bytes, new ETag: a copy of them (clean, or the base of a change) stays good.
         record = store.cached_file(str(path))
-        if record is not None and record.state == "clean" and record.etag == old_etag:
-            self.cache.record(path, blob=node.blob, etag=item.etag, size=record.size)
-        store.update_file(node.inode, size=item.size, mtime_ns=item.mtime_ns, etag=item.etag,
-                          checked=time.time())
+        if record is not None and record.etag == old_etag:
+            self.cache.record(path, blob=node.blob, etag=new_etag, size=record.size,
+                              state=record.state)
+        # Changed in the container meanwhile: its size is read again at the next look.
+        fresh = node.etag == old_etag
+        store.update_file(node.inode, size=node.size, mtime_ns=mtime_ns,
+                          etag=new_etag if fresh else (node.etag or ""),
+                          checked=time.time() if fresh else 0.0)
 
     async def _truncate(self, node: Node, size: int, fh: int | None) -> None:
         open_file = self._open_files.get(fh) if fh else None

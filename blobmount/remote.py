@@ -424,22 +424,6 @@ class Remote:
         return BlobItem(blob, False, source.stat().st_size,
                         _mtime_ns(result.get("last_modified"), metadata), _etag(result.get("etag")))
 
-    def set_mtime(self, blob: str, mtime_ns: int) -> tuple[str, BlobItem]:
-        """Keep `mtime_ns` as the blob's `mtime` metadata, other metadata unchanged.
-
-        Returns the ETag the blob had (the bytes are the same, but setting metadata
-        gives the blob a new ETag) and the blob as it is now.
-        """
-        with translate_errors(f"set mtime of {self.label}/{blob}"):
-            client = self._client.get_blob_client(blob)
-            props = client.get_blob_properties()
-            metadata = {**(props.metadata or {}), MTIME_KEY: format_mtime(mtime_ns)}
-            result = client.set_blob_metadata(metadata, etag=props.etag,
-                                              match_condition=MatchConditions.IfNotModified)
-        return _etag(props.etag), BlobItem(blob, False, props.size,
-                                           _mtime_ns(result.get("last_modified"), metadata),
-                                           _etag(result.get("etag")))
-
     def delete(self, blob: str) -> None:
         """Delete a blob; one that is already gone is fine."""
         with translate_errors(f"delete of {self.label}/{blob}"), contextlib.suppress(
