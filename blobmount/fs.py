@@ -583,10 +583,14 @@ class BlobFS(pyfuse3.Operations):
         return [name.encode("utf-8", "surrogateescape") for name in names]
 
     async def setxattr(self, inode, name, value, ctx):
+        if not self.xattrs_enabled:
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         await self._xattr(self.xattrs.set, inode, name.decode("utf-8", "surrogateescape"),
                           value)
 
     async def removexattr(self, inode, name, ctx):
+        if not self.xattrs_enabled:
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         await self._xattr(self.xattrs.remove, inode, name.decode("utf-8", "surrogateescape"))
 
     @_fuse_errors
