@@ -200,10 +200,12 @@ class BlobFS(pyfuse3.Operations):
             node = await self.namespace.fresh_file(node)
         entry, remote = self.entries[node.entry], self.namespace.remotes[node.entry]
         shown_path = self.namespace.path_of(node)
-        if self.read_ahead_files and node.size <= READ_AHEAD_MAX_SIZE:
-            self._read_ahead(node, entry, shown_path.rpartition("/")[0])
-        return await self.downloads.cached_copy(
+        path, downloaded = await self.downloads.cached_copy(
             entry, remote, node.blob, size=node.size, etag=node.etag, shown_path=shown_path)
+        if (self.read_ahead_files and node.size <= READ_AHEAD_MAX_SIZE
+                and self.downloads.walking(path, downloaded)):
+            self._read_ahead(node, entry, shown_path.rpartition("/")[0])
+        return path, downloaded
 
     def _read_ahead(self, node: Node, entry: MountEntry, folder: str) -> None:
         """Fetch the next small files of the folder in the background. A bounded

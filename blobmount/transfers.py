@@ -86,7 +86,8 @@ class Downloads:
         #: files and bytes prefetch brought in since the mount
         self.prefetched = {"files": 0, "bytes": 0}
         self._background: trio.Nursery | None = None
-        self._ahead: set[Path] = set()
+        self._ahead: set[Path] = set()      # being fetched ahead
+        self._fetched_ahead: set[Path] = set()  # fetched ahead, not opened yet
         self._ahead_limiter = trio.CapacityLimiter(READ_AHEAD_PARALLEL)
 
     def run_in(self, nursery: trio.Nursery) -> None:
@@ -104,11 +105,21 @@ class Downloads:
             return
         for item in wanted:
             path = self.cache.path_for(entry, item.blob)
-            if path in self._ahead or self._flights.running(path) or self.cache.usable(
-                    path, item.etag):
+            # The cheap checks first: inside a walk most of the window is known here.
+            if path in self._ahead or path in self._fetched_ahead or self._flights.running(
+                    path) or self.cache.usable(path, item.etag):
                 continue
             self._ahead.add(path)
             self._background.start_soon(self._fetch_ahead, entry, remote, item, path)
+
+    def walking(self, path: Path, downloaded: bool) -> bool:
+        """Whether opening `path` looks like a walk through its folder: its bytes had
+        to be downloaded, or read-ahead guessed it would be opened. A warm open of
+        anything else costs no read-ahead work."""
+        if path in self._fetched_ahead:
+            self._fetched_ahead.discard(path)
+            return True
+        return downloaded or path in self._ahead
 
     async def _fetch_ahead(self, entry: MountEntry, remote: Remote, item: Wanted,
                            path: Path) -> None:
@@ -116,6 +127,7 @@ class Downloads:
             async with self._ahead_limiter:
                 await self.cached_copy(entry, remote, item.blob, size=item.size,
                                        etag=item.etag, shown_path=item.shown_path)
+            self._fetched_ahead.add(path)
         except BlobmountError as exc:
             # Only a guess failed: a reader that opens the file downloads it itself.
             log.debug("read-ahead of %s: %s", item.shown_path, exc)
