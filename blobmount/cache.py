@@ -29,6 +29,15 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_folder(path: Path) -> None:
+    """Make the names in a folder durable (after a create or a rename in it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class Cache:
     """The cached copies of every entry's blobs, recorded in the store."""
 
@@ -76,11 +85,7 @@ class Cache:
         """
         size = temp.stat().st_size
         os.replace(temp, path)
-        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        fsync_folder(path.parent)
         return size
 
     def record(self, path: Path, *, blob: str, etag: str, size: int,

@@ -235,9 +235,7 @@ def is_mounted(path: str) -> bool:
     """True when `path` is a mount point, even one whose daemon died."""
     with open("/proc/self/mounts", encoding="utf-8", errors="surrogateescape") as mounts:
         for line in mounts:
-            # Space, tab, newline and backslash are written as octal escapes (\040).
-            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), line.split(" ")[1])
-            if point == path:
+            if inventory.unescape(line.split(" ")[1]) == path:
                 return True
     return False
 

@@ -14,16 +14,14 @@ request on the daemon's control socket; the CLI uses these same calls.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import control
 from .errors import BlobmountError
+from .inventory import blobmount_mounts
 
 #: The filesystem type blobmount mounts show in /proc/self/mounts.
-FSTYPE = "fuse.blobmount"
-_ESCAPED = re.compile(rb"\\([0-7]{3})")
 
 
 class NotUnderAMount(BlobmountError):
@@ -50,18 +48,6 @@ class SyncFailed(BlobmountError):
         self.failed = failed
 
 
-def blobmount_mounts() -> list[str]:
-    """The mount points of every blobmount mount this process can see."""
-    found = []
-    with open("/proc/self/mounts", "rb") as mounts:
-        for line in mounts:
-            fields = line.split(b" ")
-            if len(fields) > 2 and fields[2].decode(errors="replace") == FSTYPE:
-                point = _ESCAPED.sub(lambda m: bytes([int(m.group(1), 8)]), fields[1])
-                found.append(os.fsdecode(point))
-    return found
-
-
 def find_mount(path: str | os.PathLike) -> tuple[str, str]:
     """(mount point, path relative to it) of a path under a blobmount mount.
 
@@ -70,7 +56,7 @@ def find_mount(path: str | os.PathLike) -> tuple[str, str]:
     """
     absolute = os.path.abspath(path)
     best = None
-    for point in blobmount_mounts():
+    for point in (record.mountpoint for record in blobmount_mounts()):
         if (absolute == point or absolute.startswith(point.rstrip("/") + "/")) and (
                 best is None or len(point) > len(best)):
             best = point

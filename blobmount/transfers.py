@@ -25,7 +25,7 @@ from pathlib import Path
 import trio
 
 from .azcopy import AzCopy, JobSummary
-from .cache import Cache, fsync_file
+from .cache import Cache, fsync_file, fsync_folder
 from .config import MountEntry
 from .errors import BlobmountError
 from .remote import Remote
@@ -375,11 +375,7 @@ def _install_all(moves: list[tuple[Path, Path]]) -> list[int | None]:
         folders.add(target.parent)
         sizes.append(size)
     for folder in folders:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_folder(folder)
     return sizes
 
 

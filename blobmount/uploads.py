@@ -25,7 +25,7 @@ from pathlib import Path
 import trio
 
 from .azcopy import AzCopy
-from .cache import Cache, fsync_file
+from .cache import Cache, fsync_file, fsync_folder
 from .config import MountEntry, Settings
 from .errors import BlobmountError, RemoteConflict, RemoteNotFound
 from .remote import MTIME_KEY, Remote, format_mtime
@@ -62,11 +62,7 @@ async def _nothing() -> None:
 def _fsync_with_folder(path: Path) -> None:
     """fsync a file and its folder, so neither its bytes nor its name can be lost."""
     fsync_file(path)
-    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    fsync_folder(path.parent)
 
 
 @dataclass(frozen=True)
