@@ -175,7 +175,10 @@ class Settings:
     # Async uploads of files closed within this many seconds of each other go together.
     upload_batch_window: float = 0.2
     max_parallel_transfers: int = 8
-    remote_timeout: float = 30.0  # seconds
+    # Seconds a call waits for the account to connect, or to send the next bytes of an
+    # answer, before that try fails; a call gets three tries (remote.RETRIES), so one
+    # that needs an account that does not answer fails (EIO) after about 32 s.
+    remote_timeout: float = 10.0
     # Defaults for every entry's cache folder: evict clean copies when the folder holds
     # more than cache_max_bytes, down to cache_low_watermark of it, least recently used
     # first; and those unused for cache_max_age seconds. None: no limit.

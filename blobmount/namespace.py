@@ -145,6 +145,9 @@ class Namespace:
             raise NotADirectory(f"{folder.name} is not a folder")
         if folder.listed == NEVER_STALE or not self._stale(folder.listed):
             return folder
+        remote = self.remotes[folder.entry]
+        if folder.listed is not None and remote.offline():
+            return folder  # the account was just found away: the old listing, at once
         try:
             await self._listings.run(folder.inode, lambda: self._list(folder))
         except RemoteUnreachable as exc:
@@ -235,11 +238,22 @@ class Namespace:
         return node
 
     async def fresh_file(self, node: Node) -> Node:
-        """The file node, its size and ETag read from the container within the TTL."""
+        """The file node, its size and ETag read from the container within the TTL.
+
+        While the account does not answer, the node as last known: a cached copy of
+        that version can still be read.
+        """
         if not self._stale(node.checked):
             return node
         remote = self.remotes[node.entry]
-        item = await trio.to_thread.run_sync(remote.properties, node.blob, limiter=self._limiter)
+        if remote.offline():
+            return node
+        try:
+            item = await trio.to_thread.run_sync(remote.properties, node.blob,
+                                                 limiter=self._limiter)
+        except RemoteUnreachable as exc:
+            log.warning("%s: %s", self.path_of(node), exc)
+            return node
         self.store.update_file(node.inode, size=item.size, mtime_ns=item.mtime_ns,
                                etag=item.etag, checked=time.time())
         return self.node(node.inode)

@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import logging
 import os
+import random
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.pipeline.transport import RequestsTransport
 from azure.core.rest import HttpRequest
 from azure.storage.blob import (
     BlobSasPermissions,
@@ -66,6 +68,21 @@ AZCOPY_SAS_LIFETIME = dt.timedelta(minutes=30)
 DOWNLOAD_TRIES = 2
 # The start-up check retries once: a wrong endpoint fails within a few seconds.
 CHECK_RETRIES = 1
+# Retries of a call after its first try. With the default remote_timeout of 10 s, a
+# call to an account that does not answer at all fails after about 32 s (three tries of
+# 10 s, and the waits between them); one whose connections are refused, after 1.5 s.
+RETRIES = 2
+# Waits between tries: about 0.5 s, 1 s, 2 s ... doubling up to a minute, each drawn
+# from a window of +-50% so that many clients do not retry in step.
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 60.0
+# After a call found the account unreachable, what is already known (cached files, old
+# listings) is served for this many seconds without asking it again.
+OFFLINE_GRACE = 15.0
+# Statuses that say "try again later"; the SDK itself retries 408 and 5xx but not 429.
+THROTTLED = 429
+# Bytes read from a response at a time: the SDK's own choice when it makes the transport.
+RESPONSE_BLOCK = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,15 +191,41 @@ def _is_folder_marker(props) -> bool:
     return metadata.get(FOLDER_MARKER_KEY, "").lower() == "true"
 
 
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry number `attempt` (1, 2, ...) of a failed call."""
+    return min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** max(0, attempt - 1)) * random.uniform(0.5, 1.5)
+
+
+class _Backoff(ExponentialRetry):
+    """The storage SDK's retry policy (it retries connection errors, timeouts, 408 and
+    5xx but never 403, 404 or 409) with our waits: its own are 15 s, 18 s, 24 s."""
+
+    def get_backoff_time(self, settings: dict) -> float:
+        return backoff(settings["count"])
+
+
+class _ThrottleAwareTransport(RequestsTransport):
+    """Turns a 429 into an error the retry policy retries (it retries any AzureError
+    raised below it), since the storage SDK would hand a 429 straight back."""
+
+    def send(self, request, **kwargs):
+        response = super().send(request, **kwargs)
+        if response.status_code == THROTTLED:
+            error = HttpResponseError(message="the account is throttling requests",
+                                      response=response)
+            response.close()
+            raise error
+        return response
+
+
 def _service_client(account: Account, *, timeout: float, retries: int) -> BlobServiceClient:
-    # The storage SDK ignores azure-core's retry_backoff_* settings: its own policy
-    # waits 15 s, then 18 s, then 24 s by default. Here: 2.5 s, then 4.5 s, then 8.5 s.
-    retry = ExponentialRetry(initial_backoff=0.5, increment_base=2, retry_total=retries,
-                             random_jitter_range=0.2)
+    # The timeouts bound each try: connecting, and each wait for the next bytes of an
+    # answer (an idle timeout, so a big download is not cut short).
     options = {
-        "connection_timeout": min(timeout, 10.0),
-        "read_timeout": timeout,
-        "retry_policy": retry,
+        "transport": _ThrottleAwareTransport(connection_timeout=min(timeout, 10.0),
+                                             read_timeout=timeout,
+                                             connection_data_block_size=RESPONSE_BLOCK),
+        "retry_policy": _Backoff(retry_total=retries),
     }
     if account.connection_string:
         return BlobServiceClient.from_connection_string(account.connection_string, **options)
@@ -239,26 +282,48 @@ def _first_line(exc: Exception) -> str:
 class Remote:
     """One container of an account: list, stat, download, and SAS for AzCopy."""
 
-    def __init__(self, account: Account, container: str, *, timeout: float = 30.0,
-                 retries: int = 3) -> None:
+    def __init__(self, account: Account, container: str, *, timeout: float = 10.0,
+                 retries: int = RETRIES) -> None:
         self.account = account
         self.container = container
         self._service = _service_client(account, timeout=timeout, retries=retries)
         self._client: ContainerClient = self._service.get_container_client(container)
         self.label = f"{account.account_name}/{container}"
+        #: when a call last found the account not answering; None once one got through
+        self.unreachable_at: float | None = None
 
     def close(self) -> None:
         self._service.close()
 
+    def offline(self) -> bool:
+        """Whether a call found the account unreachable within the last OFFLINE_GRACE
+        seconds (and none got through since): checks of what is known can skip it."""
+        return (self.unreachable_at is not None
+                and time.monotonic() - self.unreachable_at < OFFLINE_GRACE)
+
+    @contextlib.contextmanager
+    def _call(self, what: str) -> Iterator[None]:
+        """translate_errors, noting whether the account answered."""
+        try:
+            with translate_errors(what):
+                yield
+        except RemoteUnreachable:
+            self.unreachable_at = time.monotonic()
+            raise
+        except RemoteError:
+            self.unreachable_at = None  # it answered, if only with an error
+            raise
+        self.unreachable_at = None
+
     def check(self) -> None:
         """Fail with a clear RemoteError unless the container can be listed."""
-        with translate_errors(f"container {self.label}"):
+        with self._call(f"container {self.label}"):
             pages = self._client.list_blobs(results_per_page=1,
                                             retry_total=CHECK_RETRIES).by_page()
             next(pages, None)
 
     def create_if_missing(self) -> None:
-        with translate_errors(f"container {self.label}"), contextlib.suppress(
+        with self._call(f"container {self.label}"), contextlib.suppress(
             HttpResponseError
         ):
             self._client.create_container()
@@ -272,7 +337,7 @@ class Remote:
         directly, through the SDK's pipeline (auth, retries, timeouts).
         """
         marker = ""
-        with translate_errors(f"listing {self.label}/{prefix}"):
+        with self._call(f"listing {self.label}/{prefix}"):
             while True:
                 params = {"restype": "container", "comp": "list", "delimiter": "/",
                           "include": "metadata", "maxresults": str(page_size)}
@@ -290,7 +355,7 @@ class Remote:
 
     def properties(self, blob: str, *, retries: int | None = None) -> BlobItem:
         """Size, time and ETag by one HEAD (`retries` overrides the client's count)."""
-        with translate_errors(f"blob {self.label}/{blob}"):
+        with self._call(f"blob {self.label}/{blob}"):
             props = self._client.get_blob_client(blob).get_blob_properties(
                 **_retries(retries))
         return BlobItem(blob, _is_folder_marker(props), props.size,
@@ -299,7 +364,7 @@ class Remote:
     def head(self, blob: str, *, retries: int | None = None) -> BlobProperties:
         """The blob's full property set and metadata, by one HEAD (`retries` overrides
         the client's count)."""
-        with translate_errors(f"blob {self.label}/{blob}"):
+        with self._call(f"blob {self.label}/{blob}"):
             props = self._client.get_blob_client(blob).get_blob_properties(
                 **_retries(retries))
         settings = props.content_settings
@@ -321,7 +386,7 @@ class Remote:
         the blob's ETag before and after: setting metadata makes a new ETag for the
         same bytes.
         """
-        with translate_errors(f"metadata of {self.label}/{blob}"):
+        with self._call(f"metadata of {self.label}/{blob}"):
             client = self._client.get_blob_client(blob)
             for attempt in range(METADATA_TRIES):
                 props = client.get_blob_properties()
@@ -361,7 +426,7 @@ class Remote:
 
     @contextlib.contextmanager
     def _tags_errors(self, blob: str) -> Iterator[None]:
-        with translate_errors(f"tags of {self.label}/{blob}"):
+        with self._call(f"tags of {self.label}/{blob}"):
             try:
                 yield
             except HttpResponseError as exc:
@@ -380,7 +445,7 @@ class Remote:
         that was read, so the caller records the ETag of exactly these bytes.
         """
         for attempt in range(DOWNLOAD_TRIES):
-            with translate_errors(f"download of {self.label}/{blob}"):
+            with self._call(f"download of {self.label}/{blob}"):
                 stream = self._client.get_blob_client(blob).download_blob(
                     max_concurrency=concurrency
                 )
@@ -417,7 +482,7 @@ class Remote:
             options = {"overwrite": True, "etag": base_etag,
                        "match_condition": MatchConditions.IfNotModified}
         options.update(_retries(retries))
-        with translate_errors(f"upload of {self.label}/{blob}"), open(source, "rb") as data:
+        with self._call(f"upload of {self.label}/{blob}"), open(source, "rb") as data:
             result = self._client.get_blob_client(blob).upload_blob(
                 data, length=os.fstat(data.fileno()).st_size, metadata=metadata,
                 max_concurrency=concurrency, **options)
@@ -426,7 +491,7 @@ class Remote:
 
     def delete(self, blob: str) -> None:
         """Delete a blob; one that is already gone is fine."""
-        with translate_errors(f"delete of {self.label}/{blob}"), contextlib.suppress(
+        with self._call(f"delete of {self.label}/{blob}"), contextlib.suppress(
             ResourceNotFoundError
         ):
             self._client.delete_blob(blob)
@@ -434,7 +499,7 @@ class Remote:
     def make_folder(self, prefix: str) -> BlobItem:
         """Create the zero-length marker blob that keeps an empty folder (hdi_isfolder)."""
         name = prefix.rstrip("/")
-        with translate_errors(f"mkdir {self.label}/{name}"):
+        with self._call(f"mkdir {self.label}/{name}"):
             result = self._client.get_blob_client(name).upload_blob(
                 b"", metadata={FOLDER_MARKER_KEY: "true"}, overwrite=True)
         return BlobItem(name + "/", True, 0, _mtime_ns(result.get("last_modified")))
@@ -444,7 +509,7 @@ class Remote:
 
         Folder marker blobs come back with is_dir set.
         """
-        with translate_errors(f"listing {self.label}/{prefix}"):
+        with self._call(f"listing {self.label}/{prefix}"):
             for blob in self._client.list_blobs(name_starts_with=prefix or None,
                                                 include=["metadata"]):
                 if _is_folder_marker(blob):
@@ -455,13 +520,13 @@ class Remote:
 
     def list_all(self, prefix: str) -> list[str]:
         """Every blob name under `prefix`, at any depth (for folder renames)."""
-        with translate_errors(f"listing {self.label}/{prefix}"):
+        with self._call(f"listing {self.label}/{prefix}"):
             return [blob.name for blob in self._client.list_blobs(name_starts_with=prefix)]
 
     def copy(self, source: str, destination: str, *, poll: float = 0.2) -> str | None:
         """Server-side copy of `source` to `destination`, waiting until it is done;
         the ETag of the copy."""
-        with translate_errors(f"copy of {self.label}/{source} to {destination}"):
+        with self._call(f"copy of {self.label}/{source} to {destination}"):
             source_url = f"{self.blob_url(source)}?{self.sas_for_azcopy(blob=source)}"
             target = self._client.get_blob_client(destination)
             copy = target.start_copy_from_url(source_url)

@@ -27,7 +27,7 @@ import trio
 from .azcopy import AzCopy, JobSummary
 from .cache import Cache, fsync_file, fsync_folder
 from .config import MountEntry
-from .errors import BlobmountError
+from .errors import BlobmountError, RemoteUnreachable
 from .remote import Remote
 from .singleflight import SingleFlight
 
@@ -157,6 +157,9 @@ class Downloads:
             # Another flight may have finished just before this one started.
             if self.cache.usable(path, etag):
                 return path
+            if remote.offline():
+                raise RemoteUnreachable(f"{remote.label}/{blob}: not in the cache, and the"
+                                        " account did not answer just now")
             self.started[shown_path] += 1
             await self._download(entry, remote, blob, size, etag, path)
             self.on_downloaded()
@@ -183,6 +186,9 @@ class Downloads:
                                                      limiter=self._limiter)
                 etag = item.etag
             else:
+                # AzCopy keeps retrying an account that does not answer for minutes; one
+                # HEAD, bounded like every SDK call, finds that out first.
+                await trio.to_thread.run_sync(remote.properties, blob, limiter=self._limiter)
                 sas = await trio.to_thread.run_sync(partial(remote.sas_for_azcopy, blob=blob))
                 azcopy = self._azcopy_for(entry)
                 await azcopy.copy(f"{remote.blob_url(blob)}?{sas}", str(temp),

@@ -16,7 +16,6 @@ import datetime as dt
 import logging
 import os
 import posixpath
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,22 +27,16 @@ from .azcopy import AzCopy
 from .cache import Cache, fsync_file, fsync_folder
 from .config import MountEntry, Settings
 from .errors import BlobmountError, RemoteConflict, RemoteNotFound
-from .remote import MTIME_KEY, Remote, format_mtime
+from .remote import MTIME_KEY, Remote, backoff, format_mtime
 from .singleflight import SingleFlight
 from .store import Store, Upload
 
 log = logging.getLogger(__name__)
 
-RETRY_FIRST = 0.5   # seconds before the first retry
-RETRY_MAX = 60.0    # no retry waits longer than this
-# Retries of each SDK call of an upload attempt (about 2.5 s): the journal retries on
-# its own schedule, so an unreachable account fails an attempt (and a sync close()) soon.
+# Retries of each SDK call of an upload attempt (one wait of about 0.5 s): the journal
+# retries on its own schedule, so an unreachable account fails an attempt (and a sync
+# close()) soon.
 UPLOAD_RETRIES = 1
-
-
-def retry_delay(attempts: int) -> float:
-    """Exponential backoff in a random window: about 0.5 s, 1 s, 2 s ... up to a minute."""
-    return min(RETRY_MAX, RETRY_FIRST * 2 ** max(0, attempts - 1)) * random.uniform(0.5, 1.5)
 
 
 def conflict_name(blob: str, when: dt.datetime | None = None) -> str:
@@ -185,7 +178,7 @@ class Uploads:
         try:
             await self._upload(row)
         except BlobmountError as exc:
-            self.store.upload_failed(path, str(exc), time.time() + retry_delay(row.attempts + 1))
+            self.store.upload_failed(path, str(exc), time.time() + backoff(row.attempts + 1))
             log.warning("upload of %s failed (attempt %d): %s", row.blob, row.attempts + 1, exc)
             raise
 

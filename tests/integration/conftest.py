@@ -116,12 +116,14 @@ class Mounter:
         self.azurite = azurite
         self.live: list[Mount] = []
 
-    def config(self, mounts: list[dict], name: str = "config.yaml", **top) -> Path:
-        """Write a native config for the test's Azurite; `mounts` use account 'az'."""
+    def config(self, mounts: list[dict], name: str = "config.yaml", *,
+               endpoint: str | None = None, **top) -> Path:
+        """Write a native config for the test's Azurite (or `endpoint`, a proxy of it);
+        `mounts` use account 'az'."""
         document = {
             "cache_dir": str(self.tmp_path / "cache"),
             "accounts": {"az": {"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY,
-                                "endpoint": self.azurite.endpoint}},
+                                "endpoint": endpoint or self.azurite.endpoint}},
             "mounts": [{"account": "az", **entry} for entry in mounts],
             **top,
         }

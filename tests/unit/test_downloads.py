@@ -13,7 +13,7 @@ import trio.testing
 
 from blobmount.cache import Cache
 from blobmount.config import Account, MountEntry
-from blobmount.errors import RemoteError
+from blobmount.errors import RemoteError, RemoteUnreachable
 from blobmount.remote import BlobItem
 from blobmount.store import Store
 from blobmount.transfers import Downloads
@@ -33,7 +33,11 @@ class FakeRemote:
         self.gate = threading.Event()
         self.gate.set()
         self.fail_with: Exception | None = None
+        self.away = False  # what Remote.offline() answers
         self._lock = threading.Lock()
+
+    def offline(self) -> bool:
+        return self.away
 
     def download(self, blob: str, destination: Path, *, concurrency: int = 4) -> BlobItem:
         with self._lock:
@@ -128,6 +132,27 @@ def test_a_second_open_downloads_nothing(cache: Cache, entry: MountEntry) -> Non
     assert trio.run(main) == [(path, True), (path, False), (path, False)]
     assert remote.calls == ["a"]
     assert downloads.started == {"data/a": 1}
+
+
+def test_an_account_found_away_serves_the_cache_and_fails_the_rest_at_once(
+        cache: Cache, entry: MountEntry) -> None:
+    remote = FakeRemote({"kept": (b"kept", "E1"), "cold": (b"cold", "E2")})
+    downloads = downloads_for(cache)
+
+    async def main() -> None:
+        await downloads.cached_copy(entry, remote, "kept", size=4, etag="E1",
+                                    shown_path="data/kept")
+        remote.away = True
+        path, downloaded = await downloads.cached_copy(entry, remote, "kept", size=4,
+                                                       etag="E1", shown_path="data/kept")
+        assert (path.read_bytes(), downloaded) == (b"kept", False)
+        with pytest.raises(RemoteUnreachable):
+            await downloads.cached_copy(entry, remote, "cold", size=4, etag="E2",
+                                        shown_path="data/cold")
+
+    trio.run(main)
+    assert remote.calls == ["kept"]  # no try at all while the account is away
+    assert temp_files(entry) == []
 
 
 def test_a_failed_download_reaches_every_reader_and_leaves_nothing(

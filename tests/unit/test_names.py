@@ -185,6 +185,9 @@ class _Pages:
     def list_pages(self, prefix: str):
         return iter(self.pages)
 
+    def offline(self) -> bool:
+        return False
+
 
 def _listed(tmp_path, pages: list[list], caplog) -> dict[str, bool]:
     import logging
@@ -231,7 +234,10 @@ def test_hidden_names_warn_once_each(tmp_path, caplog) -> None:
 
 
 class _Away(_Pages):
-    """A remote that lists once, then cannot be reached."""
+    """A remote that lists once, then cannot be reached (and says so, as Remote does)."""
+
+    def offline(self) -> bool:
+        return self.calls > 1
 
     def __init__(self, pages: list[list]) -> None:
         super().__init__(pages)
@@ -269,6 +275,8 @@ def test_a_stale_listing_is_served_while_the_account_is_unreachable(tmp_path, ca
         assert remote.calls == 2
         assert sorted(n.name for n in store.nodes(store.child_inodes(inode))) == ["d", "f"]
         assert any("serving the listing of data" in r.getMessage() for r in caplog.records)
+        trio.run(space.listed, store.node(inode))  # found away just now: not asked again
+        assert remote.calls == 2
         with pytest.raises(RemoteUnreachable):  # never listed: nothing to serve
             trio.run(space.listed, store.node(other))
     finally:

@@ -1,0 +1,204 @@
+"""A TCP proxy between blobmount and Azurite that breaks the network on command.
+
+Each connection carries one request: the proxy adds `Connection: close` to it, so it
+can count requests and answer one itself without parsing HTTP any further. Modes:
+
+- `forward`: pass bytes both ways (the default);
+- `drop`: close every connection as soon as it is accepted (and those open now);
+- `stall`: read the request and answer nothing, holding the connection open;
+- `cut`: forward the request, pass `cut_after` bytes of the answer, then close.
+
+`fail_next(status, times)` answers the next `times` requests with that HTTP status and
+an Azure-style error body, and `cut_next(after, times)` cuts the next answers short,
+whatever the mode; then the mode applies again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections import Counter
+
+HEAD_END = b"\r\n\r\n"
+REASONS = {403: "Forbidden", 404: "Not Found", 408: "Request Timeout", 409: "Conflict",
+           429: "Too Many Requests", 500: "Internal Server Error", 503: "Server Busy"}
+ERROR_CODES = {403: "AuthenticationFailed", 404: "BlobNotFound", 408: "OperationTimedOut",
+               409: "ResourceAlreadyExists", 429: "ServerBusy", 500: "InternalError",
+               503: "ServerBusy"}
+
+
+class FaultProxy:
+    """Listens on a free loopback port; forwards to `target_port` on 127.0.0.1."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.mode = "forward"
+        self.cut_after = 0
+        #: requests seen, by "METHOD path" (the path without its query)
+        self.requests: Counter[str] = Counter()
+        self._next: list[tuple[str, int]] = []  # ("status", code) or ("cut", bytes)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._open: set[socket.socket] = set()
+        self._closed = False
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def endpoint(self, account: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{account}"
+
+    def set_mode(self, mode: str, *, cut_after: int = 0) -> None:
+        """Change the mode; `drop` also closes the connections open now."""
+        assert mode in ("forward", "drop", "stall", "cut"), mode
+        with self._lock:
+            self.mode = mode
+            self.cut_after = cut_after
+            doomed = list(self._open) if mode == "drop" else []
+            self._changed.notify_all()
+        for connection in doomed:
+            _close(connection)
+
+    def fail_next(self, status: int, times: int = 1) -> None:
+        with self._lock:
+            self._next.extend([("status", status)] * times)
+
+    def cut_next(self, after: int, times: int = 1) -> None:
+        with self._lock:
+            self._next.extend([("cut", after)] * times)
+
+    def count(self, method: str, path_end: str) -> int:
+        """Requests seen whose method is `method` and whose path ends with `path_end`."""
+        with self._lock:
+            return sum(n for key, n in self.requests.items()
+                       if key.startswith(method + " ") and key.endswith(path_end))
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            doomed = list(self._open)
+            self._changed.notify_all()
+        _close(self._listener)
+        for connection in doomed:
+            _close(connection)
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> FaultProxy:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- the proxy's threads --------------------------------------------------------
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            with self._lock:
+                if self._closed:
+                    _close(client)
+                    return
+                self._open.add(client)
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = None
+        try:
+            with self._lock:
+                mode = self.mode
+            if mode == "drop":
+                return
+            head, rest = _read_head(client)
+            if head is None:
+                return
+            request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+            method, target = (request_line.split(" ") + ["", ""])[:2]
+            with self._lock:
+                self.requests[f"{method} {target.split('?', 1)[0]}"] += 1
+                fault, value = self._next.pop(0) if self._next else (self.mode, self.cut_after)
+            if fault == "status":
+                client.sendall(_error_response(value))
+                return
+            if fault == "stall":
+                with self._lock:
+                    self._changed.wait_for(lambda: self._closed or self.mode != "stall")
+                return
+            if fault == "drop":
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self._lock:
+                self._open.add(upstream)
+            upstream.sendall(_close_after(head) + rest)
+            pump = threading.Thread(target=_pump, args=(client, upstream, None), daemon=True)
+            pump.start()
+            _pump(upstream, client, value if fault == "cut" else None)
+        except OSError:
+            pass
+        finally:
+            for connection in (client, upstream):
+                if connection is not None:
+                    with self._lock:
+                        self._open.discard(connection)
+                    _close(connection)
+
+
+def _read_head(connection: socket.socket) -> tuple[bytes | None, bytes]:
+    """The request's head (through the blank line) and whatever body came with it."""
+    data = b""
+    while HEAD_END not in data:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return None, b""
+        data += chunk
+    head, _, rest = data.partition(HEAD_END)
+    return head + HEAD_END, rest
+
+
+def _close_after(head: bytes) -> bytes:
+    """The head with `Connection: close`, so this connection carries one request."""
+    lines = [line for line in head[:-len(HEAD_END)].split(b"\r\n")
+             if not line.lower().startswith(b"connection:")]
+    return b"\r\n".join([*lines, b"Connection: close"]) + HEAD_END
+
+
+def _pump(source: socket.socket, sink: socket.socket, limit: int | None) -> None:
+    """Copy bytes until `source` ends (or `limit` bytes have passed), then close both
+    directions, so the other pump ends too."""
+    passed = 0
+    try:
+        while limit is None or passed < limit:
+            chunk = source.recv(65536)
+            if not chunk:
+                break
+            if limit is not None:
+                chunk = chunk[:limit - passed]
+            sink.sendall(chunk)
+            passed += len(chunk)
+    except OSError:
+        pass
+    finally:
+        for connection in (source, sink):
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+
+def _error_response(status: int) -> bytes:
+    code = ERROR_CODES.get(status, "InternalError")
+    body = (f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code>'
+            f"<Message>injected by the fault proxy</Message></Error>").encode()
+    head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
+            f"Content-Type: application/xml\r\nContent-Length: {len(body)}\r\n"
+            f"x-ms-error-code: {code}\r\nConnection: close\r\n\r\n").encode()
+    return head + body
+
+
+def _close(connection: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        connection.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        connection.close()

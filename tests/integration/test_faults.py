@@ -1,0 +1,233 @@
+"""A bad network between blobmount and its account: every mount here reaches Azurite
+through a fault proxy (faultproxy.py) that drops, stalls or cuts connections, or
+answers with an error status, on command. The container, read through the SDK
+directly, is the truth."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from blobmount.config import AZURITE_ACCOUNT
+
+from .conftest import blobmount, upload, wait_for
+from .faultproxy import FaultProxy
+
+# Each try waits this long for an answer; three tries and two short waits between them
+# make the longest a call can take.
+TIMEOUT = 2
+BOUND = 3 * TIMEOUT + 3 * 1.5 + 2  # the waits are drawn up to 1.5x: 0.75 s + 1.5 s ...
+
+
+@pytest.fixture
+def proxy(azurite):
+    with FaultProxy(azurite.port) as fault_proxy:
+        yield fault_proxy
+
+
+def _config(mounter, proxy: FaultProxy, container, **settings) -> Path:
+    return mounter.config([{"local": "data", "container": container.container_name,
+                            **settings.pop("entry", {})}],
+                          endpoint=proxy.endpoint(AZURITE_ACCOUNT), **settings)
+
+
+def _read_error(path: Path) -> tuple[int | None, float]:
+    """The errno reading `path` failed with (None: it worked), and the seconds it took."""
+    started = time.monotonic()
+    try:
+        path.read_bytes()
+    except OSError as exc:
+        return exc.errno, time.monotonic() - started
+    return None, time.monotonic() - started
+
+
+@pytest.mark.parametrize("fault", ["stall", "drop"])
+def test_an_unreachable_account_fails_uncached_reads_soon_and_serves_the_rest(
+        mounter, container, proxy, fault):
+    upload(container, {"kept.txt": b"kept bytes", "cold.txt": b"cold bytes",
+                       "sub/deep.txt": b"deep"})
+    # listing_ttl 0: every lookup and open below would ask the account.
+    config = _config(mounter, proxy, container, remote_timeout=TIMEOUT, listing_ttl=0,
+                     read_ahead_files=0)
+    mount = mounter.mount(config)
+    try:
+        data = mount.path("data")
+        assert mount.path("data/kept.txt").read_bytes() == b"kept bytes"
+        assert sorted(os.listdir(data / "sub")) == ["deep.txt"]
+        proxy.set_mode(fault)
+
+        failure, took = _read_error(mount.path("data/cold.txt"))
+        assert failure == errno.EIO
+        assert took < BOUND, f"EIO after {took:.1f} s"
+        # Found away: what is known is served at once, and the rest fails at once.
+        started = time.monotonic()
+        assert mount.path("data/kept.txt").read_bytes() == b"kept bytes"
+        assert sorted(os.listdir(data)) == ["cold.txt", "kept.txt", "sub"]
+        assert sorted(os.listdir(data / "sub")) == ["deep.txt"]
+        assert _read_error(mount.path("data/sub/deep.txt"))[0] == errno.EIO
+        assert time.monotonic() - started < TIMEOUT
+        assert "serving the listing" in mount.log() or "cannot reach" in mount.log()
+
+        proxy.set_mode("forward")
+        # Once it answers again, the next try goes through (the first may still be
+        # inside the short window in which an account found away is not asked).
+        wait_for(lambda: _read_error(mount.path("data/cold.txt"))[0] is None, timeout=30,
+                 interval=0.5, what="cold.txt to read once the account is back")
+        assert mount.path("data/cold.txt").read_bytes() == b"cold bytes"
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
+
+
+def test_the_default_timeout_fails_a_stalled_read_well_within_a_minute(
+        mounter, container, proxy):
+    upload(container, {"cold.bin": b"x" * 1000})
+    mount = mounter.mount(_config(mounter, proxy, container, read_ahead_files=0))
+    try:
+        assert os.listdir(mount.path("data")) == ["cold.bin"]
+        proxy.set_mode("stall")
+        failure, took = _read_error(mount.path("data/cold.bin"))
+        assert failure == errno.EIO
+        assert took < 45, f"EIO after {took:.1f} s"
+        proxy.set_mode("forward")
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
+
+
+def test_a_large_file_through_azcopy_fails_soon_too(mounter, container, proxy):
+    upload(container, {"big.bin": os.urandom(2 * 1024 * 1024)})
+    config = _config(mounter, proxy, container, remote_timeout=TIMEOUT,
+                     sdk_download_max="1MiB", read_ahead_files=0)
+    mount = mounter.mount(config)
+    try:
+        assert os.listdir(mount.path("data")) == ["big.bin"]
+        proxy.set_mode("drop")
+        failure, took = _read_error(mount.path("data/big.bin"))
+        assert failure == errno.EIO
+        assert took < BOUND, f"EIO after {took:.1f} s"
+        assert mount.status()["azcopy_jobs"] == 0  # no job left retrying for minutes
+        proxy.set_mode("forward")
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
+
+
+@pytest.mark.parametrize("status", [503, 500, 429, 408])
+def test_temporary_errors_are_retried(mounter, container, proxy, status):
+    upload(container, {"f.txt": b"retried"})
+    mount = mounter.mount(_config(mounter, proxy, container, remote_timeout=TIMEOUT,
+                                  read_ahead_files=0))
+    try:
+        assert os.listdir(mount.path("data")) == ["f.txt"]
+        before = proxy.count("GET", "/f.txt")
+        proxy.fail_next(status, times=2)
+        assert mount.path("data/f.txt").read_bytes() == b"retried"
+        assert proxy.count("GET", "/f.txt") - before == 3  # two failures, then the bytes
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
+
+
+@pytest.mark.parametrize(("status", "expected"), [(403, errno.EACCES), (404, errno.ENOENT)])
+def test_permanent_errors_are_not_retried(mounter, container, proxy, status, expected):
+    upload(container, {"f.txt": b"refused"})
+    mount = mounter.mount(_config(mounter, proxy, container, remote_timeout=TIMEOUT,
+                                  read_ahead_files=0))
+    try:
+        assert os.listdir(mount.path("data")) == ["f.txt"]
+        before = proxy.count("GET", "/f.txt")
+        proxy.fail_next(status, times=1)
+        assert _read_error(mount.path("data/f.txt"))[0] == expected
+        assert proxy.count("GET", "/f.txt") - before == 1
+        assert mount.path("data/f.txt").read_bytes() == b"refused"  # nothing bad was kept
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
+
+
+def test_a_download_cut_short_is_tried_again_and_never_served_short(
+        mounter, container, proxy):
+    payload = os.urandom(3 * 1024 * 1024)
+    upload(container, {"cut.bin": payload})
+    mount = mounter.mount(_config(mounter, proxy, container, remote_timeout=TIMEOUT,
+                                  read_ahead_files=0))
+    try:
+        assert os.listdir(mount.path("data")) == ["cut.bin"]
+        before = proxy.count("GET", "/cut.bin")
+        proxy.cut_next(after=100_000)
+        assert mount.path("data/cut.bin").read_bytes() == payload
+        assert proxy.count("GET", "/cut.bin") - before >= 2
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
+
+
+def test_async_writes_are_journaled_while_away_and_go_up_when_it_is_back(
+        mounter, container, proxy):
+    config = _config(mounter, proxy, container, remote_timeout=TIMEOUT,
+                     entry={"upload": "async"})
+    mount = mounter.mount(config)
+    try:
+        assert os.listdir(mount.path("data")) == []
+        proxy.set_mode("drop")
+        written = {f"w{i}.txt": f"written while away {i}".encode() for i in range(5)}
+        for name, data in written.items():
+            mount.path(f"data/{name}").write_bytes(data)  # accepted: close() returns
+        wait_for(lambda: len(mount.status()["uploads"]["failed"]) == 5, timeout=30,
+                 what="the journal to hold five failed uploads")
+        assert mount.status()["uploads"]["count"] == 5
+        assert not list(container.list_blobs())
+
+        proxy.set_mode("forward")
+        # No `blobmount sync`, no remount: the journal's own retries take them up.
+        wait_for(lambda: {b.name for b in container.list_blobs()} == set(written),
+                 timeout=60, interval=0.25, what="the journaled files in the container")
+        for name, data in written.items():
+            assert container.download_blob(name).readall() == data
+        wait_for(lambda: mount.status()["uploads"]["count"] == 0, timeout=10,
+                 what="the journal to empty")
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
+
+
+def test_sync_status_reports_pending_uploads_while_away(mounter, container, proxy):
+    config = _config(mounter, proxy, container, remote_timeout=TIMEOUT,
+                     entry={"upload": "async"})
+    mount = mounter.mount(config)
+    try:
+        mount.path("data/late.txt").write_bytes(b"late")
+        wait_for(lambda: {b.name for b in container.list_blobs()} == {"late.txt"},
+                 what="the first upload")
+        proxy.set_mode("stall")
+        mount.path("data/late.txt").write_bytes(b"later")
+        result = blobmount("sync", str(mount.mountpoint), timeout=120)
+        assert result.returncode != 0
+        assert "late.txt" in result.stderr + result.stdout
+        proxy.set_mode("forward")
+        wait_for(lambda: container.download_blob("late.txt").readall() == b"later",
+                 timeout=60, interval=0.25, what="the second version in the container")
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
