@@ -26,7 +26,14 @@ import click
 from . import control, helper, inventory
 from .client import Client
 from .commands import add_to
-from .config import Config, container_name, default_variables, find_config, load_config
+from .config import (
+    Config,
+    container_name,
+    default_variables,
+    find_config,
+    load_config,
+    setting_option,
+)
 from .errors import BlobmountError
 
 # The daemon checks every account before it mounts; an unreachable one fails within
@@ -53,8 +60,10 @@ def cli() -> None:
 @click.option("--user", metavar="NAME",
               help="The config's {user} [default: $BLOBMOUNT_USER, else your user name].")
 @click.option("-o", "--options", "mount_options", metavar="OPTS", multiple=True,
-              help="Kernel mount options, comma-separated: "
-                   + ", ".join(sorted(helper.KERNEL)) + ".")
+              help="Mount options, comma-separated: the kernel's "
+                   + ", ".join(sorted(helper.KERNEL))
+                   + "; and uid=N, gid=N, umask=OCTAL (who owns the files shown, and"
+                     " their mode; these override the config).")
 @click.option("--list", "list_mounts", is_flag=True,
               help="List every blobmount mount on this machine instead.")
 @click.option("-f", "--foreground", is_flag=True, help="Stay attached instead of daemonizing.")
@@ -78,7 +87,7 @@ def mount(mountpoint: str | None, config_file: str | None, user: str | None,
         return
     if mountpoint is None:
         raise click.UsageError("Missing argument 'MOUNTPOINT' (or give --list).")
-    kernel_options = _kernel_options(mount_options)
+    kernel_options, setting_options = _mount_options(mount_options)
     variables = default_variables(user)
     config_path = find_config(config_file)
     config = load_config(config_path, variables) if config_path else None
@@ -86,25 +95,40 @@ def mount(mountpoint: str | None, config_file: str | None, user: str | None,
     where = check_mountpoint(mountpoint)
     log_path = Path(log_file).absolute() if log_file else default_log_file()
     if foreground:
-        _run_foreground(config, where, verbose, log_path, ready_fd, kernel_options)
+        _run_foreground(config, where, verbose, log_path, ready_fd, kernel_options,
+                        setting_options)
         return
     args = [sys.executable, "-m", "blobmount", "mount", str(where), "--foreground",
             "--log-file", str(log_path), "--user", variables["user"]] + ["-v"] * verbose
-    if kernel_options:
-        args += ["-o", ",".join(kernel_options)]
+    if mount_options:
+        args += ["-o", ",".join(mount_options)]
     if config_path:
         args += ["--config", str(Path(config_path).absolute())]
     click.echo(_start_daemon(args, log_path))
 
 
-def _kernel_options(given: tuple[str, ...]) -> list[str]:
-    """The -o options, checked: only those that make sense for a blobmount mount."""
+def _mount_options(given: tuple[str, ...]) -> tuple[list[str], dict[str, int]]:
+    """The -o options, checked: (kernel options, settings they override).
+
+    uid, gid and umask are ours, not the kernel's: they set what the files show.
+    """
     options = [part.strip() for text in given for part in text.split(",") if part.strip()]
-    unknown = [option for option in options if option not in helper.KERNEL]
-    if unknown:
-        raise BlobmountError(f"unknown mount option {unknown[0]!r}; blobmount takes"
-                             f" {', '.join(sorted(helper.KERNEL))}")
-    return list(dict.fromkeys(options))
+    kernel: list[str] = []
+    settings: dict[str, int] = {}
+    for option in options:
+        if option in helper.KERNEL:
+            kernel.append(option)
+            continue
+        try:
+            setting = setting_option(option)
+        except ValueError as exc:
+            raise BlobmountError(f"mount option {option!r}: {exc}") from None
+        if setting is None:
+            raise BlobmountError(f"unknown mount option {option!r}; blobmount takes"
+                                 f" {', '.join(sorted(helper.KERNEL))}, uid=N, gid=N,"
+                                 " umask=OCTAL")
+        settings[setting[0]] = setting[1]
+    return list(dict.fromkeys(kernel)), settings
 
 
 def _list_mounts(as_json: bool) -> None:
@@ -135,13 +159,15 @@ def _warn_readable_secrets(config: Config | None, *, strict: bool = False) -> No
 
 
 def _run_foreground(config: Config | None, mountpoint: Path, verbose: int, log_path: Path,
-                    ready_fd: int | None, kernel_options: list[str]) -> None:
+                    ready_fd: int | None, kernel_options: list[str],
+                    setting_options: dict[str, int]) -> None:
     from .daemon import run_daemon
     from .log import setup_logging
 
     setup_logging(verbose, log_path, stderr=ready_fd is None)
     if ready_fd is None:
-        run_daemon(config, mountpoint, lambda note: click.echo(note), kernel_options)
+        run_daemon(config, mountpoint, lambda note: click.echo(note), kernel_options,
+                   setting_options)
         return
     # Daemonized: report to the waiting `blobmount mount`, then keep no folder busy.
     os.chdir("/")
@@ -157,7 +183,7 @@ def _run_foreground(config: Config | None, mountpoint: Path, verbose: int, log_p
                                  " the mount") from None
 
     try:
-        run_daemon(config, mountpoint, ready, kernel_options)
+        run_daemon(config, mountpoint, ready, kernel_options, setting_options)
     except BlobmountError as exc:
         if not channel.closed:
             channel.write(f"error {exc}\n")

@@ -24,7 +24,7 @@ import os
 import pwd
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import TypeVar
@@ -54,7 +54,10 @@ __all__ = [
     "embedded_config",
     "find_config",
     "load_config",
+    "parse_id",
     "parse_size",
+    "parse_umask",
+    "setting_option",
 ]
 
 log = logging.getLogger(__name__)
@@ -91,6 +94,11 @@ _UPLOAD_MODES = ("sync", "async")
 # Placeholders such as {user}: one config serves many users. Only these keys take them.
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _TEMPLATED_KEYS = frozenset({"cache_dir", "local", "remote", "url", "container", "cache"})
+
+# (uid_t)-1 means "leave unchanged" to the kernel, so it cannot be an owner.
+_MAX_ID = 2**32 - 2
+_DIGITS = re.compile(r"\s*\d+\s*")
+_OCTAL = re.compile(r"\s*(?:0o)?([0-7]+)\s*", re.IGNORECASE)
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", re.IGNORECASE)
 _SIZE_UNITS = {
@@ -185,6 +193,12 @@ class Settings:
     cache_max_bytes: int | None = None
     cache_max_age: float | None = None
     cache_low_watermark: float = 0.8
+    # Owner and permission bits of what the mount shows: files 0666 & ~umask, folders
+    # 0777 & ~umask (0444 and 0555 at most on read-only entries). None: the daemon's own
+    # uid/gid. The kernel enforces them (default_permissions); blobs store none of them.
+    uid: int | None = None
+    gid: int | None = None
+    umask: int = 0o022
 
 
 @dataclass(frozen=True)
@@ -201,6 +215,10 @@ class Config:
         """Every secret string of every account, for redaction."""
         accounts = [*self.accounts.values(), *(m.account for m in self.mounts)]
         return _unique(secret for account in accounts for secret in account.secrets())
+
+    def with_settings(self, **changes: object) -> Config:
+        """This config with some settings changed (mount options override the file)."""
+        return replace(self, settings=replace(self.settings, **changes))
 
 
 # --------------------------------------------------------------------------- public API
@@ -332,6 +350,52 @@ def parse_size(value: int | str) -> int:
             "KiB, MiB, GiB, TiB (1024-based) or KB, MB, GB, TB (1000-based)"
         )
     return int(float(match.group(1)) * unit)
+
+
+def parse_id(value: int | str) -> int:
+    """A uid or gid from an int or a string of digits; ValueError fit for the user."""
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_ID:
+        plain = isinstance(value, (int, str)) and not isinstance(value, bool)
+        shown = repr(value) if plain else _kind(value)
+        raise ValueError(f"expected a user or group id (0 to {_MAX_ID}), got {shown}")
+    return value
+
+
+def parse_umask(value: int | str) -> int:
+    """A umask from an int or an octal string ("022", "0027", "0o077").
+
+    A string is always octal, as mount(8) and libfuse read `umask=`; an int is taken as
+    YAML read it (YAML reads `022` as octal, but `22` as twenty-two).
+    """
+    if isinstance(value, str):
+        match = _OCTAL.fullmatch(value)
+        if not match:
+            raise ValueError(f"expected octal digits such as 022 or 0027, got {value!r}")
+        value = int(match.group(1), 8)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected octal digits such as 022 or 0027, got {_kind(value)}")
+    if not 0 <= value <= 0o777:
+        raise ValueError(f"must be from 0 to 0777 (octal), got {value:#o}")
+    return value
+
+
+_OPTION_SETTINGS: dict[str, Callable[[str], int]] = {
+    "uid": parse_id, "gid": parse_id, "umask": parse_umask,
+}
+
+
+def setting_option(option: str) -> tuple[str, int] | None:
+    """(setting, value) for a mount option that sets one (`uid=N`, `gid=N`,
+    `umask=OCTAL`); None for any other option; ValueError for a bad value."""
+    name, has_value, value = option.partition("=")
+    parse = _OPTION_SETTINGS.get(name)
+    if parse is None:
+        return None
+    if not has_value:
+        raise ValueError(f"needs a value, such as {name}={'027' if name == 'umask' else 1000}")
+    return name, parse(value)
 
 
 # --------------------------------------------------------------------------- reading YAML
@@ -573,7 +637,17 @@ def _read_settings(top: _Section) -> Settings:
         cache_max_bytes=_cache_max_bytes(top, None),
         cache_max_age=_cache_max_age(top, None),
         cache_low_watermark=_fraction(top, "cache_low_watermark", defaults.cache_low_watermark),
+        uid=_optional(top, "uid", parse_id),
+        gid=_optional(top, "gid", parse_id),
+        umask=_optional(top, "umask", parse_umask, defaults.umask),
     )
+
+
+def _optional(s: _Section, key: str, parse: Callable[[_V], _T],
+              default: _T | None = None) -> _T | None:
+    """`parse` of the value at `key`, or `default` when it is absent."""
+    value = s.data.get(key)
+    return default if value is None else s.checked(key, parse, value)
 
 
 def _fraction(s: _Section, key: str, default: float) -> float:

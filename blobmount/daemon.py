@@ -16,7 +16,7 @@ import fcntl
 import logging
 import os
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -181,10 +181,12 @@ def _azcopy_factory(config: Config) -> Callable[[MountEntry], AzCopy] | None:
 
 
 async def serve(config: Config | None, mountpoint: Path, *,
-                ready: Callable[[str], None], fuse_options: Iterable[str] = ()) -> None:
+                ready: Callable[[str], None], fuse_options: Iterable[str] = (),
+                setting_options: Mapping[str, int] | None = None) -> None:
     """Mount `config` (None: the embedded Azurite default) and serve until unmounted.
 
-    `fuse_options` go to the kernel with the mount (`allow_other`, `ro`, ...). Under
+    `fuse_options` go to the kernel with the mount (`allow_other`, `ro`, ...);
+    `setting_options` (uid, gid, umask given with -o) override the config's. Under
     systemd (`Type=notify`) the service manager hears READY=1 once the mount is live
     and STOPPING=1 once it is gone.
     """
@@ -193,6 +195,8 @@ async def serve(config: Config | None, mountpoint: Path, *,
         note = ""
         if config is None:
             config, note = await _start_embedded(stack)
+        if setting_options:
+            config = config.with_settings(**setting_options)
         settings = config.settings
         stack.enter_context(_cache_lock(config.cache_dir))
         store = Store(config.cache_dir / "blobmount.sqlite")
@@ -234,7 +238,8 @@ async def serve(config: Config | None, mountpoint: Path, *,
         operations = BlobFS(namespace, cache, downloads, uploads, config.mounts,
                             attr_timeout=min(settings.listing_ttl, MAX_ATTR_TIMEOUT),
                             read_ahead_files=settings.read_ahead_files,
-                            xattrs=settings.xattrs)
+                            xattrs=settings.xattrs, uid=settings.uid, gid=settings.gid,
+                            umask=settings.umask)
         evictor.protect(operations.paths_in_use)
         mount = _Mount(config, mountpoint, store, downloads, uploads)
         manager = Manager(config.mounts, remotes, store, cache, downloads, uploads, evictor)
@@ -247,8 +252,10 @@ async def serve(config: Config | None, mountpoint: Path, *,
         control = ControlServer(socket_path(mountpoint), {
             "status": status, "sync": mount.sync, "no_wait": mount.no_wait,
             **manager.handlers()}, cancel_on_close=manager.cancel_on_close)
-        options = (set(pyfuse3.default_options) | {"fsname=blobmount", "subtype=blobmount"}
-                   | set(fuse_options))
+        # default_permissions (pyfuse3's default too, stated here because it is the only
+        # permission check): the kernel checks the shown mode, uid and gid; we check none.
+        options = (set(pyfuse3.default_options) | set(fuse_options)
+                   | {"fsname=blobmount", "subtype=blobmount", "default_permissions"})
         try:
             pyfuse3.init(operations, str(mountpoint), options)
         except RuntimeError as exc:
@@ -322,10 +329,12 @@ async def _start_embedded(stack: contextlib.ExitStack) -> tuple[Config, str]:
 
 
 def run_daemon(config: Config | None, mountpoint: Path,
-               ready: Callable[[str], None], fuse_options: Iterable[str] = ()) -> None:
+               ready: Callable[[str], None], fuse_options: Iterable[str] = (),
+               setting_options: Mapping[str, int] | None = None) -> None:
     """Run the daemon to the end in this process (blocking)."""
     try:
-        trio.run(partial(serve, config, mountpoint, ready=ready, fuse_options=fuse_options))
+        trio.run(partial(serve, config, mountpoint, ready=ready, fuse_options=fuse_options,
+                         setting_options=setting_options))
     except BaseExceptionGroup as group:
         # A nursery wraps what its tasks raise; the user needs the error itself.
         matched, _ = group.split(BlobmountError)

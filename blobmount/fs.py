@@ -82,7 +82,8 @@ class BlobFS(pyfuse3.Operations):
     def __init__(self, namespace: Namespace, cache: Cache, downloads: Downloads,
                  uploads: Uploads, entries: Sequence[MountEntry], *,
                  attr_timeout: float, read_ahead_files: int = 0,
-                 xattrs: bool = True) -> None:
+                 xattrs: bool = True, uid: int | None = None, gid: int | None = None,
+                 umask: int = 0o022) -> None:
         super().__init__()
         self.xattrs_enabled = xattrs
         self.read_ahead_files = read_ahead_files
@@ -92,8 +93,9 @@ class BlobFS(pyfuse3.Operations):
         self.uploads = uploads
         self.entries = entries
         self.attr_timeout = attr_timeout
-        self._uid = os.getuid()
-        self._gid = os.getgid()
+        self._uid = os.getuid() if uid is None else uid
+        self._gid = os.getgid() if gid is None else gid
+        self._umask = umask
         self._handles = itertools.count(1)
         self._open_files: dict[int, _OpenFile] = {}
         self._open_dirs: dict[int, list[int]] = {}
@@ -108,10 +110,10 @@ class BlobFS(pyfuse3.Operations):
         attrs.st_ino = node.inode
         writable = node.entry is not None and not self.entries[node.entry].read_only
         if node.is_dir:
-            attrs.st_mode = stat.S_IFDIR | (0o755 if writable else 0o555)
+            attrs.st_mode = stat.S_IFDIR | ((0o777 if writable else 0o555) & ~self._umask)
             attrs.st_nlink = 2
         else:
-            attrs.st_mode = stat.S_IFREG | (0o644 if writable else 0o444)
+            attrs.st_mode = stat.S_IFREG | ((0o666 if writable else 0o444) & ~self._umask)
             attrs.st_nlink = 1
         attrs.st_size = node.size
         attrs.st_blksize = 128 * 1024

@@ -15,6 +15,7 @@ config file (`none` or `blobmount`: the default search), and OPTIONS are mapped 
   and exec that mount.fuse adds (blobs are never devices or setuid programs);
 - kernel options go through: ro, nosuid, nodev, noexec, noatime, nodiratime, sync,
   dirsync, allow_other, default_permissions;
+- so do uid=N, gid=N and umask=OCTAL, which `blobmount mount -o` takes as settings;
 - ours: blobmount.user=NAME (the config's {user}), blobmount.log=FILE, blobmount.verbose.
 
 Anything else is refused, unless mount was run with -s (sloppy), which ignores it.
@@ -27,6 +28,7 @@ import os
 import sys
 from collections.abc import Callable, Collection, Sequence
 
+from .config import setting_option
 from .errors import BlobmountError
 
 HELPER_NAME = "mount.fuse.blobmount"
@@ -112,9 +114,9 @@ def mount_arguments(args: Sequence[str]) -> tuple[list[str], bool]:
     command = ["mount", os.path.abspath(mountpoint)]
     if source not in DEFAULT_SOURCES:
         command += ["--config", os.path.abspath(source)]
-    kernel, ours = _map_options(",".join(option_text), sloppy)
-    if kernel:
-        command += ["-o", ",".join(kernel)]
+    options, ours = _map_options(",".join(option_text), sloppy)
+    if options:
+        command += ["-o", ",".join(options)]
     command += ours + ["-v"] * verbose
     return command, fake
 
@@ -125,16 +127,17 @@ def _check_type(value: str) -> None:
 
 
 def _map_options(text: str, sloppy: bool) -> tuple[list[str], list[str]]:
-    """(kernel options, `blobmount mount` arguments) for mount's option string."""
-    kernel: list[str] = []
+    """(`blobmount mount -o` options, other `blobmount mount` arguments) for mount's
+    option string."""
+    options: list[str] = []
     ours: list[str] = []
     for option in (part.strip() for part in text.split(",")):
         name, has_value, value = option.partition("=")
         if not option or option in IGNORED or option.startswith(IGNORED_PREFIXES):
             continue
-        if option in KERNEL:
-            if option not in kernel:
-                kernel.append(option)
+        if option in KERNEL or _is_setting(option):
+            if option not in options:
+                options.append(option)
         elif name in OURS_WITH_VALUE and has_value and value:
             ours += [OURS_WITH_VALUE[name], value]
         elif option in OURS_FLAGS:
@@ -142,9 +145,18 @@ def _map_options(text: str, sloppy: bool) -> tuple[list[str], list[str]]:
         elif not sloppy:
             raise HelperUsage(
                 f"unknown mount option {option!r} (blobmount takes"
-                f" {', '.join(sorted(KERNEL))}, blobmount.user=NAME, blobmount.log=FILE,"
-                " blobmount.verbose; mount -s ignores the rest)")
-    return kernel, ours
+                f" {', '.join(sorted(KERNEL))}, uid=N, gid=N, umask=OCTAL,"
+                " blobmount.user=NAME, blobmount.log=FILE, blobmount.verbose;"
+                " mount -s ignores the rest)")
+    return options, ours
+
+
+def _is_setting(option: str) -> bool:
+    """Whether `option` is uid=, gid= or umask=; a bad value is wrong use, even with -s."""
+    try:
+        return setting_option(option) is not None
+    except ValueError as exc:
+        raise HelperUsage(f"mount option {option!r}: {exc}") from None
 
 
 def run(args: Sequence[str], invoke: Callable[[list[str]], object]) -> int:
