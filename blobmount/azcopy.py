@@ -327,6 +327,9 @@ class AzCopy:
             # A blob with a Content-MD5 whose bytes do not match it fails the transfer
             # (AzCopy's default today; said here so that no default can change it).
             command += ["--check-md5", "FailIfDifferent"]
+        elif from_to == "LocalBlob":
+            # Every blob we put has a Content-MD5: downloads are checked against it.
+            command += ["--put-md5"]
         if list_of_files is not None:
             command += ["--list-of-files", str(list_of_files)]
         if self.block_size_mb is not None:

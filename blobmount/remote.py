@@ -39,6 +39,7 @@ from azure.storage.blob import (
     BlobServiceClient,
     ContainerClient,
     ContainerSasPermissions,
+    ContentSettings,
     ExponentialRetry,
     generate_blob_sas,
     generate_container_sas,
@@ -83,6 +84,8 @@ OFFLINE_GRACE = 15.0
 THROTTLED = 429
 # Bytes read from a response at a time: the SDK's own choice when it makes the transport.
 RESPONSE_BLOCK = 256 * 1024
+# Pooled connections per account: parallel transfers times the SDK's requests each.
+POOL_SIZE = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +210,14 @@ class _Backoff(ExponentialRetry):
 class _ThrottleAwareTransport(RequestsTransport):
     """Turns a 429 into an error the retry policy retries (it retries any AzureError
     raised below it), since the storage SDK would hand a 429 straight back."""
+
+    def _init_session(self, session) -> None:
+        # Enough pooled connections for every transfer's parallel requests: the default
+        # of 10 made each one past it a new connection (and a log warning).
+        super()._init_session(session)
+        for prefix, adapter in list(session.adapters.items()):
+            session.mount(prefix, type(adapter)(max_retries=adapter.max_retries,
+                                                pool_maxsize=POOL_SIZE))
 
     def send(self, request, **kwargs):
         response = super().send(request, **kwargs)
@@ -457,7 +468,7 @@ class Remote:
             settings = props.content_settings
             expected = bytes(settings.content_md5).hex() if settings and \
                 settings.content_md5 else None
-            if expected is None or _md5_of(destination) == expected:
+            if expected is None or file_md5(destination) == expected:
                 return BlobItem(blob, False, props.size,
                                 _mtime_ns(props.last_modified, props.metadata),
                                 _etag(props.etag))
@@ -468,11 +479,12 @@ class Remote:
         raise RemoteCorrupt(f"download of {self.label}/{blob}: the bytes do not match the"
                             f" blob's Content-MD5 {expected} (tried {DOWNLOAD_TRIES} times)")
 
-    def upload(self, blob: str, source: Path, *, base_etag: str,
+    def upload(self, blob: str, source: Path, *, base_etag: str, md5: str,
                metadata: dict[str, str] | None = None, concurrency: int = 4,
                retries: int | None = None) -> BlobItem:
         """Put the file's bytes as `blob`, only if the blob is still the version
-        `base_etag` ('' = only if there is no blob); RemoteConflict otherwise.
+        `base_etag` ('' = only if there is no blob); RemoteConflict otherwise. `md5`
+        (hex, see file_md5) becomes the blob's Content-MD5.
 
         `retries` overrides the client's retry count for this call (the upload journal
         retries on its own schedule, so it asks for few here).
@@ -485,6 +497,7 @@ class Remote:
         with self._call(f"upload of {self.label}/{blob}"), open(source, "rb") as data:
             result = self._client.get_blob_client(blob).upload_blob(
                 data, length=os.fstat(data.fileno()).st_size, metadata=metadata,
+                content_settings=ContentSettings(content_md5=bytearray.fromhex(md5)),
                 max_concurrency=concurrency, **options)
         return BlobItem(blob, False, source.stat().st_size,
                         _mtime_ns(result.get("last_modified"), metadata), _etag(result.get("etag")))
@@ -577,7 +590,8 @@ class Remote:
                                       account_key=key, permission=permission, **times)
 
 
-def _md5_of(path: Path) -> str:
+def file_md5(path: Path) -> str:
+    """The file's MD5, in hex as md5sum prints it. Blocks: run it in a worker thread."""
     digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as data:
         while chunk := data.read(1 << 20):

@@ -17,6 +17,7 @@ import logging
 import os
 import posixpath
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from .azcopy import AzCopy
 from .cache import Cache, fsync_file, fsync_folder
 from .config import MountEntry, Settings
 from .errors import BlobmountError, RemoteConflict, RemoteNotFound
-from .remote import MTIME_KEY, Remote, backoff, format_mtime
+from .remote import MTIME_KEY, BlobItem, BlobProperties, Remote, backoff, file_md5, format_mtime
 from .singleflight import SingleFlight
 from .store import Store, Upload
 
@@ -86,16 +87,30 @@ class Uploads:
         self._on_conflict = on_conflict
         self._flights = SingleFlight()
         self._wake = trio.Event()
+        #: cache path -> MD5s of the bytes tries of its journaled upload have put
+        self._tried: dict[str, set[str]] = {}
+        #: cache paths whose journal() is under way
+        self._journaling: Counter[str] = Counter()
 
     # -- journaling ---------------------------------------------------------------
 
     async def journal(self, path: Path, entry: MountEntry, blob: str, base_etag: str,
                       mtime_ns: int | None = None) -> int:
-        """Make the written file durable and journal its upload; the journal version."""
-        await trio.to_thread.run_sync(_fsync_with_folder, path, limiter=self._limiter)
-        version = self.store.queue_upload(
-            str(path), account=entry.account.account_name, container=entry.container,
-            blob=blob, base_etag=base_etag, mtime_ns=mtime_ns)
+        """Make the written file durable and journal its upload; the journal version.
+
+        `base_etag` counts only if the file has no journaled upload yet; an upload of
+        it that ends meanwhile keeps its row (rebased), so the base cannot go stale.
+        """
+        self._journaling[str(path)] += 1
+        try:
+            await trio.to_thread.run_sync(_fsync_with_folder, path, limiter=self._limiter)
+            version = self.store.queue_upload(
+                str(path), account=entry.account.account_name, container=entry.container,
+                blob=blob, base_etag=base_etag, mtime_ns=mtime_ns)
+        finally:
+            self._journaling[str(path)] -= 1
+            if not self._journaling[str(path)]:
+                del self._journaling[str(path)]
         self._wake.set()
         return version
 
@@ -194,16 +209,20 @@ class Uploads:
             self.store.drop_upload(row.path)
             return
         try:
-            item = await self._put(target, row.blob, path, row.base_etag, row.mtime_ns)
+            item = await self._put(target, row.blob, path, row.base_etag, row.mtime_ns,
+                                   self._tried.setdefault(row.path, set()))
         except RemoteConflict:
+            self._tried.pop(row.path, None)
             await self._keep_both(target, row, path)
             return
-        if self.store.upload_done(row.path, row.version):
+        self._tried.pop(row.path, None)
+        if row.path not in self._journaling and self.store.upload_done(row.path, row.version):
             self.cache.record(path, blob=row.blob, etag=item.etag, size=item.size)
             self._on_uploaded(target, row.blob, item.size, item.mtime_ns, item.etag)
             log.info("uploaded %s/%s (%d bytes)", target.remote.label, row.blob, item.size)
         else:
-            # Written again meanwhile: the next upload replaces the one just made.
+            # Written again meanwhile (or being journaled again now): the next upload
+            # replaces the one just made.
             self.store.rebase_upload(row.path, item.etag)
 
     def _target(self, row: Upload) -> Target | None:
@@ -216,36 +235,61 @@ class Uploads:
         return max(matches, key=lambda target: len(target.entry.prefix), default=None)
 
     async def _put(self, target: Target, blob: str, path: Path, base_etag: str,
-                   mtime_ns: int | None):
+                   mtime_ns: int | None, tried: set[str]):
+        """Put the file as `blob` over version `base_etag` ('' = a new blob); the blob
+        as put. RemoteConflict when someone else changed the blob.
+
+        `tried` holds the MD5s of the bytes earlier tries of this upload put: a try
+        whose answer was lost may have put them anyway, and finding them in the
+        container later is no conflict.
+        """
         remote = target.remote
         metadata = {MTIME_KEY: format_mtime(mtime_ns)} if mtime_ns else {}
+        md5 = await trio.to_thread.run_sync(file_md5, path, limiter=self._limiter)
+        tried.add(md5)
         if base_etag:
             # A new version keeps the old one's metadata (user.meta.* set through the
             # mount, say); the look also catches a conflict before any bytes move.
-            try:
-                current = await trio.to_thread.run_sync(
-                    lambda: remote.head(blob, retries=UPLOAD_RETRIES), limiter=self._limiter)
-            except RemoteNotFound:
-                raise RemoteConflict(f"{remote.label}/{blob} was deleted in the container"
-                                     ) from None
+            current = await self._head(remote, blob)
+            if current is None:
+                raise RemoteConflict(f"{remote.label}/{blob} was deleted in the container")
             if current.etag != base_etag:
-                raise RemoteConflict(f"{remote.label}/{blob} changed in the container")
+                if current.content_md5 not in tried:
+                    raise RemoteConflict(f"{remote.label}/{blob} changed in the container")
+                base_etag = current.etag  # an earlier try of ours got there
             metadata = {**current.metadata, **metadata}
+        try:
+            return await self._put_bytes(target, blob, path, base_etag, md5, metadata)
+        except RemoteConflict:
+            current = await self._head(remote, blob)
+            if current is None or current.content_md5 not in tried:
+                raise
+        log.info("%s/%s: a try whose answer was lost had put our bytes", remote.label, blob)
+        if current.content_md5 == md5:
+            return BlobItem(blob, False, current.size, current.mtime_ns, current.etag)
+        return await self._put_bytes(target, blob, path, current.etag, md5, metadata)
+
+    async def _head(self, remote: Remote, blob: str) -> BlobProperties | None:
+        try:
+            return await trio.to_thread.run_sync(
+                lambda: remote.head(blob, retries=UPLOAD_RETRIES), limiter=self._limiter)
+        except RemoteNotFound:
+            return None
+
+    async def _put_bytes(self, target: Target, blob: str, path: Path, base_etag: str,
+                         md5: str, metadata: dict[str, str]) -> BlobItem:
+        remote = target.remote
         size = path.stat().st_size
         if (size <= self._settings.sdk_upload_max or self._azcopy_for is None
                 or not remote.azcopy_can_sign):
             return await trio.to_thread.run_sync(
-                lambda: remote.upload(blob, path, base_etag=base_etag, metadata=metadata,
-                                      retries=UPLOAD_RETRIES),
+                lambda: remote.upload(blob, path, base_etag=base_etag, md5=md5,
+                                      metadata=metadata, retries=UPLOAD_RETRIES),
                 limiter=self._limiter)
-        # AzCopy cannot upload conditionally: the look above is the check, and a new
+        # AzCopy cannot upload conditionally: the caller's look is the check, and a new
         # file must not exist yet.
-        if not base_etag:
-            with contextlib.suppress(RemoteNotFound):
-                await trio.to_thread.run_sync(
-                    lambda: remote.properties(blob, retries=UPLOAD_RETRIES),
-                    limiter=self._limiter)
-                raise RemoteConflict(f"{remote.label}/{blob} was made in the container")
+        if not base_etag and await self._head(remote, blob) is not None:
+            raise RemoteConflict(f"{remote.label}/{blob} was made in the container")
         sas = await trio.to_thread.run_sync(lambda: remote.sas_for_azcopy(blob=blob, write=True))
         extra = [f"--metadata={key}={value}" for key, value in metadata.items()]
         await self._azcopy_for(target.entry).copy(
@@ -255,7 +299,7 @@ class Uploads:
     async def _keep_both(self, target: Target, row: Upload, path: Path) -> None:
         """The blob changed in the container: put the local bytes beside it."""
         conflict = conflict_name(row.blob)
-        await self._put(target, conflict, path, "", row.mtime_ns)
+        await self._put(target, conflict, path, "", row.mtime_ns, set())
         log.warning("conflict: %s/%s changed in the container since it was cached; the local"
                     " version is kept as %s", target.remote.label, row.blob, conflict)
         self.store.drop_upload(row.path)

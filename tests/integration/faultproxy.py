@@ -37,7 +37,8 @@ class FaultProxy:
         self.cut_after = 0
         #: requests seen, by "METHOD path" (the path without its query)
         self.requests: Counter[str] = Counter()
-        self._next: list[tuple[str, int]] = []  # ("status", code) or ("cut", bytes)
+        # ("status", code, method) or ("cut", bytes, method); method None: any request
+        self._next: list[tuple[str, int, str | None]] = []
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._open: set[socket.socket] = set()
@@ -61,13 +62,16 @@ class FaultProxy:
         for connection in doomed:
             _close(connection)
 
-    def fail_next(self, status: int, times: int = 1) -> None:
+    def fail_next(self, status: int, times: int = 1, *, method: str | None = None) -> None:
+        """Answer the next `times` requests (of `method`, if given) with `status`."""
         with self._lock:
-            self._next.extend([("status", status)] * times)
+            self._next.extend([("status", status, method)] * times)
 
-    def cut_next(self, after: int, times: int = 1) -> None:
+    def cut_next(self, after: int, times: int = 1, *, method: str | None = None) -> None:
+        """Pass only `after` bytes of the next `times` answers (to `method` requests, if
+        given); the request itself reaches Azurite whole, and is carried out."""
         with self._lock:
-            self._next.extend([("cut", after)] * times)
+            self._next.extend([("cut", after, method)] * times)
 
     def count(self, method: str, path_end: str) -> int:
         """Requests seen whose method is `method` and whose path ends with `path_end`."""
@@ -120,7 +124,7 @@ class FaultProxy:
             method, target = (request_line.split(" ") + ["", ""])[:2]
             with self._lock:
                 self.requests[f"{method} {target.split('?', 1)[0]}"] += 1
-                fault, value = self._next.pop(0) if self._next else (self.mode, self.cut_after)
+                fault, value = self._fault_for(method)
             if fault == "status":
                 client.sendall(_error_response(value))
                 return
@@ -147,6 +151,16 @@ class FaultProxy:
                     _close(connection)
 
 
+    def _fault_for(self, method: str) -> tuple[str, int]:
+        """What to do with a request: the first queued fault that fits it, else the mode.
+        Call it holding the lock."""
+        for index, (fault, value, only) in enumerate(self._next):
+            if only is None or only == method:
+                del self._next[index]
+                return fault, value
+        return self.mode, self.cut_after
+
+
 def _read_head(connection: socket.socket) -> tuple[bytes | None, bytes]:
     """The request's head (through the blank line) and whatever body came with it."""
     data = b""
@@ -167,17 +181,17 @@ def _close_after(head: bytes) -> bytes:
 
 
 def _pump(source: socket.socket, sink: socket.socket, limit: int | None) -> None:
-    """Copy bytes until `source` ends (or `limit` bytes have passed), then close both
-    directions, so the other pump ends too."""
+    """Copy bytes until `source` ends, passing only the first `limit` of them (all, if
+    None), then close both directions, so the other pump ends too. Reading `source` to
+    its end lets Azurite finish what the request asked, as a server would when only
+    its answer is lost."""
     passed = 0
     try:
-        while limit is None or passed < limit:
-            chunk = source.recv(65536)
-            if not chunk:
-                break
+        while chunk := source.recv(65536):
             if limit is not None:
-                chunk = chunk[:limit - passed]
-            sink.sendall(chunk)
+                chunk = chunk[:max(0, limit - passed)]
+            if chunk:
+                sink.sendall(chunk)
             passed += len(chunk)
     except OSError:
         pass

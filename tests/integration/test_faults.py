@@ -231,3 +231,29 @@ def test_sync_status_reports_pending_uploads_while_away(mounter, container, prox
         raise
     else:
         mounter.unmount(mount)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_an_upload_whose_answer_is_lost_is_no_conflict(mounter, container, proxy, mode):
+    mount = mounter.mount(_config(mounter, proxy, container, remote_timeout=TIMEOUT,
+                                  entry={"upload": mode}))
+    try:
+        for version in (b"first", b"second"):
+            before = proxy.count("PUT", "/new.txt")
+            # Azurite stores the bytes, but the answer never arrives: the retry finds
+            # the blob already there (or changed), which is no conflict when the bytes
+            # there are the ones being put.
+            proxy.cut_next(after=0, method="PUT")
+            mount.path("data/new.txt").write_bytes(version)
+            wait_for(lambda v=version: {b.name for b in container.list_blobs()} == {"new.txt"}
+                     and container.download_blob("new.txt").readall() == v,
+                     what="the new version in the container")
+            wait_for(lambda: mount.status()["uploads"]["count"] == 0, what="an empty journal")
+            assert proxy.count("PUT", "/new.txt") - before >= 2  # the lost try, and a retry
+        assert "conflict" not in mount.log()
+        assert {b.name for b in container.list_blobs()} == {"new.txt"}
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
