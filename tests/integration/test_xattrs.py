@@ -25,7 +25,7 @@ def test_extended_attributes(mounter, container):
     container.upload_blob("f.txt", data, metadata={"origin": "sdk", "Kept": "yes"},
                           content_settings=ContentSettings(content_type="text/plain"))
     name = container.container_name
-    config = mounter.config([{"local": "d", "container": name}])
+    config = mounter.config([{"local": "d", "container": name}], xattrs=True)
     mount = mounter.mount(config)
     try:
         path = str(mount.path("d/f.txt"))
@@ -91,7 +91,8 @@ def test_extended_attributes(mounter, container):
 
 def test_metadata_set_through_the_mount_survives_a_rewrite(mounter, container):
     container.upload_blob("notes.txt", b"first\n", metadata={"origin": "sdk"})
-    config = mounter.config([{"local": "d", "container": container.container_name}])
+    config = mounter.config([{"local": "d", "container": container.container_name}],
+                            xattrs=True)
     mount = mounter.mount(config)
     try:
         path = mount.path("d/notes.txt")
@@ -110,10 +111,9 @@ def test_metadata_set_through_the_mount_survives_a_rewrite(mounter, container):
         mounter.unmount(mount)
 
 
-def test_xattrs_off_the_kernel_stops_asking(mounter, container):
+def test_xattrs_off_by_default_the_kernel_stops_asking(mounter, container):
     container.upload_blob("plain.txt", b"plain")
-    config = mounter.config([{"local": "d", "container": container.container_name}],
-                            xattrs=False)
+    config = mounter.config([{"local": "d", "container": container.container_name}])
     mount = mounter.mount(config)
     try:
         path = mount.path("d/plain.txt")
