@@ -297,13 +297,19 @@ def warm_read(bench: Bench, results: Results) -> None:
 
 
 def small_files(bench: Bench, results: Results) -> None:
-    """3. Many 4 KiB blobs read cold (`cat dir/*`), then warm."""
+    """3. Many 4 KiB blobs read cold (`cat dir/*`), then warm; and in a fresh mount,
+    `blobmount prefetch` of the folder, then the same read."""
     count = bench.scale.small_files
     for _ in range(bench.scale.runs):
         with bench.blobmount() as root:
             files = sorted((root / "small").iterdir())
             results.add("small_cold", "blobmount", timed(lambda: cat(*files)))
             results.add("small_warm", "blobmount", timed(lambda: cat(*files)))
+        with bench.blobmount() as root:
+            files = sorted((root / "small").iterdir())
+            results.add("small_prefetch", "blobmount prefetch", timed(
+                lambda: run(sys.executable, "-m", "blobmount", "prefetch", str(root / "small"))))
+            results.add("small_prefetch", "blobmount read after", timed(lambda: cat(*files)))
         if bench.rclone:
             with bench.rclone_mount() as root:
                 files = sorted((root / "small").iterdir())
