@@ -7,6 +7,7 @@ Every method here blocks (the SDK is synchronous): callers in trio run them thro
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import hashlib
@@ -26,6 +27,7 @@ from azure.core.exceptions import (
     AzureError,
     ClientAuthenticationError,
     HttpResponseError,
+    IncompleteReadError,
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
@@ -84,6 +86,8 @@ OFFLINE_GRACE = 15.0
 THROTTLED = 429
 # Bytes read from a response at a time: the SDK's own choice when it makes the transport.
 RESPONSE_BLOCK = 256 * 1024
+# Blobs up to this size come by one bare GET (see Remote._get_whole).
+SMALL_GET_MAX = 4 * 1024 * 1024
 # Pooled connections per account: parallel transfers times the SDK's requests each.
 POOL_SIZE = 64
 
@@ -275,7 +279,10 @@ def translate_errors(what: str) -> Iterator[None]:
 
 
 def _reason(exc: HttpResponseError) -> str:
-    code = exc.error_code or exc.reason or exc.status_code
+    # Errors of bare requests (listings, small GETs) carry the code only in a header.
+    headers = exc.response.headers if exc.response is not None else {}
+    code = (getattr(exc, "error_code", None) or headers.get("x-ms-error-code") or exc.reason
+            or exc.status_code)
     # Some codes come as StorageErrorCode members, whose str() is the enum's repr.
     return redact(str(getattr(code, "value", code)))
 
@@ -448,30 +455,86 @@ class Remote:
                         f" tags ({code or exc.status_code})") from None
                 raise
 
-    def download(self, blob: str, destination: Path, *, concurrency: int = 4) -> BlobItem:
+    def _get_ranges(self, blob: str, destination: Path, concurrency: int,
+                    ) -> tuple[BlobItem, str | None, str | None]:
+        """The SDK's downloader: ranges side by side. The blob as read, and its
+        Content-MD5 (None: it has none); the bytes' MD5 is left to the caller."""
+        stream = self._client.get_blob_client(blob).download_blob(max_concurrency=concurrency)
+        with open(destination, "wb") as out:
+            stream.readinto(out)
+            out.flush()
+            os.fsync(out.fileno())
+        props = stream.properties
+        settings = props.content_settings
+        expected = bytes(settings.content_md5).hex() if settings and settings.content_md5 \
+            else None
+        return (BlobItem(blob, False, props.size, _mtime_ns(props.last_modified, props.metadata),
+                         _etag(props.etag)), expected, None)
+
+    def _get_whole(self, blob: str, destination: Path) -> tuple[BlobItem, str | None, str]:
+        """One bare GET through the pipeline (auth, retries, timeouts): for a small blob
+        the SDK's downloader costs more CPU than the request (1.8 ms against 1.1 ms a
+        4 KiB blob). The blob as read, its Content-MD5 (None: none) and the bytes' MD5.
+        A body cut short is fetched again, up to RETRIES times."""
+        base, _, query = self._client.url.partition("?")
+        url = f"{base}/{quote(blob, safe='~/')}" + (f"?{query}" if query else "")
+        cuts = 0
+        while True:
+            response = self._client._client._send_request(HttpRequest("GET", url), stream=True)
+            try:
+                if response.status_code >= 400:
+                    response.read()  # the error's text and code are in the body
+                response.raise_for_status()
+                headers = response.headers
+                digest = hashlib.md5(usedforsecurity=False)
+                with open(destination, "wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+                        digest.update(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+                    written = out.tell()
+                complete = written == int(headers.get("Content-Length", written))
+            except (ServiceResponseError, IncompleteReadError):  # body cut short, or stalled
+                complete = False
+                if cuts == RETRIES:
+                    raise
+            finally:
+                response.close()
+            if not complete:
+                cuts += 1
+                if cuts > RETRIES:
+                    raise RemoteUnreachable(f"download of {self.label}/{blob}: the answer was"
+                                            f" cut short {cuts} times")
+                log.debug("GET %s/%s cut short: trying again", self.label, blob)
+                time.sleep(backoff(cuts))
+                continue
+            md5 = headers.get("Content-MD5") or headers.get("x-ms-blob-content-md5")
+            modified = headers.get("Last-Modified")
+            when = parsedate_to_datetime(modified) if modified else None
+            kept = headers.get(f"x-ms-meta-{MTIME_KEY}")
+            item = BlobItem(blob, False, written,
+                            _mtime_ns(when, {MTIME_KEY: kept} if kept else None),
+                            _etag(headers.get("ETag")))
+            return item, base64.b64decode(md5).hex() if md5 else None, digest.hexdigest()
+
+    def download(self, blob: str, destination: Path, *, size: int | None = None,
+                 concurrency: int = 4) -> BlobItem:
         """Write the blob's bytes to `destination` (created or truncated) and fsync.
 
         Where the blob has a Content-MD5, the bytes written must match it: a mismatch
         is downloaded again, then RemoteCorrupt. Returns the properties of the version
-        that was read, so the caller records the ETag of exactly these bytes.
+        that was read, so the caller records the ETag of exactly these bytes. A blob
+        listed at `size` up to SMALL_GET_MAX comes by one bare GET.
         """
         for attempt in range(DOWNLOAD_TRIES):
             with self._call(f"download of {self.label}/{blob}"):
-                stream = self._client.get_blob_client(blob).download_blob(
-                    max_concurrency=concurrency
-                )
-                with open(destination, "wb") as out:
-                    stream.readinto(out)
-                    out.flush()
-                    os.fsync(out.fileno())
-            props = stream.properties
-            settings = props.content_settings
-            expected = bytes(settings.content_md5).hex() if settings and \
-                settings.content_md5 else None
-            if expected is None or file_md5(destination) == expected:
-                return BlobItem(blob, False, props.size,
-                                _mtime_ns(props.last_modified, props.metadata),
-                                _etag(props.etag))
+                if size is not None and size <= SMALL_GET_MAX:
+                    item, expected, actual = self._get_whole(blob, destination)
+                else:
+                    item, expected, actual = self._get_ranges(blob, destination, concurrency)
+            if expected is None or (actual or file_md5(destination)) == expected:
+                return item
             log.warning("download of %s/%s: the bytes do not match its Content-MD5%s",
                         self.label, blob, "; trying again" if attempt + 1 < DOWNLOAD_TRIES
                         else "")

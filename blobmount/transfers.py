@@ -182,7 +182,8 @@ class Downloads:
         try:
             if (size <= self.sdk_max or self._azcopy_for is None
                     or not remote.azcopy_can_sign):
-                item = await trio.to_thread.run_sync(remote.download, blob, temp,
+                item = await trio.to_thread.run_sync(partial(remote.download, blob, temp,
+                                                             size=size),
                                                      limiter=self._limiter)
                 etag = item.etag
             else:

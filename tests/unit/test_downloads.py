@@ -39,7 +39,8 @@ class FakeRemote:
     def offline(self) -> bool:
         return self.away
 
-    def download(self, blob: str, destination: Path, *, concurrency: int = 4) -> BlobItem:
+    def download(self, blob: str, destination: Path, *, size: int | None = None,
+                 concurrency: int = 4) -> BlobItem:
         with self._lock:
             self.calls.append(blob)
         data, etag = self.blobs[blob]
