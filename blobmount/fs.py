@@ -99,6 +99,8 @@ class BlobFS(pyfuse3.Operations):
         self._handles = itertools.count(1)
         self._open_files: dict[int, _OpenFile] = {}
         self._open_dirs: dict[int, list[int]] = {}
+        #: folder inode -> the last file read-ahead queued in it
+        self._read_ahead_end: dict[int, str] = {}
         self.xattrs = Xattrs(namespace, cache, uploads, entries)
 
     def paths_in_use(self) -> set[str]:
@@ -214,16 +216,20 @@ class BlobFS(pyfuse3.Operations):
         cache spends at most a tenth of its limit on guesses, so that read-ahead
         never pushes out what was really read."""
         budget = entry.cache_max_bytes // 10 if entry.cache_max_bytes else None
+        # Inside the window queued before, a walk moves it on by one file: only the
+        # new end is looked at (the whole window each open cost 16 hashes and stats).
+        end = self._read_ahead_end.get(node.parent, "")
+        after, limit = (end, 1) if end > node.name else (node.name, self.read_ahead_files)
         wanted = []
         for sibling in self.namespace.store.next_files(
-                node.parent, node.name, limit=self.read_ahead_files,
-                max_size=READ_AHEAD_MAX_SIZE):
+                node.parent, after, limit=limit, max_size=READ_AHEAD_MAX_SIZE):
             if budget is not None:
                 budget -= sibling.size
                 if budget < 0:
                     break
             wanted.append(Wanted(sibling.blob, sibling.size, sibling.etag,
                                  f"{folder}/{sibling.name}"))
+            self._read_ahead_end[node.parent] = sibling.name
         self.downloads.read_ahead(entry, self.namespace.remotes[node.entry], wanted)
 
     async def _start_writing(self, node: Node, path: Path, *, truncate: bool) -> None:
