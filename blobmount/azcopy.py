@@ -273,11 +273,15 @@ class AzCopy:
         *,
         concurrency: int | None = None,
         block_size_mb: float | None = None,
+        stall_timeout: float | None = None,
     ) -> None:
         self.binary = Path(binary)
         self.work_dir = Path(work_dir)
         self.concurrency = concurrency
         self.block_size_mb = block_size_mb
+        #: a job whose counters stand still this many seconds is stopped (None: never):
+        #: AzCopy itself retries an account that does not answer for many minutes
+        self.stall_timeout = stall_timeout
 
     def _environment(self, job_dir: Path) -> dict[str, str]:
         env = dict(os.environ)
@@ -403,19 +407,51 @@ class AzCopy:
         except OSError as exc:
             raise TransferError(f"{what}: cannot run {self.binary}: {exc}") from exc
         stdout, stderr = bytearray(), bytearray()
+        watch = _Stall(on_progress)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_read_output, process.stdout, stdout, on_progress)
+                nursery.start_soon(_read_output, process.stdout, stdout, watch.progress)
                 nursery.start_soon(_read_all, process.stderr, stderr)
+                if self.stall_timeout is not None:
+                    nursery.start_soon(watch.guard, self.stall_timeout, nursery.cancel_scope)
                 await process.wait()
+                watch.scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
                 if process.returncode is None:
                     await _stop_process(process)
                 await process.stdout.aclose()
                 await process.stderr.aclose()
+        if watch.stalled:
+            raise TransferError(f"{what}: no progress for {self.stall_timeout:g} s; stopped")
         return (process.returncode, stdout.decode("utf-8", errors="replace"),
                 stderr.decode("utf-8", errors="replace"))
+
+
+class _Stall:
+    """Watches a job's counters; `guard` stops the job when they stand still."""
+
+    def __init__(self, on_progress: Callable[[JobSummary], None] | None) -> None:
+        self._on_progress = on_progress
+        self._seen: tuple[int, int] | None = None
+        self._changed = trio.current_time()
+        self.scope = trio.CancelScope()  # the guard's: cancelled when the job ends
+        self.stalled = False
+
+    def progress(self, summary: JobSummary) -> None:
+        counters = (summary.transfers_completed, summary.bytes_transferred)
+        if counters != self._seen:
+            self._seen = counters
+            self._changed = trio.current_time()
+        if self._on_progress is not None:
+            self._on_progress(summary)
+
+    async def guard(self, limit: float, job: trio.CancelScope) -> None:
+        with self.scope:
+            while (idle := trio.current_time() - self._changed) < limit:
+                await trio.sleep(limit - idle)
+            self.stalled = True
+            job.cancel()
 
 
 def _failure(summary: JobSummary | None, returncode: int, errors: list[str], stderr: str) -> str:

@@ -48,6 +48,10 @@ EMBEDDED_CONTAINER = "blobmount"
 # The kernel re-asks for attributes this often at most; listings stay in the store
 # for the configured TTL, so these calls cost no network.
 MAX_ATTR_TIMEOUT = 1.0
+# An AzCopy job whose counters stand still for this many remote_timeouts (60 s by
+# default) is stopped: its chunks take a while on a slow link, but AzCopy would retry
+# an account that does not answer for many minutes.
+AZCOPY_STALLS = 6
 
 
 def data_dir() -> Path:
@@ -174,7 +178,8 @@ def _azcopy_factory(config: Config) -> Callable[[MountEntry], AzCopy] | None:
 
     def azcopy_for(entry: MountEntry) -> AzCopy:
         if entry.local not in jobs:
-            jobs[entry.local] = AzCopy(binary, entry.cache_dir / "azcopy")
+            jobs[entry.local] = AzCopy(binary, entry.cache_dir / "azcopy",
+                                       stall_timeout=AZCOPY_STALLS * config.settings.remote_timeout)
         return jobs[entry.local]
 
     return azcopy_for

@@ -5,12 +5,14 @@ can count requests and answer one itself without parsing HTTP any further. Modes
 
 - `forward`: pass bytes both ways (the default);
 - `drop`: close every connection as soon as it is accepted (and those open now);
-- `stall`: read the request and answer nothing, holding the connection open;
+- `stall`: read the request and answer nothing, holding the connection open until
+  the next `set_mode`;
 - `cut`: forward the request, pass `cut_after` bytes of the answer, then close.
 
 `fail_next(status, times)` answers the next `times` requests with that HTTP status and
-an Azure-style error body, and `cut_next(after, times)` cuts the next answers short,
-whatever the mode; then the mode applies again.
+an Azure-style error body, `cut_next(after, times)` cuts the next answers short and
+`stall_next(times)` stalls the next requests, whatever the mode (each optionally for
+one method only); then the mode applies again.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class FaultProxy:
         self.target_port = target_port
         self.mode = "forward"
         self.cut_after = 0
+        self._epoch = 0  # set_mode calls so far: a stall lasts until the next one
         #: requests seen, by "METHOD path" (the path without its query)
         self.requests: Counter[str] = Counter()
         # ("status", code, method) or ("cut", bytes, method); method None: any request
@@ -57,6 +60,7 @@ class FaultProxy:
         with self._lock:
             self.mode = mode
             self.cut_after = cut_after
+            self._epoch += 1
             doomed = list(self._open) if mode == "drop" else []
             self._changed.notify_all()
         for connection in doomed:
@@ -72,6 +76,11 @@ class FaultProxy:
         given); the request itself reaches Azurite whole, and is carried out."""
         with self._lock:
             self._next.extend([("cut", after, method)] * times)
+
+    def stall_next(self, times: int = 1, *, method: str | None = None) -> None:
+        """Stall the next `times` requests (of `method`, if given) until set_mode."""
+        with self._lock:
+            self._next.extend([("stall", 0, method)] * times)
 
     def count(self, method: str, path_end: str) -> int:
         """Requests seen whose method is `method` and whose path ends with `path_end`."""
@@ -125,12 +134,13 @@ class FaultProxy:
             with self._lock:
                 self.requests[f"{method} {target.split('?', 1)[0]}"] += 1
                 fault, value = self._fault_for(method)
+                epoch = self._epoch
             if fault == "status":
                 client.sendall(_error_response(value))
                 return
             if fault == "stall":
                 with self._lock:
-                    self._changed.wait_for(lambda: self._closed or self.mode != "stall")
+                    self._changed.wait_for(lambda: self._closed or self._epoch != epoch)
                 return
             if fault == "drop":
                 return

@@ -5,6 +5,7 @@ directly, is the truth."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import time
@@ -115,6 +116,39 @@ def test_a_large_file_through_azcopy_fails_soon_too(mounter, container, proxy):
         assert failure == errno.EIO
         assert took < BOUND, f"EIO after {took:.1f} s"
         assert mount.status()["azcopy_jobs"] == 0  # no job left retrying for minutes
+        proxy.set_mode("forward")
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
+
+
+def _azcopy_processes() -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and "azcopy" in (entry / "comm").read_text():
+                found.add(int(entry.name))
+    return found
+
+
+def test_an_azcopy_job_that_stalls_midway_is_stopped(mounter, container, proxy):
+    upload(container, {"big.bin": os.urandom(2 * 1024 * 1024)})
+    config = _config(mounter, proxy, container, remote_timeout=TIMEOUT,
+                     sdk_download_max="1MiB", read_ahead_files=0)
+    mount = mounter.mount(config)
+    try:
+        assert os.listdir(mount.path("data")) == ["big.bin"]
+        before = _azcopy_processes()
+        # The HEADs go through (the SDK's look first, then AzCopy's); the bytes never do.
+        proxy.stall_next(times=1000, method="GET")
+        failure, took = _read_error(mount.path("data/big.bin"))
+        assert failure == errno.EIO
+        assert took < 6 * TIMEOUT + 15, f"EIO after {took:.1f} s"
+        assert mount.status()["azcopy_jobs"] == 1
+        assert "no progress for 12 s; stopped" in mount.log()
+        assert not _azcopy_processes() - before  # the job's AzCopy is gone
         proxy.set_mode("forward")
     except BaseException:
         mounter.cleanup()

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -164,6 +165,7 @@ env > "$FAKE_RECORD.env"
 mkdir -p "$AZCOPY_LOG_LOCATION" "$AZCOPY_JOB_PLAN_LOCATION"
 if [ -n "$FAKE_LOG" ]; then printf '%s\\n' "$FAKE_LOG" > "$AZCOPY_LOG_LOCATION/job.log"; fi
 cat "$FAKE_OUTPUT"
+if [ -n "$FAKE_SLEEP" ]; then exec sleep "$FAKE_SLEEP"; fi
 exit "${FAKE_EXIT:-0}"
 """
 
@@ -177,11 +179,14 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("FAKE_OUTPUT", str(output))
     monkeypatch.setenv("FAKE_RECORD", str(tmp_path / "record"))
 
-    def run(lines: list[str], exit_code: int = 0, log: str = "", **kwargs):
+    def run(lines: list[str], exit_code: int = 0, log: str = "", sleep: str = "",
+            stall_timeout: float | None = None, **kwargs):
         output.write_text("\n".join(lines) + "\n")
         monkeypatch.setenv("FAKE_EXIT", str(exit_code))
         monkeypatch.setenv("FAKE_LOG", log)
-        azcopy = AzCopy(binary, tmp_path / "work", concurrency=4, block_size_mb=0.5)
+        monkeypatch.setenv("FAKE_SLEEP", sleep)
+        azcopy = AzCopy(binary, tmp_path / "work", concurrency=4, block_size_mb=0.5,
+                        stall_timeout=stall_timeout)
         return trio.run(lambda: azcopy.copy("http://h/c/b?sig=SECRET", "/dst", **kwargs))
 
     def recorded(kind: str) -> str:
@@ -287,3 +292,19 @@ def test_find_tools_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setattr(tools, "PROJECT_TOOLS", tmp_path / "tools")
     with pytest.raises(ToolNotFound, match="scripts/install"):
         tools.find_azurite()
+
+
+def test_a_job_whose_counters_stand_still_is_stopped(fake):
+    progress = message("Progress", {"JobStatus": "InProgress", "TransfersCompleted": "0",
+                                    "TotalBytesTransferred": "0"})
+    started = time.monotonic()
+    with pytest.raises(TransferError, match="no progress for 0.5 s; stopped"):
+        fake([INFO, progress], sleep="30", stall_timeout=0.5, from_to="BlobLocal")
+    assert time.monotonic() - started < 10  # not the 30 s the stand-in would sleep
+    assert list(fake.work.iterdir()) == []
+
+
+def test_a_job_that_ends_is_not_stopped(fake):
+    summary = fake([INFO, end_of_job("Completed", 1, 0, 5)], stall_timeout=0.5,
+                   from_to="BlobLocal")
+    assert summary.ok
