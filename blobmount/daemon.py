@@ -274,9 +274,10 @@ async def serve(config: Config | None, mountpoint: Path, *,
             nursery.start_soon(evictor.run)
             downloads.run_in(nursery)
             log.info("mounted %s on %s", config.source, mountpoint)
-            ready(note or f"mounted {len(config.mounts)} entries on {mountpoint}")
-            systemd.notify(READY=1, STATUS=f"mounted {len(config.mounts)} entries"
-                                            f" on {mountpoint}")
+            count = len(config.mounts)
+            mounted = f"mounted {count} {'entry' if count == 1 else 'entries'} on {mountpoint}"
+            ready(note or mounted)
+            systemd.notify(READY=1, STATUS=mounted)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
         log.info("unmounted %s", mountpoint)

@@ -104,7 +104,7 @@ def test_foreground_stays_attached_until_signalled(signum, mounter, container, t
         process.send_signal(signum)
         assert process.wait(timeout=EXIT_TIMEOUT) == 0
         assert not is_mounted(mountpoint)
-        assert out.read_text().strip() == f"mounted 1 entries on {mountpoint}"
+        assert out.read_text().strip() == f"mounted 1 entry on {mountpoint}"
         assert "Traceback" not in err.read_text()
     except BaseException:
         if process.poll() is None:

@@ -77,7 +77,7 @@ def test_unit_commands_notify_ready_and_drain_at_stop(mounter, container, tmp_pa
     try:
         ready = messages(notify, "READY=1")
         assert is_mounted(mountpoint)  # READY=1 comes once the mount is live
-        assert f"STATUS=mounted 1 entries on {mountpoint}" in ready[-1].splitlines()
+        assert f"STATUS=mounted 1 entry on {mountpoint}" in ready[-1].splitlines()
         assert (tmp_path / "var/cache/blobmount" / instance / "blobmount.sqlite").exists()
 
         (mountpoint / "d/late.txt").write_bytes(b"uploaded at stop")
