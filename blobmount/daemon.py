@@ -202,95 +202,128 @@ async def serve(config: Config | None, mountpoint: Path, *,
             config, note = await _start_embedded(stack)
         if setting_options:
             config = config.with_settings(**setting_options)
-        settings = config.settings
-        stack.enter_context(_cache_lock(config.cache_dir))
-        store = Store(config.cache_dir / "blobmount.sqlite")
-        stack.callback(store.close)
-        limiter = trio.CapacityLimiter(max(4, settings.max_parallel_transfers * 2))
-        remotes = []
-        for entry in config.mounts:
-            remote = Remote(entry.account, entry.container, timeout=settings.remote_timeout)
-            stack.callback(remote.close)
-            remotes.append(remote)
-        await _check_remotes(remotes, config.mounts, limiter)
-
-        cache = Cache(store)
-        azcopy_for = _azcopy_factory(config)
-        downloads = Downloads(cache, azcopy_for, sdk_max=settings.sdk_download_max,
-                              limiter=limiter)
-        namespace = Namespace(store, config.mounts, remotes, ttl=settings.listing_ttl,
-                              limiter=limiter)
-        namespace.build_mount_table()
-        evictor = Evictor(store, cache, config.mounts,
-                          low_watermark=settings.cache_low_watermark)
-        evictor.protect(downloads.in_use)
-        downloads.on_downloaded = evictor.wake
-
-        def uploaded(target, blob: str, *done) -> None:
-            namespace.uploaded(target.index, blob, *done)
-            evictor.uploaded(target.entry, blob)
-
-        uploads = Uploads(store, cache, config.mounts, remotes, azcopy_for,
-                          settings=settings, limiter=limiter,
-                          on_uploaded=uploaded,
-                          on_conflict=lambda target, blob: namespace.conflicted(target.index,
-                                                                                blob))
+        parts = await _assemble(config, mountpoint, stack)
         # What a crash left in the journal goes up before anything can overwrite it.
-        left = await uploads.sync()
+        left = await parts.uploads.sync()
         if left:
             log.warning("%d uploads from before still fail; they stay in the journal",
                         len(left))
-        operations = BlobFS(namespace, cache, downloads, uploads, config.mounts,
-                            attr_timeout=min(settings.listing_ttl, MAX_ATTR_TIMEOUT),
-                            read_ahead_files=settings.read_ahead_files,
-                            xattrs=settings.xattrs, uid=settings.uid, gid=settings.gid,
-                            umask=settings.umask)
-        evictor.protect(operations.paths_in_use)
-        mount = _Mount(config, mountpoint, store, downloads, uploads)
-        manager = Manager(config.mounts, remotes, store, cache, downloads, uploads, evictor)
-
-        async def status(request: dict[str, Any]) -> dict[str, Any]:
-            return {**await mount.status(request), **manager.status()}
-
-        # Resolved before mounting: once mounted, touching the mount point from this
-        # process before pyfuse3.main() runs would wait for ourselves forever.
-        control = ControlServer(socket_path(mountpoint), {
-            "status": status, "sync": mount.sync, "no_wait": mount.no_wait,
-            **manager.handlers()}, cancel_on_close=manager.cancel_on_close)
         # default_permissions (pyfuse3's default too, stated here because it is the only
         # permission check): the kernel checks the shown mode, uid and gid; we check none.
         options = (set(pyfuse3.default_options) | set(fuse_options)
                    | {"fsname=blobmount", "subtype=blobmount", "default_permissions"})
         try:
-            pyfuse3.init(operations, str(mountpoint), options)
+            pyfuse3.init(parts.operations, str(mountpoint), options)
         except RuntimeError as exc:
             raise MountPointError(f"cannot mount on {mountpoint}: {exc}") from None
         # Unmounts unless `fusermount -u` already did; nothing stays half-mounted.
         stack.callback(pyfuse3.close, unmount=True)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(control.serve)
-            nursery.start_soon(_terminate_on_signals)
-            nursery.start_soon(uploads.run)
-            nursery.start_soon(evictor.run)
-            downloads.run_in(nursery)
+        count = len(config.mounts)
+        mounted = f"mounted {count} {'entry' if count == 1 else 'entries'} on {mountpoint}"
+
+        def live() -> None:
             log.info("mounted %s on %s", config.source, mountpoint)
-            count = len(config.mounts)
-            mounted = f"mounted {count} {'entry' if count == 1 else 'entries'} on {mountpoint}"
             ready(note or mounted)
             systemd.notify(READY=1, STATUS=mounted)
-            await pyfuse3.main()
-            nursery.cancel_scope.cancel()
+
+        await _run_mounted(parts, live)
         log.info("unmounted %s", mountpoint)
-        pending = uploads.status()["count"] if mount.drain_on_exit else 0
-        draining = f"; uploading {pending} pending files" if pending else ""
-        systemd.notify(STOPPING=1, STATUS=f"unmounted {mountpoint}{draining}")
-        if mount.drain_on_exit:
-            left = await uploads.sync()
-            if left:
-                log.warning("%d uploads failed at unmount; the next mount retries them",
-                            len(left))
+        await _drain(parts, mountpoint, systemd)
         _exit_watchdog()
     log.info("daemon exiting")
+
+
+@dataclass
+class _Parts:
+    """The daemon's components, wired together: what serving a mount needs."""
+
+    operations: BlobFS
+    downloads: Downloads
+    uploads: Uploads
+    evictor: Evictor
+    mount: _Mount
+    control: ControlServer
+
+
+async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStack) -> _Parts:
+    """Open the store, reach every container (one clear error if one cannot be), and
+    build the components on them; what must be closed goes on `stack`."""
+    settings = config.settings
+    stack.enter_context(_cache_lock(config.cache_dir))
+    store = Store(config.cache_dir / "blobmount.sqlite")
+    stack.callback(store.close)
+    limiter = trio.CapacityLimiter(max(4, settings.max_parallel_transfers * 2))
+    remotes = []
+    for entry in config.mounts:
+        remote = Remote(entry.account, entry.container, timeout=settings.remote_timeout)
+        stack.callback(remote.close)
+        remotes.append(remote)
+    await _check_remotes(remotes, config.mounts, limiter)
+
+    cache = Cache(store)
+    azcopy_for = _azcopy_factory(config)
+    downloads = Downloads(cache, azcopy_for, sdk_max=settings.sdk_download_max,
+                          limiter=limiter)
+    namespace = Namespace(store, config.mounts, remotes, ttl=settings.listing_ttl,
+                          limiter=limiter)
+    namespace.build_mount_table()
+    evictor = Evictor(store, cache, config.mounts, low_watermark=settings.cache_low_watermark)
+    evictor.protect(downloads.in_use)
+    downloads.on_downloaded = evictor.wake
+
+    def uploaded(target, blob: str, *done) -> None:
+        namespace.uploaded(target.index, blob, *done)
+        evictor.uploaded(target.entry, blob)
+
+    uploads = Uploads(store, cache, config.mounts, remotes, azcopy_for,
+                      settings=settings, limiter=limiter, on_uploaded=uploaded,
+                      on_conflict=lambda target, blob: namespace.conflicted(target.index,
+                                                                            blob))
+    operations = BlobFS(namespace, cache, downloads, uploads, config.mounts,
+                        attr_timeout=min(settings.listing_ttl, MAX_ATTR_TIMEOUT),
+                        read_ahead_files=settings.read_ahead_files,
+                        xattrs=settings.xattrs, uid=settings.uid, gid=settings.gid,
+                        umask=settings.umask)
+    evictor.protect(operations.paths_in_use)
+    mount = _Mount(config, mountpoint, store, downloads, uploads)
+    manager = Manager(config.mounts, remotes, store, cache, downloads, uploads, evictor)
+
+    async def status(request: dict[str, Any]) -> dict[str, Any]:
+        return {**await mount.status(request), **manager.status()}
+
+    # Resolved before mounting: once mounted, touching the mount point from this
+    # process before pyfuse3.main() runs would wait for ourselves forever.
+    control = ControlServer(socket_path(mountpoint), {
+        "status": status, "sync": mount.sync, "no_wait": mount.no_wait,
+        **manager.handlers()}, cancel_on_close=manager.cancel_on_close)
+    return _Parts(operations, downloads, uploads, evictor, mount, control)
+
+
+async def _run_mounted(parts: _Parts, live: Callable[[], None]) -> None:
+    """Serve the mounted file system, its control socket and its background work until
+    the kernel ends the mount; `live` is called once all of it runs."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(parts.control.serve)
+        nursery.start_soon(_terminate_on_signals)
+        nursery.start_soon(parts.uploads.run)
+        nursery.start_soon(parts.evictor.run)
+        parts.downloads.run_in(nursery)
+        live()
+        await pyfuse3.main()
+        nursery.cancel_scope.cancel()
+
+
+async def _drain(parts: _Parts, mountpoint: Path, systemd: Notifier) -> None:
+    """After the unmount: upload what is pending, unless told not to wait."""
+    drain = parts.mount.drain_on_exit
+    pending = parts.uploads.status()["count"] if drain else 0
+    draining = f"; uploading {pending} pending files" if pending else ""
+    systemd.notify(STOPPING=1, STATUS=f"unmounted {mountpoint}{draining}")
+    if drain:
+        left = await parts.uploads.sync()
+        if left:
+            log.warning("%d uploads failed at unmount; the next mount retries them",
+                        len(left))
 
 
 def _exit_watchdog(seconds: float = 20.0) -> None:
