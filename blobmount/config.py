@@ -957,13 +957,7 @@ def _local(value: str) -> str:
     trimmed = value.strip("/")
     if not trimmed:
         raise ValueError("empty: give a folder name such as 'datasets'")
-    for segment in trimmed.split("/"):
-        if not segment:
-            raise ValueError(f"{value!r} has an empty name between two '/'")
-        if segment in (".", ".."):
-            raise ValueError(f"{segment!r} cannot be a folder name (in {value!r})")
-        if "\0" in segment:
-            raise ValueError(f"{value!r} contains a NUL character")
+    for segment in _segments(trimmed, value):
         if len(segment.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES:
             raise ValueError(f"a name in it is longer than {_MAX_NAME_BYTES} bytes")
     return trimmed
@@ -974,16 +968,24 @@ def _prefix(value: str) -> str:
     trimmed = value.strip("/")
     if not trimmed:
         return ""
-    for segment in trimmed.split("/"):
+    _segments(trimmed, value)
+    if len(trimmed) + 1 > _MAX_BLOB_NAME:
+        raise ValueError(f"longer than {_MAX_BLOB_NAME} characters, Azure's limit for blob names")
+    return trimmed + "/"
+
+
+def _segments(trimmed: str, value: str) -> list[str]:
+    """The '/'-separated names of a path given as `value`, each one a name a folder can
+    have (not empty, '.' or '..', no NUL)."""
+    segments = trimmed.split("/")
+    for segment in segments:
         if not segment:
             raise ValueError(f"{value!r} has an empty name between two '/'")
         if segment in (".", ".."):
             raise ValueError(f"{segment!r} cannot be a folder name (in {value!r})")
         if "\0" in segment:
             raise ValueError(f"{value!r} contains a NUL character")
-    if len(trimmed) + 1 > _MAX_BLOB_NAME:
-        raise ValueError(f"longer than {_MAX_BLOB_NAME} characters, Azure's limit for blob names")
-    return trimmed + "/"
+    return segments
 
 
 def _container(value: str) -> str:
