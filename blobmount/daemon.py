@@ -16,7 +16,7 @@ import fcntl
 import logging
 import os
 import signal
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -48,6 +48,8 @@ EMBEDDED_CONTAINER = "blobmount"
 # The kernel re-asks for attributes this often at most; listings stay in the store
 # for the configured TTL, so these calls cost no network.
 MAX_ATTR_TIMEOUT = 1.0
+# Each ends the mount cleanly: unmount, then upload what is pending.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # An AzCopy job whose counters stand still for this many remote_timeouts (60 s by
 # default) is stopped: its chunks take a while on a slow link, but AzCopy would retry
 # an account that does not answer for many minutes.
@@ -212,6 +214,9 @@ async def serve(config: Config | None, mountpoint: Path, *,
         # permission check): the kernel checks the shown mode, uid and gid; we check none.
         options = (set(pyfuse3.default_options) | set(fuse_options)
                    | {"fsname=blobmount", "subtype=blobmount", "default_permissions"})
+        # Caught from before the mount exists: a SIGTERM just after it would otherwise
+        # kill the daemon and leave a dead mount ("Transport endpoint is not connected").
+        signals = stack.enter_context(trio.open_signal_receiver(*STOP_SIGNALS))
         try:
             pyfuse3.init(parts.operations, str(mountpoint), options)
         except RuntimeError as exc:
@@ -226,7 +231,7 @@ async def serve(config: Config | None, mountpoint: Path, *,
             ready(note or mounted)
             systemd.notify(READY=1, STATUS=mounted)
 
-        await _run_mounted(parts, live)
+        await _run_mounted(parts, signals, live)
         log.info("unmounted %s", mountpoint)
         await _drain(parts, mountpoint, systemd)
         _exit_watchdog()
@@ -299,12 +304,13 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
     return _Parts(operations, downloads, uploads, evictor, mount, control)
 
 
-async def _run_mounted(parts: _Parts, live: Callable[[], None]) -> None:
+async def _run_mounted(parts: _Parts, signals: AsyncIterator[int],
+                       live: Callable[[], None]) -> None:
     """Serve the mounted file system, its control socket and its background work until
     the kernel ends the mount; `live` is called once all of it runs."""
     async with trio.open_nursery() as nursery:
         await nursery.start(parts.control.serve)
-        nursery.start_soon(_terminate_on_signals)
+        nursery.start_soon(_terminate_on, signals)
         nursery.start_soon(parts.uploads.run)
         nursery.start_soon(parts.evictor.run)
         parts.downloads.run_in(nursery)
@@ -335,12 +341,11 @@ def _exit_watchdog(seconds: float = 20.0) -> None:
         faulthandler.dump_traceback_later(seconds, exit=True, file=stream)
 
 
-async def _terminate_on_signals() -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        async for signum in signals:
-            log.info("received %s: unmounting", signal.Signals(signum).name)
-            pyfuse3.terminate()
-            return
+async def _terminate_on(signals: AsyncIterator[int]) -> None:
+    async for signum in signals:
+        log.info("received %s: unmounting", signal.Signals(signum).name)
+        pyfuse3.terminate()
+        return
 
 
 async def _start_embedded(stack: contextlib.ExitStack) -> tuple[Config, str]:
