@@ -239,7 +239,8 @@ class Downloads:
                     owned.append(item)
             batch = [item for item in owned if _listable(item.blob)]
             try:
-                if batch and self._azcopy_for is not None and not small:
+                if (batch and self._azcopy_for is not None and not small
+                        and remote.azcopy_can_sign):
                     await self._azcopy_batch(entry, remote, batch, installed, result, progress)
             except BlobmountError as exc:
                 log.warning("prefetch of %d files of %s by one AzCopy job failed; each gets"
