@@ -225,13 +225,11 @@ async def _read_all(stream: trio.abc.ReceiveStream, into: bytearray) -> None:
 
 
 async def _read_output(stream: trio.abc.ReceiveStream, into: bytearray,
-                       on_progress: Callable[[JobSummary], None] | None) -> None:
+                       on_progress: Callable[[JobSummary], None]) -> None:
     """Collect AzCopy's stdout, handing each Progress message to `on_progress` as it comes."""
     start = 0
     async for chunk in stream:
         into += chunk
-        if on_progress is None:
-            continue
         while (end := into.find(b"\n", start)) >= 0:
             summary = _progress(bytes(into[start:end]))
             start = end + 1
