@@ -497,8 +497,6 @@ class Remote:
                 complete = written == int(headers.get("Content-Length", written))
             except (ServiceResponseError, IncompleteReadError):  # body cut short, or stalled
                 complete = False
-                if cuts == RETRIES:
-                    raise
             finally:
                 response.close()
             if not complete:
