@@ -177,6 +177,12 @@ class Settings:
     # Opening a small cold file fetches this many of the next small files of its folder
     # in the background (a program walking a folder reads them next); 0 turns it off.
     read_ahead_files: int = 16
+    # KiB the kernel reads ahead of a program reading a file through the mount, in one
+    # request (the kernel's default is 128). A cold read of 256 MiB cost the daemon
+    # 1.0 s of CPU at 128 KiB and 0.66 s at 512 KiB or more, the same at 1024 and
+    # 4096 (benchmarks/run.py --only cold_read). Set through sysfs, so only a daemon
+    # run as root can; 0 leaves the kernel's default.
+    read_ahead_kb: int = 1024
     # Extended attributes (user.blob.*, user.meta.*, user.tag.*). Off (the default),
     # the kernel stops asking at all: `ls -l` of 2,000 files took 0.27 s warm with
     # them on (a round trip per file for security.* and ACLs) and 0.024 s off
@@ -626,6 +632,7 @@ def _read_settings(top: _Section) -> Settings:
         sdk_download_max=size("sdk_download_max"),
         sdk_upload_max=size("sdk_upload_max"),
         read_ahead_files=top.integer("read_ahead_files", defaults.read_ahead_files, minimum=0),
+        read_ahead_kb=top.integer("read_ahead_kb", defaults.read_ahead_kb, minimum=0),
         xattrs=top.boolean("xattrs", defaults.xattrs),
         upload_batch_window=top.number(
             "upload_batch_window", defaults.upload_batch_window, minimum=0, inclusive=True

@@ -217,12 +217,15 @@ async def serve(config: Config | None, mountpoint: Path, *,
         # Caught from before the mount exists: a SIGTERM just after it would otherwise
         # kill the daemon and leave a dead mount ("Transport endpoint is not connected").
         signals = stack.enter_context(trio.open_signal_receiver(*STOP_SIGNALS))
+        listed_as = os.path.realpath(mountpoint)  # as mountinfo will list it
         try:
             pyfuse3.init(parts.operations, str(mountpoint), options)
         except RuntimeError as exc:
             raise MountPointError(f"cannot mount on {mountpoint}: {exc}") from None
         # Unmounts unless `fusermount -u` already did; nothing stays half-mounted.
         stack.callback(pyfuse3.close, unmount=True)
+        if config.settings.read_ahead_kb:
+            _widen_read_ahead(listed_as, config.settings.read_ahead_kb)
         count = len(config.mounts)
         mounted = f"mounted {count} {'entry' if count == 1 else 'entries'} on {mountpoint}"
 
@@ -236,6 +239,27 @@ async def serve(config: Config | None, mountpoint: Path, *,
         await _drain(parts, mountpoint, systemd)
         _exit_watchdog()
     log.info("daemon exiting")
+
+
+def _widen_read_ahead(mountpoint: str, kib: int) -> None:
+    """Let the kernel read `kib` KiB ahead through the mount (its backing device's
+    read_ahead_kb). Only root may; anyone else keeps the kernel's default. The device
+    comes from mountinfo: a stat() of the mount point would ask this very daemon,
+    which does not serve requests yet."""
+    escaped = mountpoint.translate({ord(c): f"\\{ord(c):03o}" for c in " \t\n\\"})
+    device = None
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if fields[4] == escaped:
+                device = fields[2]  # the last one wins: mounts stack
+    if device is None:
+        return
+    setting = Path(f"/sys/class/bdi/{device}/read_ahead_kb")
+    try:
+        setting.write_text(f"{kib}\n")
+    except OSError as exc:
+        log.debug("read-ahead of %s stays at the kernel's default: %s", mountpoint, exc)
 
 
 @dataclass

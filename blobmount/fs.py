@@ -24,7 +24,7 @@ from .eviction import cache_space
 from .namespace import Namespace
 from .remote import MTIME_KEY, format_mtime
 from .store import Node
-from .transfers import READ_AHEAD_MAX_SIZE, Downloads, Wanted
+from .transfers import READ_AHEAD_MAX_SIZE, Downloads, Filling, Wanted
 from .uploads import Uploads
 from .xattrs import XattrError, Xattrs
 
@@ -72,6 +72,7 @@ class _OpenFile:
     writable: bool = False
     written: bool = False   # changed since it was last journaled
     journaled: bool = False  # journaled at least once through this handle
+    filling: Filling | None = None  # still downloading: reads wait for their bytes
 
 
 class BlobFS(pyfuse3.Operations):
@@ -182,34 +183,43 @@ class BlobFS(pyfuse3.Operations):
         entry = self.entries[node.entry]
         path = self.cache.path_for(entry, node.blob)
         truncate = writing and bool(flags & os.O_TRUNC)
+        filling = None
         if truncate:
             # Replaced whole: no need to download what is about to go.
             await self._start_writing(node, path, truncate=True)
             downloaded = True
+        elif writing:
+            path, downloaded, _ = await self._cached_copy(node)
+            await self._start_writing(node, path, truncate=False)
         else:
-            path, downloaded = await self._cached_copy(node)
-            if writing:
-                await self._start_writing(node, path, truncate=False)
-        fd = os.open(path, os.O_RDWR if writing else os.O_RDONLY)
+            path, downloaded, filling = await self._cached_copy(node, readable=True)
+        if filling is not None:
+            fd = filling.open()
+        else:
+            fd = os.open(path, os.O_RDWR if writing else os.O_RDONLY)
         handle = next(self._handles)
         self._open_files[handle] = _OpenFile(fd, inode, path, writable=writing,
-                                             written=truncate)
+                                             written=truncate, filling=filling)
         # Pages the kernel kept from an earlier open are still right unless new bytes
         # were just downloaded.
         return pyfuse3.FileInfo(fh=handle, keep_cache=not downloaded)
 
-    async def _cached_copy(self, node: Node) -> tuple[Path, bool]:
-        """The cache file holding the file's bytes (downloaded if need be)."""
+    async def _cached_copy(self, node: Node, *, readable: bool = False,
+                           ) -> tuple[Path, bool, Filling | None]:
+        """The cache file holding the file's bytes (downloaded if need be), whether it
+        was downloaded now, and (only if `readable`) the Filling of a large file handed
+        over while it downloads."""
         if not node.local:
             node = await self.namespace.fresh_file(node)
         entry, remote = self.entries[node.entry], self.namespace.remotes[node.entry]
         shown_path = self.namespace.path_of(node)
-        path, downloaded = await self.downloads.cached_copy(
-            entry, remote, node.blob, size=node.size, etag=node.etag, shown_path=shown_path)
+        copy = self.downloads.readable_copy if readable else self.downloads.cached_copy
+        path, downloaded, *filling = await copy(entry, remote, node.blob, size=node.size,
+                                                etag=node.etag, shown_path=shown_path)
         if (self.read_ahead_files and node.size <= READ_AHEAD_MAX_SIZE
                 and self.downloads.walking(path, downloaded)):
             self._read_ahead(node, entry, shown_path.rpartition("/")[0])
-        return path, downloaded
+        return path, downloaded, filling[0] if filling else None
 
     def _read_ahead(self, node: Node, entry: MountEntry, folder: str) -> None:
         """Fetch the next small files of the folder in the background. A bounded
@@ -266,7 +276,10 @@ class BlobFS(pyfuse3.Operations):
 
     @_fuse_errors
     async def read(self, fh, off, size):
-        return os.pread(self._open_files[fh].fd, size, off)
+        open_file = self._open_files[fh]
+        if open_file.filling is not None:
+            await open_file.filling.wait_for(off + size)
+        return os.pread(open_file.fd, size, off)
 
     @_fuse_errors
     async def write(self, fh, off, buf):
@@ -404,7 +417,7 @@ class BlobFS(pyfuse3.Operations):
         if size == 0:
             await self._start_writing(node, path, truncate=True)
         else:
-            path, _ = await self._cached_copy(node)
+            path, _, _ = await self._cached_copy(node)
             await self._start_writing(node, path, truncate=False)
             os.truncate(path, size)
         fd = os.open(path, os.O_RDWR)

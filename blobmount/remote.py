@@ -14,8 +14,10 @@ import hashlib
 import logging
 import os
 import random
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -88,6 +90,11 @@ THROTTLED = 429
 RESPONSE_BLOCK = 256 * 1024
 # Blobs up to this size come by one bare GET (see Remote._get_whole).
 SMALL_GET_MAX = 4 * 1024 * 1024
+# Larger ones come in ranges of these sizes (see range_size), hashed in blocks.
+RANGE_MIN = 4 * 1024 * 1024
+RANGE_MAX = 64 * 1024 * 1024
+HASH_BLOCK = 1024 * 1024
+RANGE_NOT_SATISFIABLE = 416
 # Pooled connections per account: parallel transfers times the SDK's requests each.
 POOL_SIZE = 64
 
@@ -186,6 +193,26 @@ def parse_listing(body: bytes) -> tuple[list[BlobItem], str]:
                                   _mtime_ns(when, metadata),
                                   _etag(properties.findtext("Etag"))))
     return items, root.findtext("NextMarker") or ""
+
+
+def _item_from_headers(blob: str, headers: Mapping[str, str], size: int) -> BlobItem:
+    """The blob as a GET's answer describes it."""
+    modified = headers.get("Last-Modified")
+    when = parsedate_to_datetime(modified) if modified else None
+    kept = headers.get(f"x-ms-meta-{MTIME_KEY}")
+    return BlobItem(blob, False, size, _mtime_ns(when, {MTIME_KEY: kept} if kept else None),
+                    _etag(headers.get("ETag")))
+
+
+def range_size(size: int, concurrency: int) -> int:
+    """How much of a blob of `size` bytes one range asks for: an equal share for each
+    of `concurrency` connections, so every connection stays busy to the end and each
+    request costs the least, between RANGE_MIN and RANGE_MAX."""
+    return min(RANGE_MAX, max(RANGE_MIN, -(-size // concurrency)))
+
+
+def _ignore_progress(_ready: int) -> None:
+    pass
 
 
 def _etag(value: str | None) -> str | None:
@@ -455,90 +482,209 @@ class Remote:
                         f" tags ({code or exc.status_code})") from None
                 raise
 
-    def _get_ranges(self, blob: str, destination: Path, concurrency: int,
-                    ) -> tuple[BlobItem, str | None, str | None]:
-        """The SDK's downloader: ranges side by side. The blob as read, and its
-        Content-MD5 (None: it has none); the bytes' MD5 is left to the caller."""
-        stream = self._client.get_blob_client(blob).download_blob(max_concurrency=concurrency)
-        with open(destination, "wb") as out:
-            stream.readinto(out)
-            out.flush()
-            os.fsync(out.fileno())
-        props = stream.properties
-        settings = props.content_settings
-        expected = bytes(settings.content_md5).hex() if settings and settings.content_md5 \
-            else None
-        return (BlobItem(blob, False, props.size, _mtime_ns(props.last_modified, props.metadata),
-                         _etag(props.etag)), expected, None)
-
-    def _get_whole(self, blob: str, destination: Path) -> tuple[BlobItem, str | None, str]:
-        """One bare GET through the pipeline (auth, retries, timeouts): for a small blob
-        the SDK's downloader costs more CPU than the request (1.8 ms against 1.1 ms a
-        4 KiB blob). The blob as read, its Content-MD5 (None: none) and the bytes' MD5.
-        A body cut short is fetched again, up to RETRIES times."""
+    def _blob_request_url(self, blob: str) -> str:
         base, _, query = self._client.url.partition("?")
-        url = f"{base}/{quote(blob, safe='~/')}" + (f"?{query}" if query else "")
+        return f"{base}/{quote(blob, safe='~/')}" + (f"?{query}" if query else "")
+
+    def _get(self, url: str, headers: Mapping[str, str], what: str,
+             ) -> tuple[Mapping[str, str], bytes]:
+        """One bare GET through the pipeline (auth, retries, timeouts): the answer's
+        headers and body. A body cut short is asked for again, up to RETRIES times (the
+        pipeline retries only failures before the body)."""
         cuts = 0
         while True:
-            response = self._client._client._send_request(HttpRequest("GET", url), stream=True)
+            response = self._client._client._send_request(
+                HttpRequest("GET", url, headers=dict(headers)), stream=True)
             try:
                 if response.status_code >= 400:
                     response.read()  # the error's text and code are in the body
                 response.raise_for_status()
-                headers = response.headers
-                digest = hashlib.md5(usedforsecurity=False)
-                with open(destination, "wb") as out:
-                    for chunk in response.iter_bytes():
-                        out.write(chunk)
-                        digest.update(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
-                    written = out.tell()
-                complete = written == int(headers.get("Content-Length", written))
+                body = b"".join(response.iter_bytes())
+                complete = len(body) == int(response.headers.get("Content-Length", len(body)))
             except (ServiceResponseError, IncompleteReadError):  # body cut short, or stalled
                 complete = False
             finally:
                 response.close()
-            if not complete:
+            if complete:
+                return response.headers, body
+            cuts += 1
+            if cuts > RETRIES:
+                raise RemoteUnreachable(f"{what}: the answer was cut short {cuts} times")
+            log.debug("%s: answer cut short, trying again", what)
+            time.sleep(backoff(cuts))
+
+    def _get_whole(self, blob: str, destination: Path) -> tuple[BlobItem, str | None, str]:
+        """A small blob by one GET: the SDK's downloader costs more CPU than the request
+        (1.8 ms against 1.1 ms a 4 KiB blob). The blob as read, its Content-MD5 (None:
+        it has none) and the bytes' MD5."""
+        headers, body = self._get(self._blob_request_url(blob), {},
+                                  f"download of {self.label}/{blob}")
+        with open(destination, "wb") as out:
+            out.write(body)
+            out.flush()
+            os.fsync(out.fileno())
+        md5 = headers.get("Content-MD5") or headers.get("x-ms-blob-content-md5")
+        return (_item_from_headers(blob, headers, len(body)),
+                base64.b64decode(md5).hex() if md5 else None,
+                hashlib.md5(body, usedforsecurity=False).hexdigest())
+
+    def _get_ranges(self, blob: str, destination: Path, size: int | None, concurrency: int,
+                    on_progress: Callable[[int], None],
+                    ) -> tuple[BlobItem, str | None, str]:
+        """A large blob in `concurrency` ranges side by side (see range_size), each
+        streamed into place, so that the file's first bytes can be read while the rest
+        arrive: `on_progress(n)` says the first n bytes are written. A thread of its own
+        hashes that prefix as it grows. Ranges after the first ask for the version the
+        first one got (If-Match); a range cut short asks again for what it lacks. The
+        blob as read, its Content-MD5 (None: it has none) and the bytes' MD5."""
+        url, what = self._blob_request_url(blob), f"download of {self.label}/{blob}"
+        step = range_size(size or 0, concurrency)
+        try:
+            first = self._send_get(url, {"x-ms-range": f"bytes=0-{step - 1}"})
+        except HttpResponseError as exc:
+            if exc.status_code != RANGE_NOT_SATISFIABLE:
+                raise
+            return self._get_whole(blob, destination)  # empty since it was listed
+        headers = first.headers
+        total = int(headers.get("Content-Range", "/0").rpartition("/")[2])
+        # On a range, Content-MD5 would be the range's (if asked for): the blob's is here.
+        md5 = headers.get("x-ms-blob-content-md5")
+        if_match = {"If-Match": headers.get("ETag", "*")}
+        starts = list(range(0, total, step))
+        written = dict.fromkeys(starts, 0)  # range start -> bytes of it written
+        state = threading.Condition()
+        prefix = 0     # the first `prefix` bytes are written
+        failed = False
+        digest = hashlib.md5(usedforsecurity=False)
+
+        with open(destination, "w+b") as out:  # read too: the hash reads back
+            fd = out.fileno()
+
+            def wrote(start: int, count: int) -> None:
+                nonlocal prefix
+                with state:
+                    written[start] += count
+                    base, moved = prefix - prefix % step, prefix  # the first range not all in
+                    while base < total:
+                        moved = base + written[base]
+                        if moved < min(base + step, total):
+                            break
+                        base += step
+                    if moved > prefix:
+                        prefix = moved
+                        state.notify_all()
+                        on_progress(moved)
+
+            def fetch(start: int) -> None:
+                nonlocal failed
+                try:
+                    end = min(start + step, total)
+                    self._stream_range(url, fd, start, end, if_match, what, wrote,
+                                       first if start == 0 else None, lambda: failed)
+                except BaseException:
+                    with state:
+                        failed = True
+                        state.notify_all()
+                    raise
+
+            def hash_prefix() -> None:
+                done = 0
+                while done < total:
+                    with state:
+                        while prefix <= done and not failed:
+                            state.wait()
+                        if failed:
+                            return
+                        upto = prefix
+                    while done < upto:
+                        block = os.pread(fd, min(HASH_BLOCK, upto - done), done)
+                        digest.update(block)
+                        done += len(block)
+
+            with ThreadPoolExecutor(concurrency + 1) as pool:
+                hashing = pool.submit(hash_prefix)
+                for _ in pool.map(fetch, starts):
+                    pass
+                hashing.result()
+            if not starts:
+                first.close()
+            os.fsync(fd)
+        return (_item_from_headers(blob, headers, total),
+                base64.b64decode(md5).hex() if md5 else None, digest.hexdigest())
+
+    def _send_get(self, url: str, headers: Mapping[str, str]):
+        """A bare GET through the pipeline, its body not read yet; an error raised."""
+        response = self._client._client._send_request(
+            HttpRequest("GET", url, headers=dict(headers)), stream=True)
+        if response.status_code >= 400:
+            response.read()  # the error's text and code are in the body
+            response.close()
+        response.raise_for_status()
+        return response
+
+    def _stream_range(self, url: str, fd: int, start: int, end: int,
+                      if_match: Mapping[str, str], what: str,
+                      wrote: Callable[[int, int], None], response, stop: Callable[[], bool],
+                      ) -> None:
+        """Write the blob's bytes [start, end) at their place in `fd`, telling
+        `wrote(start, count)` as they land; a body cut short is asked for again from
+        where it stopped, up to RETRIES times. `response`: the first try, already sent."""
+        position, cuts = start, 0
+        while position < end:
+            if response is None:
+                response = self._send_get(
+                    url, {"x-ms-range": f"bytes={position}-{end - 1}", **if_match})
+            try:
+                for block in response.iter_bytes():
+                    if stop():
+                        return
+                    block = block[:end - position]
+                    os.pwrite(fd, block, position)
+                    position += len(block)
+                    wrote(start, len(block))
+            except (ServiceResponseError, IncompleteReadError):  # cut short, or stalled
+                pass
+            finally:
+                response.close()
+                response = None
+            if position < end:
                 cuts += 1
                 if cuts > RETRIES:
-                    raise RemoteUnreachable(f"download of {self.label}/{blob}: the answer was"
-                                            f" cut short {cuts} times")
-                log.debug("GET %s/%s cut short: trying again", self.label, blob)
+                    raise RemoteUnreachable(f"{what}: the answer was cut short {cuts} times")
+                log.debug("%s: answer cut short at %d, asking for the rest", what, position)
                 time.sleep(backoff(cuts))
-                continue
-            md5 = headers.get("Content-MD5") or headers.get("x-ms-blob-content-md5")
-            modified = headers.get("Last-Modified")
-            when = parsedate_to_datetime(modified) if modified else None
-            kept = headers.get(f"x-ms-meta-{MTIME_KEY}")
-            item = BlobItem(blob, False, written,
-                            _mtime_ns(when, {MTIME_KEY: kept} if kept else None),
-                            _etag(headers.get("ETag")))
-            return item, base64.b64decode(md5).hex() if md5 else None, digest.hexdigest()
 
     def download(self, blob: str, destination: Path, *, size: int | None = None,
-                 concurrency: int = 4) -> BlobItem:
+                 concurrency: int = 4, on_progress: Callable[[int], None] | None = None,
+                 ) -> BlobItem:
         """Write the blob's bytes to `destination` (created or truncated) and fsync.
 
-        Where the blob has a Content-MD5, the bytes written must match it: a mismatch
-        is downloaded again, then RemoteCorrupt. Returns the properties of the version
-        that was read, so the caller records the ETag of exactly these bytes. A blob
-        listed at `size` up to SMALL_GET_MAX comes by one bare GET.
+        A blob listed at `size` up to SMALL_GET_MAX comes by one GET, a larger one in
+        ranges side by side. Where the blob has a Content-MD5, the bytes written must
+        match it: a mismatch is downloaded again, then RemoteCorrupt. Returns the
+        properties of the version that was read, so the caller records the ETag of
+        exactly these bytes.
+
+        With `on_progress`, the file's first bytes can be read while the rest arrive:
+        it is called (from worker threads) with n whenever the first n bytes are
+        written. Such a download is tried once, since bytes already read cannot be
+        taken back.
         """
-        for attempt in range(DOWNLOAD_TRIES):
+        tries = 1 if on_progress else DOWNLOAD_TRIES
+        for attempt in range(tries):
             with self._call(f"download of {self.label}/{blob}"):
                 if size is not None and size <= SMALL_GET_MAX:
                     item, expected, actual = self._get_whole(blob, destination)
                 else:
-                    item, expected, actual = self._get_ranges(blob, destination, concurrency)
-            if expected is None or (actual or file_md5(destination)) == expected:
+                    item, expected, actual = self._get_ranges(
+                        blob, destination, size, concurrency, on_progress or _ignore_progress)
+            if expected is None or actual == expected:
                 return item
             log.warning("download of %s/%s: the bytes do not match its Content-MD5%s",
-                        self.label, blob, "; trying again" if attempt + 1 < DOWNLOAD_TRIES
-                        else "")
+                        self.label, blob, "; trying again" if attempt + 1 < tries else "")
         destination.unlink(missing_ok=True)
         raise RemoteCorrupt(f"download of {self.label}/{blob}: the bytes do not match the"
-                            f" blob's Content-MD5 {expected} (tried {DOWNLOAD_TRIES} times)")
+                            f" blob's Content-MD5 {expected} (tried {tries} times)")
 
     def upload(self, blob: str, source: Path, *, base_etag: str, md5: str,
                metadata: dict[str, str] | None = None, concurrency: int = 4,

@@ -1,8 +1,9 @@
 """Moving bytes between the container and the cache.
 
 One download per file however many readers wait for it (single-flight on the cache
-path). Small blobs come by one SDK GET, which costs milliseconds; large ones by an
-AzCopy job, which costs about two seconds to start but moves big files fastest.
+path). Small blobs come by one SDK GET, which costs milliseconds; larger ones by SDK ranges
+side by side, readable as they arrive (a `Filling`); the largest by an AzCopy job,
+which costs about two seconds to start.
 Batches (prefetch) go in one AzCopy job with a list of files: each file of the batch
 is a flight of its own while the job runs, so an open() of it waits for the job
 instead of downloading it again, and gets its own download if the job fails.
@@ -27,8 +28,8 @@ import trio
 from .azcopy import AzCopy, JobSummary
 from .cache import Cache, fsync_file, fsync_folder
 from .config import MountEntry
-from .errors import BlobmountError, RemoteUnreachable
-from .remote import Remote
+from .errors import BlobmountError, RemoteError, RemoteUnreachable
+from .remote import SMALL_GET_MAX, Remote
 from .singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,62 @@ def _listable(blob: str) -> bool:
         char in blob for char in "\n\r\\")
 
 
+class Filling:
+    """A large file being downloaded, readable while its bytes arrive.
+
+    A read waits until the bytes it asks for are written. The read that reaches the
+    end of the file waits until the whole download has matched the blob's Content-MD5
+    and is in the cache: no program reads to the end of bytes that failed their check.
+    """
+
+    def __init__(self, path: Path, temp: Path, size: int) -> None:
+        self.path = path    # where the copy will be
+        self.temp = temp    # where it is written meanwhile
+        self.size = size    # as listed: where the end of the file is
+        self.ready = 0      # the first `ready` bytes are written
+        self.done = False
+        self.error: BlobmountError | None = None
+        self.started = trio.Event()  # set at the first bytes written, or failure
+        self._moved = trio.Event()
+
+    def advance(self, ready: int) -> None:
+        self.ready = max(self.ready, ready)
+        self.started.set()
+        self._wake()
+
+    def finish(self, error: BlobmountError | None = None) -> None:
+        self.done, self.error = True, error
+        self.started.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        self._moved.set()
+        self._moved = trio.Event()
+
+    def check(self) -> None:
+        """Raise the download's failure, if it failed."""
+        if self.error is not None:
+            failure = type(self.error)(str(self.error))  # one object per raise
+            failure.errno = self.error.errno
+            raise failure
+
+    def open(self) -> int:
+        """A file descriptor for reading the file, wherever it is now (the rename into
+        the cache keeps the inode)."""
+        try:
+            return os.open(self.temp, os.O_RDONLY)
+        except FileNotFoundError:
+            self.check()  # failed: the temporary file is gone
+            return os.open(self.path, os.O_RDONLY)
+
+    async def wait_for(self, end: int) -> None:
+        """Return once the bytes before `end` can be read: all of them checked, where
+        `end` reaches the end of the file."""
+        while not self.done and (end >= self.size or self.ready < end):
+            await self._moved.wait()
+        self.check()
+
+
 class Downloads:
     """Brings blobs into the cache, and counts the downloads it starts."""
 
@@ -89,6 +146,7 @@ class Downloads:
         self._ahead: set[Path] = set()      # being fetched ahead
         self._fetched_ahead: set[Path] = set()  # fetched ahead, not opened yet
         self._ahead_limiter = trio.CapacityLimiter(READ_AHEAD_PARALLEL)
+        self._fillings: dict[Path, Filling] = {}
 
     def run_in(self, nursery: trio.Nursery) -> None:
         """Where background downloads (read-ahead) run: the daemon's nursery."""
@@ -136,7 +194,8 @@ class Downloads:
 
     def in_use(self) -> set[str]:
         """Cache files being downloaded, or just downloaded and about to be opened."""
-        return {str(key) for key in self._flights.running_keys()} | set(self.busy)
+        return ({str(key) for key in self._flights.running_keys()} | set(self.busy)
+                | {str(path) for path in self._fillings})
 
     async def settle(self, path: Path) -> None:
         """Return once no download into `path` is under way (whatever its outcome):
@@ -175,16 +234,79 @@ class Downloads:
                 del self.busy[str(path)]
         return path, True
 
-    async def _download(self, entry: MountEntry, remote: Remote, blob: str, size: int,
-                        etag: str | None, path: Path) -> int:
-        """Download `blob` into `path` and record it; the bytes it holds."""
-        temp = self.cache.temp_path(path)
+    async def readable_copy(self, entry: MountEntry, remote: Remote, blob: str, *, size: int,
+                            etag: str | None, shown_path: str,
+                            ) -> tuple[Path, bool, Filling | None]:
+        """Like cached_copy, for a reader: a large file that comes by SDK ranges is
+        handed over once its first bytes are in, with the Filling to wait on."""
+        path = self.cache.path_for(entry, blob)
+        filling = self._fillings.get(path)
+        if (filling is None and self._background is not None and self._by_sdk(remote, size)
+                and size > SMALL_GET_MAX and not self._flights.running(path)
+                and not self.cache.usable(path, etag)
+                and await self._background.start(self._fill, entry, remote, blob, size, etag,
+                                                 shown_path, path)):
+            filling = self._fillings.get(path)
+        if filling is None:
+            return (*await self.cached_copy(entry, remote, blob, size=size, etag=etag,
+                                            shown_path=shown_path), None)
+        await filling.started.wait()
+        filling.check()
+        return path, True, filling
+
+    async def _fill(self, entry: MountEntry, remote: Remote, blob: str, size: int,
+                    etag: str | None, shown_path: str, path: Path, *,
+                    task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """The download of a Filling, in the background: it outlives the open() that
+        started it. Reports (to `task_status`) whether it leads the file's flight."""
+        if self._flights.running(path):
+            task_status.started(False)  # another download got there first
+            return
+        filling = Filling(path, self.cache.temp_path(path), size)
+
+        async def download() -> Path:
+            self._fillings[path] = filling
+            task_status.started(True)
+            if remote.offline():
+                raise RemoteUnreachable(f"{remote.label}/{blob}: not in the cache, and the"
+                                        " account did not answer just now")
+            self.started[shown_path] += 1
+            await self._download(entry, remote, blob, size, etag, path, filling=filling)
+            self.on_downloaded()
+            return path
+
         try:
-            if (size <= self.sdk_max or self._azcopy_for is None
-                    or not remote.azcopy_can_sign):
-                item = await trio.to_thread.run_sync(partial(remote.download, blob, temp,
-                                                             size=size),
-                                                     limiter=self._limiter)
+            await self._flights.run(path, download)
+            filling.finish()
+        except BlobmountError as exc:
+            filling.finish(exc)
+        except Exception as exc:
+            log.exception("download of %s failed", shown_path)
+            filling.finish(RemoteError(f"download of {shown_path}: {type(exc).__name__}"))
+        finally:
+            if not filling.done:  # cancelled: the daemon is stopping
+                filling.finish(RemoteError(f"download of {shown_path}: stopped"))
+            if self._fillings.get(path) is filling:
+                del self._fillings[path]
+
+    def _by_sdk(self, remote: Remote, size: int) -> bool:
+        return size <= self.sdk_max or self._azcopy_for is None or not remote.azcopy_can_sign
+
+    async def _download(self, entry: MountEntry, remote: Remote, blob: str, size: int,
+                        etag: str | None, path: Path, *, filling: Filling | None = None,
+                        ) -> int:
+        """Download `blob` into `path` and record it; the bytes it holds. A `filling`
+        gives the temporary name and hears of each new stretch of bytes written."""
+        temp = filling.temp if filling else self.cache.temp_path(path)
+        try:
+            if self._by_sdk(remote, size):
+                download = partial(remote.download, blob, temp, size=size)
+                if filling is not None:
+                    os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+                    token = trio.lowlevel.current_trio_token()
+                    download = partial(download, on_progress=lambda ready: token.run_sync_soon(
+                        filling.advance, ready))
+                item = await trio.to_thread.run_sync(download, limiter=self._limiter)
                 etag = item.etag
             else:
                 # AzCopy keeps retrying an account that does not answer for minutes; one

@@ -77,6 +77,12 @@ class FaultProxy:
         with self._lock:
             self._next.extend([("cut", after, method)] * times)
 
+    def forward_next(self, times: int = 1, *, method: str | None = None) -> None:
+        """Forward the next `times` requests (of `method`, if given) whatever the mode:
+        faults queued after this one then fall on the requests after them."""
+        with self._lock:
+            self._next.extend([("forward", 0, method)] * times)
+
     def stall_next(self, times: int = 1, *, method: str | None = None) -> None:
         """Stall the next `times` requests (of `method`, if given) until set_mode."""
         with self._lock:

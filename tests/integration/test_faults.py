@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -206,6 +207,62 @@ def test_a_download_cut_short_is_tried_again_and_never_served_short(
         proxy.cut_next(after=100_000)
         assert mount.path("data/cut.bin").read_bytes() == payload
         assert proxy.count("GET", "/cut.bin") - before >= 2
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
+
+
+def test_a_large_file_reads_from_its_first_bytes_while_the_rest_is_held_up(
+        mounter, container, proxy):
+    payload = os.urandom(24 * 1024 * 1024)  # four ranges of 6 MiB
+    upload(container, {"large.bin": payload})
+    # A long timeout: the held ranges stay held until the test lets them go.
+    mount = mounter.mount(_config(mounter, proxy, container, remote_timeout=60))
+    try:
+        assert os.listdir(mount.path("data")) == ["large.bin"]
+        before = proxy.count("GET", "/large.bin")
+        proxy.forward_next(method="GET")      # the first range comes ...
+        proxy.stall_next(3, method="GET")     # ... the other three are held up
+        with _in_thread(lambda: open(mount.path("data/large.bin"), "rb")) as reader:
+            head = _in_thread(lambda: reader.read(1024 * 1024))
+            assert head == payload[:1024 * 1024]
+            assert proxy.count("GET", "/large.bin") - before == 4  # all four asked
+            proxy.set_mode("forward")  # the held ones fail; their retries get through
+            assert reader.read() == payload[1024 * 1024:]
+        assert mount.path("data/large.bin").read_bytes() == payload
+        assert mount.status()["downloads"]["by_path"] == {"data/large.bin": 1}
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
+
+
+def _in_thread(action, timeout: float = 20):
+    """What `action` returns, failing the test if it has not returned within `timeout`
+    (instead of hanging it)."""
+    result = []
+    worker = threading.Thread(target=lambda: result.append(action()), daemon=True)
+    worker.start()
+    worker.join(timeout)
+    assert result, f"no answer within {timeout} s"
+    return result[0]
+
+
+def test_a_range_cut_short_asks_for_what_it_lacks(mounter, container, proxy):
+    payload = os.urandom(24 * 1024 * 1024)
+    upload(container, {"large.bin": payload})
+    mount = mounter.mount(_config(mounter, proxy, container, remote_timeout=TIMEOUT))
+    try:
+        assert os.listdir(mount.path("data")) == ["large.bin"]
+        before = proxy.count("GET", "/large.bin")
+        proxy.forward_next(method="GET")
+        proxy.cut_next(after=1_000_000, times=2, method="GET")
+        assert mount.path("data/large.bin").read_bytes() == payload
+        # Four ranges, and one more request for the rest of each of the two cut.
+        assert proxy.count("GET", "/large.bin") - before == 6
     except BaseException:
         mounter.cleanup()
         raise

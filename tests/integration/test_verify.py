@@ -1,4 +1,5 @@
-"""Downloads are checked against the blob's Content-MD5 before anyone reads them."""
+"""Downloads are checked against the blob's Content-MD5: a small file before anyone
+reads it, a large one (read while it downloads) before anyone reads to its end."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from .conftest import upload
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("through", ["sdk", "azcopy"])
+@pytest.mark.parametrize("through", ["sdk", "ranges", "azcopy"])
 def test_bytes_that_do_not_match_content_md5_are_never_served(mounter, container, tmp_path,
                                                                through):
-    good, bad = os.urandom(200_000), os.urandom(200_000)
+    size = 6 * 1024 * 1024 if through == "ranges" else 200_000  # ranges: over 4 MiB
+    good, bad = os.urandom(size), os.urandom(size)
     upload(container, {"d/good.bin": good, "d/bad.bin": bad})
     container.get_blob_client("d/good.bin").set_http_headers(
         ContentSettings(content_md5=bytearray(hashlib.md5(good).digest())))
@@ -26,7 +28,7 @@ def test_bytes_that_do_not_match_content_md5_are_never_served(mounter, container
     assert container.get_blob_client("d/bad.bin").get_blob_properties() \
         .content_settings.content_md5 == hashlib.md5(b"other bytes").digest()
     config = mounter.config([{"local": "data", "container": container.container_name}],
-                            sdk_download_max="1MiB" if through == "sdk" else "64KiB")
+                            sdk_download_max="64KiB" if through == "azcopy" else "64MiB")
     mount = mounter.mount(config)
     try:
         root = mount.path("data")
