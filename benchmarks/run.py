@@ -412,16 +412,18 @@ def random_reads(bench: Bench, results: Results) -> None:
 
 
 def memory(bench: Bench, results: Results) -> None:
-    """8. The daemon's peak RSS after listing many blobs and reading the large one."""
+    """8. The daemon's peak RSS after listing many blobs and reading the largest one."""
     count = bench.scale.rss_listing
     bench.put_many({f"many/m{i:06d}": b"" for i in range(count)})
+    blob, size = ("huge/huge.bin", bench.scale.huge) if bench.scale.huge else \
+        ("big/big.bin", bench.scale.big)
     with bench.blobmount() as root:
         subprocess.run(["ls", "-l", str(root / "many")], check=True, stdout=subprocess.DEVNULL)
-        cat(root / "big/big.bin")
+        cat(root / blob)
         with open(f"/proc/{bench.blobmount_pid}/status") as status:
             peak = next(line for line in status if line.startswith("VmHWM"))
     results.notes["memory"] = f"peak RSS {int(peak.split()[1]) // 1024} MiB after listing" \
-                              f" {count} blobs and reading {bench.scale.big // MiB} MiB"
+                              f" {count} blobs and reading {size // MiB} MiB"
 
 
 WORKLOADS = {"cold_read": cold_read, "warm_read": warm_read, "small_files": small_files,

@@ -171,8 +171,10 @@ class Settings:
     listing_ttl: float = 30.0  # seconds a folder listing is trusted
     # Larger blobs move through AzCopy. Its jobs cost about 2 s whatever the size, and
     # the SDK moved 64 MiB from Azurite in 0.23 s where AzCopy took 2.04 s
-    # (benchmarks/run.py --quick), so only big blobs are worth a job.
-    sdk_download_max: int = 256 * MiB
+    # (benchmarks/run.py --quick), so only big blobs are worth a job. A download by the
+    # SDK can also be read while it runs: a cold `cat` of 1 GiB took 3.6 s that way and
+    # 8.2 s by an AzCopy job (benchmarks/run.py --only cold_read).
+    sdk_download_max: int = 1024 * MiB
     sdk_upload_max: int = 256 * MiB
     # Opening a small cold file fetches this many of the next small files of its folder
     # in the background (a program walking a folder reads them next); 0 turns it off.

@@ -16,7 +16,7 @@ import fcntl
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -217,15 +217,12 @@ async def serve(config: Config | None, mountpoint: Path, *,
         # Caught from before the mount exists: a SIGTERM just after it would otherwise
         # kill the daemon and leave a dead mount ("Transport endpoint is not connected").
         signals = stack.enter_context(trio.open_signal_receiver(*STOP_SIGNALS))
-        listed_as = os.path.realpath(mountpoint)  # as mountinfo will list it
         try:
             pyfuse3.init(parts.operations, str(mountpoint), options)
         except RuntimeError as exc:
             raise MountPointError(f"cannot mount on {mountpoint}: {exc}") from None
         # Unmounts unless `fusermount -u` already did; nothing stays half-mounted.
         stack.callback(pyfuse3.close, unmount=True)
-        if config.settings.read_ahead_kb:
-            _widen_read_ahead(listed_as, config.settings.read_ahead_kb)
         count = len(config.mounts)
         mounted = f"mounted {count} {'entry' if count == 1 else 'entries'} on {mountpoint}"
 
@@ -234,30 +231,24 @@ async def serve(config: Config | None, mountpoint: Path, *,
             ready(note or mounted)
             systemd.notify(READY=1, STATUS=mounted)
 
-        await _run_mounted(parts, signals, live)
+        await _run_mounted(parts, signals, live, partial(
+            _widen_read_ahead, mountpoint, config.settings.read_ahead_kb)
+            if config.settings.read_ahead_kb else None)
         log.info("unmounted %s", mountpoint)
         await _drain(parts, mountpoint, systemd)
         _exit_watchdog()
     log.info("daemon exiting")
 
 
-def _widen_read_ahead(mountpoint: str, kib: int) -> None:
-    """Let the kernel read `kib` KiB ahead through the mount (its backing device's
-    read_ahead_kb). Only root may; anyone else keeps the kernel's default. The device
-    comes from mountinfo: a stat() of the mount point would ask this very daemon,
-    which does not serve requests yet."""
-    escaped = mountpoint.translate({ord(c): f"\\{ord(c):03o}" for c in " \t\n\\"})
-    device = None
-    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as mounts:
-        for line in mounts:
-            fields = line.split()
-            if fields[4] == escaped:
-                device = fields[2]  # the last one wins: mounts stack
-    if device is None:
-        return
-    setting = Path(f"/sys/class/bdi/{device}/read_ahead_kb")
+async def _widen_read_ahead(mountpoint: Path, kib: int) -> None:
+    """Let the kernel read `kib` KiB ahead through the mount (its device's
+    read_ahead_kb). Only root may; anyone else keeps the kernel's default. The kernel
+    resets it when it takes the answer to FUSE's INIT: the first stat() of the mount
+    point to be answered comes after that."""
     try:
-        setting.write_text(f"{kib}\n")
+        device = (await trio.to_thread.run_sync(os.stat, mountpoint)).st_dev
+        setting = Path(f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb")
+        await trio.to_thread.run_sync(setting.write_text, f"{kib}\n")
     except OSError as exc:
         log.debug("read-ahead of %s stays at the kernel's default: %s", mountpoint, exc)
 
@@ -329,14 +320,18 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
 
 
 async def _run_mounted(parts: _Parts, signals: AsyncIterator[int],
-                       live: Callable[[], None]) -> None:
+                       live: Callable[[], None],
+                       tune: Callable[[], Awaitable[None]] | None = None) -> None:
     """Serve the mounted file system, its control socket and its background work until
-    the kernel ends the mount; `live` is called once all of it runs."""
+    the kernel ends the mount; `live` is called once all of it runs, `tune` runs
+    beside the first requests."""
     async with trio.open_nursery() as nursery:
         await nursery.start(parts.control.serve)
         nursery.start_soon(_terminate_on, signals)
         nursery.start_soon(parts.uploads.run)
         nursery.start_soon(parts.evictor.run)
+        if tune is not None:
+            nursery.start_soon(tune)
         parts.downloads.run_in(nursery)
         live()
         await pyfuse3.main()

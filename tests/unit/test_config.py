@@ -163,7 +163,8 @@ def test_native_full_example(tmp_path: Path) -> None:
 def test_defaults(tmp_path: Path, isolated: Path) -> None:
     c = load(tmp_path, minimal())
     assert c.settings == Settings()
-    assert c.settings.sdk_download_max == 256 * MiB
+    assert c.settings.sdk_download_max == 1024 * MiB
+    assert c.settings.read_ahead_kb == 1024
     assert c.cache_dir == isolated / ".cache" / "blobmount"
     (mount,) = c.mounts
     assert mount.prefix == ""

@@ -14,9 +14,9 @@ import trio.testing
 from blobmount.cache import Cache
 from blobmount.config import Account, MountEntry
 from blobmount.errors import RemoteError, RemoteUnreachable
-from blobmount.remote import BlobItem
+from blobmount.remote import BlobItem, range_size
 from blobmount.store import Store
-from blobmount.transfers import Downloads
+from blobmount.transfers import Downloads, Filling
 
 READERS = 8
 TIMEOUT = 10
@@ -243,3 +243,47 @@ def test_different_blobs_download_side_by_side(cache: Cache, entry: MountEntry) 
         assert downloaded and path.read_bytes() == data
     assert len({path for path, _ in got.values()}) == len(blobs)
     assert temp_files(entry) == []
+
+
+def test_a_filling_serves_what_is_written_and_its_end_only_once_checked(tmp_path: Path) -> None:
+    async def main() -> None:
+        filling = Filling(tmp_path / "copy", tmp_path / "copy.tmp", size=100)
+        served: list[str] = []
+
+        async def read(name: str, end: int) -> None:
+            await filling.wait_for(end)
+            served.append(name)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read, "head", 40)
+            nursery.start_soon(read, "end", 100)
+            await trio.testing.wait_all_tasks_blocked()
+            assert served == []
+            filling.advance(50)
+            await trio.testing.wait_all_tasks_blocked()
+            assert served == ["head"]
+            filling.advance(100)  # every byte written, not yet checked
+            await trio.testing.wait_all_tasks_blocked()
+            assert served == ["head"]
+            filling.finish()
+        assert served == ["head", "end"]
+
+        failed = Filling(tmp_path / "other", tmp_path / "other.tmp", size=100)
+        failed.advance(30)
+        await failed.wait_for(30)  # served before the failure ...
+        failed.finish(RemoteError("the bytes do not match"))
+        for _ in range(2):  # ... and every read after it fails, each with its own error
+            with pytest.raises(RemoteError, match="do not match"):
+                await failed.wait_for(10)
+
+    trio.run(main)
+
+
+@pytest.mark.parametrize(("size", "expected"), [
+    (5 << 20, 4 << 20),            # at least RANGE_MIN
+    (256 << 20, 64 << 20),         # a share for each of the 4 connections
+    (100 << 20, 25 << 20),
+    (4 << 30, 64 << 20),           # at most RANGE_MAX
+])
+def test_range_size(size: int, expected: int) -> None:
+    assert range_size(size, 4) == expected
