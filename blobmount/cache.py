@@ -78,11 +78,13 @@ class Cache:
 
     @staticmethod
     def install(temp: Path, path: Path) -> int:
-        """Rename a complete, fsynced temporary file to `path`, durably; its size.
+        """Make a complete temporary file durable and rename it to `path`, durably; its
+        size.
 
-        Blocks (fsync of the folder): call it from a worker thread, then `record`
-        from the trio thread.
+        Blocks (fsyncs): call it from a worker thread, then `record` from the trio
+        thread.
         """
+        fsync_file(temp)
         size = temp.stat().st_size
         os.replace(temp, path)
         fsync_folder(path.parent)

@@ -535,8 +535,6 @@ class Remote:
                                   f"download of {self.label}/{blob}")
         with open(destination, "wb") as out:
             out.write(body)
-            out.flush()
-            os.fsync(out.fileno())
         md5 = headers.get("Content-MD5") or headers.get("x-ms-blob-content-md5")
         return (_item_from_headers(blob, headers, len(body)),
                 base64.b64decode(md5).hex() if md5 else None,
@@ -544,13 +542,13 @@ class Remote:
 
     def _get_ranges(self, blob: str, destination: Path, size: int | None, concurrency: int,
                     on_progress: Callable[[int], None],
-                    ) -> tuple[BlobItem, str | None, str]:
+                    ) -> tuple[BlobItem, str | None, str | None]:
         """A large blob in `concurrency` ranges side by side (see range_size), each
         streamed into place, so that the file's first bytes can be read while the rest
         arrive: `on_progress(n)` says the first n bytes are written. A thread of its own
         hashes that prefix as it grows. Ranges after the first ask for the version the
         first one got (If-Match); a range cut short asks again for what it lacks. The
-        blob as read, its Content-MD5 (None: it has none) and the bytes' MD5."""
+        blob as read, its Content-MD5 and the bytes' MD5 (both None: it has none)."""
         url, what = self._blob_request_url(blob), f"download of {self.label}/{blob}"
         step = range_size(size or 0, concurrency)
         try:
@@ -616,15 +614,18 @@ class Remote:
                         done += len(block)
 
             with ThreadPoolExecutor(concurrency + 1) as pool:
-                hashing = pool.submit(hash_prefix)
+                # A blob with no Content-MD5 (most put in blocks) has nothing to match.
+                hashing = pool.submit(hash_prefix) if md5 else None
                 for _ in pool.map(fetch, starts):
                     pass
-                hashing.result()
+                if hashing is not None:
+                    hashing.result()
             if not starts:
                 first.close()
-            os.fsync(fd)
-        return (_item_from_headers(blob, headers, total),
-                base64.b64decode(md5).hex() if md5 else None, digest.hexdigest())
+        if not md5:
+            return _item_from_headers(blob, headers, total), None, None
+        return (_item_from_headers(blob, headers, total), base64.b64decode(md5).hex(),
+                digest.hexdigest())
 
     def _send_get(self, url: str, headers: Mapping[str, str]):
         """A bare GET through the pipeline, its body not read yet; an error raised."""
@@ -671,7 +672,8 @@ class Remote:
     def download(self, blob: str, destination: Path, *, size: int | None = None,
                  concurrency: int = 4, on_progress: Callable[[int], None] | None = None,
                  ) -> BlobItem:
-        """Write the blob's bytes to `destination` (created or truncated) and fsync.
+        """Write the blob's bytes to `destination` (created or truncated; not fsynced,
+        which is the cache's business).
 
         A blob listed at `size` up to SMALL_GET_MAX comes by one GET, a larger one in
         ranges side by side. Where the blob has a Content-MD5, the bytes written must

@@ -73,7 +73,8 @@ class Filling:
 
     A read waits until the bytes it asks for are written. The read that reaches the
     end of the file waits until the whole download has matched the blob's Content-MD5
-    and is in the cache: no program reads to the end of bytes that failed their check.
+    (not for the disk: making the copy durable is the cache's business): no program
+    reads to the end of bytes that failed their check.
     """
 
     def __init__(self, path: Path, temp: Path, size: int) -> None:
@@ -81,6 +82,7 @@ class Filling:
         self.temp = temp    # where it is written meanwhile
         self.size = size    # as listed: where the end of the file is
         self.ready = 0      # the first `ready` bytes are written
+        self.good = False   # all of them are, and matched the blob's Content-MD5
         self.done = False
         self.error: BlobmountError | None = None
         self.started = trio.Event()  # set at the first bytes written, or failure
@@ -89,6 +91,11 @@ class Filling:
     def advance(self, ready: int) -> None:
         self.ready = max(self.ready, ready)
         self.started.set()
+        self._wake()
+
+    def passed(self) -> None:
+        """Every byte is written and matched the blob's Content-MD5."""
+        self.good = True
         self._wake()
 
     def finish(self, error: BlobmountError | None = None) -> None:
@@ -118,10 +125,12 @@ class Filling:
 
     async def wait_for(self, end: int) -> None:
         """Return once the bytes before `end` can be read: all of them checked, where
-        `end` reaches the end of the file."""
-        while not self.done and (end >= self.size or self.ready < end):
+        `end` reaches the end of the file. Bytes that passed stay readable even if
+        putting them in the cache fails afterwards."""
+        while not (self.good or self.done or (end < self.size and self.ready >= end)):
             await self._moved.wait()
-        self.check()
+        if not self.good:
+            self.check()
 
 
 class Downloads:
@@ -308,6 +317,8 @@ class Downloads:
                         filling.advance, ready))
                 item = await trio.to_thread.run_sync(download, limiter=self._limiter)
                 etag = item.etag
+                if filling is not None:
+                    filling.passed()
             else:
                 # AzCopy keeps retrying an account that does not answer for minutes; one
                 # HEAD, bounded like every SDK call, finds that out first.
@@ -316,7 +327,6 @@ class Downloads:
                 azcopy = self._azcopy_for(entry)
                 await azcopy.copy(f"{remote.blob_url(blob)}?{sas}", str(temp),
                                   from_to="BlobLocal")
-                await trio.to_thread.run_sync(fsync_file, temp, limiter=self._limiter)
             size = await trio.to_thread.run_sync(self.cache.install, temp, path,
                                                  limiter=self._limiter)
             self.cache.record(path, blob=blob, etag=etag or "", size=size)

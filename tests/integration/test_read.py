@@ -176,23 +176,24 @@ def test_eight_readers_of_one_cold_blob_share_one_download(mounter, container, s
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root may set a device's read-ahead")
-def test_the_kernel_reads_ahead_as_far_as_read_ahead_kb_says(mounter, container):
-    for setting, expected in ((None, "1024"), (256, "256")):
-        extra = {} if setting is None else {"read_ahead_kb": setting}
-        mount = mounter.mount(mounter.config(
-            [{"local": "d", "container": container.container_name}], **extra))
-        try:
-            device = os.stat(mount.mountpoint).st_dev
-            read_ahead = Path(f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}"
-                              "/read_ahead_kb")
-            # Set beside the first requests, just after the mount is ready.
-            wait_for(lambda: read_ahead.read_text().strip() == expected, timeout=10,
-                     what=f"read_ahead_kb {expected}")
-        except BaseException:
-            mounter.cleanup()
-            raise
-        else:
-            mounter.unmount(mount)
+@pytest.mark.parametrize(("setting", "expected"), [(None, "1024"), (256, "256")])
+def test_the_kernel_reads_ahead_as_far_as_read_ahead_kb_says(mounter, container, setting,
+                                                             expected):
+    extra = {} if setting is None else {"read_ahead_kb": setting}
+    mount = mounter.mount(mounter.config(
+        [{"local": "d", "container": container.container_name}], **extra))
+    try:
+        device = os.stat(mount.mountpoint).st_dev
+        read_ahead = Path(f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}"
+                          "/read_ahead_kb")
+        # Set beside the first requests, just after the mount is ready.
+        wait_for(lambda: read_ahead.read_text().strip() == expected, timeout=10,
+                 what=f"read_ahead_kb {expected}")
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
 
 
 def test_remount_reuses_the_cache_without_downloading(mounter, container):

@@ -47,3 +47,21 @@ def test_bytes_that_do_not_match_content_md5_are_never_served(mounter, container
         raise
     else:
         mounter.unmount(mount)
+
+
+def test_a_large_blob_without_content_md5_reads_whole(mounter, container):
+    data = os.urandom(12 * 1024 * 1024)  # ranges, and nothing to check them against
+    upload(container, {"plain.bin": data})
+    container.get_blob_client("plain.bin").set_http_headers(ContentSettings())
+    assert container.get_blob_client("plain.bin").get_blob_properties() \
+        .content_settings.content_md5 is None
+    mount = mounter.mount(mounter.config([{"local": "data",
+                                           "container": container.container_name}]))
+    try:
+        assert mount.path("data/plain.bin").read_bytes() == data
+        assert mount.status()["downloads"]["by_path"] == {"data/plain.bin": 1}
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
