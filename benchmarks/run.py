@@ -282,12 +282,19 @@ def warm_read(bench: Bench, results: Results) -> None:
     runs = max(bench.scale.runs, WARM_RUNS)
     with bench.blobmount() as root:
         cat(root / blob)
-        cache_file = next(p for p in (bench.work / "bm-cache").rglob("*")
-                          if p.is_file() and p.stat().st_size == bench.scale.big)
-        cat(cache_file)
+
+        def cache_file() -> Path | None:
+            # The copy is renamed into place once fsynced, just after the read ended.
+            return next((p for p in (bench.work / "bm-cache").rglob("*") if p.is_file()
+                         and p.suffix != ".tmp" and p.stat().st_size == bench.scale.big),
+                        None)
+
+        wait_for(lambda: cache_file() is not None, timeout=60)
+        copy = cache_file()
+        cat(copy)
         for _ in range(runs):
             results.add("warm_read", "blobmount cat", timed(lambda: cat(root / blob)))
-            results.add("warm_read", "local file", timed(lambda: cat(cache_file)))
+            results.add("warm_read", "local file", timed(lambda: cat(copy)))
     with bench.blobmount(keep_cache=True) as root:
         results.add("remount_read", "blobmount cat", timed(lambda: cat(root / blob)))
         results.notes["remount_read"] = f"downloads after remount: {bench.downloads(root)}"
