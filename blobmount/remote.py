@@ -38,7 +38,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.core.pipeline.transport import RequestsTransport
-from azure.core.rest import HttpRequest
+from azure.core.rest import HttpRequest, HttpResponse
 from azure.storage.blob import (
     BlobSasPermissions,
     BlobServiceClient,
@@ -627,7 +627,7 @@ class Remote:
         return (_item_from_headers(blob, headers, total), base64.b64decode(md5).hex(),
                 digest.hexdigest())
 
-    def _send_get(self, url: str, headers: Mapping[str, str]):
+    def _send_get(self, url: str, headers: Mapping[str, str]) -> HttpResponse:
         """A bare GET through the pipeline, its body not read yet; an error raised."""
         response = self._client._client._send_request(
             HttpRequest("GET", url, headers=dict(headers)), stream=True)
@@ -639,8 +639,8 @@ class Remote:
 
     def _stream_range(self, url: str, fd: int, start: int, end: int,
                       if_match: Mapping[str, str], what: str,
-                      wrote: Callable[[int, int], None], response, stop: Callable[[], bool],
-                      ) -> None:
+                      wrote: Callable[[int, int], None], response: HttpResponse | None,
+                      stop: Callable[[], bool]) -> None:
         """Write the blob's bytes [start, end) at their place in `fd`, telling
         `wrote(start, count)` as they land; a body cut short is asked for again from
         where it stopped, up to RETRIES times. `response`: the first try, already sent."""

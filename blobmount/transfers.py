@@ -1,9 +1,9 @@
 """Moving bytes between the container and the cache.
 
 One download per file however many readers wait for it (single-flight on the cache
-path). Small blobs come by one SDK GET, which costs milliseconds; larger ones by SDK ranges
-side by side, readable as they arrive (a `Filling`); the largest by an AzCopy job,
-which costs about two seconds to start.
+path). Small blobs come by one SDK GET, which costs milliseconds; larger ones by SDK
+ranges side by side, readable as they arrive (a `Filling`); the largest by an AzCopy
+job, which costs about two seconds to start.
 Batches (prefetch) go in one AzCopy job with a list of files: each file of the batch
 is a flight of its own while the job runs, so an open() of it waits for the job
 instead of downloading it again, and gets its own download if the job fails.
