@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -254,23 +255,39 @@ def dd_read(path: Path) -> None:
 
 
 def cold_read(bench: Bench, results: Results) -> None:
-    """1. Cold sequential read of the large blob (and of the 1 GiB one in full mode)."""
+    """1. Cold sequential read of the large blob (and of the 1 GiB one in full mode).
+
+    Each run starts with the next tool in turn: the first read after another tool's
+    wrote hundreds of MiB meets the disk still flushing them, and no tool should
+    always be the one that does."""
     blobs = [("cold_read", "big/big.bin")]
     if bench.scale.huge:
         blobs.append(("cold_read_1g", "huge/huge.bin"))
+    target = bench.work / "direct.bin"
+
+    def through_mount(mount: Callable, read: Callable[[Path], None], blob: str) -> float:
+        with mount() as root:
+            return timed(lambda: read(root / blob))
+
+    def direct(download: Callable[[str, Path], None], blob: str) -> float:
+        try:
+            return timed(lambda: download(blob, target))
+        finally:
+            target.unlink(missing_ok=True)
+
+    tools: list[tuple[str, Callable[[str], float]]] = [
+        ("blobmount cat", partial(through_mount, bench.blobmount, cat)),
+        ("blobmount dd", partial(through_mount, bench.blobmount, dd_read)),
+        ("azcopy", partial(direct, bench.azcopy_download)),
+        ("sdk", partial(direct, bench.sdk_download)),
+    ]
+    if bench.rclone:
+        tools.append(("rclone cat", partial(through_mount, bench.rclone_mount, cat)))
     for workload, blob in blobs:
-        for _ in range(bench.scale.runs):
-            with bench.blobmount() as root:
-                results.add(workload, "blobmount cat", timed(lambda: cat(root / blob)))
-            with bench.blobmount() as root:
-                results.add(workload, "blobmount dd", timed(lambda: dd_read(root / blob)))
-            target = bench.work / "direct.bin"
-            results.add(workload, "azcopy", timed(lambda: bench.azcopy_download(blob, target)))
-            results.add(workload, "sdk", timed(lambda: bench.sdk_download(blob, target)))
-            target.unlink()
-            if bench.rclone:
-                with bench.rclone_mount() as root:
-                    results.add(workload, "rclone cat", timed(lambda: cat(root / blob)))
+        for run_index in range(bench.scale.runs):
+            turn = run_index % len(tools)
+            for name, measure in tools[turn:] + tools[:turn]:
+                results.add(workload, name, measure(blob))
 
 
 def warm_read(bench: Bench, results: Results) -> None:
