@@ -232,8 +232,7 @@ async def serve(config: Config | None, mountpoint: Path, *,
             systemd.notify(READY=1, STATUS=mounted)
 
         await _run_mounted(parts, signals, live, partial(
-            _widen_read_ahead, mountpoint, config.settings.read_ahead_kb)
-            if config.settings.read_ahead_kb else None)
+            _widen_read_ahead, mountpoint, config.settings.read_ahead_kb))
         log.info("unmounted %s", mountpoint)
         await _drain(parts, mountpoint, systemd)
         _exit_watchdog()
@@ -244,7 +243,9 @@ async def _widen_read_ahead(mountpoint: Path, kib: int) -> None:
     """Let the kernel read `kib` KiB ahead through the mount (its device's
     read_ahead_kb). Only root may; anyone else keeps the kernel's default. The kernel
     resets it when it takes the answer to FUSE's INIT: the first stat() of the mount
-    point to be answered comes after that."""
+    point to be answered comes after that. 0: the kernel's default stays."""
+    if not kib:
+        return
     try:
         device = (await trio.to_thread.run_sync(os.stat, mountpoint)).st_dev
         setting = Path(f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb")
@@ -320,8 +321,8 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
 
 
 async def _run_mounted(parts: _Parts, signals: AsyncIterator[int],
-                       live: Callable[[], None],
-                       tune: Callable[[], Awaitable[None]] | None = None) -> None:
+                       live: Callable[[], None], tune: Callable[[], Awaitable[None]],
+                       ) -> None:
     """Serve the mounted file system, its control socket and its background work until
     the kernel ends the mount; `live` is called once all of it runs, `tune` runs
     beside the first requests."""
@@ -330,8 +331,7 @@ async def _run_mounted(parts: _Parts, signals: AsyncIterator[int],
         nursery.start_soon(_terminate_on, signals)
         nursery.start_soon(parts.uploads.run)
         nursery.start_soon(parts.evictor.run)
-        if tune is not None:
-            nursery.start_soon(tune)
+        nursery.start_soon(tune)
         parts.downloads.run_in(nursery)
         live()
         await pyfuse3.main()

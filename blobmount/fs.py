@@ -213,13 +213,18 @@ class BlobFS(pyfuse3.Operations):
             node = await self.namespace.fresh_file(node)
         entry, remote = self.entries[node.entry], self.namespace.remotes[node.entry]
         shown_path = self.namespace.path_of(node)
-        copy = self.downloads.readable_copy if readable else self.downloads.cached_copy
-        path, downloaded, *filling = await copy(entry, remote, node.blob, size=node.size,
-                                                etag=node.etag, shown_path=shown_path)
+        wanted = {"size": node.size, "etag": node.etag, "shown_path": shown_path}
+        filling = None
+        if readable:
+            path, downloaded, filling = await self.downloads.readable_copy(
+                entry, remote, node.blob, **wanted)
+        else:
+            path, downloaded = await self.downloads.cached_copy(entry, remote, node.blob,
+                                                                **wanted)
         if (self.read_ahead_files and node.size <= READ_AHEAD_MAX_SIZE
                 and self.downloads.walking(path, downloaded)):
             self._read_ahead(node, entry, shown_path.rpartition("/")[0])
-        return path, downloaded, filling[0] if filling else None
+        return path, downloaded, filling
 
     def _read_ahead(self, node: Node, entry: MountEntry, folder: str) -> None:
         """Fetch the next small files of the folder in the background. A bounded

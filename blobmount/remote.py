@@ -212,6 +212,15 @@ def range_size(size: int, concurrency: int) -> int:
     return min(RANGE_MAX, max(RANGE_MIN, -(-size // concurrency)))
 
 
+def _wait_after_cut(cuts: int, what: str) -> None:
+    """Before asking again for an answer cut short `cuts` times: RemoteUnreachable past
+    RETRIES, else the backoff."""
+    if cuts > RETRIES:
+        raise RemoteUnreachable(f"{what}: the answer was cut short {cuts} times")
+    log.debug("%s: answer cut short, asking again for what is missing", what)
+    time.sleep(backoff(cuts))
+
+
 def _ignore_progress(_ready: int) -> None:
     pass
 
@@ -507,12 +516,8 @@ class Remote:
         pipeline retries only failures before the body)."""
         cuts = 0
         while True:
-            response = self._client._client._send_request(
-                HttpRequest("GET", url, headers=dict(headers)), stream=True)
+            response = self._send_get(url, headers)
             try:
-                if response.status_code >= 400:
-                    response.read()  # the error's text and code are in the body
-                response.raise_for_status()
                 body = b"".join(response.iter_bytes())
                 complete = len(body) == int(response.headers.get("Content-Length", len(body)))
             except (ServiceResponseError, IncompleteReadError):  # body cut short, or stalled
@@ -522,10 +527,7 @@ class Remote:
             if complete:
                 return response.headers, body
             cuts += 1
-            if cuts > RETRIES:
-                raise RemoteUnreachable(f"{what}: the answer was cut short {cuts} times")
-            log.debug("%s: answer cut short, trying again", what)
-            time.sleep(backoff(cuts))
+            _wait_after_cut(cuts, what)
 
     def _get_whole(self, blob: str, destination: Path) -> tuple[BlobItem, str | None, str]:
         """A small blob by one GET: the SDK's downloader costs more CPU than the request
@@ -664,10 +666,7 @@ class Remote:
                 response = None
             if position < end:
                 cuts += 1
-                if cuts > RETRIES:
-                    raise RemoteUnreachable(f"{what}: the answer was cut short {cuts} times")
-                log.debug("%s: answer cut short at %d, asking for the rest", what, position)
-                time.sleep(backoff(cuts))
+                _wait_after_cut(cuts, what)
 
     def download(self, blob: str, destination: Path, *, size: int | None = None,
                  concurrency: int = 4, on_progress: Callable[[int], None] | None = None,

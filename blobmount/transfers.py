@@ -203,8 +203,7 @@ class Downloads:
 
     def in_use(self) -> set[str]:
         """Cache files being downloaded, or just downloaded and about to be opened."""
-        return ({str(key) for key in self._flights.running_keys()} | set(self.busy)
-                | {str(path) for path in self._fillings})
+        return {str(key) for key in self._flights.running_keys()} | set(self.busy)
 
     async def settle(self, path: Path) -> None:
         """Return once no download into `path` is under way (whatever its outcome):
@@ -250,12 +249,15 @@ class Downloads:
         handed over once its first bytes are in, with the Filling to wait on."""
         path = self.cache.path_for(entry, blob)
         filling = self._fillings.get(path)
-        if (filling is None and self._background is not None and self._by_sdk(remote, size)
-                and size > SMALL_GET_MAX and not self._flights.running(path)
-                and not self.cache.usable(path, etag)
-                and await self._background.start(self._fill, entry, remote, blob, size, etag,
-                                                 shown_path, path)):
-            filling = self._fillings.get(path)
+        if (filling is None and self._background is not None and size > SMALL_GET_MAX
+                and self._by_sdk(remote, size) and not self._flights.running(path)):
+            if self.cache.usable(path, etag):  # asked once: a warm open's only question
+                return path, False, None
+            if await self._background.start(self._fill, entry, remote, blob, size, etag,
+                                            shown_path, path):
+                # None again if it already failed (say, the account is away): the
+                # download below says why.
+                filling = self._fillings.get(path)
         if filling is None:
             return (*await self.cached_copy(entry, remote, blob, size=size, etag=etag,
                                             shown_path=shown_path), None)
