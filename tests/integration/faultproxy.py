@@ -40,6 +40,8 @@ class FaultProxy:
         self._epoch = 0  # set_mode calls so far: a stall lasts until the next one
         #: requests seen, by "METHOD path" (the path without its query)
         self.requests: Counter[str] = Counter()
+        #: connections accepted so far, whatever became of them
+        self.connections = 0
         # ("status", code, method) or ("cut", bytes, method); method None: any request
         self._next: list[tuple[str, int, str | None]] = []
         self._lock = threading.Lock()
@@ -123,6 +125,7 @@ class FaultProxy:
                     _close(client)
                     return
                 self._open.add(client)
+                self.connections += 1
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import time
 import uuid
@@ -204,7 +205,7 @@ def test_upload_refused_by_a_read_only_sas(container, azcopy, tmp_path):
     assert leftovers(azcopy) == []
 
 
-def test_cancelling_a_job_stops_azcopy(container, azcopy, tmp_path):
+def test_cancelling_a_job_stops_azcopy(container, azcopy, tmp_path, caplog):
     container.upload_blob("cancel/file.bin", b"data")
     url, _ = blob_url(container, "cancel/file.bin")
     target = tmp_path / f"cancelled-{uuid.uuid4().hex}"
@@ -214,9 +215,9 @@ def test_cancelling_a_job_stops_azcopy(container, azcopy, tmp_path):
             await azcopy.copy(url, str(target), from_to="BlobLocal")
             pytest.fail("the job finished before it was cancelled")
 
-    started = time.monotonic()
-    trio.run(main)
-    # AzCopy exits on SIGTERM at once: no wait for the SIGKILL that would follow.
-    assert time.monotonic() - started < 1.5
+    with caplog.at_level(logging.WARNING, logger="blobmount.azcopy"):
+        trio.run(main)
+    # AzCopy exits on SIGTERM: no SIGKILL was needed after the grace period.
+    assert not [r for r in caplog.records if "ignored SIGTERM" in r.getMessage()]
     assert processes_mentioning(target.name) == []
     assert leftovers(azcopy) == []

@@ -20,9 +20,12 @@ from .conftest import blobmount, upload, wait_for
 from .faultproxy import FaultProxy
 
 # Each try waits this long for an answer; three tries and two short waits between them
-# make the longest a call can take.
+# (0.5 s and 1 s, drawn up to 1.5x) make the longest a call can take, as the README
+# promises. The bound adds a margin for a loaded machine: a call that kept retrying
+# would take minutes, so the margin cannot hide the failure the test is for.
 TIMEOUT = 2
-BOUND = 3 * TIMEOUT + 3 * 1.5 + 2  # the waits are drawn up to 1.5x: 0.75 s + 1.5 s ...
+PROMISED = 3 * TIMEOUT + 1.5 * (0.5 + 1.0)
+BOUND = PROMISED + 10
 
 
 @pytest.fixture
@@ -65,13 +68,14 @@ def test_an_unreachable_account_fails_uncached_reads_soon_and_serves_the_rest(
         failure, took = _read_error(mount.path("data/cold.txt"))
         assert failure == errno.EIO
         assert took < BOUND, f"EIO after {took:.1f} s"
-        # Found away: what is known is served at once, and the rest fails at once.
-        started = time.monotonic()
+        # Found away: what is known is served, and the rest fails, without asking the
+        # account again (a clock bound here would measure the machine's load instead).
+        connections = proxy.connections
         assert mount.path("data/kept.txt").read_bytes() == b"kept bytes"
         assert sorted(os.listdir(data)) == ["cold.txt", "kept.txt", "sub"]
         assert sorted(os.listdir(data / "sub")) == ["deep.txt"]
         assert _read_error(mount.path("data/sub/deep.txt"))[0] == errno.EIO
-        assert time.monotonic() - started < TIMEOUT
+        assert proxy.connections == connections
         assert "serving the listing" in mount.log() or "cannot reach" in mount.log()
 
         proxy.set_mode("forward")
@@ -96,6 +100,7 @@ def test_the_default_timeout_fails_a_stalled_read_well_within_a_minute(
         proxy.set_mode("stall")
         failure, took = _read_error(mount.path("data/cold.bin"))
         assert failure == errno.EIO
+        # The default promise: 3 x 10 s plus the waits, about 32 s; with a margin.
         assert took < 45, f"EIO after {took:.1f} s"
         proxy.set_mode("forward")
     except BaseException:
@@ -125,11 +130,15 @@ def test_a_large_file_through_azcopy_fails_soon_too(mounter, container, proxy):
         mounter.unmount(mount)
 
 
-def _azcopy_processes() -> set[int]:
+def _azcopy_processes(parent: int) -> set[int]:
+    """The AzCopy processes `parent` started (not those of another suite beside this)."""
     found = set()
     for entry in Path("/proc").iterdir():
         with contextlib.suppress(OSError):
-            if entry.name.isdigit() and "azcopy" in (entry / "comm").read_text():
+            if not entry.name.isdigit() or "azcopy" not in (entry / "comm").read_text():
+                continue
+            # stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after it
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
                 found.add(int(entry.name))
     return found
 
@@ -141,15 +150,16 @@ def test_an_azcopy_job_that_stalls_midway_is_stopped(mounter, container, proxy):
     mount = mounter.mount(config)
     try:
         assert os.listdir(mount.path("data")) == ["big.bin"]
-        before = _azcopy_processes()
-        # The HEADs go through (the SDK's look first, then AzCopy's); the bytes never do.
+                # The HEADs go through (the SDK's look first, then AzCopy's); the bytes never do.
         proxy.stall_next(times=1000, method="GET")
         failure, took = _read_error(mount.path("data/big.bin"))
         assert failure == errno.EIO
-        assert took < 6 * TIMEOUT + 15, f"EIO after {took:.1f} s"
+        # The stall watch stops a job after 6 x remote_timeout without progress; the
+        # margin covers AzCopy's start and its 2 s progress tick on a loaded machine.
+        assert took < 6 * TIMEOUT + 20, f"EIO after {took:.1f} s"
         assert mount.status()["azcopy_jobs"] == 1
         assert "no progress for 12 s; stopped" in mount.log()
-        assert not _azcopy_processes() - before  # the job's AzCopy is gone
+        assert not _azcopy_processes(mount.pid)  # the job's AzCopy is gone
         proxy.set_mode("forward")
     except BaseException:
         mounter.cleanup()
@@ -228,7 +238,9 @@ def test_a_large_file_reads_from_its_first_bytes_while_the_rest_is_held_up(
         with _in_thread(lambda: open(mount.path("data/large.bin"), "rb")) as reader:
             head = _in_thread(lambda: reader.read(1024 * 1024))
             assert head == payload[:1024 * 1024]
-            assert proxy.count("GET", "/large.bin") - before == 4  # all four asked
+            # All four asked: the three held ones may still be on their way out.
+            wait_for(lambda: proxy.count("GET", "/large.bin") - before == 4, timeout=20,
+                     what="all four ranges asked for")
             proxy.set_mode("forward")  # the held ones fail; their retries get through
             assert reader.read() == payload[1024 * 1024:]
         assert mount.path("data/large.bin").read_bytes() == payload
