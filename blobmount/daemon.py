@@ -32,6 +32,7 @@ from .config import Config, MountEntry, embedded_config
 from .control import ControlServer, socket_path
 from .errors import BlobmountError, MountPointError, ToolNotFound
 from .eviction import Evictor
+from .files import Files
 from .fs import BlobFS
 from .manage import Manager
 from .namespace import Namespace
@@ -41,6 +42,7 @@ from .store import Store
 from .tools import find_azcopy
 from .transfers import Downloads
 from .uploads import Uploads
+from .xattrs import Xattrs
 
 log = logging.getLogger(__name__)
 
@@ -300,12 +302,15 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
                       settings=settings, limiter=limiter, on_uploaded=uploaded,
                       on_conflict=lambda target, blob: namespace.conflicted(target.index,
                                                                             blob))
-    operations = BlobFS(namespace, cache, downloads, uploads, config.mounts,
+    files = Files(namespace, cache, downloads, uploads, config.mounts,
+                  read_ahead_files=settings.read_ahead_files)
+    files.recover()
+    xattrs = Xattrs(namespace, cache, uploads, config.mounts) if settings.xattrs else None
+    operations = BlobFS(namespace, files, config.mounts,
                         attr_timeout=min(settings.listing_ttl, MAX_ATTR_TIMEOUT),
-                        read_ahead_files=settings.read_ahead_files,
-                        xattrs=settings.xattrs, uid=settings.uid, gid=settings.gid,
+                        xattrs=xattrs, uid=settings.uid, gid=settings.gid,
                         umask=settings.umask)
-    evictor.protect(operations.paths_in_use)
+    evictor.protect(files.paths_in_use)
     mount = _Mount(config, mountpoint, store, downloads, uploads)
     manager = Manager(config.mounts, remotes, store, cache, downloads, uploads, evictor)
 

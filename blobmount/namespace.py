@@ -17,11 +17,12 @@ import os
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import trio
 
 from .config import MountEntry
-from .errors import BlobmountError, RemoteUnreachable
+from .errors import BlobmountError, RemoteConflict, RemoteUnreachable
 from .remote import Remote
 from .singleflight import SingleFlight
 from .store import NEVER_STALE, ROOT_INODE, ListedItem, Node, Store
@@ -90,6 +91,16 @@ def child_name(prefix: str, blob_name: str) -> str | None:
     if rest.endswith("/"):
         rest = rest[:-1]
     return shown_name(rest)
+
+
+@dataclass(frozen=True)
+class Renamed:
+    """What a rename did: the moved node, the node it replaced (if any), and for a
+    folder each blob copied under it (old name, new name, the copy's ETag)."""
+
+    node: Node
+    replaced: Node | None
+    copies: list[tuple[str, str, str | None]]
 
 
 class Namespace:
@@ -293,7 +304,13 @@ class Namespace:
             raise Exists(name)
         remote = self.remotes[parent.entry]
         prefix = f"{parent.blob}{name}/"
-        item = await trio.to_thread.run_sync(remote.make_folder, prefix, limiter=self._limiter)
+        try:
+            # Exclusive: a blob of that name made elsewhere since the listing stays.
+            item = await trio.to_thread.run_sync(
+                lambda: remote.make_folder(prefix, exclusive=True), limiter=self._limiter)
+        except RemoteConflict:
+            self.store.forget_listing(parent.inode)
+            raise Exists(f"{name} was made in the container meanwhile") from None
         generation = self.store.begin_listing()
         now = time.time()
         self.store.add_listed(parent, generation, [ListedItem(name, True, prefix, 0,
@@ -333,12 +350,11 @@ class Namespace:
 
     async def rename(self, old_parent: Node, old_name: str, new_parent: Node,
                      new_name: str, *, replace: bool = True,
-                     copy: bool = True) -> tuple[Node, Node | None]:
+                     copy: bool = True) -> Renamed:
         """Move a file or folder inside one entry (server-side copy, then delete).
 
         The caller uploads a file's pending bytes first, or, for a file that has no
-        blob yet, moves only the node (`copy` False) and its upload. Returns the moved
-        node and the node it replaced, if any.
+        blob yet, moves only the node (`copy` False) and its upload.
         """
         node = await self.lookup(old_parent, old_name)
         new_parent = self.writable_folder(await self.listed(new_parent))
@@ -353,7 +369,7 @@ class Namespace:
             if not replace:
                 raise Exists(new_name)
             if target.inode == node.inode:
-                return node, None
+                return Renamed(node, None, [])
             if node.is_dir and not target.is_dir:
                 raise NotADirectory(new_name)
             if target.is_dir and not node.is_dir:
@@ -366,17 +382,23 @@ class Namespace:
             # marker takes the same name).
             await trio.to_thread.run_sync(remote.delete, target.blob.rstrip("/"),
                                           limiter=self._limiter)
+        copies: list[tuple[str, str, str | None]] = []
         if node.is_dir:
             new_blob = f"{new_parent.blob}{new_name}/"
             names = await trio.to_thread.run_sync(remote.list_all, node.blob,
                                                   limiter=self._limiter)
             for blob in names:
-                await self._move_blob(remote, blob, new_blob + blob[len(node.blob):])
+                moved_blob = new_blob + blob[len(node.blob):]
+                copies.append((blob, moved_blob,
+                               await self._move_blob(remote, blob, moved_blob)))
             # The folder's own marker blob (if any) is not under its prefix.
             await trio.to_thread.run_sync(remote.delete, node.blob.rstrip("/"),
                                           limiter=self._limiter)
             await trio.to_thread.run_sync(remote.make_folder, new_blob, limiter=self._limiter)
             self.store.move_blobs_under(node.entry, node.blob, new_blob)
+            for _, moved_blob, etag in copies:
+                if etag:  # each file is now the copy: its version is the copy's
+                    self.store.set_etag(node.entry, moved_blob, etag)
         else:
             new_blob = f"{new_parent.blob}{new_name}"
             etag = await self._move_blob(remote, node.blob, new_blob) if copy else None
@@ -389,7 +411,7 @@ class Namespace:
                                    etag=etag, checked=time.time())
         self._changes[node.parent] += 1
         self._changes[new_parent.inode] += 1
-        return self.node(node.inode), target
+        return Renamed(self.node(node.inode), target, copies)
 
     async def _move_blob(self, remote: Remote, source: str, destination: str) -> str | None:
         """Copy, then delete the source; the ETag of the copy."""

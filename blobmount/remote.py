@@ -731,12 +731,13 @@ class Remote:
         ):
             self._client.delete_blob(blob)
 
-    def make_folder(self, prefix: str) -> BlobItem:
-        """Create the zero-length marker blob that keeps an empty folder (hdi_isfolder)."""
+    def make_folder(self, prefix: str, *, exclusive: bool = False) -> BlobItem:
+        """Create the zero-length marker blob that keeps an empty folder (hdi_isfolder);
+        `exclusive`: RemoteConflict if a blob of that name exists."""
         name = prefix.rstrip("/")
         with self._call(f"mkdir {self.label}/{name}"):
             result = self._client.get_blob_client(name).upload_blob(
-                b"", metadata={FOLDER_MARKER_KEY: "true"}, overwrite=True)
+                b"", metadata={FOLDER_MARKER_KEY: "true"}, overwrite=not exclusive)
         return BlobItem(name + "/", True, 0, _mtime_ns(result.get("last_modified")))
 
     def list_files(self, prefix: str) -> Iterator[BlobItem]:

@@ -2,7 +2,7 @@
 --
 -- One sqlite database per cache folder (<cache_dir>/blobmount.sqlite, WAL mode),
 -- opened by one daemon at a time (the daemon holds a lock file beside it).
--- `meta.schema_version` says which version of this file made the database (now 3);
+-- `meta.schema_version` says which version of this file made the database (now 4);
 -- store.py migrates older ones forward, step by step.
 
 CREATE TABLE IF NOT EXISTS meta (
@@ -12,9 +12,13 @@ CREATE TABLE IF NOT EXISTS meta (
 
 -- The tree shown under the mount point. Inodes live for one mount only: the table
 -- is emptied when a daemon starts, since the kernel forgets every inode on unmount.
+-- AUTOINCREMENT: a number is never given twice, so one the kernel still holds for a
+-- removed file or folder can never name another.
 CREATE TABLE IF NOT EXISTS nodes (
-    inode     INTEGER PRIMARY KEY,  -- 1 is the mount point itself (pyfuse3.ROOT_INODE)
-    parent    INTEGER NOT NULL,     -- parent inode; the root is its own parent
+    inode     INTEGER PRIMARY KEY AUTOINCREMENT,  -- 1 is the mount point itself
+    parent    INTEGER NOT NULL,     -- parent inode; the root is its own parent; 0 for a
+                                    -- file unlinked while open (kept until its last
+                                    -- close, named '#inode', its blob '\0orphan/inode')
     name      TEXT NOT NULL,        -- the name shown (one POSIX segment); '' for the root
     is_dir    INTEGER NOT NULL,     -- 1 folder, 0 file
     entry     INTEGER,              -- index of the mount entry in the config; NULL for
@@ -51,7 +55,9 @@ CREATE TABLE IF NOT EXISTS cached_files (
     size        INTEGER NOT NULL,   -- bytes, checked against the file before use
     state       TEXT NOT NULL,      -- 'clean': identical to the blob with `etag`;
                                     -- 'dirty': changed here, never evicted or replaced
-                                    -- by a download until uploaded
+                                    -- by a download until uploaded; open for writing,
+                                    -- or journaled in `uploads`. One with neither at
+                                    -- mount was never committed and is dropped
     last_access REAL NOT NULL       -- wall time of the last open, for eviction
 );
 

@@ -16,8 +16,12 @@ from pathlib import Path
 
 from .errors import StoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 ROOT_INODE = 1
+#: the parent of files unlinked while open; no folder has this inode
+ORPHANS = 0
+#: blob names of orphans start with this: a NUL, so no real blob name can
+ORPHAN_BLOB = "\0orphan/"
 NEVER_STALE = float("inf")
 
 
@@ -122,6 +126,10 @@ class Store:
                 # 2 -> 3: the file's mtime goes up with it as blob metadata. (Version 1
                 # had no uploads table: schema.sql below makes it whole.)
                 self._db.execute("ALTER TABLE uploads ADD COLUMN mtime_ns INTEGER")
+            if version is not None and version < 4:
+                # 3 -> 4: inode numbers are never reused (AUTOINCREMENT). The tree is
+                # made anew at every mount, so the old table simply goes.
+                self._db.execute("DROP TABLE IF EXISTS nodes")
             schema = resources.files("blobmount").joinpath("schema.sql").read_text()
             self._db.executescript(schema)
             self._db.execute(
@@ -272,6 +280,22 @@ class Store:
             (size, mtime_ns, inode),
         )
 
+    def add_orphan(self, node: Node) -> None:
+        """A file unlinked (or replaced) while open: its node, taken out of its folder
+        already, comes back outside any folder, so no listing, lookup or upload finds
+        it, and keeps its inode and attributes until its last handle closes."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO nodes (inode, parent, name, is_dir, entry, blob, size,"
+            " mtime_ns, etag) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)",
+            (node.inode, ORPHANS, f"#{node.inode}", node.entry,
+             f"{ORPHAN_BLOB}{node.inode}", node.size, node.mtime_ns, node.etag))
+
+    def set_etag(self, entry: int, blob: str, etag: str) -> None:
+        """The container holds these bytes of the file as version `etag` (a copy)."""
+        self._db.execute(
+            "UPDATE nodes SET etag = ?, checked = ? WHERE entry = ? AND blob = ? AND is_dir = 0",
+            (etag, time.time(), entry, blob))
+
     def set_mtime(self, inode: int, mtime_ns: int) -> None:
         self._db.execute("UPDATE nodes SET mtime_ns = ? WHERE inode = ?", (mtime_ns, inode))
 
@@ -330,6 +354,13 @@ class Store:
         self._db.execute(
             "UPDATE cached_files SET last_access = ? WHERE path = ?", (time.time(), path)
         )
+
+    def uncommitted_files(self) -> list[str]:
+        """Cached copies changed here whose change was never journaled (by a close or an
+        fsync) before the daemon stopped."""
+        return [row[0] for row in self._db.execute(
+            "SELECT path FROM cached_files WHERE state = 'dirty'"
+            " AND path NOT IN (SELECT path FROM uploads)")]
 
     def drop_cached_file(self, path: str) -> None:
         self._db.execute("DELETE FROM cached_files WHERE path = ?", (path,))

@@ -18,7 +18,7 @@ import os
 import posixpath
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +91,28 @@ class Uploads:
         self._tried: dict[str, set[str]] = {}
         #: cache paths whose journal() is under way
         self._journaling: Counter[str] = Counter()
+        #: cache paths the worker leaves alone for now (a rename is moving them)
+        self._held: Counter[str] = Counter()
+        self._writing: Callable[[str], bool] = lambda path: False
+
+    def watch_writers(self, writing: Callable[[str], bool]) -> None:
+        """`writing(path)`: whether a handle has the file open for writing. An upload
+        that ends then leaves the copy dirty: the writer may change it again."""
+        self._writing = writing
+
+    @contextlib.asynccontextmanager
+    async def holding(self, path: Path) -> AsyncIterator[None]:
+        """Keep the worker from starting an upload of `path` meanwhile, once any under
+        way has ended: a rename moves the file's journal row while this is held."""
+        self._held[str(path)] += 1
+        try:
+            await self.settle(path)
+            yield
+        finally:
+            self._held[str(path)] -= 1
+            if not self._held[str(path)]:
+                del self._held[str(path)]
+            self._wake.set()
 
     # -- journaling ---------------------------------------------------------------
 
@@ -164,6 +186,8 @@ class Uploads:
                 nursery.start_soon(self._attempt_quietly, row.path)
 
     async def _attempt_quietly(self, path: str) -> None:
+        if path in self._held:
+            return  # tried again once the rename that holds it is done
         with contextlib.suppress(BlobmountError):
             await self._flights.run(path, lambda: self._attempt(path))
 
@@ -217,8 +241,14 @@ class Uploads:
             return
         self._tried.pop(row.path, None)
         if row.path not in self._journaling and self.store.upload_done(row.path, row.version):
-            self.cache.record(path, blob=row.blob, etag=item.etag, size=item.size)
-            self._on_uploaded(target, row.blob, item.size, item.mtime_ns, item.etag)
+            if self._writing(row.path):
+                # Still open for writing: the copy stays dirty, now based on this version,
+                # and the writer's last close says whether it is clean.
+                self.cache.record(path, blob=row.blob, etag=item.etag, size=item.size,
+                                  state="dirty")
+            else:
+                self.cache.record(path, blob=row.blob, etag=item.etag, size=item.size)
+                self._on_uploaded(target, row.blob, item.size, item.mtime_ns, item.etag)
             log.info("uploaded %s/%s (%d bytes)", target.remote.label, row.blob, item.size)
         else:
             # Written again meanwhile (or being journaled again now): the next upload
@@ -252,12 +282,17 @@ class Uploads:
             # mount, say); the look also catches a conflict before any bytes move.
             current = await self._head(remote, blob)
             if current is None:
-                raise RemoteConflict(f"{remote.label}/{blob} was deleted in the container")
-            if current.etag != base_etag:
+                # Deleted in the container meanwhile: the write made here re-creates it
+                # (a program told its write succeeded expects to find the file).
+                log.info("%s/%s was deleted in the container; re-creating it",
+                         remote.label, blob)
+                base_etag = ""
+            elif current.etag != base_etag:
                 if current.content_md5 not in tried:
                     raise RemoteConflict(f"{remote.label}/{blob} changed in the container")
                 base_etag = current.etag  # an earlier try of ours got there
-            metadata = {**current.metadata, **metadata}
+            if current is not None:
+                metadata = {**current.metadata, **metadata}
         try:
             return await self._put_bytes(target, blob, path, base_etag, md5, metadata)
         except RemoteConflict:

@@ -165,7 +165,7 @@ def _node(inode: int, *, is_dir: bool, entry: int | None) -> Node:
 
 def _fs(entries: list[_Entry], **owners: int) -> BlobFS:
     # _attributes needs only the entries; the rest stays unused here.
-    return BlobFS(SimpleNamespace(store=None), None, None, None, entries, attr_timeout=1.0,
+    return BlobFS(SimpleNamespace(store=None), None, entries, attr_timeout=1.0,
                   **owners)
 
 

@@ -30,7 +30,8 @@ LAYERS: dict[int, frozenset[str]] = {
     2: frozenset({"namespace", "cache", "transfers", "uploads", "eviction", "catalog",
                   "xattrs"}),
     # `manage`: the control requests for the cache (prefetch, cache ls/evict, stats).
-    3: frozenset({"fs", "control", "manage"}),
+    # `files`: a file's life (handles, local changes, renames); `fs` forwards to it.
+    3: frozenset({"files", "fs", "control", "manage"}),
     4: frozenset({"daemon", "cli", "__main__", "helper", "inventory", "client", "commands"}),
 }
 LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}

@@ -448,9 +448,8 @@ def test_a_version_1_database_is_migrated_and_keeps_its_cache(db: Path) -> None:
         assert _meta(db) == {"schema_version": str(SCHEMA_VERSION)}
         record = upgraded.cached_file("/c/blobs/aa/1")
         assert record is not None and (record.blob, record.etag, record.size) == ("a", "E", 3)
-        # Every query of the tree works on the migrated tables.
-        old = upgraded.child(ROOT_INODE, "old")
-        assert old is not None and old.is_dir
+        # The tree is made anew at every mount; the migration made its table anew too.
+        assert upgraded.child(ROOT_INODE, "old") is None
         upgraded.reset_tree()
         data = entry_folder(upgraded)
         list_folder(upgraded, data, [file("a", size=3, etag="E"), folder("d")])
@@ -535,3 +534,16 @@ def test_uploads_under_a_prefix_of_one_container(store: Store) -> None:
     assert [row.path for row in store.uploads_under("acct", "c", "")] == ["/1", "/2", "/3",
                                                                            "/5"]
     assert store.uploads_under("other-acct", "c", "") == []
+
+
+def test_an_inode_number_is_never_given_twice(store: Store) -> None:
+    """The kernel may still hold the number of a removed file or folder (an open
+    descriptor, a cwd): a new node must never get it, even the newest one's."""
+    store.reset_tree()
+    data = entry_folder(store)
+    first = store.add_folder(data.inode, "a", entry=0, blob="a/", listed=None)
+    store.remove_node(first)
+    second = store.add_folder(data.inode, "b", entry=0, blob="b/", listed=None)
+    assert second != first
+    store.reset_tree()
+    assert entry_folder(store).inode not in (first, second)

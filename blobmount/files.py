@@ -1,0 +1,528 @@
+"""A file's life, in one place: its handles, its local change and every transition.
+
+A handle is `Reading` (with the download it waits on, if one is under way) or
+`Writing`. A file's local change lives in its cache file: `dirty` from the first
+open for writing until an upload of the last committed bytes ends with no writer
+left. Every step that touches a file goes through `Files`: open, write, flush, fsync,
+release, truncate, utimens, unlink and rename (of files and folders), and recovery at
+mount. The rules it keeps are the README's "How it behaves":
+
+- a writer's bytes win over any download that began before them;
+- a conflict copy is made only when the container's blob changed since the version the
+  change started from, and that version follows the file through renames;
+- a file unlinked while open works until its last close, which uploads nothing;
+- at mount, a change never committed by a close or an fsync is dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from .cache import Cache
+from .config import MountEntry
+from .errors import BlobmountError
+from .namespace import Namespace
+from .remote import MTIME_KEY, format_mtime
+from .store import ORPHANS, Node
+from .transfers import READ_AHEAD_MAX_SIZE, Downloads, Filling, Wanted
+from .uploads import Uploads
+
+log = logging.getLogger(__name__)
+
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+
+
+class IsADirectory(BlobmountError):
+    errno = errno.EISDIR
+
+
+@dataclass
+class Reading:
+    fd: int
+    inode: int
+    path: Path
+    filling: Filling | None = None  # still downloading: reads wait for their bytes
+
+
+@dataclass
+class Writing:
+    fd: int
+    inode: int
+    path: Path
+    written: bool = False    # changed since it was last journaled
+    journaled: bool = False  # journaled at least once through this handle
+
+
+Handle = Reading | Writing
+
+
+class Files:
+    """Every open file and every local change; the handlers call nothing else for them."""
+
+    def __init__(self, namespace: Namespace, cache: Cache, downloads: Downloads,
+                 uploads: Uploads, entries: Sequence[MountEntry], *,
+                 read_ahead_files: int = 0) -> None:
+        self.namespace = namespace
+        self.store = namespace.store
+        self.cache = cache
+        self.downloads = downloads
+        self.uploads = uploads
+        self.entries = entries
+        self.read_ahead_files = read_ahead_files
+        self._numbers = itertools.count(1)
+        self.handles: dict[int, Handle] = {}
+        #: folder inode -> the last file read-ahead queued in it
+        self._read_ahead_end: dict[int, str] = {}
+        uploads.watch_writers(self.writing)
+
+    # -- what others ask ----------------------------------------------------------
+
+    def paths_in_use(self) -> set[str]:
+        """Cache files open through the mount: eviction leaves them alone."""
+        return {str(handle.path) for handle in self.handles.values()}
+
+    def writing(self, path: str) -> bool:
+        """Whether a live (not unlinked) file is open for writing at this cache path."""
+        return any(isinstance(handle, Writing) and str(handle.path) == path
+                   and not self._orphaned(handle.inode) for handle in self.handles.values())
+
+    def recover(self) -> None:
+        """At mount: a change that was never committed (the daemon stopped with the
+        file open for writing, and no close or fsync journaled it) is dropped, and the
+        container's version shows again; journaled ones go up as the journal says."""
+        for path in self.store.uncommitted_files():
+            log.warning("dropping a change never committed by a close or fsync: %s", path)
+            self.store.drop_cached_file(path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def _orphaned(self, inode: int) -> bool:
+        node = self.store.node(inode)
+        return node is None or node.parent == ORPHANS
+
+    def _path(self, node: Node) -> Path:
+        return self.cache.path_for(self.entries[node.entry], node.blob)
+
+    def _add(self, handle: Handle) -> int:
+        number = next(self._numbers)
+        self.handles[number] = handle
+        return number
+
+    # -- open and create ----------------------------------------------------------
+
+    async def open(self, inode: int, flags: int) -> tuple[int, bool]:
+        """A handle of the file, and whether the kernel may keep pages it cached."""
+        node = self.namespace.node(inode)
+        if node.is_dir:
+            raise IsADirectory(node.name)
+        if not flags & WRITE_FLAGS:
+            path, downloaded, filling = await self._cached_copy(node, readable=True)
+            fd = filling.open() if filling is not None else os.open(path, os.O_RDONLY)
+            return self._add(Reading(fd, inode, path, filling)), not downloaded
+        self.namespace.writable_file(node)
+        truncate = bool(flags & os.O_TRUNC)
+        if truncate:
+            # Replaced whole: no need to download what is about to go.
+            path, downloaded = self._path(node), True
+        else:
+            path, downloaded, _ = await self._cached_copy(node)
+        await self._start_writing(node, path, truncate=truncate)
+        fd = os.open(path, os.O_RDWR)
+        # Pages the kernel kept from an earlier open are still right unless new bytes
+        # were just downloaded.
+        return self._add(Writing(fd, inode, path, written=truncate)), not downloaded
+
+    async def create(self, parent_inode: int, name: str) -> tuple[int, Node]:
+        node = await self.namespace.create_file(self.namespace.node(parent_inode), name)
+        path = self._path(node)
+        await self._start_writing(node, path, truncate=True)
+        fd = os.open(path, os.O_RDWR)
+        return self._add(Writing(fd, node.inode, path, written=True)), self.namespace.node(
+            node.inode)
+
+    async def _cached_copy(self, node: Node, *, readable: bool = False,
+                           ) -> tuple[Path, bool, Filling | None]:
+        """The cache file holding the file's bytes (downloaded if need be), whether it
+        was downloaded now, and (only if `readable`) the Filling of a large file handed
+        over while it downloads."""
+        if not node.local:
+            node = await self.namespace.fresh_file(node)
+        entry, remote = self.entries[node.entry], self.namespace.remotes[node.entry]
+        shown_path = self.namespace.path_of(node)
+        wanted = {"size": node.size, "etag": node.etag, "shown_path": shown_path}
+        filling = None
+        if readable:
+            path, downloaded, filling = await self.downloads.readable_copy(
+                entry, remote, node.blob, **wanted)
+        else:
+            path, downloaded = await self.downloads.cached_copy(entry, remote, node.blob,
+                                                                **wanted)
+        if (self.read_ahead_files and node.size <= READ_AHEAD_MAX_SIZE
+                and self.downloads.walking(path, downloaded)):
+            self._read_ahead(node, entry, shown_path.rpartition("/")[0])
+        return path, downloaded, filling
+
+    def _read_ahead(self, node: Node, entry: MountEntry, folder: str) -> None:
+        """Fetch the next small files of the folder in the background. A bounded
+        cache spends at most a tenth of its limit on guesses, so that read-ahead
+        never pushes out what was really read."""
+        budget = entry.cache_max_bytes // 10 if entry.cache_max_bytes else None
+        # Inside the window queued before, a walk moves it on by one file: only the
+        # new end is looked at (the whole window each open cost 16 hashes and stats).
+        end = self._read_ahead_end.get(node.parent, "")
+        after, limit = (end, 1) if end > node.name else (node.name, self.read_ahead_files)
+        wanted = []
+        for sibling in self.store.next_files(
+                node.parent, after, limit=limit, max_size=READ_AHEAD_MAX_SIZE):
+            if budget is not None:
+                budget -= sibling.size
+                if budget < 0:
+                    break
+            wanted.append(Wanted(sibling.blob, sibling.size, sibling.etag,
+                                 f"{folder}/{sibling.name}"))
+            self._read_ahead_end[node.parent] = sibling.name
+        self.downloads.read_ahead(entry, self.namespace.remotes[node.entry], wanted)
+
+    async def _start_writing(self, node: Node, path: Path, *, truncate: bool) -> None:
+        """Mark the cached copy as about to change here, so no download replaces it,
+        and the node as local, so no listing drops it while it is open.
+
+        The version the change is based on is the one whose bytes are in the cache
+        (or, when they are all replaced, the one the listing showed).
+        """
+        if truncate:
+            await self.downloads.settle(path)
+        record = self.store.cached_file(str(path))
+        if record is not None and (record.state == "dirty" or not truncate):
+            base = record.etag
+        else:
+            base = node.etag or ""
+        if truncate:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+            self.store.set_local(node.inode, size=0, mtime_ns=time.time_ns())
+        else:
+            self.store.set_local(node.inode, size=node.size, mtime_ns=node.mtime_ns)
+        self.cache.record(path, blob=node.blob, etag=base, size=path.stat().st_size,
+                          state="dirty")
+
+    # -- reads and writes ---------------------------------------------------------
+
+    async def read(self, number: int, offset: int, size: int) -> bytes:
+        handle = self.handles[number]
+        if isinstance(handle, Reading) and handle.filling is not None:
+            await handle.filling.wait_for(offset + size)
+        return os.pread(handle.fd, size, offset)
+
+    async def write(self, number: int, offset: int, data: bytes) -> int:
+        handle = self.handles[number]
+        if not isinstance(handle, Writing):
+            raise OSError(errno.EBADF, "not open for writing")
+        written = os.pwrite(handle.fd, data, offset)
+        handle.written = True
+        node = self.store.node(handle.inode)
+        if node is not None:
+            self.store.set_local(node.inode, size=max(node.size, offset + written),
+                                 mtime_ns=time.time_ns())
+        return written
+
+    async def flush(self, number: int) -> None:
+        handle = self.handles.get(number)
+        if isinstance(handle, Writing) and handle.written:
+            await self._commit(handle, wait=None)
+
+    async def fsync(self, number: int) -> None:
+        """Durable as close() makes it: uploaded (sync mode) or journaled (async)."""
+        handle = self.handles.get(number)
+        if not isinstance(handle, Writing):
+            return
+        node = self.store.node(handle.inode)
+        sync = node is not None and self.entries[node.entry].upload == "sync"
+        if handle.written or (sync and self.store.upload(str(handle.path)) is not None):
+            await self._commit(handle, wait=None)
+
+    async def release(self, number: int) -> None:
+        handle = self.handles.pop(number, None)
+        if handle is None:
+            return
+        try:
+            if isinstance(handle, Writing):
+                if handle.written:
+                    # Written after the last flush (through mmap, say): journal it too.
+                    await self._commit(handle, wait=False)
+                self._settle_unchanged(handle)
+        except Exception:
+            # Nothing can reach the program any more; the journal keeps what it has.
+            log.exception("release of %s failed", handle.path)
+        finally:
+            os.close(handle.fd)
+            self._drop_orphan(handle.inode)
+
+    async def _commit(self, handle: Writing, *, wait: bool | None) -> None:
+        """Journal the file's upload; upload it now in sync mode (or when `wait`)."""
+        handle.written = False
+        node = self.store.node(handle.inode)
+        if node is None or node.parent == ORPHANS:
+            return  # unlinked while open: nothing to upload
+        entry = self.entries[node.entry]
+        record = self.store.cached_file(str(handle.path))
+        base = record.etag if record else (node.etag or "")
+        size = os.fstat(handle.fd).st_size
+        self.cache.record(handle.path, blob=node.blob, etag=base, size=size, state="dirty")
+        # An upload of an earlier version may have finished meanwhile: still local.
+        self.store.set_local(node.inode, size=size, mtime_ns=node.mtime_ns)
+        version = await self.uploads.journal(handle.path, entry, node.blob, base,
+                                             node.mtime_ns)
+        handle.journaled = True
+        if wait or (wait is None and entry.upload == "sync"):
+            await self.uploads.upload_now(handle.path, version)
+
+    def _settle_unchanged(self, handle: Writing) -> None:
+        """The last writer is gone and nothing waits in the journal: the copy is the
+        blob's version its record names (unchanged, or uploaded while it was open)."""
+        path = str(handle.path)
+        node = self.store.node(handle.inode)
+        if (node is None or node.parent == ORPHANS or self.writing(path)
+                or self.store.upload(path) is not None):
+            return
+        record = self.store.cached_file(path)
+        if record is None or record.state != "dirty":
+            return
+        if not record.etag:
+            return  # made here and never uploaded: nothing to be clean against
+        self.store.set_cache_state(path, "clean")
+        if record.etag == node.etag:
+            self.store.forget_local(node.entry, node.blob, node.blob[:node.blob.rfind("/") + 1])
+        else:
+            self.store.set_uploaded(node.entry, node.blob, size=os.path.getsize(path),
+                                    mtime_ns=node.mtime_ns, etag=record.etag)
+
+    def _drop_orphan(self, inode: int) -> None:
+        """The last handle of a file unlinked while open: its node goes."""
+        node = self.store.node(inode)
+        if (node is not None and node.parent == ORPHANS
+                and not any(h.inode == inode for h in self.handles.values())):
+            self.store.remove_node(inode)
+
+    # -- attributes ---------------------------------------------------------------
+
+    async def truncate(self, node: Node, size: int, number: int | None) -> None:
+        handle = self.handles.get(number) if number else None
+        if isinstance(handle, Writing):
+            os.ftruncate(handle.fd, size)
+            handle.written = True
+            self.store.set_local(node.inode, size=size, mtime_ns=time.time_ns())
+            return
+        path = self._path(node)
+        if size == 0:
+            await self._start_writing(node, path, truncate=True)
+        else:
+            path, _, _ = await self._cached_copy(node)
+            await self._start_writing(node, path, truncate=False)
+            os.truncate(path, size)
+        fd = os.open(path, os.O_RDWR)
+        # A handle of its own for the length of the call, so that an upload ending
+        # meanwhile leaves the copy dirty.
+        number = self._add(Writing(fd, node.inode, path, written=True))
+        try:
+            self.store.set_local(node.inode, size=size, mtime_ns=time.time_ns())
+            await self._commit(self.handles[number], wait=None)
+        finally:
+            await self.release(number)
+
+    async def set_mtime(self, node: Node, mtime_ns: int) -> None:
+        """utimens: the time goes up as the blob's `mtime` metadata."""
+        path = self._path(node)
+        if node.local:
+            self.store.set_mtime(node.inode, mtime_ns)
+            if any(isinstance(h, Writing) and h.inode == node.inode and h.written
+                   for h in self.handles.values()):
+                return  # its flush journals the new time with the bytes
+            upload = self.store.upload(str(path))
+            if upload is not None:
+                entry = self.entries[node.entry]
+                version = await self.uploads.journal(path, entry, upload.blob,
+                                                     upload.base_etag, mtime_ns)
+                if entry.upload == "sync":
+                    await self.uploads.upload_now(path, version)
+            return
+        remote = self.namespace.remotes[node.entry]
+        old_etag, new_etag = await trio.to_thread.run_sync(
+            lambda: remote.update_metadata(node.blob, {MTIME_KEY: format_mtime(mtime_ns)}))
+        # Same bytes, new ETag: a copy of them (clean, or the base of a change) stays good.
+        record = self.store.cached_file(str(path))
+        if record is not None and record.etag == old_etag:
+            self.cache.record(path, blob=node.blob, etag=new_etag, size=record.size,
+                              state=record.state)
+        # Changed in the container meanwhile: its size is read again at the next look.
+        fresh = node.etag == old_etag
+        self.store.update_file(node.inode, size=node.size, mtime_ns=mtime_ns,
+                               etag=new_etag if fresh else (node.etag or ""),
+                               checked=time.time() if fresh else 0.0)
+
+    # -- unlink and rename --------------------------------------------------------
+
+    async def unlink(self, parent: Node, name: str) -> None:
+        node = await self.namespace.lookup(parent, name)
+        if not node.is_dir:
+            self.namespace.writable_file(node)
+            # First, so no upload under way or to come can bring the blob back.
+            await self.uploads.forget(self._path(node))
+        node = await self.namespace.remove_file(parent, name)
+        self._drop_cached(node)
+
+    def _drop_cached(self, node: Node) -> None:
+        """The file is gone from its folder. Open handles keep reading and writing the
+        unlinked bytes, as POSIX says, through a node of their own until the last
+        closes; the cache path is free for a new file of the same name."""
+        path = self._path(node)
+        if any(handle.inode == node.inode for handle in self.handles.values()):
+            self.store.add_orphan(node)
+        self.store.drop_cached_file(str(path))
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+    async def rename(self, old_parent: Node, old_name: str, new_parent: Node, new_name: str,
+                     *, replace: bool) -> None:
+        node = await self.namespace.lookup(old_parent, old_name)
+        self.namespace.writable_folder(old_parent)
+        self.namespace.writable_folder(new_parent)
+        if node.is_dir:
+            # The move copies blobs in the container: what is pending goes up first.
+            await self._upload_pending_under(node)
+            renamed = await self.namespace.rename(old_parent, old_name, new_parent, new_name,
+                                                  replace=replace)
+            for old_blob, new_blob, etag in renamed.copies:
+                await self._follow(self.entries[node.entry], old_blob, new_blob, etag)
+            return
+        source_path = self._path(node)
+        target = self.store.child(new_parent.inode, new_name)
+        replacing = (target is not None and not target.is_dir and target.inode != node.inode
+                     and replace)
+        target_path = self._path(target) if replacing else None
+        # A download that lands later must not bring back bytes this rename moved.
+        await self.downloads.settle(source_path)
+        if target_path is not None:
+            await self.downloads.settle(target_path)
+        # The worker starts no upload of the source meanwhile: its row moves here.
+        async with self.uploads.holding(source_path):
+            here_only = await self._only_here(node)
+            if node.local and not here_only:
+                await self._upload_pending(node)
+            base = None
+            if target_path is not None:
+                # Replaced: its own pending upload must not land on top of the moved file.
+                pending = self.store.upload(str(target_path))
+                base = pending.base_etag if pending is not None else (target.etag or "")
+                await self.uploads.forget(target_path)
+            source = self.store.node(node.inode) or node  # as the copy will see it
+            renamed = await self.namespace.rename(old_parent, node.name, new_parent, new_name,
+                                                  replace=replace, copy=not here_only)
+            if renamed.replaced is not None and not renamed.replaced.is_dir:
+                self._drop_cached(renamed.replaced)
+            if renamed.node.blob != source.blob:
+                # A file only here goes up under its new name, replacing what `base` says.
+                await self._move_cached(source, renamed.node,
+                                        base=(base or "") if here_only else None)
+
+    async def _only_here(self, node: Node) -> bool:
+        """Whether a file was written here and never uploaded, in an async entry: then
+        it is renamed here alone (its upload goes to the new name), with no network.
+        Call it holding the file's uploads."""
+        if self.entries[node.entry].upload != "async" or node.etag:
+            return False
+        for handle in list(self.handles.values()):
+            if isinstance(handle, Writing) and handle.inode == node.inode and handle.written:
+                await self._commit(handle, wait=False)
+        upload = self.store.upload(str(self._path(node)))
+        now = self.store.node(node.inode)
+        return (upload is not None and upload.base_etag == "" and now is not None
+                and now.local and not now.etag)
+
+    async def _move_cached(self, source: Node, moved: Node, *, base: str | None) -> None:
+        """The cached copy follows its file to the new name, open handles with it.
+
+        After a server-side copy (`base` None), the container holds the source's bytes
+        under the copy's ETag: a clean copy of them stays clean under that ETag; one
+        written meanwhile stays dirty, now based on it. A file renamed here alone keeps
+        its bytes dirty, to go up as a change of the blob version `base` ('' = none).
+        A journal row moves with the file: the new one is durable before the old goes.
+        """
+        entry = self.entries[source.entry]
+        old_path = self.cache.path_for(entry, source.blob)
+        new_path = self.cache.path_for(entry, moved.blob)
+        record = self.store.cached_file(str(old_path))
+        upload = self.store.upload(str(old_path))
+        etag = moved.etag if base is None else base
+        usable = record is not None and (record.state == "dirty"
+                                         or record.etag == source.etag)
+        if usable and etag is not None and self._link(old_path, new_path):
+            self.cache.record(new_path, blob=moved.blob, etag=etag,
+                              size=new_path.stat().st_size, state=record.state)
+            if upload is not None:
+                await self.uploads.journal(new_path, entry, moved.blob, etag, upload.mtime_ns)
+        if upload is not None:
+            await self.uploads.forget(old_path)
+        self.store.drop_cached_file(str(old_path))
+        with contextlib.suppress(FileNotFoundError):
+            old_path.unlink()
+
+    async def _follow(self, entry: MountEntry, old_blob: str, new_blob: str,
+                      etag: str | None) -> None:
+        """A file moved with its folder: its cached copy (and the version it is based
+        on, now the copy's) follows it, so a later change is no false conflict."""
+        old_path = self.cache.path_for(entry, old_blob)
+        new_path = self.cache.path_for(entry, new_blob)
+        record = self.store.cached_file(str(old_path))
+        if record is not None and etag and self._link(old_path, new_path):
+            self.cache.record(new_path, blob=new_blob, etag=etag, size=record.size,
+                              state=record.state)
+        self.store.drop_cached_file(str(old_path))
+        with contextlib.suppress(FileNotFoundError):
+            old_path.unlink()
+
+    def _link(self, old_path: Path, new_path: Path) -> bool:
+        """Give the cache file at `old_path` the name `new_path` too; open handles move
+        with it. False if there is no such file."""
+        if not old_path.exists():
+            return False
+        new_path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            new_path.unlink()
+        os.link(old_path, new_path)
+        for handle in self.handles.values():
+            if handle.path == old_path:
+                handle.path = new_path
+        return True
+
+    async def _upload_pending(self, node: Node) -> None:
+        """A file about to move must be in the container first: the move copies the blob."""
+        path = self._path(node)
+        for handle in list(self.handles.values()):
+            if isinstance(handle, Writing) and handle.inode == node.inode and handle.written:
+                await self._commit(handle, wait=False)
+        upload = self.store.upload(str(path))
+        if upload is not None:
+            await self.uploads.upload_now(path, upload.version)
+
+    async def _upload_pending_under(self, folder: Node) -> None:
+        """Every pending upload under a folder about to move goes up first."""
+        for handle in list(self.handles.values()):
+            node = self.store.node(handle.inode)
+            if (isinstance(handle, Writing) and handle.written and node is not None
+                    and node.entry == folder.entry and node.blob.startswith(folder.blob)):
+                await self._commit(handle, wait=False)
+        entry = self.entries[folder.entry]
+        for upload in self.uploads.pending(entry.account.account_name, entry.container,
+                                           folder.blob):
+            await self.uploads.upload_now(Path(upload.path), upload.version)
