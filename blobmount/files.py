@@ -32,9 +32,10 @@ from .cache import Cache
 from .config import MountEntry
 from .errors import BlobmountError
 from .namespace import Namespace
+from .readahead import ReadAhead
 from .remote import MTIME_KEY, format_mtime
 from .store import ORPHANS, Node
-from .transfers import READ_AHEAD_MAX_SIZE, Downloads, Filling, Wanted
+from .transfers import READ_AHEAD_MAX_SIZE, Downloads, Filling
 from .uploads import Uploads
 
 log = logging.getLogger(__name__)
@@ -78,11 +79,9 @@ class Files:
         self.downloads = downloads
         self.uploads = uploads
         self.entries = entries
-        self.read_ahead_files = read_ahead_files
+        self.read_ahead = ReadAhead(self.store, downloads, read_ahead_files)
         self._numbers = itertools.count(1)
         self.handles: dict[int, Handle] = {}
-        #: folder inode -> the last file read-ahead queued in it
-        self._read_ahead_end: dict[int, str] = {}
         uploads.watch_writers(self.writing)
 
     # -- what others ask ----------------------------------------------------------
@@ -167,31 +166,10 @@ class Files:
         else:
             path, downloaded = await self.downloads.cached_copy(entry, remote, node.blob,
                                                                 **wanted)
-        if (self.read_ahead_files and node.size <= READ_AHEAD_MAX_SIZE
+        if (self.read_ahead.files and node.size <= READ_AHEAD_MAX_SIZE
                 and self.downloads.walking(path, downloaded)):
-            self._read_ahead(node, entry, shown_path.rpartition("/")[0])
+            self.read_ahead.after(node, entry, remote, shown_path.rpartition("/")[0])
         return path, downloaded, filling
-
-    def _read_ahead(self, node: Node, entry: MountEntry, folder: str) -> None:
-        """Fetch the next small files of the folder in the background. A bounded
-        cache spends at most a tenth of its limit on guesses, so that read-ahead
-        never pushes out what was really read."""
-        budget = entry.cache_max_bytes // 10 if entry.cache_max_bytes else None
-        # Inside the window queued before, a walk moves it on by one file: only the
-        # new end is looked at (the whole window each open cost 16 hashes and stats).
-        end = self._read_ahead_end.get(node.parent, "")
-        after, limit = (end, 1) if end > node.name else (node.name, self.read_ahead_files)
-        wanted = []
-        for sibling in self.store.next_files(
-                node.parent, after, limit=limit, max_size=READ_AHEAD_MAX_SIZE):
-            if budget is not None:
-                budget -= sibling.size
-                if budget < 0:
-                    break
-            wanted.append(Wanted(sibling.blob, sibling.size, sibling.etag,
-                                 f"{folder}/{sibling.name}"))
-            self._read_ahead_end[node.parent] = sibling.name
-        self.downloads.read_ahead(entry, self.namespace.remotes[node.entry], wanted)
 
     async def _start_writing(self, node: Node, path: Path, *, truncate: bool) -> None:
         """Mark the cached copy as about to change here, so no download replaces it,
@@ -300,12 +278,12 @@ class Files:
             return
         if not record.etag:
             return  # made here and never uploaded: nothing to be clean against
-        self.store.set_cache_state(path, "clean")
         if record.etag == node.etag:
-            self.store.forget_local(node.entry, node.blob, node.blob[:node.blob.rfind("/") + 1])
+            self.store.set_cache_state(path, "clean")
+            self.store.set_unchanged(node.inode)
         else:
-            self.store.set_uploaded(node.entry, node.blob, size=os.path.getsize(path),
-                                    mtime_ns=node.mtime_ns, etag=record.etag)
+            self.uploads.writer_closed(handle.path, node.entry, node.blob, record.etag,
+                                       node.mtime_ns)
 
     def _drop_orphan(self, inode: int) -> None:
         """The last handle of a file unlinked while open: its node goes."""

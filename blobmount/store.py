@@ -296,6 +296,10 @@ class Store:
             "UPDATE nodes SET etag = ?, checked = ? WHERE entry = ? AND blob = ? AND is_dir = 0",
             (etag, time.time(), entry, blob))
 
+    def set_unchanged(self, inode: int) -> None:
+        """Opened for writing and closed unchanged: the node shows the blob again."""
+        self._db.execute("UPDATE nodes SET local = 0 WHERE inode = ?", (inode,))
+
     def set_mtime(self, inode: int, mtime_ns: int) -> None:
         self._db.execute("UPDATE nodes SET mtime_ns = ? WHERE inode = ?", (mtime_ns, inode))
 

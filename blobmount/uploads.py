@@ -100,6 +100,14 @@ class Uploads:
         that ends then leaves the copy dirty: the writer may change it again."""
         self._writing = writing
 
+    def writer_closed(self, path: Path, index: int, blob: str, etag: str,
+                      mtime_ns: int) -> None:
+        """The last writer of `path` closed with nothing more to upload, after an upload
+        of its bytes (as version `etag`) ended while it was open: clean now."""
+        size = path.stat().st_size
+        self.cache.record(path, blob=blob, etag=etag, size=size)
+        self._on_uploaded(self._targets[index], blob, size, mtime_ns, etag)
+
     @contextlib.asynccontextmanager
     async def holding(self, path: Path) -> AsyncIterator[None]:
         """Keep the worker from starting an upload of `path` meanwhile, once any under

@@ -28,7 +28,7 @@ LAYERS: dict[int, frozenset[str]] = {
     # `uploads` (the write path's journal and worker) sits with `transfers`.
     # `eviction` (cache limits), `catalog` (mount paths to blobs), `xattrs` sit with `cache`.
     2: frozenset({"namespace", "cache", "transfers", "uploads", "eviction", "catalog",
-                  "xattrs"}),
+                  "xattrs", "readahead"}),
     # `manage`: the control requests for the cache (prefetch, cache ls/evict, stats).
     # `files`: a file's life (handles, local changes, renames); `fs` forwards to it.
     3: frozenset({"files", "fs", "control", "manage"}),
