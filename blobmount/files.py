@@ -392,15 +392,21 @@ class Files:
         await self.downloads.settle(source_path)
         if target_path is not None:
             await self.downloads.settle(target_path)
-        # The worker starts no upload of the source meanwhile: its row moves here.
-        async with self.uploads.holding(source_path):
+        # The worker starts no upload of the source (its row moves here) or the target
+        # (replaced) meanwhile, and each upload under way ends first.
+        async with contextlib.AsyncExitStack() as held:
+            await held.enter_async_context(self.uploads.holding(source_path))
+            if target_path is not None:
+                await held.enter_async_context(self.uploads.holding(target_path))
             here_only = await self._only_here(node)
             if node.local and not here_only:
                 await self._upload_pending(node)
             base = None
             if target_path is not None:
-                # Replaced: its own pending upload must not land on top of the moved file.
+                # Replaced: its own pending upload must not land on top of the moved file,
+                # and the moved one replaces the version the container now holds.
                 pending = self.store.upload(str(target_path))
+                target = self.store.node(target.inode) or target
                 base = pending.base_etag if pending is not None else (target.etag or "")
                 await self.uploads.forget(target_path)
             source = self.store.node(node.inode) or node  # as the copy will see it
