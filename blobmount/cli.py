@@ -344,11 +344,17 @@ def _wait_for_exit(pid: int, timeout: float) -> None:
 
 @cli.command()
 @click.argument("mountpoint", type=click.Path(file_okay=False))
-def sync(mountpoint: str) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the uploads that failed (blob, error) as JSON.")
+def sync(mountpoint: str, as_json: bool) -> None:
     """Wait until every pending upload of MOUNTPOINT is in the container."""
     failed = Client(mountpoint).sync(check=False)
-    for upload in failed:
-        click.echo(f"blobmount: not uploaded: {upload['blob']}: {upload['error']}", err=True)
+    if as_json:
+        click.echo(json.dumps({"failed": failed}, indent=2, sort_keys=True))
+    else:
+        for upload in failed:
+            click.echo(f"blobmount: not uploaded: {upload['blob']}: {upload['error']}",
+                       err=True)
     if failed:
         sys.exit(1)
 
@@ -415,8 +421,10 @@ def _expiry(text: str) -> dt.datetime:
 @click.option("--prefix", default="", metavar="P",
               help="Only this folder: a directory SAS, which Azure honours on accounts with"
                    " a hierarchical namespace (ADLS Gen2) only.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the token with its account, container, permissions and expiry.")
 def sas(config_file: str | None, account_name: str | None, container: str, permissions: str,
-        expiry: str, prefix: str) -> None:
+        expiry: str, prefix: str, as_json: bool) -> None:
     """Print a SAS token for a container, signed with an account key from the config.
 
     Only the token is printed, without a leading '?' (as `az storage container
@@ -443,10 +451,17 @@ def sas(config_file: str | None, account_name: str | None, container: str, permi
         account = found[0]
     try:
         name = container_name(container)
-        token = mint_sas(account, name, permissions=permissions, expiry=_expiry(expiry),
-                         prefix=prefix)
+        until = _expiry(expiry)
+        token = mint_sas(account, name, permissions=permissions, expiry=until, prefix=prefix)
     except ValueError as exc:
         raise BlobmountError(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps({"token": token, "account": account.account_name,
+                               "container": name, "prefix": prefix,
+                               "permissions": permissions,
+                               "expiry": until.isoformat(timespec="seconds")},
+                              indent=2, sort_keys=True))
+        return
     click.echo(token)
 
 

@@ -21,8 +21,8 @@ from blobmount.tools import find_azcopy
 LIBFUSE = "libfuse3.so.3"
 #: AzCopy's `--version` answers at once; a hung binary is not worth waiting for.
 AZCOPY_VERSION_TIMEOUT = 20.0
-#: The Python packages shown, by their distribution names.
-PACKAGES = ("pyfuse3", "trio", "azure-storage-blob")
+#: The Python libraries shown besides pyfuse3, by their distribution names.
+PACKAGES = ("trio", "azure-storage-blob")
 
 
 def package_version(name: str) -> str:
@@ -75,8 +75,8 @@ def versions() -> list[tuple[str, str]]:
 
     found = [("blobmount", blobmount.__version__),
              ("Python", f"{platform.python_version()} ({platform.python_implementation()})")]
+    found += [("pyfuse3", package_version("pyfuse3")), ("libfuse", libfuse_version())]
     found += [(name, package_version(name)) for name in PACKAGES]
-    found.append(("libfuse", libfuse_version()))
     try:
         binary = find_azcopy()
         found.append(("AzCopy", f"{azcopy_version(binary)} ({binary})"))
