@@ -182,3 +182,19 @@ def test_dry_run_of_azcopy(tmp_path, mounter, container):
     result = blobmount("check", "--config", str(config), env=env, timeout=TIMEOUT)
     assert result.returncode == 0, result.stdout
     assert "! AzCopy: " in result.stdout and "through the SDK" in result.stdout
+
+
+def test_dry_run_of_a_config_others_can_read(mounter, container):
+    """As at mount: a warning, and a failure with --strict."""
+    config = mounter.config([{"local": "d", "container": container.container_name}])
+    config.chmod(0o644)
+    relaxed = blobmount("check", "--config", str(config), timeout=TIMEOUT)
+    assert relaxed.returncode == 0, relaxed.stdout
+    assert f"! config permissions: {config} holds secrets and others can read it" in (
+        relaxed.stdout)
+    strict = blobmount("mount", "--dry-run", "--strict", "--config", str(config),
+                       timeout=TIMEOUT)
+    assert strict.returncode == 1
+    assert failed_lines(strict.stdout) == [
+        f"✗ config permissions: {config} holds secrets and others can read it;"
+        f" run `chmod 600 {config}` (refused: --strict)"]
