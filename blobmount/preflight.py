@@ -112,16 +112,16 @@ def check(config_file: str | None, mountpoint: str | None, *, user: str | None =
             return "an empty folder"
 
         _check(report, f"mount point {os.path.abspath(mountpoint)}", empty_folder)
-    if config is None:
-        if config_file is None and not _config_failed(report):
-            _check_embedded(report)
-    else:
+    if config is not None:
         _check_entries(report, config)
+        # The daemon locks cache_dir (which holds the store); entries keep copies in theirs.
         folders = [(config.cache_dir, True)] + [(entry.cache_dir, False)
                                                 for entry in config.mounts]
         for folder, locked in _unique(folders):
             _check_folder(report, "cache", folder, locked=locked)
-    _check_azcopy(report, config)
+    elif not _config_failed(report):
+        _check_embedded(report)
+    _check_azcopy(report)
     return report
 
 
@@ -293,9 +293,9 @@ def _check_embedded(report: Report) -> None:
     _check_folder(report, "cache", embedded_cache_dir(), locked=False)
 
 
-def _check_azcopy(report: Report, config: Config | None) -> None:
+def _check_azcopy(report: Report) -> None:
     """AzCopy is found and runs. Missing, it is no failure: the daemon then moves every
-    file through the SDK (and an identity-only config never uses it)."""
+    file through the SDK (as it does for an identity-only account anyway)."""
     try:
         binary = find_azcopy()
     except ToolNotFound as exc:
