@@ -20,7 +20,7 @@ from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 from blobmount.config import AZURITE_ACCOUNT, AZURITE_KEY
 
 from .conftest import blobmount
-from .procs import daemons, kill_everything
+from .procs import azurites, daemons, kill_everything
 from .test_startup import CASES, TIMEOUT, Context, mount_count
 
 pytestmark = pytest.mark.integration
@@ -198,3 +198,26 @@ def test_dry_run_of_a_config_others_can_read(mounter, container):
     assert failed_lines(strict.stdout) == [
         f"✗ config permissions: {config} holds secrets and others can read it;"
         f" run `chmod 600 {config}` (refused: --strict)"]
+
+
+def test_dry_run_of_the_embedded_default(tmp_path):
+    """No config anywhere: the embedded Azurite is found, not started; nothing is made."""
+    home = tmp_path / "home"
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("BLOBMOUNT_CONFIG", "AZFUSE_", "XDG_"))}
+    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / "config"),
+               XDG_DATA_HOME=str(home / "data"), XDG_CACHE_HOME=str(home / "cache"))
+    if os.geteuid() == 0 and Path("/etc/blobmount/config.yaml").exists():
+        pytest.skip("root's /etc/blobmount/config.yaml would be checked instead")
+    home.mkdir()
+    result = blobmount("check", "--json", env=env, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    checks = {c["subject"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["config"]["detail"] == "none found: the embedded Azurite default"
+    assert checks["Azurite"]["state"] == "ok"
+    for folder in (home / "data" / "blobmount", home / "cache" / "blobmount"):
+        kind = "data" if "data" in folder.parts else "cache"
+        found = checks[f"{kind} folder {folder}"]
+        assert found["state"] == "ok" and found["detail"].startswith("to be made")
+    assert list(home.iterdir()) == []
+    assert not azurites(tmp_path)
