@@ -46,7 +46,19 @@ def default_log_file() -> Path:
     return control.state_dir() / "blobmount.log"
 
 
+def _print_version(context: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or context.resilient_parsing:
+        return
+    from .versions import describe, versions
+
+    click.echo(describe(versions()))
+    context.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_print_version,
+              help="Show the versions of blobmount, Python, its libraries, libfuse and AzCopy.")
 def cli() -> None:
     """Mount Azure Blob Storage containers as one directory tree."""
 
@@ -73,17 +85,26 @@ def cli() -> None:
 @click.option("--strict", is_flag=True,
               help="Refuse a config that holds secrets and that others can read"
                    " (default: a warning).")
+@click.option("--dry-run", is_flag=True,
+              help="Check everything a mount would check, without mounting (as `check`).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON: the mount (mountpoint, pid, note), the list, or the checks.")
 @click.option("--ready-fd", type=int, hidden=True)
 def mount(mountpoint: str | None, config_file: str | None, user: str | None,
           mount_options: tuple[str, ...], list_mounts: bool, foreground: bool, verbose: int,
-          log_file: str | None, strict: bool, ready_fd: int | None) -> None:
+          log_file: str | None, strict: bool, dry_run: bool, as_json: bool,
+          ready_fd: int | None) -> None:
     """Mount the mount table of the config on MOUNTPOINT."""
     from .daemon import check_mountpoint
 
     if list_mounts:
-        if mountpoint is not None:
-            raise click.UsageError("--list takes no MOUNTPOINT")
-        _list_mounts(as_json=False)
+        if mountpoint is not None or dry_run:
+            raise click.UsageError("--list takes no MOUNTPOINT and no --dry-run")
+        _list_mounts(as_json=as_json)
+        return
+    if dry_run:
+        _dry_run(config_file, mountpoint, user, strict, as_json,
+                 (lambda: _mount_options(mount_options)) if mount_options else None)
         return
     if mountpoint is None:
         raise click.UsageError("Missing argument 'MOUNTPOINT' (or give --list).")
@@ -96,7 +117,7 @@ def mount(mountpoint: str | None, config_file: str | None, user: str | None,
     log_path = Path(log_file).absolute() if log_file else default_log_file()
     if foreground:
         _run_foreground(config, where, verbose, log_path, ready_fd, kernel_options,
-                        setting_options)
+                        setting_options, as_json)
         return
     args = [sys.executable, "-m", "blobmount", "mount", str(where), "--foreground",
             "--log-file", str(log_path), "--user", variables["user"]] + ["-v"] * verbose
@@ -104,7 +125,43 @@ def mount(mountpoint: str | None, config_file: str | None, user: str | None,
         args += ["-o", ",".join(mount_options)]
     if config_path:
         args += ["--config", str(Path(config_path).absolute())]
-    click.echo(_start_daemon(args, log_path))
+    pid, note = _start_daemon(args, log_path)
+    click.echo(_mounted(where, pid, note, as_json))
+
+
+def _mounted(where: Path, pid: int, note: str, as_json: bool) -> str:
+    """What `mount` prints once the mount is live."""
+    if as_json:
+        return json.dumps({"mountpoint": str(where), "pid": pid, "note": note}, sort_keys=True)
+    return note
+
+
+@cli.command("check")
+@click.argument("mountpoint", type=click.Path(), required=False)
+@click.option("--config", "config_file", metavar="FILE",
+              help="Config file [default: as for mount].")
+@click.option("--user", metavar="NAME", help="The config's {user} [default: as for mount].")
+@click.option("--strict", is_flag=True,
+              help="Count a config that holds secrets and that others can read as a failure.")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+def check_command(mountpoint: str | None, config_file: str | None, user: str | None,
+                  strict: bool, as_json: bool) -> None:
+    """Check everything `mount` would, without mounting or writing to any container:
+    the config, MOUNTPOINT (if given), each entry's account, credential, container and
+    prefix, each cache folder, AzCopy. One line each, ✓ or why not; exit 1 if any fails."""
+    _dry_run(config_file, mountpoint, user, strict, as_json, None)
+
+
+def _dry_run(config_file: str | None, mountpoint: str | None, user: str | None,
+             strict: bool, as_json: bool, mount_options) -> None:
+    from .preflight import check
+
+    report = check(config_file, mountpoint, user=user, strict=strict,
+                   mount_options=mount_options)
+    click.echo(json.dumps(report.as_json(), indent=2, sort_keys=True) if as_json
+               else report.text())
+    if not report.ok:
+        sys.exit(1)
 
 
 def _mount_options(given: tuple[str, ...]) -> tuple[list[str], dict[str, int]]:
@@ -143,31 +200,27 @@ def _list_mounts(as_json: bool) -> None:
 
 
 def _warn_readable_secrets(config: Config | None, *, strict: bool = False) -> None:
-    if config is None or not config.secrets() or not os.path.isfile(config.source):
+    from .preflight import readable_secrets
+
+    problem = readable_secrets(config)
+    if problem is None:
         return
-    # Secrets read from files (account_key_file: ...) are not in the config itself.
-    with open(config.source, encoding="utf-8", errors="replace") as source:
-        text = source.read()
-    if not any(secret in text for secret in config.secrets()):
-        return
-    if os.stat(config.source).st_mode & 0o077:
-        problem = (f"{config.source} holds secrets and others can read it;"
-                   f" run `chmod 600 {config.source}`")
-        if strict:
-            raise BlobmountError(f"{problem} (refused: --strict)")
-        click.echo(f"blobmount: warning: {problem}", err=True)
+    if strict:
+        raise BlobmountError(f"{problem} (refused: --strict)")
+    click.echo(f"blobmount: warning: {problem}", err=True)
 
 
 def _run_foreground(config: Config | None, mountpoint: Path, verbose: int, log_path: Path,
                     ready_fd: int | None, kernel_options: list[str],
-                    setting_options: dict[str, int]) -> None:
+                    setting_options: dict[str, int], as_json: bool = False) -> None:
     from .daemon import run_daemon
     from .log import setup_logging
 
     setup_logging(verbose, log_path, stderr=ready_fd is None)
     if ready_fd is None:
-        run_daemon(config, mountpoint, lambda note: click.echo(note), kernel_options,
-                   setting_options)
+        run_daemon(config, mountpoint,
+                   lambda note: click.echo(_mounted(mountpoint, os.getpid(), note, as_json)),
+                   kernel_options, setting_options)
         return
     # Daemonized: report to the waiting `blobmount mount`, then keep no folder busy.
     os.chdir("/")
@@ -191,8 +244,9 @@ def _run_foreground(config: Config | None, mountpoint: Path, verbose: int, log_p
         raise
 
 
-def _start_daemon(args: list[str], log_path: Path) -> str:
-    """Start the daemon and wait for its word: the note to print, or a BlobmountError."""
+def _start_daemon(args: list[str], log_path: Path) -> tuple[int, str]:
+    """Start the daemon and wait for its word: its pid and the note to print, or a
+    BlobmountError."""
     try:
         return _wait_for_daemon(args, log_path)
     except KeyboardInterrupt:
@@ -201,7 +255,7 @@ def _start_daemon(args: list[str], log_path: Path) -> str:
                              ) from None
 
 
-def _wait_for_daemon(args: list[str], log_path: Path) -> str:
+def _wait_for_daemon(args: list[str], log_path: Path) -> tuple[int, str]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     read_end, write_end = os.pipe()
     with open(log_path, "ab") as log_file:
@@ -223,7 +277,7 @@ def _wait_for_daemon(args: list[str], log_path: Path) -> str:
             message += data
     status, _, text = message.decode(errors="replace").strip().partition(" ")
     if status == "ok":
-        return text
+        return daemon.pid, text
     code = daemon.wait()
     if status == "error":
         raise BlobmountError(text)
@@ -290,11 +344,17 @@ def _wait_for_exit(pid: int, timeout: float) -> None:
 
 @cli.command()
 @click.argument("mountpoint", type=click.Path(file_okay=False))
-def sync(mountpoint: str) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the uploads that failed (blob, error) as JSON.")
+def sync(mountpoint: str, as_json: bool) -> None:
     """Wait until every pending upload of MOUNTPOINT is in the container."""
     failed = Client(mountpoint).sync(check=False)
-    for upload in failed:
-        click.echo(f"blobmount: not uploaded: {upload['blob']}: {upload['error']}", err=True)
+    if as_json:
+        click.echo(json.dumps({"failed": failed}, indent=2, sort_keys=True))
+    else:
+        for upload in failed:
+            click.echo(f"blobmount: not uploaded: {upload['blob']}: {upload['error']}",
+                       err=True)
     if failed:
         sys.exit(1)
 
@@ -361,8 +421,10 @@ def _expiry(text: str) -> dt.datetime:
 @click.option("--prefix", default="", metavar="P",
               help="Only this folder: a directory SAS, which Azure honours on accounts with"
                    " a hierarchical namespace (ADLS Gen2) only.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the token with its account, container, permissions and expiry.")
 def sas(config_file: str | None, account_name: str | None, container: str, permissions: str,
-        expiry: str, prefix: str) -> None:
+        expiry: str, prefix: str, as_json: bool) -> None:
     """Print a SAS token for a container, signed with an account key from the config.
 
     Only the token is printed, without a leading '?' (as `az storage container
@@ -389,10 +451,17 @@ def sas(config_file: str | None, account_name: str | None, container: str, permi
         account = found[0]
     try:
         name = container_name(container)
-        token = mint_sas(account, name, permissions=permissions, expiry=_expiry(expiry),
-                         prefix=prefix)
+        until = _expiry(expiry)
+        token = mint_sas(account, name, permissions=permissions, expiry=until, prefix=prefix)
     except ValueError as exc:
         raise BlobmountError(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps({"token": token, "account": account.account_name,
+                               "container": name, "prefix": prefix,
+                               "permissions": permissions,
+                               "expiry": until.isoformat(timespec="seconds")},
+                              indent=2, sort_keys=True))
+        return
     click.echo(token)
 
 

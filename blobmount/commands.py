@@ -46,20 +46,28 @@ def _warn(text: str) -> None:
     click.echo(f"blobmount: {text}", err=True)
 
 
+def _print_json(value: object) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
 @click.command()
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--from-file", "from_file", metavar="LIST",
               help="Also the paths in LIST, one a line ('-': standard input).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary.")
-def prefetch(paths: tuple[str, ...], from_file: str | None, quiet: bool) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="No progress bar; print what each mount did as JSON.")
+def prefetch(paths: tuple[str, ...], from_file: str | None, quiet: bool,
+             as_json: bool) -> None:
     """Download the files at or under PATHS into the cache, in one AzCopy job per mount
     entry, so opening them later costs no download."""
     wanted = list(paths) + (_read_list(from_file) if from_file else [])
     if not wanted:
         raise click.UsageError("give at least one PATH (or --from-file LIST)")
     grouped, failures = _by_mount(wanted)
+    done = []
     for mountpoint, relative in grouped.items():
-        bar = ProgressBar(enabled=None if not quiet else False)
+        bar = ProgressBar(enabled=False if quiet or as_json else None)
         started = time.monotonic()
         try:
             result = Client(mountpoint).prefetch(
@@ -74,13 +82,17 @@ def prefetch(paths: tuple[str, ...], from_file: str | None, quiet: bool) -> None
             _warn(f"warning: {local}/ got more than its cache_max_bytes; the least recently"
                   " used files are evicted already")
         failures += len(result["failed"])
-        if not quiet:
+        done.append({"mountpoint": mountpoint, **result,
+                     "seconds": round(time.monotonic() - started, 3)})
+        if not quiet and not as_json:
             jobs = result["azcopy_jobs"]
             click.echo(f"{mountpoint}: {result['files']} files ({human_bytes(result['bytes'])}):"
                        f" {result['downloaded']} downloaded"
                        f" ({human_bytes(result['downloaded_bytes'])}) in"
                        f" {time.monotonic() - started:.1f} s by {jobs} AzCopy"
                        f" job{'' if jobs == 1 else 's'}; {result['cached']} were cached already")
+    if as_json:
+        _print_json(done)
     if failures:
         sys.exit(1)
 
@@ -99,7 +111,7 @@ def cache_ls(path: str, as_json: bool) -> None:
     mountpoint, relative = find_mount(path)
     files = Client(mountpoint).cache_ls(relative)
     if as_json:
-        click.echo(json.dumps(files, indent=2))
+        _print_json(files)
         return
     for item in files:
         used = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(item["last_access"]))
@@ -109,13 +121,19 @@ def cache_ls(path: str, as_json: bool) -> None:
 @cache.command("evict")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--force", is_flag=True, help="Upload files not uploaded yet, then drop them.")
-def cache_evict(paths: tuple[str, ...], force: bool) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print what was dropped and kept, per mount, as JSON.")
+def cache_evict(paths: tuple[str, ...], force: bool, as_json: bool) -> None:
     """Drop the cached copies at or under PATHS; the next open downloads them again.
     Files not uploaded yet stay, unless --force."""
     grouped, refused = _by_mount(paths)
+    results = []
     for mountpoint, relative in grouped.items():
-        result = Client(mountpoint).evict(relative, force=force)
-        refused += _report_evicted(mountpoint, result)
+        result = {"mountpoint": mountpoint, **Client(mountpoint).evict(relative, force=force)}
+        refused += _report_evicted(result, as_json)
+        results.append(result)
+    if as_json:
+        _print_json(results)
     if refused:
         sys.exit(1)
 
@@ -123,20 +141,26 @@ def cache_evict(paths: tuple[str, ...], force: bool) -> None:
 @cache.command("clear")
 @click.argument("mountpoint", type=click.Path())
 @click.option("--force", is_flag=True, help="Upload files not uploaded yet, then drop them.")
-def cache_clear(mountpoint: str, force: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print what was dropped and kept as JSON.")
+def cache_clear(mountpoint: str, force: bool, as_json: bool) -> None:
     """Drop every cached copy of the mount at MOUNTPOINT (files not uploaded yet stay,
     unless --force)."""
     where, relative = find_mount(mountpoint)
-    result = Client(where).evict([relative], force=force)
-    if _report_evicted(where, result):
+    result = {"mountpoint": where, **Client(where).evict([relative], force=force)}
+    refused = _report_evicted(result, as_json)
+    if as_json:
+        _print_json(result)
+    if refused:
         sys.exit(1)
 
 
-def _report_evicted(mountpoint: str, result: dict) -> int:
+def _report_evicted(result: dict, as_json: bool) -> int:
+    """Say what an eviction dropped (unless `as_json`) and kept; how many were kept."""
     for item in result["refused"]:
         _warn(f"kept {item['path']}: {item['reason']}")
-    click.echo(f"{mountpoint}: dropped {len(result['evicted'])} cached files"
-               f" ({human_bytes(result['bytes'])})")
+    if not as_json:
+        click.echo(f"{result['mountpoint']}: dropped {len(result['evicted'])} cached files"
+                   f" ({human_bytes(result['bytes'])})")
     return len(result["refused"])
 
 
@@ -149,7 +173,7 @@ def stats(path: str, as_json: bool) -> None:
     mountpoint, relative = find_mount(path)
     rows = Client(mountpoint).stats(relative)
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        _print_json(rows)
         return
     click.echo(f"{'FILES':>8} {'BYTES':>14} {'CACHED':>14} {'PENDING':>8}  PATH")
     for row in rows:

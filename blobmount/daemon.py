@@ -98,7 +98,7 @@ def check_mountpoint(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def _cache_lock(cache_dir: Path, what: str = "cache folder"):
+def cache_lock(cache_dir: Path, what: str = "cache folder"):
     """Hold the cache folder for this daemon alone: two would corrupt each other's cache."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     with open(cache_dir / "lock", "a+") as lock:
@@ -272,7 +272,7 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
     """Open the store, reach every container (one clear error if one cannot be), and
     build the components on them; what must be closed goes on `stack`."""
     settings = config.settings
-    stack.enter_context(_cache_lock(config.cache_dir))
+    stack.enter_context(cache_lock(config.cache_dir))
     store = Store(config.cache_dir / "blobmount.sqlite")
     stack.callback(store.close)
     limiter = trio.CapacityLimiter(max(4, settings.max_parallel_transfers * 2))
@@ -375,7 +375,7 @@ async def _terminate_on(signals: AsyncIterator[int]) -> None:
 async def _start_embedded(stack: contextlib.ExitStack) -> tuple[Config, str]:
     """Start the private Azurite of the embedded default and make its container."""
     # Two Azurites on one folder would each save their own view over the other's.
-    stack.enter_context(_cache_lock(data_dir(), "data folder"))
+    stack.enter_context(cache_lock(data_dir(), "data folder"))
     location = data_dir() / "azurite"
     location.mkdir(parents=True, exist_ok=True)
     azurite = Azurite(location)

@@ -22,8 +22,9 @@ PACKAGE_DIR = Path(blobmount.__file__).parent
 LAYERS: dict[int, frozenset[str]] = {
     # `__init__` is the package itself: it may import nothing of ours (so importing
     # any one module never drags in the rest); it hands out `Client` (layer 4) lazily.
+    # `versions`: what blobmount runs on, for --version (packages, libfuse, AzCopy).
     0: frozenset({"__init__", "errors", "config", "log", "tools", "singleflight", "sdnotify",
-                  "progress"}),
+                  "progress", "versions"}),
     1: frozenset({"store", "remote", "azcopy", "azurite"}),
     # `uploads` (the write path's journal and worker) sits with `transfers`.
     # `eviction` (cache limits), `catalog` (mount paths to blobs), `xattrs` sit with `cache`.
@@ -32,7 +33,9 @@ LAYERS: dict[int, frozenset[str]] = {
     # `manage`: the control requests for the cache (prefetch, cache ls/evict, stats).
     # `files`: a file's life (handles, local changes, renames); `fs` forwards to it.
     3: frozenset({"files", "fs", "control", "manage"}),
-    4: frozenset({"daemon", "cli", "__main__", "helper", "inventory", "client", "commands"}),
+    # `preflight`: `blobmount check`, the mount's own checks run without mounting.
+    4: frozenset({"daemon", "cli", "__main__", "helper", "inventory", "client", "commands",
+                  "preflight"}),
 }
 LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
 
