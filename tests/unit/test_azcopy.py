@@ -6,11 +6,11 @@ import json
 import logging
 import os
 import stat
-import time
 from pathlib import Path
 
 import pytest
 import trio
+from trio.testing import MockClock
 
 from blobmount import tools
 from blobmount.azcopy import AzCopy, JobSummary, one_line, parse_job_log, parse_output
@@ -180,14 +180,16 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("FAKE_RECORD", str(tmp_path / "record"))
 
     def run(lines: list[str], exit_code: int = 0, log: str = "", sleep: str = "",
-            stall_timeout: float | None = None, **kwargs):
+            stall_timeout: float | None = None, clock: trio.abc.Clock | None = None,
+            **kwargs):
         output.write_text("\n".join(lines) + "\n")
         monkeypatch.setenv("FAKE_EXIT", str(exit_code))
         monkeypatch.setenv("FAKE_LOG", log)
         monkeypatch.setenv("FAKE_SLEEP", sleep)
         azcopy = AzCopy(binary, tmp_path / "work", concurrency=4, block_size_mb=0.5,
                         stall_timeout=stall_timeout)
-        return trio.run(lambda: azcopy.copy("http://h/c/b?sig=SECRET", "/dst", **kwargs))
+        return trio.run(lambda: azcopy.copy("http://h/c/b?sig=SECRET", "/dst", **kwargs),
+                        clock=clock)
 
     def recorded(kind: str) -> str:
         return (tmp_path / f"record.{kind}").read_text()
@@ -297,10 +299,13 @@ def test_find_tools_says_how_to_install(tmp_path, monkeypatch):
 def test_a_job_whose_counters_stand_still_is_stopped(fake):
     progress = message("Progress", {"JobStatus": "InProgress", "TransfersCompleted": "0",
                                     "TotalBytesTransferred": "0"})
-    started = time.monotonic()
+    # Time is the subject: the clock jumps ahead whenever the job has been idle for a
+    # moment, so the stall is found in virtual seconds, whatever the machine's load.
+    clock = MockClock(autojump_threshold=0.1)
     with pytest.raises(TransferError, match="no progress for 0.5 s; stopped"):
-        fake([INFO, progress], sleep="30", stall_timeout=0.5, from_to="BlobLocal")
-    assert time.monotonic() - started < 10  # not the 30 s the stand-in would sleep
+        fake([INFO, progress], sleep="30", stall_timeout=0.5, from_to="BlobLocal",
+             clock=clock)
+    assert clock.current_time() < 30  # stopped, not waited for: the stand-in sleeps 30 s
     assert list(fake.work.iterdir()) == []
 
 
