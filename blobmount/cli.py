@@ -78,7 +78,7 @@ def mount(mountpoint: str | None, config_file: str | None, user: str | None,
           mount_options: tuple[str, ...], list_mounts: bool, foreground: bool, verbose: int,
           log_file: str | None, strict: bool, ready_fd: int | None) -> None:
     """Mount the mount table of the config on MOUNTPOINT."""
-    from .daemon import check_mountpoint
+    from .daemon import check_allow_other, check_mountpoint
 
     if list_mounts:
         if mountpoint is not None:
@@ -88,6 +88,7 @@ def mount(mountpoint: str | None, config_file: str | None, user: str | None,
     if mountpoint is None:
         raise click.UsageError("Missing argument 'MOUNTPOINT' (or give --list).")
     kernel_options, setting_options = _mount_options(mount_options)
+    check_allow_other(kernel_options)
     variables = default_variables(user)
     config_path = find_config(config_file)
     config = load_config(config_path, variables) if config_path else None

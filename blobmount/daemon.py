@@ -54,6 +54,8 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # default) is stopped: its chunks take a while on a slow link, but AzCopy would retry
 # an account that does not answer for many minutes.
 AZCOPY_STALLS = 6
+# Where fusermount3 reads whether users other than root may give allow_other.
+FUSE_CONF = Path("/etc/fuse.conf")
 
 
 def data_dir() -> Path:
@@ -93,6 +95,23 @@ def check_mountpoint(path: str | os.PathLike) -> Path:
                 f" `fusermount3 -u {mountpoint}`") from None
         raise MountPointError(f"mount point {mountpoint}: {exc.strerror}") from None
     return mountpoint
+
+
+def check_allow_other(kernel_options: Iterable[str], fuse_conf: Path = FUSE_CONF) -> None:
+    """Refuse `allow_other` from a user other than root in one line, unless `fuse_conf`
+    says `user_allow_other`: fusermount3 refuses it then too, but says so only in the
+    log, and the mount fails as "fuse_session_mount failed"."""
+    if "allow_other" not in kernel_options or os.geteuid() == 0:
+        return
+    try:
+        lines = fuse_conf.read_text(errors="replace").splitlines()
+    except OSError:
+        return  # fusermount3 reads it as root, and decides
+    # fusermount3's reading: '#' starts a comment; the option stands alone on its line.
+    if any(line.split("#", 1)[0].strip() == "user_allow_other" for line in lines):
+        return
+    raise MountPointError(f"-o allow_other: only root may give it, unless {fuse_conf}"
+                          " has a line user_allow_other")
 
 
 @contextlib.contextmanager
