@@ -28,7 +28,7 @@ import trio
 from .azcopy import AzCopy
 from .azurite import Azurite
 from .cache import Cache
-from .config import Config, MountEntry, embedded_config
+from .config import Config, MountEntry, embedded_config, xdg_dir
 from .control import ControlServer, socket_path
 from .errors import BlobmountError, MountPointError, ToolNotFound
 from .eviction import Evictor
@@ -60,8 +60,7 @@ FUSE_CONF = Path("/etc/fuse.conf")
 
 def data_dir() -> Path:
     """Where the embedded Azurite keeps its data: $XDG_DATA_HOME/blobmount."""
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "blobmount"
+    return xdg_dir("XDG_DATA_HOME", ".local/share") / "blobmount"
 
 
 def embedded_cache_dir() -> Path:
@@ -70,8 +69,7 @@ def embedded_cache_dir() -> Path:
     Like its Azurite's data, it belongs to the user who started it; the system-wide
     /var/cache/blobmount is for the mounts of root's config.
     """
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "blobmount"
+    return xdg_dir("XDG_CACHE_HOME", ".cache") / "blobmount"
 
 
 def check_mountpoint(path: str | os.PathLike) -> Path:

@@ -1,5 +1,6 @@
-"""allow_other from a user who is not root: refused in one line unless /etc/fuse.conf
-lets users give it (fusermount3's own rule, which it states only in the daemon's log)."""
+"""A user who is not root: allow_other refused in one line unless /etc/fuse.conf lets
+users give it (fusermount3's own rule, which it states only in the daemon's log), and the
+embedded default's folders in the user's own XDG folders."""
 
 from __future__ import annotations
 
@@ -44,3 +45,15 @@ def test_root_and_mounts_without_allow_other_are_not_checked(tmp_path, monkeypat
     check_allow_other(["ro"], missing)
     # Unreadable or missing: fusermount3 (setuid root) reads it and decides.
     check_allow_other(["allow_other"], missing)
+
+
+def test_a_users_folders_follow_xdg_and_ignore_relative_values(tmp_path, monkeypatch):
+    from blobmount.daemon import data_dir, embedded_cache_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # ignored, as the spec says
+    assert data_dir() == tmp_path / "data/blobmount"
+    assert embedded_cache_dir() == tmp_path / "home/.cache/blobmount"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    assert data_dir() == tmp_path / "home/.local/share/blobmount"
