@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import uuid
@@ -112,6 +113,9 @@ def fuse_access(user: User) -> Iterator[None]:
     if user.run("test", "-r", FUSE_DEVICE, "-a", "-w", FUSE_DEVICE, check=False).returncode == 0:
         yield
         return
+    if shutil.which("setfacl") is None:
+        pytest.fail(f"{user.name} cannot open {FUSE_DEVICE} and setfacl is missing:"
+                    " run scripts/install (Debian: acl)")
     given = subprocess.run(["setfacl", "-m", f"u:{user.name}:rw", str(FUSE_DEVICE)],
                            capture_output=True, text=True, timeout=60)
     assert given.returncode == 0, f"setfacl on {FUSE_DEVICE}: {given.stderr}"
