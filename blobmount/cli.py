@@ -95,7 +95,7 @@ def mount(mountpoint: str | None, config_file: str | None, user: str | None,
           log_file: str | None, strict: bool, dry_run: bool, as_json: bool,
           ready_fd: int | None) -> None:
     """Mount the mount table of the config on MOUNTPOINT."""
-    from .daemon import check_mountpoint
+    from .daemon import check_allow_other, check_mountpoint
 
     if list_mounts:
         if mountpoint is not None or dry_run:
@@ -109,6 +109,7 @@ def mount(mountpoint: str | None, config_file: str | None, user: str | None,
     if mountpoint is None:
         raise click.UsageError("Missing argument 'MOUNTPOINT' (or give --list).")
     kernel_options, setting_options = _mount_options(mount_options)
+    check_allow_other(kernel_options)
     variables = default_variables(user)
     config_path = find_config(config_file)
     config = load_config(config_path, variables) if config_path else None

@@ -58,6 +58,7 @@ __all__ = [
     "parse_size",
     "parse_umask",
     "setting_option",
+    "xdg_dir",
 ]
 
 log = logging.getLogger(__name__)
@@ -245,7 +246,7 @@ def default_cache_dir() -> Path:
         return Path(systemd)
     if os.geteuid() == 0:
         return _SYSTEM_CACHE
-    return _xdg_dir("XDG_CACHE_HOME", ".cache") / "blobmount"
+    return xdg_dir("XDG_CACHE_HOME", ".cache") / "blobmount"
 
 
 def find_config(explicit: str | os.PathLike[str] | None) -> Path | None:
@@ -1268,8 +1269,9 @@ def _default_mount_cache(cache_dir: Path, local: str) -> Path:
     return cache_dir / local.replace("/", "__")
 
 
-def _xdg_dir(variable: str, fallback: str) -> Path:
-    """An XDG base folder; relative values are ignored, as the XDG spec says."""
+def xdg_dir(variable: str, fallback: str) -> Path:
+    """An XDG base folder ($XDG_CACHE_HOME, ...), else ~/`fallback`; relative values are
+    ignored, as the XDG spec says."""
     value = os.environ.get(variable, "")
     if value and os.path.isabs(value):
         return Path(value)
@@ -1279,7 +1281,7 @@ def _xdg_dir(variable: str, fallback: str) -> Path:
 def _user_config_file() -> Path:
     if os.geteuid() == 0:
         return _SYSTEM_CONFIG
-    return _xdg_dir("XDG_CONFIG_HOME", ".config") / "blobmount" / "config.yaml"
+    return xdg_dir("XDG_CONFIG_HOME", ".config") / "blobmount" / "config.yaml"
 
 
 def _must_exist(path: Path) -> Path:

@@ -28,7 +28,7 @@ import trio
 from .azcopy import AzCopy
 from .azurite import Azurite
 from .cache import Cache
-from .config import Config, MountEntry, embedded_config
+from .config import Config, MountEntry, embedded_config, xdg_dir
 from .control import ControlServer, socket_path
 from .errors import BlobmountError, MountPointError, ToolNotFound
 from .eviction import Evictor
@@ -56,12 +56,13 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # default) is stopped: its chunks take a while on a slow link, but AzCopy would retry
 # an account that does not answer for many minutes.
 AZCOPY_STALLS = 6
+# Where fusermount3 reads whether users other than root may give allow_other.
+FUSE_CONF = Path("/etc/fuse.conf")
 
 
 def data_dir() -> Path:
     """Where the embedded Azurite keeps its data: $XDG_DATA_HOME/blobmount."""
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "blobmount"
+    return xdg_dir("XDG_DATA_HOME", ".local/share") / "blobmount"
 
 
 def embedded_cache_dir() -> Path:
@@ -70,8 +71,7 @@ def embedded_cache_dir() -> Path:
     Like its Azurite's data, it belongs to the user who started it; the system-wide
     /var/cache/blobmount is for the mounts of root's config.
     """
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "blobmount"
+    return xdg_dir("XDG_CACHE_HOME", ".cache") / "blobmount"
 
 
 def check_mountpoint(path: str | os.PathLike) -> Path:
@@ -95,6 +95,23 @@ def check_mountpoint(path: str | os.PathLike) -> Path:
                 f" `fusermount3 -u {mountpoint}`") from None
         raise MountPointError(f"mount point {mountpoint}: {exc.strerror}") from None
     return mountpoint
+
+
+def check_allow_other(kernel_options: Iterable[str], fuse_conf: Path = FUSE_CONF) -> None:
+    """Refuse `allow_other` from a user other than root in one line, unless `fuse_conf`
+    says `user_allow_other`: fusermount3 refuses it then too, but says so only in the
+    log, and the mount fails as "fuse_session_mount failed"."""
+    if "allow_other" not in kernel_options or os.geteuid() == 0:
+        return
+    try:
+        lines = fuse_conf.read_text(errors="replace").splitlines()
+    except OSError:
+        return  # fusermount3 reads it as root, and decides
+    # fusermount3's reading: '#' starts a comment; the option stands alone on its line.
+    if any(line.split("#", 1)[0].strip() == "user_allow_other" for line in lines):
+        return
+    raise MountPointError(f"-o allow_other: only root may give it, unless {fuse_conf}"
+                          " has a line user_allow_other")
 
 
 @contextlib.contextmanager
