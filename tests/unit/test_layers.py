@@ -31,7 +31,9 @@ LAYERS: dict[int, frozenset[str]] = {
                   "xattrs"}),
     # `manage`: the control requests for the cache (prefetch, cache ls/evict, stats).
     3: frozenset({"fs", "control", "manage"}),
-    4: frozenset({"daemon", "cli", "__main__", "helper", "inventory", "client", "commands"}),
+    # `azfuse` (a package): azfuse's File API and command line, on `client`.
+    4: frozenset({"daemon", "cli", "__main__", "helper", "inventory", "client", "commands",
+                  "azfuse"}),
 }
 LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
 
