@@ -87,6 +87,10 @@ def project(tmp_path, azurite, container, monkeypatch) -> Iterator[Project]:
     root = tmp_path / "work"
     root.mkdir()
     made = Project(root, home, azurite.endpoint, container.container_name)
+    # The mounter runs from elsewhere: it finds the account files by the variable.
+    monkeypatch.setenv("AZFUSE_STORAGE_ACCOUNT_CONFIG_FOLDER",
+                       str(root / "aux_data" / "storage_account"))
+    made.env["AZFUSE_STORAGE_ACCOUNT_CONFIG_FOLDER"] = str(root / "aux_data" / "storage_account")
     try:
         yield made
     finally:
@@ -122,7 +126,8 @@ def test_open_to_write_and_to_read(project, mounter, container):
             fp.write('abc')
     """)
     assert blobs(container, "azfuse_data/") == {"azfuse_data/abc.txt": b"abc"}
-    container.upload_blob("azfuse_data/abc.txt", b"changed in the container", overwrite=True)
+    # Changed behind the mount, same size (the mount trusts its listing for listing_ttl).
+    container.upload_blob("azfuse_data/abc.txt", b"ABC", overwrite=True)
     result = project.run("""
         from blobmount.azfuse import File
         assert File.is_cached('data/abc.txt')
@@ -133,7 +138,7 @@ def test_open_to_write_and_to_read(project, mounter, container):
         print(File.get_cache_file('data/abc.txt'))
     """)
     content, served = result.stdout.splitlines()
-    assert content == "changed in the container"
+    assert content == "ABC"  # not the cached "abc": cleared, so read from the container
     assert served == str(mount.path("data/abc.txt"))
     assert project.status(mount.mountpoint)["downloads"]["by_path"] == {"data/abc.txt": 1}
 
