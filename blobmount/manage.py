@@ -108,10 +108,58 @@ class Manager:
             except BlobmountError as exc:
                 failed[path or "."] = str(exc)
 
+        rest, found = await self._siblings(list(dict.fromkeys(paths)))
+        for index, item in found:
+            wanted[index][item.blob] = item
         async with trio.open_nursery() as nursery:
-            for path in dict.fromkeys(paths):
+            for path in rest:
                 nursery.start_soon(expand, path)
         return wanted, failed
+
+    async def _siblings(self, paths: list[str]) -> tuple[list[str], list[tuple[int, Wanted]]]:
+        """Files named one by one, several of them in a folder (azfuse's prepare of a
+        batch): one listing of the folder finds them all, instead of a listing and a
+        HEAD each. The paths it does not settle, and (entry, file) for those it does."""
+        by_folder: dict[tuple[int, str], list[Place]] = defaultdict(list)
+        rest = []
+        for path in paths:
+            try:
+                found = places(self.entries, path)
+            except BlobmountError:
+                found = []
+            if len(found) != 1 or found[0].whole_entry:
+                rest.append(path)
+                continue
+            head, slash, _name = found[0].blob.rpartition("/")
+            by_folder[(found[0].index, head + slash)].append(found[0])
+        settled: list[tuple[int, Wanted]] = []
+
+        async def settle(index: int, prefix: str, group: list[Place]) -> None:
+            try:
+                items = await trio.to_thread.run_sync(
+                    lambda: [item for page in self.remotes[index].list_pages(prefix)
+                             for item in page], limiter=self._listing)
+            except BlobmountError:
+                rest.extend(place.shown for place in group)
+                return
+            folders = {item.name.rstrip("/") for item in items if item.is_dir}
+            files = {item.name: item for item in items if not item.is_dir}
+            for place in group:
+                item = files.get(place.blob)
+                if item is None or place.blob in folders or shown_path(
+                        place.entry, place.blob) is None:
+                    rest.append(place.shown)  # a folder, missing, or hidden: the long way
+                else:
+                    settled.append((index, Wanted(item.name, item.size, item.etag,
+                                                  place.shown)))
+
+        async with trio.open_nursery() as nursery:
+            for (index, prefix), group in by_folder.items():
+                if len(group) < 2:
+                    rest.extend(place.shown for place in group)
+                else:
+                    nursery.start_soon(settle, index, prefix, group)
+        return rest, settled
 
     # -- prefetch -------------------------------------------------------------------
 

@@ -143,28 +143,11 @@ def test_open_to_write_and_to_read(project, mounter, container):
     assert project.status(mount.mountpoint)["downloads"]["by_path"] == {"data/abc.txt": 1}
 
 
-def test_prepare_a_batch_of_1000_then_read_them(project, mounter, container):
-    """README's third example, as written there (a generator of one-name lists): one
-    AzCopy job, and no download at the reads that follow."""
-    upload(container, {f"azfuse_data/batch/{i}.txt": str(i).encode() for i in range(1000)})
-    mount = mounter.mount(project.config)
-    project.run("""
-        from blobmount.azfuse import File
-        File.prepare(['data/batch/{}.txt'.format(i)] for i in range(1000))
-        for i in range(1000):
-            with File.open('data/batch/{}.txt'.format(i), 'r') as fp:
-                content = fp.read()
-                assert content == str(i), (i, content)
-    """)
-    status = project.status(mount.mountpoint)
-    assert status["azcopy_jobs"] == 1
-    assert status["prefetched"]["files"] == 1000
-    by_path = status["downloads"]["by_path"]
-    assert len(by_path) == 1000 and set(by_path.values()) == {1}
-
-
-def test_async_upload_of_1000_files(project, mounter, container):
-    """README's fourth example: when the block ends, all 1,000 are in the container."""
+def test_async_upload_of_1000_then_prepare_them_and_read(project, mounter, container):
+    """README's fourth example, then its third as written there (a generator of
+    one-name lists) on the same 1,000 files once their copies are cleared: leaving the
+    async block waited for every upload; the prepare is one AzCopy job, and the reads
+    that follow download nothing."""
     mount = mounter.mount(project.config)
     project.run("""
         from blobmount.azfuse import File
@@ -178,6 +161,23 @@ def test_async_upload_of_1000_files(project, mounter, container):
         f"azfuse_data/{i}.txt": str(i).encode() for i in range(1000)}
     status = project.status(mount.mountpoint)
     assert status["uploads"]["count"] == 0 and status["async_holds"] == 0
+    assert status["downloads"]["total"] == 0
+
+    project.run("""
+        from blobmount.azfuse import File
+        File.clear_cache('data')
+        assert not any(File.is_cached('data/{}.txt'.format(i)) for i in (0, 500, 999))
+        File.prepare(['data/{}.txt'.format(i)] for i in range(1000))
+        for i in range(1000):
+            with File.open('data/{}.txt'.format(i), 'r') as fp:
+                content = fp.read()
+                assert content == str(i), (i, content)
+    """)
+    status = project.status(mount.mountpoint)
+    assert status["azcopy_jobs"] == 1
+    assert status["prefetched"]["files"] == 1000
+    by_path = status["downloads"]["by_path"]
+    assert len(by_path) == 1000 and set(by_path.values()) == {1}
 
 
 # --------------------------------------------------------------------------- azfuse's test_basic
