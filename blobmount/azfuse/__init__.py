@@ -238,12 +238,17 @@ class File:
         """Download every file named that is not cached, in one prefetch: one AzCopy
         job per entry (a handful of small files: SDK GETs side by side). A file that
         cannot be fetched is named in the log; opening it then fails."""
+        for failed in cls._prepare(file_or_fnames):
+            log.warning("prepare: %s: %s", failed["path"], failed["error"])
+
+    @classmethod
+    def _prepare(cls, file_or_fnames: str | os.PathLike | Iterable[Any],
+                 ) -> list[dict[str, str]]:
+        """`prepare`, returning the paths that failed and why."""
         served, relative = cls._by_mount(_flat(file_or_fnames))
         if served is None:
-            return
-        result = served.client.prefetch(relative, check=False)
-        for failed in result["failed"]:
-            log.warning("prepare: %s: %s", failed["path"], failed["error"])
+            return []
+        return served.client.prefetch(relative, check=False)["failed"]
 
     @classmethod
     def clear_cache(cls, folder: str | os.PathLike | Iterable[Any]) -> None:

@@ -39,8 +39,10 @@ URL_LIFETIME = dt.timedelta(days=30)
 
 
 def _download(names: list[str]) -> int:
-    File.prepare(names)
-    return 0
+    failed = File._prepare(names)
+    for failure in failed:
+        print(f"blobmount.azfuse: {failure['path']}: {failure['error']}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _ls(names: list[str]) -> int:

@@ -377,5 +377,9 @@ def test_command_line(project, mounter, container):
     assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
     assert wrong.stderr.strip() == ("blobmount.azfuse: rm data/missing.txt:"
                                     " No such file or directory")
+    missing = project.cli("d", "data/missing.txt")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == ("blobmount.azfuse: data/missing.txt:"
+                                      " no such file or folder")
     unknown = project.cli("cp", "a", "b")
     assert unknown.returncode == 2 and "not supported" in unknown.stderr
