@@ -41,7 +41,9 @@ URL_LIFETIME = dt.timedelta(days=30)
 def _download(names: list[str]) -> int:
     failed = File._prepare(names)
     for failure in failed:
-        print(f"blobmount.azfuse: {failure['path']}: {failure['error']}", file=sys.stderr)
+        path, error = failure["path"], failure["error"]
+        said = error if error.startswith(f"{path}: ") else f"{path}: {error}"
+        print(f"blobmount.azfuse: {said}", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -142,6 +142,17 @@ def test_open_to_write_and_to_read(project, mounter, container):
     assert served == str(mount.path("data/abc.txt"))
     assert project.status(mount.mountpoint)["downloads"]["by_path"] == {"data/abc.txt": 1}
 
+    # shm_as_tmp: the copy goes once the block has it in the container.
+    result = project.run("""
+        from blobmount.azfuse import File
+        with File.async_upload(enabled=True, shm_as_tmp=True):
+            with File.open('data/shm.txt', 'w') as fp:
+                fp.write('via shm')
+        print(File.is_cached('data/shm.txt'))
+    """)
+    assert result.stdout.strip() == "False"
+    assert container.download_blob("azfuse_data/shm.txt").readall() == b"via shm"
+
 
 def test_async_upload_of_1000_then_prepare_them_and_read(project, mounter, container):
     """README's fourth example, then its third as written there (a generator of
