@@ -801,8 +801,9 @@ class Remote:
                        lifetime: dt.timedelta = AZCOPY_SAS_LIFETIME) -> str:
         """A short-lived SAS token for one AzCopy job: one blob, or the container.
 
-        Read-only unless `write`. Made from the account key where there is one;
-        otherwise the account's own SAS token is all we have.
+        Read-only unless `write`; valid for `lifetime` (azfuse's `url` asks for 30 days).
+        Made from the account key where there is one; otherwise the account's own SAS
+        token is all we have.
         """
         key = self.account.account_key or _key_from_connection_string(
             self.account.connection_string

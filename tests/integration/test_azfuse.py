@@ -126,6 +126,15 @@ def test_open_to_write_and_to_read(project, mounter, container):
             fp.write('abc')
     """)
     assert blobs(container, "azfuse_data/") == {"azfuse_data/abc.txt": b"abc"}
+    # A block that raises leaves the blob as it was, as in azfuse.
+    failed = project.run("""
+        from blobmount.azfuse import File
+        with File.open('data/abc.txt', 'w') as fp:
+            fp.write('half')
+            raise SystemExit(3)
+    """, check=False)
+    assert failed.returncode == 3
+    assert blobs(container, "azfuse_data/") == {"azfuse_data/abc.txt": b"abc"}
     # Changed behind the mount, same size (the mount trusts its listing for listing_ttl).
     container.upload_blob("azfuse_data/abc.txt", b"ABC", overwrite=True)
     result = project.run("""
