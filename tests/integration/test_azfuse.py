@@ -347,6 +347,7 @@ def test_listing_sizes_ranges_and_removal(project, mounter, container):
               File.isfile('data/d/none'))
         File.rm('data/d/a.bin')
         print(File.isfile('data/d/a.bin'))
+        File.set_access_tier('data/d/sub/b.bin', 'cool')
     """)
     lines = result.stdout.splitlines()
     assert json.loads(lines[0]) == [["data/d/a.bin", 10], ["data/d/sub", None]]
@@ -357,6 +358,8 @@ def test_listing_sizes_ranges_and_removal(project, mounter, container):
     # The ranged read went to the container: nothing was downloaded into the cache.
     assert project.status(mount.mountpoint)["downloads"]["total"] == 0
     assert blobs(container, "azfuse_data/") == {"azfuse_data/d/sub/b.bin": b"xy"}
+    assert container.get_blob_client("azfuse_data/d/sub/b.bin").get_blob_properties(
+        ).blob_tier == "Cool"
 
 
 # --------------------------------------------------------------------------- the command line
