@@ -151,16 +151,26 @@ def test_open_to_write_and_to_read(project, mounter, container):
     assert served == str(mount.path("data/abc.txt"))
     assert project.status(mount.mountpoint)["downloads"]["by_path"] == {"data/abc.txt": 1}
 
-    # shm_as_tmp: the copy goes once the block has it in the container.
+    # shm_as_tmp, and send_to_async_upload's clear_cache_after_upload: the copies go
+    # once the block has them in the container. upload: a local file to a logical path.
     result = project.run("""
         from blobmount.azfuse import File
         with File.async_upload(enabled=True, shm_as_tmp=True):
             with File.open('data/shm.txt', 'w') as fp:
                 fp.write('via shm')
-        print(File.is_cached('data/shm.txt'))
+        with File.async_upload(enabled=True):
+            with File.open('data/sent.txt', 'w') as fp:
+                fp.write('sent')
+            File.send_to_async_upload('data/sent.txt', clear_cache_after_upload=True)
+        with open('local.txt', 'w') as fp:
+            fp.write('uploaded')
+        File.upload('local.txt', 'data/up/loaded.txt')
+        print(File.is_cached('data/shm.txt'), File.is_cached('data/sent.txt'))
     """)
-    assert result.stdout.strip() == "False"
+    assert result.stdout.strip() == "False False"
     assert container.download_blob("azfuse_data/shm.txt").readall() == b"via shm"
+    assert container.download_blob("azfuse_data/sent.txt").readall() == b"sent"
+    assert container.download_blob("azfuse_data/up/loaded.txt").readall() == b"uploaded"
 
 
 def test_async_upload_of_1000_then_prepare_them_and_read(project, mounter, container):
