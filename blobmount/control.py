@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,13 +59,52 @@ def request(mountpoint: str | os.PathLike, op: str, timeout: float | None = 30.0
     With `on_progress`, the daemon may send progress first: each goes to it.
     `timeout` bounds each wait for a line, not the whole request.
     """
-    path = socket_path(mountpoint)
     if on_progress is not None:
         args["progress"] = True
+    with _send(mountpoint, op, timeout, args) as sock:
+        for answer in _answers(sock):
+            if "progress" in answer and "ok" not in answer:
+                if on_progress is not None:
+                    on_progress(answer["progress"])
+                continue
+            return _checked(answer)
+    raise DaemonNotRunning(f"{mountpoint}: the daemon closed the connection")
+
+
+@contextlib.contextmanager
+def held_request(mountpoint: str | os.PathLike, op: str, timeout: float | None = 30.0,
+                 **args: Any) -> Iterator[dict[str, Any]]:
+    """A request that lasts while its connection is open (an op in the daemon's
+    `cancel_on_close` that sends one progress line once it is in effect).
+
+    Yields that progress line. Leaving ends the request and waits until the daemon has
+    closed the connection, so what the request did is undone by then.
+    """
+    with _send(mountpoint, op, timeout, {**args, "progress": True}) as sock:
+        for answer in _answers(sock):
+            if "progress" not in answer or "ok" in answer:
+                _checked(answer)
+                raise BlobmountError(f"{mountpoint}: the daemon ended {op} at once")
+            break
+        else:
+            raise DaemonNotRunning(f"{mountpoint}: the daemon closed the connection")
+        try:
+            yield answer["progress"]
+        finally:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_WR)
+                while sock.recv(65536):
+                    pass
+
+
+@contextlib.contextmanager
+def _send(mountpoint: str | os.PathLike, op: str, timeout: float | None,
+          args: dict[str, Any]) -> Iterator[socket.socket]:
+    """A connection to the daemon serving `mountpoint`, with the request sent on it."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
-            sock.connect(str(path))
+            sock.connect(str(socket_path(mountpoint)))
         except (FileNotFoundError, ConnectionRefusedError):
             raise DaemonNotRunning(
                 f"{mountpoint}: no blobmount daemon is serving this mount point"
@@ -76,24 +115,27 @@ def request(mountpoint: str | os.PathLike, op: str, timeout: float | None = 30.0
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             # A daemon that refuses us answers and hangs up before reading: read why.
             sock.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
-        buffer = b""
-        while True:
-            line, newline, buffer = buffer.partition(b"\n")
-            if not newline:
-                data = sock.recv(65536)
-                if not data:
-                    break
-                buffer = line + data
-                continue
-            answer = json.loads(line)
-            if "progress" in answer and "ok" not in answer:
-                if on_progress is not None:
-                    on_progress(answer["progress"])
-                continue
-            if not answer.pop("ok", False):
-                raise BlobmountError(answer.get("error", "the daemon refused the request"))
-            return answer
-    raise DaemonNotRunning(f"{mountpoint}: the daemon closed the connection")
+        yield sock
+
+
+def _answers(sock: socket.socket) -> Iterator[dict[str, Any]]:
+    """The JSON lines the daemon sends, until it closes the connection."""
+    buffer = b""
+    while True:
+        line, newline, buffer = buffer.partition(b"\n")
+        if not newline:
+            data = sock.recv(65536)
+            if not data:
+                return
+            buffer = line + data
+            continue
+        yield json.loads(line)
+
+
+def _checked(answer: dict[str, Any]) -> dict[str, Any]:
+    if not answer.pop("ok", False):
+        raise BlobmountError(answer.get("error", "the daemon refused the request"))
+    return answer
 
 
 class ControlServer:

@@ -319,17 +319,19 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
                       settings=settings, limiter=limiter, on_uploaded=uploaded,
                       on_conflict=lambda target, blob: namespace.conflicted(target.index,
                                                                             blob))
-    files = Files(namespace, cache, downloads, uploads, config.mounts,
+    # One list, read by the file system and switched by the control request hold_async.
+    entries = list(config.mounts)
+    files = Files(namespace, cache, downloads, uploads, entries,
                   read_ahead_files=settings.read_ahead_files)
     files.recover()
     xattrs = Xattrs(namespace, cache, uploads, config.mounts) if settings.xattrs else None
-    operations = BlobFS(namespace, files, config.mounts,
+    operations = BlobFS(namespace, files, entries,
                         attr_timeout=min(settings.listing_ttl, MAX_ATTR_TIMEOUT),
                         xattrs=xattrs, uid=settings.uid, gid=settings.gid,
                         umask=settings.umask)
     evictor.protect(files.paths_in_use)
     mount = _Mount(config, mountpoint, store, downloads, uploads)
-    manager = Manager(config.mounts, remotes, store, cache, downloads, uploads, evictor)
+    manager = Manager(entries, remotes, store, cache, downloads, uploads, evictor)
 
     async def status(request: dict[str, Any]) -> dict[str, Any]:
         return {**await mount.status(request), **manager.status()}

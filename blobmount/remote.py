@@ -724,6 +724,17 @@ class Remote:
         return BlobItem(blob, False, source.stat().st_size,
                         _mtime_ns(result.get("last_modified"), metadata), _etag(result.get("etag")))
 
+    def read_range(self, blob: str, offset: int, length: int | None) -> bytes:
+        """`length` bytes of the blob from `offset` (None: to its end), by one GET."""
+        with self._call(f"read of {self.label}/{blob}"):
+            return self._client.get_blob_client(blob).download_blob(
+                offset=offset, length=length).readall()
+
+    def set_tier(self, blob: str, tier: str) -> None:
+        """Set the blob's access tier (Hot, Cool, Cold, Archive)."""
+        with self._call(f"tier of {self.label}/{blob}"):
+            self._client.get_blob_client(blob).set_standard_blob_tier(tier)
+
     def delete(self, blob: str) -> None:
         """Delete a blob; one that is already gone is fine."""
         with self._call(f"delete of {self.label}/{blob}"), contextlib.suppress(
@@ -787,11 +798,13 @@ class Remote:
         return bool(self.account.account_key or self.account.sas_token
                     or _key_from_connection_string(self.account.connection_string))
 
-    def sas_for_azcopy(self, *, blob: str | None = None, write: bool = False) -> str:
+    def sas_for_azcopy(self, *, blob: str | None = None, write: bool = False,
+                       lifetime: dt.timedelta = AZCOPY_SAS_LIFETIME) -> str:
         """A short-lived SAS token for one AzCopy job: one blob, or the container.
 
-        Read-only unless `write`. Made from the account key where there is one;
-        otherwise the account's own SAS token is all we have.
+        Read-only unless `write`; valid for `lifetime` (azfuse's `url` asks for 30 days).
+        Made from the account key where there is one; otherwise the account's own SAS
+        token is all we have.
         """
         key = self.account.account_key or _key_from_connection_string(
             self.account.connection_string
@@ -803,7 +816,7 @@ class Remote:
                 f"account {self.account.name}: AzCopy needs an account key or a SAS token"
             )
         now = dt.datetime.now(dt.UTC)
-        times = {"start": now - dt.timedelta(minutes=5), "expiry": now + AZCOPY_SAS_LIFETIME}
+        times = {"start": now - dt.timedelta(minutes=5), "expiry": now + lifetime}
         if blob is not None:
             permission = BlobSasPermissions(read=True, write=write, create=write)
             return generate_blob_sas(self.account.account_name, self.container, blob,

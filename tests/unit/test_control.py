@@ -135,3 +135,41 @@ def test_other_users_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
                            lambda: control.request("/mnt/x", "status")) == {"secret": "yes"}
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_a_held_request_lasts_until_its_client_leaves() -> None:
+    """held_request yields once the daemon says the request is in effect, and returns
+    only once the daemon has undone it."""
+    events = []
+
+    async def hold(request):
+        events.append("held")
+        try:
+            await request["progress"]({"holding": True})
+            await trio.sleep_forever()
+        finally:
+            events.append("released")
+        return {}
+
+    def client():
+        with control.held_request("/mnt/x", "hold") as first:
+            seen_inside = list(events)
+        return first, seen_inside, list(events)
+
+    first, inside, after = serve_while({"hold": hold}, client, cancel_on_close=("hold",))
+    assert first == {"holding": True}
+    assert inside == ["held"]
+    assert after == ["held", "released"]
+
+
+def test_a_held_request_refused_is_one_error() -> None:
+    async def refuse(_request):
+        raise BlobmountError("not now")
+
+    def client():
+        with pytest.raises(BlobmountError, match="not now"), \
+                control.held_request("/mnt/x", "hold"):
+            pass
+        return True
+
+    assert serve_while({"hold": refuse}, client, cancel_on_close=("hold",))

@@ -34,8 +34,9 @@ LAYERS: dict[int, frozenset[str]] = {
     # `files`: a file's life (handles, local changes, renames); `fs` forwards to it.
     3: frozenset({"files", "fs", "control", "manage"}),
     # `preflight`: `blobmount check`, the mount's own checks run without mounting.
+    # `azfuse` (a package): azfuse's File API and command line, on `client`.
     4: frozenset({"daemon", "cli", "__main__", "helper", "inventory", "client", "commands",
-                  "preflight"}),
+                  "preflight", "azfuse"}),
 }
 LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
 
