@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import uuid
 from pathlib import Path
 
@@ -18,6 +19,35 @@ from .config import MountEntry
 from .store import Store
 
 BLOBS_FOLDER = "blobs"
+#: Modes of everything the cache holds: only the user running blobmount may read it.
+PRIVATE_FOLDER = 0o700
+PRIVATE_FILE = 0o600
+
+
+def make_private(folder: Path) -> int:
+    """Make `folder` (and its parents, if missing) and leave it and all it holds
+    private to this user; how many modes had to be tightened (0: it already was).
+
+    The daemon's umask makes what it creates private; this is for what an earlier
+    version, or another umask, left behind. A folder that was private already is not
+    walked: nobody else could reach what is inside it.
+    """
+    folder.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
+    if stat.S_IMODE(folder.lstat().st_mode) & 0o077 == 0:
+        return 0
+    tightened = 0
+    for root, _folders, files in os.walk(folder):  # each folder is a root once
+        for name, mode in [(root, PRIVATE_FOLDER),
+                           *((os.path.join(root, f), PRIVATE_FILE) for f in files)]:
+            try:
+                info = os.lstat(name)
+                if stat.S_ISLNK(info.st_mode) or stat.S_IMODE(info.st_mode) & 0o077 == 0:
+                    continue
+                os.chmod(name, stat.S_IMODE(info.st_mode) & mode)
+                tightened += 1
+            except FileNotFoundError:
+                continue
+    return tightened
 
 
 def fsync_file(path: Path) -> None:

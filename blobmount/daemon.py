@@ -15,6 +15,7 @@ import faulthandler
 import fcntl
 import logging
 import os
+import resource
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ import trio
 
 from .azcopy import AzCopy
 from .azurite import Azurite
-from .cache import Cache
+from .cache import Cache, make_private
 from .config import Config, MountEntry, embedded_config
 from .control import ControlServer, socket_path
 from .errors import BlobmountError, MountPointError, ToolNotFound
@@ -39,6 +40,7 @@ from .namespace import Namespace
 from .remote import Remote
 from .sdnotify import Notifier
 from .store import Store
+from .supervise import supervised
 from .tools import find_azcopy
 from .transfers import Downloads
 from .uploads import Uploads
@@ -272,6 +274,7 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
     """Open the store, reach every container (one clear error if one cannot be), and
     build the components on them; what must be closed goes on `stack`."""
     settings = config.settings
+    _make_caches_private(config)
     stack.enter_context(cache_lock(config.cache_dir))
     store = Store(config.cache_dir / "blobmount.sqlite")
     stack.callback(store.close)
@@ -325,6 +328,32 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
     return _Parts(operations, downloads, uploads, evictor, mount, control)
 
 
+def _make_caches_private(config: Config) -> None:
+    """Every cache folder, and all it holds, readable by this user alone."""
+    folders = dict.fromkeys([config.cache_dir, *(entry.cache_dir for entry in config.mounts)])
+    for folder in folders:
+        try:
+            tightened = make_private(folder)
+        except OSError as exc:
+            raise BlobmountError(f"cache folder {folder}: {exc.strerror}") from None
+        if tightened:
+            log.warning("cache folder %s was readable by other users: made it and the %d"
+                        " items in it private (0700 folders, 0600 files)", folder,
+                        tightened - 1)
+
+
+def _raise_file_limit() -> None:
+    """Allow as many open files as the hard limit does: the daemon holds a descriptor
+    for each file open through the mount, and the soft limit is often only 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            log.debug("open files: soft limit raised from %d to %d", soft, hard)
+        except (OSError, ValueError) as exc:
+            log.warning("open files stay limited to %d: %s", soft, exc)
+
+
 async def _run_mounted(parts: _Parts, signals: AsyncIterator[int],
                        live: Callable[[], None], tune: Callable[[], Awaitable[None]],
                        ) -> None:
@@ -334,8 +363,9 @@ async def _run_mounted(parts: _Parts, signals: AsyncIterator[int],
     async with trio.open_nursery() as nursery:
         await nursery.start(parts.control.serve)
         nursery.start_soon(_terminate_on, signals)
-        nursery.start_soon(parts.uploads.run)
-        nursery.start_soon(parts.evictor.run)
+        # A worker that fails is logged and started again; the mount goes on.
+        nursery.start_soon(supervised, "the upload worker", parts.uploads.run)
+        nursery.start_soon(supervised, "the cache evictor", parts.evictor.run)
         nursery.start_soon(tune)
         parts.downloads.run_in(nursery)
         live()
@@ -400,6 +430,10 @@ def run_daemon(config: Config | None, mountpoint: Path,
                ready: Callable[[str], None], fuse_options: Iterable[str] = (),
                setting_options: Mapping[str, int] | None = None) -> None:
     """Run the daemon to the end in this process (blocking)."""
+    # Whatever the caller's umask, what the daemon makes (the store, its lock and WAL,
+    # cached copies, AzCopy's folders) is its user's alone.
+    os.umask(0o077)
+    _raise_file_limit()
     try:
         trio.run(partial(serve, config, mountpoint, ready=ready, fuse_options=fuse_options,
                          setting_options=setting_options))

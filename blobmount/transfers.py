@@ -31,6 +31,7 @@ from .config import MountEntry
 from .errors import BlobmountError, RemoteError, RemoteUnreachable
 from .remote import SMALL_GET_MAX, Remote
 from .singleflight import SingleFlight
+from .supervise import fault
 
 log = logging.getLogger(__name__)
 
@@ -192,12 +193,16 @@ class Downloads:
                            path: Path) -> None:
         try:
             async with self._ahead_limiter:
+                fault("read_ahead")
                 await self.cached_copy(entry, remote, item.blob, size=item.size,
                                        etag=item.etag, shown_path=item.shown_path)
             self._fetched_ahead.add(path)
         except BlobmountError as exc:
             # Only a guess failed: a reader that opens the file downloads it itself.
             log.debug("read-ahead of %s: %s", item.shown_path, exc)
+        except Exception:
+            # Not expected (a full disk, no descriptors left): this fetch alone fails.
+            log.exception("read-ahead of %s failed; the mount goes on", item.shown_path)
         finally:
             self._ahead.discard(path)
 

@@ -31,6 +31,7 @@ from .errors import BlobmountError, RemoteConflict, RemoteNotFound
 from .remote import MTIME_KEY, BlobItem, BlobProperties, Remote, backoff, file_md5, format_mtime
 from .singleflight import SingleFlight
 from .store import Store, Upload
+from .supervise import fault
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,7 @@ class Uploads:
                 continue
             # Files closed within the window go up together.
             await trio.sleep(self._settings.upload_batch_window)
+            fault("upload_worker")
             await self._attempt_all(self.store.uploads(due_by=time.time()))
 
     async def _sleep_until_due(self) -> None:
@@ -223,11 +225,19 @@ class Uploads:
         if row is None:
             return
         try:
+            fault("upload")
             await self._upload(row)
         except BlobmountError as exc:
             self.store.upload_failed(path, str(exc), time.time() + backoff(row.attempts + 1))
             log.warning("upload of %s failed (attempt %d): %s", row.blob, row.attempts + 1, exc)
             raise
+        except Exception as exc:
+            # Not expected (a full disk, say): this upload alone fails, and is retried
+            # on the journal's schedule like any other.
+            reason = f"{type(exc).__name__}: {exc}"
+            self.store.upload_failed(path, reason, time.time() + backoff(row.attempts + 1))
+            log.exception("upload of %s failed (attempt %d)", row.blob, row.attempts + 1)
+            raise BlobmountError(f"upload of {row.blob} failed: {reason}") from exc
 
     async def _upload(self, row: Upload) -> None:
         target = self._target(row)

@@ -1,0 +1,138 @@
+"""One bad moment never takes the mount down, and nothing it keeps is readable by
+others: a private cache whatever the umask, a control socket that shrugs off garbage,
+background work that fails alone, many open files, no AzCopy outliving its daemon."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import stat
+from pathlib import Path
+
+import pytest
+
+from blobmount import control
+
+from .conftest import blobmount, is_mounted, pid_alive, upload, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def modes_under(folder: Path) -> dict[str, int]:
+    """Every folder and file under `folder` (itself included) and its permission bits."""
+    found = {str(folder): stat.S_IMODE(folder.stat().st_mode)}
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            found[str(path)] = stat.S_IMODE(path.lstat().st_mode)
+    return found
+
+
+def test_the_cache_is_private_whatever_the_umask(mounter, container):
+    upload(container, {"seen.txt": b"read through the mount\n"})
+    cache = mounter.tmp_path / "cache"
+    # What an older blobmount (or another umask) left: readable by every user.
+    (cache / "d" / "blobs" / "ab").mkdir(parents=True)
+    (cache / "d" / "blobs" / "ab" / "leftover").write_bytes(b"old copy")
+    for path in [cache, cache / "d", cache / "d" / "blobs", cache / "d" / "blobs" / "ab"]:
+        path.chmod(0o777)
+    (cache / "d" / "blobs" / "ab" / "leftover").chmod(0o666)
+    config = mounter.config([{"local": "d", "container": container.container_name}])
+    old_umask = os.umask(0)
+    try:
+        mount = mounter.mount(config)
+    finally:
+        os.umask(old_umask)
+    assert mount.path("d/seen.txt").read_bytes() == b"read through the mount\n"
+    mount.path("d/written.txt").write_bytes(b"written through the mount\n")
+    assert container.download_blob("written.txt").readall() == b"written through the mount\n"
+
+    modes = modes_under(cache)
+    assert any(path.endswith("blobmount.sqlite-wal") for path in modes), sorted(modes)
+    assert len([p for p in modes if "/blobs/" in p and not p.endswith("leftover")]) >= 2
+    loose = {path: oct(mode) for path, mode in modes.items()
+             if mode != (0o700 if Path(path).is_dir() else 0o600)}
+    assert not loose
+    assert mount.log().count("was readable by other users") == 1
+
+
+def _ask(path: Path, payload: bytes, *, close_early: bool = False) -> bytes:
+    """Send `payload` raw to the control socket; what came back before it closed."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(60)
+        sock.connect(str(path))
+        # The daemon may refuse a request before reading all of it.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(payload)
+        if close_early:
+            sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+        return answer
+
+
+def test_the_control_socket_survives_garbage(mounter, container):
+    upload(container, {"still.txt": b"still served\n"})
+    mount = mounter.mount(mounter.config([{"local": "d", "container": container.container_name}]))
+    path = control.socket_path(mount.mountpoint)
+    replies = {
+        "not json": _ask(path, b"\x00\xffgarbage\n"),
+        "nested arrays": _ask(path, b"[" * 200_000 + b"\n"),
+        "nested objects": _ask(path, b'{"a":' * 200_000 + b"\n"),
+        "not an object": _ask(path, b"[1, 2]\n"),
+        "no op": _ask(path, b'{"path": "x"}\n'),
+        "an op that is no string": _ask(path, b'{"op": ["status"]}\n'),
+        "wrong arguments": _ask(path, b'{"op": "stats", "path": {"x": 1}}\n'),
+        "half a request": _ask(path, b'{"op": "sta', close_early=True),
+        "nothing": _ask(path, b"", close_early=True),
+    }
+    huge = _ask(path, b'{"op": "status", "pad": "' + b"x" * (4 << 20) + b'"}\n')
+    for what, reply in replies.items():
+        if what == "nothing":
+            continue
+        answer = json.loads(reply)
+        assert answer["ok"] is False, what
+    assert json.loads(huge) == {"ok": False, "error": "request too large"}
+    # A peer that connects and says nothing holds no one else up.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+        silent.connect(str(path))
+        assert mount.status()["pid"] == mount.pid
+        result = blobmount("status", str(mount.mountpoint))
+        assert result.returncode == 0, result.stderr
+    assert mount.path("d/still.txt").read_bytes() == b"still served\n"
+    assert pid_alive(mount.pid) and is_mounted(mount.mountpoint)
+    assert "RecursionError" not in mount.log()
+
+
+def test_background_failures_fail_alone(mounter, container, monkeypatch):
+    files = {f"walk/{i:02d}.txt": f"file {i}\n".encode() * 10 for i in range(24)}
+    upload(container, files)
+    # The daemon inherits this: two read-ahead fetches, the upload worker once and one
+    # `stats` request each raise an exception nobody expects.
+    monkeypatch.setenv("BLOBMOUNT_TEST_FAULTS", "read_ahead:2,upload_worker:1,control_stats:1")
+    config = mounter.config([{"local": "d", "container": container.container_name,
+                              "upload": "async"}])
+    mount = mounter.mount(config)
+
+    first = blobmount("stats", str(mount.path("d")))
+    assert first.returncode == 1 and "internal error" in first.stderr
+    assert blobmount("stats", str(mount.path("d"))).returncode == 0
+
+    assert mount.path("d/walk/00.txt").read_bytes() == files["walk/00.txt"]
+    wait_for(lambda: mount.log().count("fault injected at read_ahead") >= 2,
+             what="read-ahead to meet its faults")
+    for name, data in files.items():
+        assert mount.path(f"d/{name}").read_bytes() == data
+
+    mount.path("d/async.txt").write_bytes(b"goes up after a restart\n")
+    wait_for(lambda: "the upload worker failed; starting it again" in mount.log(),
+             what="the upload worker to fail")
+    wait_for(lambda: any(b.name == "async.txt" for b in container.list_blobs()),
+             what="the upload after the worker's restart")
+    assert container.download_blob("async.txt").readall() == b"goes up after a restart\n"
+    assert mount.status()["uploads"]["count"] == 0
+    assert pid_alive(mount.pid) and is_mounted(mount.mountpoint)
+    assert mount.log().count("fault injected at upload_worker") == 1
