@@ -296,6 +296,7 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
     evictor = Evictor(store, cache, config.mounts, low_watermark=settings.cache_low_watermark)
     evictor.protect(downloads.in_use)
     downloads.on_downloaded = evictor.wake
+    downloads.make_room = evictor.make_room
 
     def uploaded(target, blob: str, *done) -> None:
         namespace.uploaded(target.index, blob, *done)

@@ -12,6 +12,7 @@ instead of downloading it again, and gets its own download if the job fails.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import posixpath
@@ -29,6 +30,7 @@ from .azcopy import AzCopy, JobSummary
 from .cache import Cache, fsync_file, fsync_folder
 from .config import MountEntry
 from .errors import BlobmountError, RemoteError, RemoteUnreachable
+from .eviction import ROOM_MARGIN, free_bytes
 from .remote import SMALL_GET_MAX, Remote
 from .singleflight import SingleFlight
 from .supervise import fault
@@ -150,6 +152,9 @@ class Downloads:
         self.busy: Counter[str] = Counter()
         #: called after new bytes land in the cache (the eviction task listens)
         self.on_downloaded: Callable[[], None] = lambda: None
+        #: make_room(folder, bytes): drop clean copies until the disk of `folder` has
+        #: that much free; the bytes dropped (the evictor's)
+        self.make_room: Callable[[Path, int], int] = lambda folder, needed: 0
         #: files and bytes prefetch brought in since the mount
         self.prefetched = {"files": 0, "bytes": 0}
         self._background: trio.Nursery | None = None
@@ -308,11 +313,51 @@ class Downloads:
     def _by_sdk(self, remote: Remote, size: int) -> bool:
         return size <= self.sdk_max or self._azcopy_for is None or not remote.azcopy_can_sign
 
+    def write(self, fd: int, path: Path, data: bytes, offset: int) -> int:
+        """Write to a cache file open for writing, making room on a full disk first:
+        clean copies are dropped, whatever the limits say. ENOSPC only when there is
+        no room to be made. The disk keeps ROOM_MARGIN free, for the store's journal:
+        a write that would take it fails here, before the disk is full."""
+        self._room_for(path, len(data))
+        try:
+            return os.pwrite(fd, data, offset)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC or not self.make_room(path.parent, len(data)):
+                raise
+        return os.pwrite(fd, data, offset)
+
+    def _room_for(self, path: Path, size: int) -> None:
+        """Make room for `size` more bytes beside `path`, or raise ENOSPC."""
+        if free_bytes(path.parent) >= size + ROOM_MARGIN:
+            return
+        self.make_room(path.parent, size)
+        if free_bytes(path.parent) < size + ROOM_MARGIN:
+            raise OSError(errno.ENOSPC, f"no room for {size} bytes in the cache", str(path))
+
     async def _download(self, entry: MountEntry, remote: Remote, blob: str, size: int,
                         etag: str | None, path: Path, *, filling: Filling | None = None,
                         ) -> int:
         """Download `blob` into `path` and record it; the bytes it holds. A `filling`
-        gives the temporary name and hears of each new stretch of bytes written."""
+        gives the temporary name and hears of each new stretch of bytes written.
+
+        A full disk first gets clean copies dropped to make room, and a download that
+        meets ENOSPC all the same is tried once more after dropping more (not a
+        filling's: readers may have its first bytes already)."""
+        self._room_for(path, size)
+        try:
+            return await self._download_once(entry, remote, blob, size, etag, path,
+                                              filling=filling)
+        except OSError as exc:
+            if (exc.errno != errno.ENOSPC or filling is not None
+                    or not self.make_room(path.parent, size)):
+                raise
+        log.warning("download of %s/%s met a full disk; trying again after making room",
+                    remote.label, blob)
+        return await self._download_once(entry, remote, blob, size, etag, path)
+
+    async def _download_once(self, entry: MountEntry, remote: Remote, blob: str, size: int,
+                             etag: str | None, path: Path, *,
+                             filling: Filling | None = None) -> int:
         temp = filling.temp if filling else self.cache.temp_path(path)
         try:
             if self._by_sdk(remote, size):

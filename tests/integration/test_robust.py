@@ -5,10 +5,12 @@ background work that fails alone, many open files, no AzCopy outliving its daemo
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import socket
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,8 @@ from blobmount import control
 from .conftest import blobmount, is_mounted, pid_alive, upload, wait_for
 
 pytestmark = pytest.mark.integration
+
+MiB = 1024 * 1024
 
 
 def modes_under(folder: Path) -> dict[str, int]:
@@ -136,3 +140,45 @@ def test_background_failures_fail_alone(mounter, container, monkeypatch):
     assert mount.status()["uploads"]["count"] == 0
     assert pid_alive(mount.pid) and is_mounted(mount.mountpoint)
     assert mount.log().count("fault injected at upload_worker") == 1
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 64 MiB tmpfs, unmounted again after the test (after its blobmount mount)."""
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs", str(folder)],
+                   check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_full_cache_disk_makes_room_and_keeps_serving(small_disk, mounter, container):
+    big = {f"big{i}.bin": os.urandom(20 * MiB) for i in range(4)}
+    upload(container, {**big, "tiny.txt": b"ten bytes!", "held.txt": b"held open\n" * 1000},
+           workers=4)
+    config = mounter.config([{"local": "d", "container": container.container_name}],
+                            cache_dir=str(small_disk))
+    mount = mounter.mount(config)
+    with open(mount.path("d/held.txt"), "rb") as held:
+        # 80 MiB through a 64 MiB cache with no cache_max_bytes: older copies make room.
+        for name, data in big.items():
+            assert mount.path(f"d/{name}").read_bytes() == data, name
+        assert "is full: dropped" in mount.log()
+
+        # A writer that really runs out of room is told so, and only it.
+        with pytest.raises(OSError) as failed, open(mount.path("d/huge.bin"), "wb") as out:
+            chunk = os.urandom(MiB)
+            for _ in range(100):
+                out.write(chunk)
+                out.flush()
+        assert failed.value.errno == errno.ENOSPC
+        assert held.read() == b"held open\n" * 1000
+    # Whatever the writer left, the uncached files still come in.
+    assert mount.path("d/tiny.txt").read_bytes() == b"ten bytes!"
+    assert mount.path("d/big0.bin").read_bytes() == big["big0.bin"]
+    assert pid_alive(mount.pid) and is_mounted(mount.mountpoint)
+    assert mount.status()["pid"] == mount.pid
+    mounter.unmount(mount)
