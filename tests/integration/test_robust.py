@@ -8,16 +8,21 @@ import contextlib
 import errno
 import json
 import os
+import resource
+import signal
 import socket
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from blobmount import control
+from blobmount.config import AZURITE_ACCOUNT
 
 from .conftest import blobmount, is_mounted, pid_alive, upload, wait_for
+from .faultproxy import FaultProxy
 
 pytestmark = pytest.mark.integration
 
@@ -182,3 +187,77 @@ def test_a_full_cache_disk_makes_room_and_keeps_serving(small_disk, mounter, con
     assert pid_alive(mount.pid) and is_mounted(mount.mountpoint)
     assert mount.status()["pid"] == mount.pid
     mounter.unmount(mount)
+
+
+def test_five_thousand_files_open_at_once(mounter, container):
+    # 500 blobs, each opened ten times: every open holds a descriptor of the daemon's.
+    names = {f"many/{i:03d}.txt": f"{i}\n".encode() for i in range(500)}
+    upload(container, names, workers=32)
+    config = mounter.config([{"local": "d", "container": container.container_name}])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 5200:
+        pytest.skip(f"the hard limit on open files is {hard}")
+    # The daemon starts with the common soft limit of 1024, and raises it itself.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        mount = mounter.mount(config)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    limits = Path(f"/proc/{mount.pid}/limits").read_text()
+    assert f"Max open files            {hard}" in limits, limits
+    handles = []
+    try:
+        for _ in range(10):
+            handles += [(open(mount.path(f"d/{name}"), "rb"), data)  # noqa: SIM115
+                        for name, data in names.items()]
+        assert len(handles) == 5000
+        assert len(os.listdir(f"/proc/{mount.pid}/fd")) > 5000
+        assert all(handle.read() == data for handle, data in handles)
+    finally:
+        for handle, _ in handles:
+            handle.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert mount.status()["pid"] == mount.pid
+
+
+def _children(pid: int, name: str) -> list[int]:
+    """The PIDs of `pid`'s children whose command starts with `name` (the kernel keeps
+    15 bytes of it: `azcopy_linux_am`)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat_line = (entry / "stat").read_text()
+                command, rest = stat_line.split("(", 1)[1].rsplit(")", 1)
+                if command.startswith(name) and int(rest.split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def test_no_azcopy_outlives_a_killed_daemon(mounter, container, azurite):
+    upload(container, {f"batch/{i:02d}.bin": os.urandom(4 * MiB) for i in range(20)},
+           workers=8)
+    with FaultProxy(azurite.port) as proxy:
+        config = mounter.config([{"local": "d", "container": container.container_name}],
+                                endpoint=proxy.endpoint(AZURITE_ACCOUNT))
+        mount = mounter.mount(config)
+        prefetch = subprocess.Popen([sys.executable, "-m", "blobmount", "prefetch", "-q",
+                                     str(mount.path("d/batch"))],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        azcopy: list[int] = []
+        try:
+            azcopy = wait_for(lambda: _children(mount.pid, "azcopy"),
+                              what="the prefetch's AzCopy job")
+            proxy.set_mode("stall")  # the job can only wait now
+            assert all(pid_alive(pid) for pid in azcopy)
+            os.kill(mount.pid, signal.SIGKILL)
+            wait_for(lambda: not pid_alive(mount.pid), what="the daemon to die")
+            wait_for(lambda: not any(pid_alive(pid) for pid in azcopy), timeout=10,
+                     what="AzCopy to die with the daemon")
+        finally:
+            proxy.set_mode("forward")
+            for pid in azcopy:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            prefetch.kill()
+            prefetch.wait()
