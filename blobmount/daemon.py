@@ -139,7 +139,7 @@ class _Mount:
             "config": self.config.source,
             "mounts": [_describe(entry) for entry in self.config.mounts],
             "cache_bytes": self.store.cached_bytes(),
-            "downloads": {"total": sum(started.values()), "by_path": dict(started)},
+            "downloads": {"total": self.downloads.started_total, "by_path": dict(started)},
         }
 
     async def sync(self, _request: dict[str, Any]) -> dict[str, Any]:

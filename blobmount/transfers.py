@@ -43,6 +43,10 @@ BATCH_SDK_MAX_FILES = 8
 #: Read-ahead fetches files up to this size (one GET each), this many at a time.
 READ_AHEAD_MAX_SIZE = 4 * 1024 * 1024
 READ_AHEAD_PARALLEL = 8
+#: Bounds of what is remembered per path: downloads counted for `status`, and files
+#: fetched ahead that were not opened (yet).
+STARTED_PATHS_MAX = 10_000
+FETCHED_AHEAD_MAX = 4096
 #: Where a batch's AzCopy job writes, under the entry's cache folder.
 STAGING_FOLDER = "staging"
 
@@ -146,8 +150,10 @@ class Downloads:
         self.sdk_max = sdk_max
         self._limiter = limiter
         self._flights = SingleFlight()
-        #: downloads started since the mount, by path relative to the mount point
+        #: downloads started since the mount, by path relative to the mount point (the
+        #: last STARTED_PATHS_MAX paths; `started_total` counts them all)
         self.started: Counter[str] = Counter()
+        self.started_total = 0
         #: cache files a caller of cached_copy is about to open: not to be evicted
         self.busy: Counter[str] = Counter()
         #: called after new bytes land in the cache (the eviction task listens)
@@ -159,9 +165,23 @@ class Downloads:
         self.prefetched = {"files": 0, "bytes": 0}
         self._background: trio.Nursery | None = None
         self._ahead: set[Path] = set()      # being fetched ahead
-        self._fetched_ahead: set[Path] = set()  # fetched ahead, not opened yet
+        self._fetched_ahead: dict[Path, None] = {}  # fetched ahead, not opened yet
         self._ahead_limiter = trio.CapacityLimiter(READ_AHEAD_PARALLEL)
         self._fillings: dict[Path, Filling] = {}
+
+    def _count(self, shown_path: str) -> None:
+        """One more download of `shown_path`; the oldest paths go past the bound."""
+        self.started_total += 1
+        self.started[shown_path] += 1
+        if len(self.started) > STARTED_PATHS_MAX:
+            del self.started[next(iter(self.started))]
+
+    def _fetched(self, path: Path) -> None:
+        """`path` was fetched ahead: remembered (the newest FETCHED_AHEAD_MAX) until it
+        is opened, a sign the walk goes on."""
+        self._fetched_ahead[path] = None
+        if len(self._fetched_ahead) > FETCHED_AHEAD_MAX:
+            del self._fetched_ahead[next(iter(self._fetched_ahead))]
 
     def run_in(self, nursery: trio.Nursery) -> None:
         """Where background downloads (read-ahead) run: the daemon's nursery."""
@@ -190,7 +210,7 @@ class Downloads:
         to be downloaded, or read-ahead guessed it would be opened. A warm open of
         anything else costs no read-ahead work."""
         if path in self._fetched_ahead:
-            self._fetched_ahead.discard(path)
+            del self._fetched_ahead[path]
             return True
         return downloaded or path in self._ahead
 
@@ -201,7 +221,7 @@ class Downloads:
                 fault("read_ahead")
                 await self.cached_copy(entry, remote, item.blob, size=item.size,
                                        etag=item.etag, shown_path=item.shown_path)
-            self._fetched_ahead.add(path)
+            self._fetched(path)
         except BlobmountError as exc:
             # Only a guess failed: a reader that opens the file downloads it itself.
             log.debug("read-ahead of %s: %s", item.shown_path, exc)
@@ -237,7 +257,7 @@ class Downloads:
             if remote.offline():
                 raise RemoteUnreachable(f"{remote.label}/{blob}: not in the cache, and the"
                                         " account did not answer just now")
-            self.started[shown_path] += 1
+            self._count(shown_path)
             await self._download(entry, remote, blob, size, etag, path)
             self.on_downloaded()
             return path
@@ -291,7 +311,7 @@ class Downloads:
             if remote.offline():
                 raise RemoteUnreachable(f"{remote.label}/{blob}: not in the cache, and the"
                                         " account did not answer just now")
-            self.started[shown_path] += 1
+            self._count(shown_path)
             await self._download(entry, remote, blob, size, etag, path, filling=filling)
             self.on_downloaded()
             return path
@@ -462,7 +482,7 @@ class Downloads:
                 return path
             if self.cache.usable(path, item.etag):  # cached meanwhile (a write, say)
                 return path
-            self.started[item.shown_path] += 1
+            self._count(item.shown_path)
             size = await self._download(entry, remote, item.blob, item.size, item.etag, path)
             result.downloaded += 1
             result.bytes += size
@@ -525,7 +545,7 @@ class Downloads:
                     continue
                 self.cache.record(path, blob=item.blob, etag=item.etag or "", size=size)
                 installed.add(path)
-                self.started[item.shown_path] += 1
+                self._count(item.shown_path)
                 result.downloaded += 1
                 result.bytes += size
             progress.job_done(len(installed), sum(s for s in sizes if s is not None))

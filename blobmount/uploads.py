@@ -157,6 +157,7 @@ class Uploads:
         """The file is deleted or replaced here: its pending upload must not bring it
         back. Returns once no upload of it is under way."""
         self.store.drop_upload(str(path))
+        self._tried.pop(str(path), None)
         await self.settle(path)
 
     async def settle(self, path: Path) -> None:
