@@ -381,6 +381,8 @@ def status(mountpoint: str | None, as_json: bool) -> None:
                f" downloads since mount: {reply['downloads']['total']};"
                f" pending uploads: {reply['uploads']['count']}"
                f" ({len(reply['uploads']['failed'])} failing)")
+    for upload in reply["uploads"].get("orphaned", []):
+        click.echo(f"  upload not tried: {upload['error']}")
 
 
 _DURATION = re.compile(r"(\d+)\s*(s|m|h|d|w)")

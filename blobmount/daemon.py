@@ -145,7 +145,7 @@ class _Mount:
     async def sync(self, _request: dict[str, Any]) -> dict[str, Any]:
         failed = await self.uploads.sync()
         return {"failed": [{"blob": f"{row.account}/{row.container}/{row.blob}",
-                            "error": row.last_error or "not uploaded yet"} for row in failed]}
+                            "error": self.uploads.why(row)} for row in failed]}
 
     async def no_wait(self, _request: dict[str, Any]) -> dict[str, Any]:
         self.drain_on_exit = False
@@ -211,9 +211,12 @@ async def serve(config: Config | None, mountpoint: Path, *,
         parts = await _assemble(config, mountpoint, stack)
         # What a crash left in the journal goes up before anything can overwrite it.
         left = await parts.uploads.sync()
-        if left:
+        orphaned = parts.uploads.orphaned()
+        if len(left) > len(orphaned):
             log.warning("%d uploads from before still fail; they stay in the journal",
-                        len(left))
+                        len(left) - len(orphaned))
+        for row in orphaned:
+            log.warning("upload not tried: %s", parts.uploads.why(row))
         # default_permissions (pyfuse3's default too, stated here because it is the only
         # permission check): the kernel checks the shown mode, uid and gid; we check none.
         options = (set(pyfuse3.default_options) | set(fuse_options)

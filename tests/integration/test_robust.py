@@ -261,3 +261,32 @@ def test_no_azcopy_outlives_a_killed_daemon(mounter, container, azurite):
                     os.kill(pid, signal.SIGKILL)
             prefetch.kill()
             prefetch.wait()
+
+
+def test_an_upload_whose_entry_left_the_config_is_reported_not_retried(mounter, container):
+    name = container.container_name
+    before = mounter.config([{"local": "d", "container": name, "remote": "keep"},
+                             {"local": "gone", "container": name, "remote": "gone",
+                              "upload": "async"}], "before.yaml", upload_batch_window=600)
+    mount = mounter.mount(before)
+    mount.path("gone/left.txt").write_bytes(b"journaled, never uploaded\n")
+    assert mount.status()["uploads"]["count"] == 1
+    blobmount("unmount", str(mount.mountpoint), "--no-wait", check=True)
+    wait_for(lambda: not pid_alive(mount.pid), what="the daemon to exit")
+    mounter.live.remove(mount)
+
+    after = mounter.config([{"local": "d", "container": name, "remote": "keep"}], "after.yaml")
+    mount = mounter.mount(after)
+    uploads = mount.status()["uploads"]
+    assert uploads["failed"] == []
+    [orphan] = uploads["orphaned"]
+    assert orphan["blob"].endswith(f"/{name}/gone/left.txt")
+    assert "no mount entry of this config" in orphan["error"]
+    text = blobmount("status", str(mount.mountpoint))
+    assert "upload not tried: no mount entry" in text.stdout
+    synced = blobmount("sync", str(mount.mountpoint))
+    assert synced.returncode == 1 and "gone/left.txt" in synced.stderr
+    assert "no mount entry of this config" in synced.stderr
+    assert "upload of gone/left.txt failed" not in mount.log()
+    assert [blob.name for blob in container.list_blobs()] == []
+    mounter.unmount(mount)
