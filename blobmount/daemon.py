@@ -40,7 +40,7 @@ from .namespace import Namespace
 from .remote import Remote
 from .sdnotify import Notifier
 from .store import Store
-from .supervise import supervised
+from .supervise import guarded, supervised
 from .tools import find_azcopy
 from .transfers import Downloads
 from .uploads import Uploads
@@ -370,7 +370,7 @@ async def _run_mounted(parts: _Parts, signals: AsyncIterator[int],
         # A worker that fails is logged and started again; the mount goes on.
         nursery.start_soon(supervised, "the upload worker", parts.uploads.run)
         nursery.start_soon(supervised, "the cache evictor", parts.evictor.run)
-        nursery.start_soon(tune)
+        nursery.start_soon(guarded, "tuning the kernel's read-ahead", tune)
         parts.downloads.run_in(nursery)
         live()
         await pyfuse3.main()

@@ -498,6 +498,8 @@ class Downloads:
                 progress.add(1, item.size)
         except BlobmountError as exc:
             result.failed[item.shown_path] = str(exc)
+        except OSError as exc:  # a full disk, say: this file fails, the batch goes on
+            result.failed[item.shown_path] = f"{exc.strerror or exc}"
 
     async def _azcopy_batch(self, entry: MountEntry, remote: Remote, batch: list[Wanted],
                             installed: set[Path], result: BatchResult,
