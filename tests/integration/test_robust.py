@@ -66,6 +66,21 @@ def test_the_cache_is_private_whatever_the_umask(mounter, container):
     assert mount.log().count("was readable by other users") == 1
 
 
+def test_strict_refuses_a_cache_folder_others_can_read(mounter, container):
+    cache = mounter.tmp_path / "cache"
+    cache.mkdir(mode=0o755)
+    cache.chmod(0o755)
+    config = mounter.config([{"local": "d", "container": container.container_name}])
+    (mounter.tmp_path / "mnt").mkdir()
+    result = blobmount("mount", str(mounter.tmp_path / "mnt"), "--config", str(config),
+                       "--strict")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "readable by other users" in result.stderr
+    assert "refused: --strict" in result.stderr
+    assert not is_mounted(mounter.tmp_path / "mnt")
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o755  # refused, not changed
+
+
 def _ask(path: Path, payload: bytes, *, close_early: bool = False) -> bytes:
     """Send `payload` raw to the control socket; what came back before it closed."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
