@@ -28,7 +28,7 @@ import trio
 
 from .azcopy import AzCopy
 from .azurite import Azurite
-from .cache import Cache, make_private
+from .cache import ENTRY_ITEMS, TOP_ITEMS, Cache, SharedFolder, make_private
 from .config import Config, MountEntry, embedded_config
 from .control import ControlServer, socket_path
 from .errors import BlobmountError, MountPointError, ToolNotFound
@@ -333,17 +333,24 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
 
 
 def _make_caches_private(config: Config) -> None:
-    """Every cache folder, and all it holds, readable by this user alone."""
-    folders = dict.fromkeys([config.cache_dir, *(entry.cache_dir for entry in config.mounts)])
-    for folder in folders:
+    """Every cache folder, and what blobmount keeps in it, readable by this user alone."""
+    folders: dict[Path, list[str]] = {config.cache_dir: list(TOP_ITEMS)}
+    for entry in config.mounts:
+        folders.setdefault(entry.cache_dir, []).extend(ENTRY_ITEMS)
+    tightened: dict[Path, int] = {}
+    for folder, ours in folders.items():
         try:
-            tightened = make_private(folder)
+            tightened[folder] = make_private(folder, ours)
+        except SharedFolder as exc:
+            log.warning("cache folder %s: new copies are private, but other users may"
+                        " list the folder; give blobmount a folder of its own", exc)
         except OSError as exc:
             raise BlobmountError(f"cache folder {folder}: {exc.strerror}") from None
-        if tightened:
-            log.warning("cache folder %s was readable by other users: made it and the %d"
-                        " items in it private (0700 folders, 0600 files)", folder,
-                        tightened - 1)
+    loose = [str(folder) for folder, count in tightened.items() if count]
+    if loose:
+        log.warning("cache folder %s was readable by other users: made it private (0700"
+                    " folders, 0600 files; %d modes changed)", ", ".join(loose),
+                    sum(tightened.values()))
 
 
 def _raise_file_limit() -> None:
