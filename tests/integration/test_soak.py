@@ -56,7 +56,12 @@ def test_nothing_is_lost_or_corrupted_under_random_faults(mounter, container, az
         try:
             def writer() -> None:
                 wrng = random.Random(rng.random())
-                (mount.path("data/out")).mkdir(exist_ok=True)
+                while not stop.is_set():  # a fault may fail the first tries
+                    try:
+                        mount.path("data/out").mkdir(exist_ok=True)
+                        break
+                    except OSError:
+                        stop.wait(0.5)
                 while not stop.is_set():
                     name = f"out/{wrng.randrange(WRITTEN):02d}.bin"
                     data = _payload(wrng)
