@@ -24,7 +24,6 @@ import re
 import shlex
 import shutil
 import signal
-import subprocess
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import trio
 
+from blobmount.children import Child
 from blobmount.errors import TransferError
 from blobmount.log import redact
 
@@ -202,7 +202,7 @@ def _read_job_logs(log_dir: Path) -> list[str]:
     return reasons
 
 
-async def _stop_process(process: trio.Process) -> None:
+async def _stop_process(process: Child) -> None:
     """Stop AzCopy when its job is cancelled: SIGTERM, then SIGKILL if it lingers.
 
     Call it shielded; it returns once the process has exited.
@@ -399,9 +399,8 @@ class AzCopy:
                    on_progress: Callable[[JobSummary], None] | None) -> tuple[int, str, str]:
         """Run AzCopy to its end; its exit status, stdout and stderr."""
         try:
-            process = await trio.lowlevel.open_process(
-                command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, env=self._environment(job_dir))
+            # Tied to the daemon: a kill -9 of it leaves no AzCopy running.
+            process = Child(command, env=self._environment(job_dir))
         except OSError as exc:
             raise TransferError(f"{what}: cannot run {self.binary}: {exc}") from exc
         stdout, stderr = bytearray(), bytearray()
@@ -418,8 +417,7 @@ class AzCopy:
             with trio.CancelScope(shield=True):
                 if process.returncode is None:
                     await _stop_process(process)
-                await process.stdout.aclose()
-                await process.stderr.aclose()
+                await process.aclose()
         if watch.stalled:
             raise TransferError(f"{what}: no progress for {self.stall_timeout:g} s; stopped")
         return (process.returncode, stdout.decode("utf-8", errors="replace"),

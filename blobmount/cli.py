@@ -16,6 +16,7 @@ import os
 import re
 import select
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -83,8 +84,9 @@ def cli() -> None:
 @click.option("--log-file", type=click.Path(dir_okay=False), metavar="FILE",
               help="Log file [default: ~/.blobmount/blobmount.log].")
 @click.option("--strict", is_flag=True,
-              help="Refuse a config that holds secrets and that others can read"
-                   " (default: a warning).")
+              help="Refuse a config that holds secrets and that others can read, and a"
+                   " cache folder others can read (default: a warning; the folder is"
+                   " made private).")
 @click.option("--dry-run", is_flag=True,
               help="Check everything a mount would check, without mounting (as `check`).")
 @click.option("--json", "as_json", is_flag=True,
@@ -114,6 +116,8 @@ def mount(mountpoint: str | None, config_file: str | None, user: str | None,
     config_path = find_config(config_file)
     config = load_config(config_path, variables) if config_path else None
     _warn_readable_secrets(config, strict=strict)
+    if strict:
+        _refuse_loose_caches(config)
     where = check_mountpoint(mountpoint)
     log_path = Path(log_file).absolute() if log_file else default_log_file()
     if foreground:
@@ -209,6 +213,24 @@ def _warn_readable_secrets(config: Config | None, *, strict: bool = False) -> No
     if strict:
         raise BlobmountError(f"{problem} (refused: --strict)")
     click.echo(f"blobmount: warning: {problem}", err=True)
+
+
+def _refuse_loose_caches(config: Config | None) -> None:
+    """--strict: a cache folder other users can read is refused, not tightened."""
+    from .daemon import embedded_cache_dir
+
+    folders = ([config.cache_dir, *(entry.cache_dir for entry in config.mounts)]
+               if config is not None else [embedded_cache_dir()])
+    for folder in dict.fromkeys(folders):
+        try:
+            mode = stat.S_IMODE(folder.stat().st_mode)
+        except FileNotFoundError:
+            continue  # made private by the daemon
+        if mode & 0o077:
+            raise BlobmountError(
+                f"cache folder {folder} is readable by other users (mode {mode:04o}):"
+                f" `chmod -R go= {folder}`, or mount without --strict, which tightens it"
+                " (refused: --strict)")
 
 
 def _run_foreground(config: Config | None, mountpoint: Path, verbose: int, log_path: Path,
@@ -382,6 +404,8 @@ def status(mountpoint: str | None, as_json: bool) -> None:
                f" downloads since mount: {reply['downloads']['total']};"
                f" pending uploads: {reply['uploads']['count']}"
                f" ({len(reply['uploads']['failed'])} failing)")
+    for upload in reply["uploads"].get("orphaned", []):
+        click.echo(f"  upload not tried: {upload['error']}")
 
 
 _DURATION = re.compile(r"(\d+)\s*(s|m|h|d|w)")

@@ -15,6 +15,7 @@ import faulthandler
 import fcntl
 import logging
 import os
+import resource
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ import trio
 
 from .azcopy import AzCopy
 from .azurite import Azurite
-from .cache import Cache
+from .cache import ENTRY_ITEMS, TOP_ITEMS, Cache, SharedFolder, make_private
 from .config import Config, MountEntry, embedded_config, xdg_dir
 from .control import ControlServer, socket_path
 from .errors import BlobmountError, MountPointError, ToolNotFound
@@ -39,6 +40,7 @@ from .namespace import Namespace
 from .remote import Remote
 from .sdnotify import Notifier
 from .store import Store
+from .supervise import guarded, supervised
 from .tools import find_azcopy
 from .transfers import Downloads
 from .uploads import Uploads
@@ -154,13 +156,13 @@ class _Mount:
             "config": self.config.source,
             "mounts": [_describe(entry) for entry in self.config.mounts],
             "cache_bytes": self.store.cached_bytes(),
-            "downloads": {"total": sum(started.values()), "by_path": dict(started)},
+            "downloads": {"total": self.downloads.started_total, "by_path": dict(started)},
         }
 
     async def sync(self, _request: dict[str, Any]) -> dict[str, Any]:
         failed = await self.uploads.sync()
         return {"failed": [{"blob": f"{row.account}/{row.container}/{row.blob}",
-                            "error": row.last_error or "not uploaded yet"} for row in failed]}
+                            "error": self.uploads.why(row)} for row in failed]}
 
     async def no_wait(self, _request: dict[str, Any]) -> dict[str, Any]:
         self.drain_on_exit = False
@@ -226,9 +228,12 @@ async def serve(config: Config | None, mountpoint: Path, *,
         parts = await _assemble(config, mountpoint, stack)
         # What a crash left in the journal goes up before anything can overwrite it.
         left = await parts.uploads.sync()
-        if left:
+        orphaned = parts.uploads.orphaned()
+        if len(left) > len(orphaned):
             log.warning("%d uploads from before still fail; they stay in the journal",
-                        len(left))
+                        len(left) - len(orphaned))
+        for row in orphaned:
+            log.warning("upload not tried: %s", parts.uploads.why(row))
         # default_permissions (pyfuse3's default too, stated here because it is the only
         # permission check): the kernel checks the shown mode, uid and gid; we check none.
         options = (set(pyfuse3.default_options) | set(fuse_options)
@@ -289,6 +294,7 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
     """Open the store, reach every container (one clear error if one cannot be), and
     build the components on them; what must be closed goes on `stack`."""
     settings = config.settings
+    _make_caches_private(config)
     stack.enter_context(cache_lock(config.cache_dir))
     store = Store(config.cache_dir / "blobmount.sqlite")
     stack.callback(store.close)
@@ -310,6 +316,7 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
     evictor = Evictor(store, cache, config.mounts, low_watermark=settings.cache_low_watermark)
     evictor.protect(downloads.in_use)
     downloads.on_downloaded = evictor.wake
+    downloads.make_room = evictor.make_room
 
     def uploaded(target, blob: str, *done) -> None:
         namespace.uploaded(target.index, blob, *done)
@@ -344,6 +351,39 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
     return _Parts(operations, downloads, uploads, evictor, mount, control)
 
 
+def _make_caches_private(config: Config) -> None:
+    """Every cache folder, and what blobmount keeps in it, readable by this user alone."""
+    folders: dict[Path, list[str]] = {config.cache_dir: list(TOP_ITEMS)}
+    for entry in config.mounts:
+        folders.setdefault(entry.cache_dir, []).extend(ENTRY_ITEMS)
+    tightened: dict[Path, int] = {}
+    for folder, ours in folders.items():
+        try:
+            tightened[folder] = make_private(folder, ours)
+        except SharedFolder as exc:
+            log.warning("cache folder %s: new copies are private, but other users may"
+                        " list the folder; give blobmount a folder of its own", exc)
+        except OSError as exc:
+            raise BlobmountError(f"cache folder {folder}: {exc.strerror}") from None
+    loose = [str(folder) for folder, count in tightened.items() if count]
+    if loose:
+        log.warning("cache folder %s was readable by other users: made it private (0700"
+                    " folders, 0600 files; %d modes changed)", ", ".join(loose),
+                    sum(tightened.values()))
+
+
+def _raise_file_limit() -> None:
+    """Allow as many open files as the hard limit does: the daemon holds a descriptor
+    for each file open through the mount, and the soft limit is often only 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            log.debug("open files: soft limit raised from %d to %d", soft, hard)
+        except (OSError, ValueError) as exc:
+            log.warning("open files stay limited to %d: %s", soft, exc)
+
+
 async def _run_mounted(parts: _Parts, signals: AsyncIterator[int],
                        live: Callable[[], None], tune: Callable[[], Awaitable[None]],
                        ) -> None:
@@ -353,9 +393,10 @@ async def _run_mounted(parts: _Parts, signals: AsyncIterator[int],
     async with trio.open_nursery() as nursery:
         await nursery.start(parts.control.serve)
         nursery.start_soon(_terminate_on, signals)
-        nursery.start_soon(parts.uploads.run)
-        nursery.start_soon(parts.evictor.run)
-        nursery.start_soon(tune)
+        # A worker that fails is logged and started again; the mount goes on.
+        nursery.start_soon(supervised, "the upload worker", parts.uploads.run)
+        nursery.start_soon(supervised, "the cache evictor", parts.evictor.run)
+        nursery.start_soon(guarded, "tuning the kernel's read-ahead", tune)
         parts.downloads.run_in(nursery)
         live()
         await pyfuse3.main()
@@ -419,6 +460,10 @@ def run_daemon(config: Config | None, mountpoint: Path,
                ready: Callable[[str], None], fuse_options: Iterable[str] = (),
                setting_options: Mapping[str, int] | None = None) -> None:
     """Run the daemon to the end in this process (blocking)."""
+    # Whatever the caller's umask, what the daemon makes (the store, its lock and WAL,
+    # cached copies, AzCopy's folders) is its user's alone.
+    os.umask(0o077)
+    _raise_file_limit()
     try:
         trio.run(partial(serve, config, mountpoint, ready=ready, fuse_options=fuse_options,
                          setting_options=setting_options))

@@ -206,7 +206,7 @@ class Files:
         handle = self.handles[number]
         if not isinstance(handle, Writing):
             raise OSError(errno.EBADF, "not open for writing")
-        written = os.pwrite(handle.fd, data, offset)
+        written = self.downloads.write(handle.fd, handle.path, data, offset)
         handle.written = True
         node = self.store.node(handle.inode)
         if node is not None:

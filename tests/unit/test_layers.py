@@ -23,8 +23,10 @@ LAYERS: dict[int, frozenset[str]] = {
     # `__init__` is the package itself: it may import nothing of ours (so importing
     # any one module never drags in the rest); it hands out `Client` (layer 4) lazily.
     # `versions`: what blobmount runs on, for --version (packages, libfuse, AzCopy).
+    # `supervise`: background tasks that fail alone, workers restarted, test faults.
+    # `children`: child processes that die with the daemon (AzCopy's).
     0: frozenset({"__init__", "errors", "config", "log", "tools", "singleflight", "sdnotify",
-                  "progress", "versions"}),
+                  "progress", "versions", "supervise", "children"}),
     1: frozenset({"store", "remote", "azcopy", "azurite"}),
     # `uploads` (the write path's journal and worker) sits with `transfers`.
     # `eviction` (cache limits), `catalog` (mount paths to blobs), `xattrs` sit with `cache`.
