@@ -76,6 +76,8 @@ PATHS = tuple([*LEAVES, *(f"{folder}/{leaf}" for folder in FOLDERS for leaf in L
 #: not wait forever. No step is expected to come anywhere near it.
 HANG = 60.0
 REAL_CONFLICT_NAME = uploads_module.conflict_name
+#: the temporary file of a save by rename, beside the file it replaces
+TEMPORARY = "x.part"
 
 
 def distinct_conflict_names() -> Callable[..., str]:
@@ -154,6 +156,7 @@ class File:
     uploaded: bytes | None = None  # the bytes the container holds of this change
     conflict: bool = False      # the blob was changed elsewhere since the change began
     vanished: bool = False      # the blob was deleted elsewhere since the change began
+    gone_elsewhere: bool = False  # deleted elsewhere with no change here: listings drop it
     versions: set[bytes] = field(default_factory=set)  # every version it had
 
 
@@ -393,8 +396,10 @@ class FileLife(RuleBasedStateMachine):
     @precondition(lambda self: self.ready and len(self._shown_paths()) < len(self._places()))
     @rule(data=st.data())
     def create(self, data: st.DataObject) -> None:
-        path = data.draw(st.sampled_from(
-            [p for p in self._places() if not self._visible(p)]), label="path")
+        self._do_create(data.draw(st.sampled_from(
+            [p for p in self._places() if not self._visible(p)]), label="path"))
+
+    def _do_create(self, path: str) -> int:
         number = self.loop.call(self._create, path)
         old = self._file_at(path)
         if old is not None:
@@ -402,6 +407,7 @@ class FileLife(RuleBasedStateMachine):
         file = File(len(self.files), path, b"", changed=True, versions={b""})
         self.files.append(file)
         self.handles[number] = ModelHandle(file, writing=True, written=True)
+        return number
 
     @precondition(lambda self: self.ready and self._shown_paths())
     @rule(data=st.data(), truncate=st.booleans())
@@ -444,7 +450,9 @@ class FileLife(RuleBasedStateMachine):
     @rule(data=st.data())
     def open_for_reading_held(self, data: st.DataObject) -> None:
         """A reader opens and its download (if one is needed) stays in flight."""
-        path = data.draw(st.sampled_from(self._shown_paths()), label="path")
+        self._start_held(data.draw(st.sampled_from(self._shown_paths()), label="path"))
+
+    def _start_held(self, path: str) -> None:
         file = self._shown(path)
         blob = path
         held: dict[str, Any] = {"file": file, "blob": blob}
@@ -494,6 +502,41 @@ class FileLife(RuleBasedStateMachine):
         self.loop.call(self.held["done"].wait)
         self._collect_held()
 
+    @precondition(lambda self: self.ready and self.held is None and self._shown_paths())
+    @rule(data=st.data())
+    def save_by_rename(self, data: st.DataObject) -> None:
+        """An editor's save while another program reads the file: write a temporary
+        file, close it, rename it over the file, while the reader's download of the
+        old bytes is still in flight; then the download lands."""
+        path = data.draw(st.sampled_from(self._shown_paths()), label="path")
+        temporary = f"{self._folder_of(path)}/{TEMPORARY}".lstrip("/")
+        self._start_held(path)
+        number = self._do_create(temporary)
+        self._do_write(number, "start")
+        self._do_close(number)
+        self._do_rename(temporary, path)
+        if self.held is not None:
+            self.download_lands()
+
+    @precondition(lambda self: any(h.writing for h in self.handles.values()))
+    @rule(data=st.data(), size=st.sampled_from([0, 3, 50]))
+    def ftruncate(self, data: st.DataObject, size: int) -> None:
+        """ftruncate(2) through an open writer: as fs.setattr does it, by inode."""
+        number = data.draw(st.sampled_from(
+            sorted(n for n, h in self.handles.items() if h.writing)))
+        handle = self.handles[number]
+        file = handle.file
+        inode = self.life.handles[number].inode
+
+        async def ftruncate() -> None:
+            await self.life.truncate(self.namespace.node(inode), size, number)
+
+        file.content = file.content[:size].ljust(size, b"\0")
+        file.versions.add(file.content)
+        self.loop.call(ftruncate)
+        file.changed = True
+        handle.written = True
+
     @precondition(lambda self: self.handles)
     @rule(data=st.data())
     def read(self, data: st.DataObject) -> None:
@@ -507,8 +550,10 @@ class FileLife(RuleBasedStateMachine):
     @precondition(lambda self: any(h.writing for h in self.handles.values()))
     @rule(data=st.data(), where=st.sampled_from(["start", "middle", "end", "past"]))
     def write(self, data: st.DataObject, where: str) -> None:
-        number = data.draw(st.sampled_from(
-            sorted(n for n, h in self.handles.items() if h.writing)))
+        self._do_write(data.draw(st.sampled_from(
+            sorted(n for n, h in self.handles.items() if h.writing))), where)
+
+    def _do_write(self, number: int, where: str) -> None:
         handle = self.handles[number]
         file = handle.file
         end = len(file.content)
@@ -537,7 +582,9 @@ class FileLife(RuleBasedStateMachine):
     @precondition(lambda self: self.handles)
     @rule(data=st.data())
     def close(self, data: st.DataObject) -> None:
-        number = data.draw(st.sampled_from(sorted(self.handles)))
+        self._do_close(data.draw(st.sampled_from(sorted(self.handles))))
+
+    def _do_close(self, number: int) -> None:
         handle = self.handles[number]
         self.loop.call(self._close, number)
         del self.handles[number]
@@ -592,6 +639,9 @@ class FileLife(RuleBasedStateMachine):
         source = data.draw(st.sampled_from(self._shown_paths()), label="source")
         target = data.draw(st.sampled_from([p for p in self._places() if p != source]),
                            label="target")
+        self._do_rename(source, target)
+
+    def _do_rename(self, source: str, target: str) -> None:
         moved = self._shown(source)
         if self._conflict_under_writer(moved):
             return  # KNOWN_BUG: it uploads the source first, under its open writer
@@ -670,12 +720,23 @@ class FileLife(RuleBasedStateMachine):
             file.vanished = True
         else:
             file.name = None
+            file.gone_elsewhere = True
 
     # -- invariants -------------------------------------------------------------------
 
     @invariant()
     def no_problem_seen(self) -> None:
         self._check()
+
+    @invariant()
+    def open_files_keep_their_attributes(self) -> None:
+        """Every open file has a node the kernel's fstat can reach, unlinked or not
+        (one deleted elsewhere is dropped by the next listing: see the note)."""
+        for number, handle in list(self.life.handles.items()):
+            if number not in self.handles or self.handles[number].file.gone_elsewhere:
+                continue
+            assert self.loop.sync(self.store.node, handle.inode) is not None, (
+                f"handle {number}: its inode {handle.inode} is gone while it is open")
 
     @invariant()
     def nothing_dirty_without_an_owner(self) -> None:
