@@ -812,7 +812,7 @@ class FileLife(RuleBasedStateMachine):
 
 
 FileLife.TestCase.settings = settings(
-    max_examples=150, stateful_step_count=30, deadline=None, derandomize=True,
+    max_examples=200, stateful_step_count=30, deadline=None, derandomize=True,
     database=None, suppress_health_check=[HealthCheck.too_slow])
 test_file_life = FileLife.TestCase
 
