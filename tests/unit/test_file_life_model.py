@@ -440,7 +440,10 @@ class FileLife(RuleBasedStateMachine):
     @precondition(lambda self: self.ready and self._shown_paths())
     @rule(data=st.data())
     def open_for_reading(self, data: st.DataObject) -> None:
-        path = data.draw(st.sampled_from(self._shown_paths()), label="path")
+        self._do_open_for_reading(data.draw(st.sampled_from(self._shown_paths()),
+                                            label="path"))
+
+    def _do_open_for_reading(self, path: str) -> None:
         file = self._shown(path)
         number = self.loop.call(self._open, path, os.O_RDONLY)
         self.handles[number] = ModelHandle(file, writing=False)
@@ -525,6 +528,20 @@ class FileLife(RuleBasedStateMachine):
         self._do_write(number, "start")
         self._do_close(number)
         self._do_rename(temporary, path)
+        if self.held is not None:
+            self.download_lands()
+
+    @precondition(lambda self: self.ready and self.held is None and self._shown_paths())
+    @rule(data=st.data())
+    def reopen_while_downloading(self, data: st.DataObject) -> None:
+        """A reader's download is in flight when the blob changes elsewhere and another
+        reader opens the file: the second must see the new version, not the bytes the
+        first download brings."""
+        path = data.draw(st.sampled_from(self._shown_paths()), label="path")
+        self._start_held(path)
+        if self.held is not None:
+            self._change_elsewhere(path)
+        self._do_open_for_reading(path)
         if self.held is not None:
             self.download_lands()
 
@@ -711,7 +728,9 @@ class FileLife(RuleBasedStateMachine):
     @rule(data=st.data())
     def blob_changes_elsewhere(self, data: st.DataObject) -> None:
         """Another host writes the blob (or makes it)."""
-        path = data.draw(st.sampled_from(self._places()), label="path")
+        self._change_elsewhere(data.draw(st.sampled_from(self._places()), label="path"))
+
+    def _change_elsewhere(self, path: str) -> None:
         file = self._file_at(path)
         if file is not None and self._writers(file) > 1:
             return  # KNOWN_BUG: the first close would conflict under the second writer
