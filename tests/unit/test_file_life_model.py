@@ -168,6 +168,7 @@ class ModelHandle:
     file: File
     writing: bool
     written: bool = False       # changed since its last flush or fsync
+    late: bool = False          # its open ended after an unlink of the file: see the note
 
 
 class FileLife(RuleBasedStateMachine):
@@ -505,7 +506,8 @@ class FileLife(RuleBasedStateMachine):
         self.held = None
         if "error" in held:
             raise held["error"]
-        self.handles[held["number"]] = ModelHandle(held["file"], writing=False)
+        file = held["file"]
+        self.handles[held["number"]] = ModelHandle(file, writing=False, late=file.name is None)
         self._read(held["number"])
 
     @precondition(lambda self: self.held is not None)
@@ -679,9 +681,14 @@ class FileLife(RuleBasedStateMachine):
         if moved.vanished:
             return  # KNOWN_BUG: the server-side copy of a blob deleted elsewhere fails
         replaced = self._file_at(target)
+        here_only = self.mode == "async" and moved.changed and moved.uploaded is None
         self.loop.call(self._rename, source, target)
         if replaced is not None:
             replaced.name = None
+            if here_only and replaced.changed and replaced.conflict:
+                # Renamed here alone, it goes up as a change of the version the file it
+                # replaced was based on: that blob was changed elsewhere since.
+                moved.conflict = True
         moved.name = target
         self._settle_model()
 
@@ -761,14 +768,27 @@ class FileLife(RuleBasedStateMachine):
     def no_problem_seen(self) -> None:
         self._check()
 
+    def _store_now(self) -> tuple[dict[int, Node | None], set[str], list]:
+        """What the store holds (one call into the loop: its sqlite lives there)."""
+        def read() -> tuple[dict[int, Node | None], set[str], list]:
+            nodes = {number: self.store.node(handle.inode)
+                     for number, handle in self.life.handles.items()}
+            return nodes, self.store.upload_paths(), self.store.cached_files()
+        return self.loop.sync(read)
+
     @invariant()
-    def open_files_keep_their_attributes(self) -> None:
-        """Every open file has a node the kernel's fstat can reach, unlinked or not
-        (one deleted elsewhere is dropped by the next listing: see the note)."""
+    def store_agrees(self) -> None:
+        """Every open file has a node the kernel's fstat can reach, unlinked or not (one
+        deleted elsewhere is dropped by the next listing: see the note), a writer's
+        with its size; and a dirty copy has an open writer or a journal row."""
+        if not self.ready:
+            return
+        nodes, journaled, records = self._store_now()
         for number, handle in list(self.life.handles.items()):
-            if number not in self.handles or self.handles[number].file.gone_elsewhere:
+            model = self.handles.get(number)
+            if model is None or model.late or model.file.gone_elsewhere:
                 continue
-            node = self.loop.sync(self.store.node, handle.inode)
+            node = nodes.get(number)
             assert node is not None, (
                 f"handle {number}: its inode {handle.inode} is gone while it is open")
             if isinstance(handle, Writing):
@@ -776,15 +796,8 @@ class FileLife(RuleBasedStateMachine):
                 assert node.size == len(content), (
                     f"handle {number}: fstat shows {node.size} bytes, the file has"
                     f" {len(content)}")
-
-    @invariant()
-    def nothing_dirty_without_an_owner(self) -> None:
-        """A dirty copy has an open writer or a journal row."""
-        if not self.ready:
-            return
         writing = {str(h.path) for h in self.life.handles.values() if isinstance(h, Writing)}
-        journaled = self.loop.sync(self.store.upload_paths)
-        for record in self.loop.sync(self.store.cached_files):
+        for record in records:
             if record.state == "dirty":
                 assert record.path in writing or record.path in journaled, record
 
