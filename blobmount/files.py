@@ -463,12 +463,17 @@ class Files:
 
     async def _follow(self, entry: MountEntry, old_blob: str, new_blob: str,
                       etag: str | None) -> None:
-        """A file moved with its folder: its cached copy (and the version it is based
-        on, now the copy's) follows it, so a later change is no false conflict."""
+        """A file moved with its folder: its local change (and the version it is based
+        on, now the copy's) follows it, so a later change is no false conflict.
+
+        A clean copy stays behind: the blob may have changed in the container since it
+        was cached, and the copy's ETag would then name bytes it does not hold.
+        """
         old_path = self.cache.path_for(entry, old_blob)
         new_path = self.cache.path_for(entry, new_blob)
         record = self.store.cached_file(str(old_path))
-        if record is not None and etag and self._link(old_path, new_path):
+        if (record is not None and record.state == "dirty" and etag
+                and self._link(old_path, new_path)):
             self.cache.record(new_path, blob=new_blob, etag=etag, size=record.size,
                               state=record.state)
         self.store.drop_cached_file(str(old_path))

@@ -265,7 +265,12 @@ class Downloads:
         # Held until the caller has opened the file: the return below is no checkpoint.
         self.busy[str(path)] += 1
         try:
+            joined = self._flights.running(path)
             await self._flights.run(path, download)
+            if joined and not self.cache.usable(path, etag):
+                # The download joined began earlier (before a rename, say, or a change
+                # in the container) and brought another version: fetch the one asked.
+                await self._flights.run(path, download)
         finally:
             self.busy[str(path)] -= 1
             if not self.busy[str(path)]:
