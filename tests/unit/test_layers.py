@@ -23,8 +23,9 @@ LAYERS: dict[int, frozenset[str]] = {
     # `__init__` is the package itself: it may import nothing of ours (so importing
     # any one module never drags in the rest); it hands out `Client` (layer 4) lazily.
     # `versions`: what blobmount runs on, for --version (packages, libfuse, AzCopy).
+    # `metrics`: the daemon's counters and its Prometheus endpoint.
     0: frozenset({"__init__", "errors", "config", "log", "tools", "singleflight", "sdnotify",
-                  "progress", "versions"}),
+                  "progress", "versions", "metrics"}),
     1: frozenset({"store", "remote", "azcopy", "azurite"}),
     # `uploads` (the write path's journal and worker) sits with `transfers`.
     # `eviction` (cache limits), `catalog` (mount paths to blobs), `xattrs` sit with `cache`.
