@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno as errno_names
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -57,6 +58,24 @@ def remote_op(method: str, url: str, headers: Mapping[str, str]) -> str:
     if method == "PUT" and any(key.lower() == "x-ms-copy-source" for key in headers):
         return "copy"
     return _METHODS.get(method, method.lower())
+
+
+def check_address(host: str, port: int) -> str:
+    """For `blobmount check`: BlobmountError (saying why) unless host:port can be
+    listened on now."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server
+            probe.bind(address)
+    except OSError as exc:
+        raise BlobmountError(_cannot_listen(exc)) from None
+    return "free: /metrics will be served there"
+
+
+def _cannot_listen(exc: OSError) -> str:
+    return f"cannot listen there ({exc.strerror or exc})"
 
 
 @dataclass
@@ -226,8 +245,8 @@ class Metrics:
             self._server, self._thread = start_http_server(port, addr=host,
                                                            registry=self.registry)
         except OSError as exc:
-            raise BlobmountError(f"metrics_address {host}:{port}: cannot listen there"
-                                 f" ({exc.strerror or exc})") from None
+            reason = _cannot_listen(exc)
+            raise BlobmountError(f"metrics_address {host}:{port}: {reason}") from None
         bound_host, bound_port = self._server.server_address[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         self.address = f"http://{shown}:{bound_port}/metrics"

@@ -222,7 +222,12 @@ def test_a_taken_metrics_port_fails_the_mount_in_one_line(mounter, container, tm
                                 metrics_address=f"127.0.0.1:{port}")
         mountpoint = tmp_path / "mnt"
         mountpoint.mkdir()
+        checked = blobmount("check", "--config", str(config))
         result = blobmount("mount", str(mountpoint), "--config", str(config))
+    # `check` says so first, among its other lines.
+    assert checked.returncode == 1
+    assert (f"✗ metrics_address 127.0.0.1:{port}: cannot listen there (Address already in"
+            " use)") in checked.stdout.splitlines()
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"blobmount: metrics_address 127.0.0.1:{port}: cannot listen there"

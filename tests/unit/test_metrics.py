@@ -4,6 +4,7 @@ setting, and the scrape that reads the store's state on the trio thread."""
 from __future__ import annotations
 
 import errno
+import socket
 import threading
 from pathlib import Path
 
@@ -14,8 +15,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from blobmount.config import load_config, parse_address
-from blobmount.errors import ConfigError
-from blobmount.metrics import Metrics, Snapshot, remote_op
+from blobmount.errors import BlobmountError, ConfigError
+from blobmount.metrics import Metrics, Snapshot, check_address, remote_op
 
 BLOB = "https://acct.blob.core.windows.net/c/dir/file.txt"
 CONTAINER = "https://acct.blob.core.windows.net/c"
@@ -152,3 +153,13 @@ def test_the_endpoint_is_off_by_default(tmp_path: Path):
         "accounts": {"a": {"account_name": "acct", "account_key": "a2V5"}},
         "mounts": [{"local": "d", "account": "a", "container": "research"}]}))
     assert load_config(path).settings.metrics_address is None
+
+
+def test_check_says_whether_the_address_can_be_listened_on():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(BlobmountError, match=r"^cannot listen there \(.+\)$"):
+            check_address("127.0.0.1", port)
+    assert check_address("127.0.0.1", port).startswith("free")
