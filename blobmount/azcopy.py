@@ -34,6 +34,7 @@ import trio
 from blobmount.children import Child
 from blobmount.errors import TransferError
 from blobmount.log import redact
+from blobmount.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -272,8 +273,10 @@ class AzCopy:
         concurrency: int | None = None,
         block_size_mb: float | None = None,
         stall_timeout: float | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.binary = Path(binary)
+        self.metrics = metrics
         self.work_dir = Path(work_dir)
         self.concurrency = concurrency
         self.block_size_mb = block_size_mb
@@ -375,12 +378,16 @@ class AzCopy:
             logger.debug("%s: running %s", job_dir.name, redact(shlex.join(command)))
             started = trio.current_time()
             _jobs_started += 1
+            if self.metrics is not None:
+                self.metrics.azcopy_job(from_to, listed=list_of_files is not None)
             returncode, stdout, stderr = await self._run(command, job_dir, what, on_progress)
             elapsed = trio.current_time() - started
             summary, errors = parse_output(stdout)
             logger.debug(
                 "%s: exit %s after %.2f s: %s", job_dir.name, returncode, elapsed, summary
             )
+            if summary is not None and self.metrics is not None:
+                self.metrics.azcopy_bytes(from_to, summary.bytes_transferred)
             if summary is not None and summary.ok and returncode == 0:
                 if summary.transfers_total < expected:
                     raise TransferError(

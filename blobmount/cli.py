@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -406,6 +407,28 @@ def status(mountpoint: str | None, as_json: bool) -> None:
                f" ({len(reply['uploads']['failed'])} failing)")
     for upload in reply["uploads"].get("orphaned", []):
         click.echo(f"  upload not tried: {upload['error']}")
+    requests = reply.get("requests")
+    if requests is not None:
+        click.echo(f"  requests to the account: {_request_counts(requests)}")
+    if reply.get("metrics"):
+        click.echo(f"  metrics: {reply['metrics']}")
+
+
+def _request_counts(requests: dict[str, Any]) -> str:
+    """'12 (get 3, list 2, put 1); 4096 bytes down, 1024 up; AzCopy jobs: 1 download'"""
+    ops = ", ".join(f"{op} {count}" for op, count in sorted(requests["by_op"].items(),
+                                                            key=lambda item: -item[1]))
+    failed = sum(count for status, count in requests["by_status"].items()
+                 if status == "error" or int(status) >= 400)
+    text = f"{requests['total']}" + (f" ({ops})" if ops else "")
+    if failed:
+        text += f", {failed} answered with an error or not at all"
+    moved = requests["bytes"]
+    text += f"; {moved['down']} bytes down, {moved['up']} up"
+    if requests["azcopy_jobs"]:
+        text += "; AzCopy jobs: " + ", ".join(
+            f"{count} {kind}" for kind, count in sorted(requests["azcopy_jobs"].items()))
+    return text
 
 
 _DURATION = re.compile(r"(\d+)\s*(s|m|h|d|w)")

@@ -54,6 +54,7 @@ __all__ = [
     "embedded_config",
     "find_config",
     "load_config",
+    "parse_address",
     "parse_id",
     "parse_size",
     "parse_umask",
@@ -210,6 +211,8 @@ class Settings:
     uid: int | None = None
     gid: int | None = None
     umask: int = 0o022
+    # Where the Prometheus endpoint (/metrics) listens, as (host, port); None: nowhere.
+    metrics_address: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -361,6 +364,19 @@ def parse_size(value: int | str) -> int:
             "KiB, MiB, GiB, TiB (1024-based) or KB, MB, GB, TB (1000-based)"
         )
     return int(float(match.group(1)) * unit)
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """HOST:PORT ("127.0.0.1:9464", "[::1]:9464", "0.0.0.0:9464"; port 0: any free
+    one) as (host, port); ValueError fit for the user."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:9464, got {_kind(value)}")
+    host, colon, port = value.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not colon or not host or not _DIGITS.fullmatch(port) or int(port) > 65535:
+        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:9464, got {value!r}")
+    return host, int(port)
 
 
 def parse_id(value: int | str) -> int:
@@ -652,6 +668,7 @@ def _read_settings(top: _Section) -> Settings:
         uid=_optional(top, "uid", parse_id),
         gid=_optional(top, "gid", parse_id),
         umask=_optional(top, "umask", parse_umask, defaults.umask),
+        metrics_address=_optional(top, "metrics_address", parse_address),
     )
 
 

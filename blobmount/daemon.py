@@ -36,6 +36,7 @@ from .eviction import Evictor
 from .files import Files
 from .fs import BlobFS
 from .manage import Manager
+from .metrics import Metrics
 from .namespace import Namespace
 from .remote import Remote
 from .sdnotify import Notifier
@@ -191,7 +192,8 @@ async def _check_remotes(remotes: list[Remote], entries: tuple[MountEntry, ...],
             raise type(exc)(f"mount entry {entry.local!r}: {exc}") from None
 
 
-def _azcopy_factory(config: Config) -> Callable[[MountEntry], AzCopy] | None:
+def _azcopy_factory(config: Config, metrics: Metrics | None = None,
+                    ) -> Callable[[MountEntry], AzCopy] | None:
     try:
         binary = find_azcopy()
     except ToolNotFound as exc:
@@ -202,7 +204,8 @@ def _azcopy_factory(config: Config) -> Callable[[MountEntry], AzCopy] | None:
     def azcopy_for(entry: MountEntry) -> AzCopy:
         if entry.local not in jobs:
             jobs[entry.local] = AzCopy(binary, entry.cache_dir / "azcopy",
-                                       stall_timeout=AZCOPY_STALLS * config.settings.remote_timeout)
+                                       stall_timeout=AZCOPY_STALLS * config.settings.remote_timeout,
+                                       metrics=metrics)
         return jobs[entry.local]
 
     return azcopy_for
@@ -299,15 +302,17 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
     store = Store(config.cache_dir / "blobmount.sqlite")
     stack.callback(store.close)
     limiter = trio.CapacityLimiter(max(4, settings.max_parallel_transfers * 2))
+    metrics = Metrics()
     remotes = []
     for entry in config.mounts:
-        remote = Remote(entry.account, entry.container, timeout=settings.remote_timeout)
+        remote = Remote(entry.account, entry.container, timeout=settings.remote_timeout,
+                        metrics=metrics)
         stack.callback(remote.close)
         remotes.append(remote)
     await _check_remotes(remotes, config.mounts, limiter)
 
     cache = Cache(store)
-    azcopy_for = _azcopy_factory(config)
+    azcopy_for = _azcopy_factory(config, metrics)
     downloads = Downloads(cache, azcopy_for, sdk_max=settings.sdk_download_max,
                           limiter=limiter)
     namespace = Namespace(store, config.mounts, remotes, ttl=settings.listing_ttl,
@@ -324,24 +329,33 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
 
     uploads = Uploads(store, cache, config.mounts, remotes, azcopy_for,
                       settings=settings, limiter=limiter, on_uploaded=uploaded,
-                      on_conflict=lambda target, blob: namespace.conflicted(target.index,
-                                                                            blob))
+                      on_conflict=lambda target, blob: (metrics.conflicts.inc(),
+                                                        namespace.conflicted(target.index,
+                                                                             blob)))
     # One list, read by the file system and switched by the control request hold_async.
     entries = list(config.mounts)
     files = Files(namespace, cache, downloads, uploads, entries,
                   read_ahead_files=settings.read_ahead_files)
+    files.on_copy = metrics.cache_open
     files.recover()
     xattrs = Xattrs(namespace, cache, uploads, config.mounts) if settings.xattrs else None
     operations = BlobFS(namespace, files, entries,
                         attr_timeout=min(settings.listing_ttl, MAX_ATTR_TIMEOUT),
                         xattrs=xattrs, uid=settings.uid, gid=settings.gid,
                         umask=settings.umask)
+    operations.metrics = metrics
     evictor.protect(files.paths_in_use)
     mount = _Mount(config, mountpoint, store, downloads, uploads)
     manager = Manager(entries, remotes, store, cache, downloads, uploads, evictor)
 
     async def status(request: dict[str, Any]) -> dict[str, Any]:
-        return {**await mount.status(request), **manager.status()}
+        return {**await mount.status(request), **manager.status(),
+                "requests": metrics.requests(), "metrics": metrics.address}
+
+    metrics.watch(manager.snapshot)
+    if settings.metrics_address:
+        stack.callback(metrics.close)  # before the store closes: a scrape reads it
+        metrics.serve(*settings.metrics_address)
 
     # Resolved before mounting: once mounted, touching the mount point from this
     # process before pyfuse3.main() runs would wait for ourselves forever.

@@ -22,7 +22,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +82,8 @@ class Files:
         self.read_ahead = ReadAhead(self.store, downloads, read_ahead_files)
         self._numbers = itertools.count(1)
         self.handles: dict[int, Handle] = {}
+        #: told, at each open that needs the file's bytes, whether it downloaded them
+        self.on_copy: Callable[[bool], None] = lambda downloaded: None
         uploads.watch_writers(self.writing)
 
     # -- what others ask ----------------------------------------------------------
@@ -166,6 +168,7 @@ class Files:
         else:
             path, downloaded = await self.downloads.cached_copy(entry, remote, node.blob,
                                                                 **wanted)
+        self.on_copy(downloaded)
         if (self.read_ahead.files and node.size <= READ_AHEAD_MAX_SIZE
                 and self.downloads.walking(path, downloaded)):
             self.read_ahead.after(node, entry, remote, shown_path.rpartition("/")[0])

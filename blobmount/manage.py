@@ -26,6 +26,7 @@ from .catalog import Place, files_under, inside, places, shown_path
 from .config import MountEntry
 from .errors import BlobmountError
 from .eviction import Evictor, blobs_prefix
+from .metrics import Snapshot
 from .remote import BlobItem, Remote
 from .store import CachedFile, Store
 from .transfers import STAGING_FOLDER, Downloads, Wanted
@@ -80,6 +81,24 @@ class Manager:
                        "drop_after_upload": entry.drop_after_upload}
                       for entry in self.entries],
         }
+
+    def snapshot(self) -> Snapshot:
+        """The cache's and the journal's state by entry, for the metrics endpoint."""
+        state = Snapshot(evictions=self.evictor.evicted["files"])
+        for entry in self.entries:
+            state.cache_bytes[entry.local] = self.store.cached_bytes(blobs_prefix(entry))
+            state.uploads_pending[entry.local] = state.uploads_failed[entry.local] = 0
+        for row in self.store.uploads():
+            # Entries may share a container: the longest prefix of the blob's name wins.
+            owners = [entry for entry in self.entries
+                      if (entry.account.account_name, entry.container) == (row.account,
+                                                                           row.container)
+                      and row.blob.startswith(entry.prefix)]
+            if owners:
+                local = max(owners, key=lambda entry: len(entry.prefix)).local
+                state.uploads_pending[local] += 1
+                state.uploads_failed[local] += bool(row.attempts)
+        return state
 
     # -- listing --------------------------------------------------------------------
 

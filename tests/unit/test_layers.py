@@ -25,8 +25,9 @@ LAYERS: dict[int, frozenset[str]] = {
     # `versions`: what blobmount runs on, for --version (packages, libfuse, AzCopy).
     # `supervise`: background tasks that fail alone, workers restarted, test faults.
     # `children`: child processes that die with the daemon (AzCopy's).
+    # `metrics`: the daemon's counters and its Prometheus endpoint.
     0: frozenset({"__init__", "errors", "config", "log", "tools", "singleflight", "sdnotify",
-                  "progress", "versions", "supervise", "children"}),
+                  "progress", "versions", "supervise", "children", "metrics"}),
     1: frozenset({"store", "remote", "azcopy", "azurite"}),
     # `uploads` (the write path's journal and worker) sits with `transfers`.
     # `eviction` (cache limits), `catalog` (mount paths to blobs), `xattrs` sit with `cache`.
