@@ -30,8 +30,7 @@ import trio
 
 from .cache import Cache
 from .config import MountEntry
-from .errors import BlobmountError
-from .namespace import Namespace
+from .namespace import IsADirectory, Namespace
 from .readahead import ReadAhead
 from .remote import MTIME_KEY, format_mtime
 from .store import ORPHANS, Node
@@ -41,10 +40,6 @@ from .uploads import Uploads
 log = logging.getLogger(__name__)
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
-
-
-class IsADirectory(BlobmountError):
-    errno = errno.EISDIR
 
 
 @dataclass
