@@ -9,6 +9,7 @@ missing or has the wrong size is not used.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
@@ -144,6 +145,13 @@ class Cache:
         os.replace(temp, path)
         fsync_folder(path.parent)
         return size
+
+    def forget(self, path: Path | str) -> None:
+        """Drop the copy at `path`: its record and its file (already gone is fine).
+        Open descriptors keep reading the unlinked bytes."""
+        self.store.drop_cached_file(str(path))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
     def record(self, path: Path, *, blob: str, etag: str, size: int,
                state: str = "clean") -> None:

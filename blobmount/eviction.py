@@ -10,7 +10,6 @@ disk's.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -211,9 +210,7 @@ class Evictor:
             if record.path in seen:
                 continue
             seen.add(record.path)
-            self.store.drop_cached_file(record.path)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(record.path)
+            self.cache.forget(record.path)
             count += 1
             size += record.size
         if count:

@@ -98,9 +98,7 @@ class Files:
         container's version shows again; journaled ones go up as the journal says."""
         for path in self.store.uncommitted_files():
             log.warning("dropping a change never committed by a close or fsync: %s", path)
-            self.store.drop_cached_file(path)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+            self.cache.forget(path)
 
     def _orphaned(self, inode: int) -> bool:
         node = self.store.node(inode)
@@ -364,9 +362,7 @@ class Files:
         path = self._path(node)
         if any(handle.inode == node.inode for handle in self.handles.values()):
             self.store.add_orphan(node)
-        self.store.drop_cached_file(str(path))
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        self.cache.forget(path)
 
     async def rename(self, old_parent: Node, old_name: str, new_parent: Node, new_name: str,
                      *, replace: bool) -> None:
@@ -455,9 +451,7 @@ class Files:
                 await self.uploads.journal(new_path, entry, moved.blob, etag, upload.mtime_ns)
         if upload is not None:
             await self.uploads.forget(old_path)
-        self.store.drop_cached_file(str(old_path))
-        with contextlib.suppress(FileNotFoundError):
-            old_path.unlink()
+        self.cache.forget(old_path)
 
     async def _follow(self, entry: MountEntry, old_blob: str, new_blob: str,
                       etag: str | None) -> None:
@@ -474,9 +468,7 @@ class Files:
                 and self._link(old_path, new_path)):
             self.cache.record(new_path, blob=new_blob, etag=etag, size=record.size,
                               state=record.state)
-        self.store.drop_cached_file(str(old_path))
-        with contextlib.suppress(FileNotFoundError):
-            old_path.unlink()
+        self.cache.forget(old_path)
 
     def _link(self, old_path: Path, new_path: Path) -> bool:
         """Give the cache file at `old_path` the name `new_path` too; open handles move

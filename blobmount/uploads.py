@@ -374,9 +374,7 @@ class Uploads:
         log.warning("conflict: %s/%s changed in the container since it was cached; the local"
                     " version is kept as %s", target.remote.label, row.blob, conflict)
         self.store.drop_upload(row.path)
-        self.store.drop_cached_file(row.path)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        self.cache.forget(path)
         self._on_conflict(target, row.blob)
 
     # -- status -------------------------------------------------------------------
