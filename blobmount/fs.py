@@ -119,11 +119,24 @@ class BlobFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOENT) from None
         parent = self.namespace.node(parent_inode)
         if text == ".":
-            return self._attributes(parent)
+            return self._handed(parent)
         if text == "..":
-            return self._attributes(self.namespace.node(parent.parent))
+            return self._handed(self.namespace.node(parent.parent))
         self.namespace.checked_length(text)
-        return self._attributes(await self.namespace.lookup(parent, text))
+        return self._handed(await self.namespace.lookup(parent, text))
+
+    def _handed(self, node: Node) -> pyfuse3.EntryAttributes:
+        """A node's attributes in an entry the kernel keeps: one more reference to it."""
+        self.files.looked_up(node.inode)
+        return self._attributes(node)
+
+    async def forget(self, inode_list):
+        # The kernel takes no answer: nothing may be raised.
+        for inode, count in inode_list:
+            try:
+                self.files.forget(inode, count)
+            except Exception:
+                log.exception("forget of inode %d failed", inode)
 
     @_fuse_errors
     async def getattr(self, inode, ctx=None):
@@ -150,6 +163,7 @@ class BlobFS(pyfuse3.Operations):
                 if not pyfuse3.readdir_reply(token, node.name.encode("utf-8"),
                                              self._attributes(node), next_ids[node.inode]):
                     return
+                self.files.looked_up(node.inode)  # the kernel keeps what it took
             offset += len(chunk)
 
     @_fuse_errors
@@ -164,7 +178,7 @@ class BlobFS(pyfuse3.Operations):
     @_fuse_errors
     async def create(self, parent_inode, name, mode, flags, ctx):
         handle, node = await self.files.create(parent_inode, self._name(name))
-        return pyfuse3.FileInfo(fh=handle, keep_cache=False), self._attributes(node)
+        return pyfuse3.FileInfo(fh=handle, keep_cache=False), self._handed(node)
 
     @_fuse_errors
     async def read(self, fh, off, size):
@@ -206,7 +220,7 @@ class BlobFS(pyfuse3.Operations):
     async def mkdir(self, parent_inode, name, mode, ctx):
         folder = await self.namespace.make_folder(self.namespace.node(parent_inode),
                                                   self._name(name))
-        return self._attributes(folder)
+        return self._handed(folder)
 
     @_fuse_errors
     async def rmdir(self, parent_inode, name, ctx):
