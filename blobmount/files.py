@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -418,11 +418,12 @@ class Files:
             # The move copies blobs in the container: what is pending goes up first.
             await self._upload_pending_under(node)
             open_inside = self._written_under(node)
+            stale = await self._changed_elsewhere(node.entry, open_inside)
             renamed = await self.namespace.rename(old_parent, old_name, new_parent, new_name,
                                                   replace=replace)
             entry = self.entries[node.entry]
             for old_blob, new_blob, etag in renamed.copies:
-                await self._follow(entry, old_blob, new_blob, etag)
+                await self._follow(entry, old_blob, new_blob, etag, stale=old_blob in stale)
             copied = {old_blob for old_blob, _, _ in renamed.copies}
             for old_blob, inode in open_inside.items():
                 if old_blob not in copied:
@@ -455,6 +456,8 @@ class Files:
                 base = pending.base_etag if pending is not None else (target.etag or "")
                 await self.uploads.forget(target_path)
             source = self.store.node(node.inode) or node  # as the copy will see it
+            stale = bool(not here_only and await self._changed_elsewhere(node.entry,
+                                                                         [source.blob]))
             try:
                 renamed = await self.namespace.rename(old_parent, node.name, new_parent,
                                                       new_name, replace=replace,
@@ -472,7 +475,8 @@ class Files:
             if renamed.node.blob != source.blob:
                 # A file only here goes up under its new name, replacing what `base` says.
                 await self._move_cached(source, renamed.node,
-                                        base=(base or "") if here_only else None)
+                                        base=(base or "") if here_only else None,
+                                        stale=stale)
 
     async def _only_here(self, node: Node) -> bool:
         """Whether a file was written here and never uploaded, in an async entry: then
@@ -488,7 +492,8 @@ class Files:
         return (upload is not None and upload.base_etag == "" and now is not None
                 and now.local and not now.etag)
 
-    async def _move_cached(self, source: Node, moved: Node, *, base: str | None) -> None:
+    async def _move_cached(self, source: Node, moved: Node, *, base: str | None,
+                           stale: bool = False) -> None:
         """The cached copy follows its file to the new name, open handles with it.
 
         After a server-side copy (`base` None), the container holds the source's bytes
@@ -496,6 +501,8 @@ class Files:
         written meanwhile stays dirty, now based on it. A file renamed here alone keeps
         its bytes dirty, to go up as a change of the blob version `base` ('' = none).
         A journal row moves with the file: the new one is durable before the old goes.
+        A change whose blob the container holds another version of (`stale`) keeps its
+        base: the copy is of the other's bytes, and the next upload must find that.
         """
         entry = self.entries[source.entry]
         old_path = self.cache.path_for(entry, source.blob)
@@ -505,6 +512,8 @@ class Files:
         etag = moved.etag if base is None else base
         usable = record is not None and (record.state == "dirty"
                                          or record.etag == source.etag)
+        if usable and stale and record.state == "dirty":
+            etag = record.etag
         if usable and etag is not None and self._link(old_path, new_path):
             self.cache.record(new_path, blob=moved.blob, etag=etag,
                               size=new_path.stat().st_size, state=record.state)
@@ -517,6 +526,23 @@ class Files:
         if upload is not None:
             await self.uploads.forget(old_path)
         self.cache.forget(old_path)
+
+    async def _changed_elsewhere(self, index: int, blobs: Iterable[str]) -> set[str]:
+        """Of these blobs, those with a change here based on another version than the
+        one the container holds now (one HEAD each): a move copies the container's."""
+        entry, remote = self.entries[index], self.namespace.remotes[index]
+        changed = set()
+        for blob in blobs:
+            record = self.store.cached_file(str(self.cache.path_for(entry, blob)))
+            if record is None or record.state != "dirty" or not record.etag:
+                continue
+            try:
+                item = await trio.to_thread.run_sync(remote.properties, blob)
+            except RemoteNotFound:
+                continue
+            if item.etag != record.etag:
+                changed.add(blob)
+        return changed
 
     def _holds_change(self, path: Path) -> bool:
         record = self.store.cached_file(str(path))
@@ -559,9 +585,11 @@ class Files:
             await self.uploads.upload_now(path, version)
 
     async def _follow(self, entry: MountEntry, old_blob: str, new_blob: str,
-                      etag: str | None) -> None:
+                      etag: str | None, *, stale: bool) -> None:
         """A file moved with its folder: its local change (and the version it is based
-        on, now the copy's) follows it, so a later change is no false conflict.
+        on, now the copy's) follows it, so a later change is no false conflict; unless
+        the container held another version than that (`stale`): then it keeps its base,
+        and its next upload finds the conflict.
 
         A clean copy stays behind: the blob may have changed in the container since it
         was cached, and the copy's ETag would then name bytes it does not hold.
@@ -571,8 +599,8 @@ class Files:
         record = self.store.cached_file(str(old_path))
         if (record is not None and record.state == "dirty" and etag
                 and self._link(old_path, new_path)):
-            self.cache.record(new_path, blob=new_blob, etag=etag, size=record.size,
-                              state=record.state)
+            self.cache.record(new_path, blob=new_blob, etag=record.etag if stale else etag,
+                              size=record.size, state=record.state)
         self.cache.forget(old_path)
 
     def _link(self, old_path: Path, new_path: Path) -> bool:

@@ -680,6 +680,8 @@ class FileLife(RuleBasedStateMachine):
         moved = self._shown(source)
         replaced = self._file_at(target)
         here_only = self.mode == "async" and moved.changed and moved.uploaded is None
+        if here_only:
+            moved.conflict = False  # it goes up as a new blob of the new name, not over x
         self.moving = {target: moved}
         try:
             self.loop.call(self._rename, source, target)
@@ -692,7 +694,15 @@ class FileLife(RuleBasedStateMachine):
                 # replaced was based on: that blob was changed elsewhere since.
                 moved.conflict = True
         moved.name = target
+        self._moved_writers_committed([moved])
         self._settle_model()
+
+    def _moved_writers_committed(self, moved: list[File]) -> None:
+        """A rename commits what the moved files' writers wrote (it uploads, or moves
+        the journal row): their next close has nothing of its own to put."""
+        for handle in self.handles.values():
+            if handle.writing and handle.file in moved:
+                handle.written = False
 
     @precondition(lambda self: self.ready and len(self.folders) < len(FOLDERS))
     @rule(data=st.data())
@@ -710,12 +720,14 @@ class FileLife(RuleBasedStateMachine):
         (target,) = set(FOLDERS) - self.folders
         self.moving = {f"{target}/{file.name[len(source) + 1:]}": file for file in self.files
                        if file.name is not None and file.name.startswith(f"{source}/")}
+        moved = list(self.moving.values())
         try:
             self.loop.call(self._rename, source, target)
         finally:
             self.moving = {}
         self.folders.remove(source)
         self.folders.add(target)
+        self._moved_writers_committed(moved)
         for file in self.files:
             if file.name is not None and file.name.startswith(f"{source}/"):
                 file.name = f"{target}/{file.name[len(source) + 1:]}"
