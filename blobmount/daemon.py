@@ -314,7 +314,7 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
     cache = Cache(store)
     azcopy_for = _azcopy_factory(config, metrics)
     downloads = Downloads(cache, azcopy_for, sdk_max=settings.sdk_download_max,
-                          limiter=limiter)
+                          limiter=limiter, block_min=settings.block_read_min)
     namespace = Namespace(store, config.mounts, remotes, ttl=settings.listing_ttl,
                           limiter=limiter)
     namespace.build_mount_table()
