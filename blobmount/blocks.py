@@ -80,6 +80,7 @@ class BlockFile:
         self.remote = remote
         self.fd = fd  # read and written by this daemon only
         self.inode = os.fstat(fd).st_ino
+        self.fd_users: Counter[int] = Counter()  # descriptor -> fetches writing into it
         self.flights: dict[int, _Flight] = {}  # block start -> its GET under way
         self.pins: Counter[int] = Counter()    # block start -> reads using it now
         self.checked: set[int] = set()  # blocks known good in this run (fetched, checked)
@@ -178,6 +179,22 @@ class Blocks:
             file.local.clear()  # what its records said is gone with them
         return not file.detached
 
+    async def settle(self, path: Path) -> None:
+        """Before a writer changes the cache file at `path` in place (O_TRUNC): the
+        partial copy there goes on in a file of its own, and no fetch still writes
+        into the writer's file when this returns."""
+        file = self._files.get(path)
+        if file is None:
+            return
+        del self._files[path]
+        file.detached = True
+        file.local.clear()
+        old, file.fd = file.fd, _private_file(path, file.size)
+        if not file.fd_users[old]:
+            os.close(old)
+        while file.fd_users[old]:
+            await next(iter(file.flights.values())).done.wait()
+
     def release(self, file: BlockFile) -> None:
         file.users -= 1
         self._close_if_idle(file)
@@ -264,14 +281,18 @@ class Blocks:
                    limiter: trio.CapacityLimiter) -> None:
         low, high = run[0], min(run[-1] + BLOCK, file.size)
         what = f"read of {file.remote.label}/{file.blob}"
+        fd = file.fd
+        file.fd_users[fd] += 1
         try:
             if file.remote.offline():
                 raise RemoteUnreachable(f"{what}: not in the cache, and the account did not"
                                         " answer just now")
             crcs = await trio.to_thread.run_sync(
-                partial(file.remote.read_blocks, file.blob, file.fd, low, high, file.etag,
+                partial(file.remote.read_blocks, file.blob, fd, low, high, file.etag,
                         BLOCK), limiter=limiter)
-            if self._holds(file):
+            if fd != file.fd:
+                pass  # moved to a file of its own meanwhile (settle): fetched again there
+            elif self._holds(file):
                 self.store.add_cached_blocks(file.key, [
                     (start, min(BLOCK, file.size - start), crc)
                     for start, crc in zip(run, crcs, strict=True)])
@@ -288,6 +309,11 @@ class Blocks:
             log.exception("%s, bytes %d-%d failed", what, low, high - 1)
             flight.error = RemoteError(f"{what}: {type(exc).__name__}")
         finally:
+            file.fd_users[fd] -= 1
+            if not file.fd_users[fd]:
+                del file.fd_users[fd]
+                if fd != file.fd:
+                    os.close(fd)
             for start in run:
                 if file.flights.get(start) is flight:
                     del file.flights[start]
@@ -347,6 +373,18 @@ class BlockReader:
         if stop > start:
             self.blocks.fetch_ahead(self.file, start, stop)
             self._ahead = block_start(stop - 1) + BLOCK
+
+
+def _private_file(beside: Path, size: int) -> int:
+    """A descriptor of a new sparse file of `size` bytes that has no name."""
+    try:
+        fd = os.open(beside.parent, os.O_TMPFILE | os.O_RDWR, 0o600)
+    except OSError:  # a file system without O_TMPFILE
+        temp = Cache.temp_path(beside)
+        fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        temp.unlink()
+    os.ftruncate(fd, size)
+    return fd
 
 
 def _unpin(file: BlockFile, starts: list[int]) -> None:

@@ -252,6 +252,7 @@ class Downloads:
         while self._flights.running(path):
             with contextlib.suppress(Exception):
                 await self._flights.run(path, _nothing)
+        await self.blocks.settle(path)
 
     async def cached_copy(self, entry: MountEntry, remote: Remote, blob: str, *, size: int,
                           etag: str | None, shown_path: str) -> tuple[Path, bool]:

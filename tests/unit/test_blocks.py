@@ -239,3 +239,50 @@ def test_eviction_drops_blocks_not_in_use(parts, tmp_path):
             reader.close()
 
     trio.run(main)
+
+
+def test_a_writer_replacing_the_file_in_place_waits_for_fetches_into_it(parts):
+    _store, cache, remote, entry = parts
+    data = remote.blobs["big.bin"].data
+    path = cache.path_for(entry, "big.bin")
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            blocks = Blocks(cache, min_size=BLOCK)
+            blocks.run_in(nursery)
+            reader, _ = _open(blocks, cache, remote, entry)
+            entered = threading.Event()
+            remote.hold("big.bin", entered.set)
+            got = []
+
+            async def read() -> None:
+                got.append(await reader.read(BLOCK * 4, 100))
+
+            nursery.start_soon(read)
+            await trio.to_thread.run_sync(entered.wait, TIMEOUT)
+            settled = trio.Event()
+
+            async def settle() -> None:
+                await blocks.settle(path)
+                settled.set()
+
+            nursery.start_soon(settle)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not settled.is_set()  # the fetch still writes into the file
+            remote.release_all()
+            with trio.fail_after(TIMEOUT):
+                await settled.wait()
+            # The writer's turn: O_TRUNC in place. No fetch of the reader lands in it.
+            with open(path, "r+b") as file:
+                file.truncate(0)
+                file.write(b"the writer's bytes")
+            with trio.fail_after(TIMEOUT):
+                while not got:
+                    await trio.sleep(0.001)
+            assert got == [data[BLOCK * 4:BLOCK * 4 + 100]]
+            assert await reader.read(BLOCK * 8, 100) == data[BLOCK * 8:BLOCK * 8 + 100]
+            await _idle(blocks)
+            assert path.read_bytes() == b"the writer's bytes"
+            reader.close()
+
+    trio.run(main)
