@@ -748,8 +748,8 @@ class Remote:
         pieces = [0] * -(-(end - start) // block)
         position = start
         try:
-            for chunk in response.iter_bytes():
-                chunk = chunk[:end - position]
+            for data in response.iter_bytes():
+                chunk = memoryview(data)[:end - position]
                 os.pwrite(fd, chunk, position)
                 whole.update(chunk)
                 while chunk:  # a chunk may straddle the edge of a block
