@@ -158,6 +158,8 @@ class _Mount:
             "mounts": [_describe(entry) for entry in self.config.mounts],
             "cache_bytes": self.store.cached_bytes(),
             "downloads": {"total": self.downloads.started_total, "by_path": dict(started)},
+            # fetched by ranged GETs for large files read by blocks
+            "blocks": dict(self.downloads.blocks.fetched),
         }
 
     async def sync(self, _request: dict[str, Any]) -> dict[str, Any]:

@@ -179,8 +179,9 @@ class Evictor:
         return self.drop(chosen)
 
     def make_room(self, folder: Path, needed: int) -> int:
-        """Whatever the limits say: drop the least recently used clean copies on the
-        disk of `folder` until it has `needed` bytes free (and ROOM_MARGIN beyond);
+        """Whatever the limits say: drop the least recently used clean copies (and
+        partial ones not open) on the disk of `folder` until it has `needed` bytes free
+        (and ROOM_MARGIN beyond);
         the bytes dropped. 0: there was room, or nothing could go."""
         free = free_bytes(folder)
         if free >= needed + ROOM_MARGIN:
@@ -189,7 +190,7 @@ class Evictor:
         keep = self.in_use() | self.store.upload_paths()
         candidates = [record for entry in self.entries if _device(entry.cache_dir) == device
                       for record in self.store.cached_files(blobs_prefix(entry))
-                      if record.state == "clean" and record.path not in keep]
+                      if record.state in ("clean", "partial") and record.path not in keep]
         candidates.sort(key=lambda record: (record.last_access, record.path))
         chosen = []
         for record in candidates:

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from blobmount.blocks import BLOCK
 from blobmount.config import AZURITE_ACCOUNT
 
 from .conftest import blobmount
 from .faultproxy import FaultProxy
 
 MiB = 1024 * 1024
-BLOCK = MiB
 HUGE = os.environ.get("BLOBMOUNT_TEST_HUGE") == "1"
 BIG = (3 * 1024 if HUGE else 160) * MiB + 12_344
 NAME = "data/big.bin"
@@ -109,8 +109,9 @@ def test_reads_anywhere_fetch_only_their_blocks(mounter, big):
                 offset, min(length, BIG - offset)), (offset, length)
     listed = _cache_ls(mount)
     assert listed[f"c/{NAME}"]["state"] == "partial"
+    assert mount.status()["blocks"]["bytes"] == listed[f"c/{NAME}"]["size"]
     # What was cached: the blocks of those reads (and the kernel's read-ahead), no more.
-    assert listed[f"c/{NAME}"]["size"] <= (len(reads) + 4) * 2 * BLOCK
+    assert listed[f"c/{NAME}"]["size"] <= (len(reads) + 4) * 2 * MiB
     # mmap reads through the same blocks.
     with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as view:
         for offset in (0, BLOCK * 33 + 17, BIG - 4096):
