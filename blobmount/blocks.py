@@ -399,10 +399,12 @@ def _unpin(file: BlockFile, starts: list[int]) -> None:
 
 
 def _runs(starts: list[int]) -> list[list[int]]:
-    """Sorted block starts cut into runs of adjacent blocks, each at most RUN_MAX."""
+    """Sorted block starts cut into runs of adjacent blocks, each within one RUN_MAX
+    -aligned stretch (so a stream's GETs line up with the 4 MiB blocks the SDK and
+    AzCopy put blobs in)."""
     runs: list[list[int]] = []
     for start in sorted(starts):
-        if runs and start == runs[-1][-1] + BLOCK and len(runs[-1]) * BLOCK < RUN_MAX:
+        if runs and start == runs[-1][-1] + BLOCK and start % RUN_MAX:
             runs[-1].append(start)
         else:
             runs.append([start])

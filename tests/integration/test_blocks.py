@@ -244,3 +244,22 @@ def test_blob_changed_between_two_reads_of_one_handle(mounter, big):
         assert os.pread(file.fileno(), 100, 10) == pattern(10, 100)
     # The next open reads the new version.
     assert _read(path, 20 * MiB, 100) == b"\x01" * 100
+
+
+def test_cached_blocks_read_while_the_account_is_away(mounter, big, azurite):
+    with FaultProxy(azurite.port) as proxy:
+        mount = mounter.mount(_config(mounter, big, endpoint=proxy.endpoint(AZURITE_ACCOUNT)))
+        path = mount.path(f"c/{NAME}")
+        held = BLOCK * 90
+        with open(path, "rb", buffering=0) as file:
+            assert os.pread(file.fileno(), 4096, held) == pattern(held, 4096)
+            proxy.set_mode("drop")
+            # The far end of the same block: not in the kernel's pages, in the copy.
+            far = held + BLOCK - 4096
+            assert os.pread(file.fileno(), 4096, far) == pattern(far, 4096)
+            with pytest.raises(OSError) as failed:
+                os.pread(file.fileno(), 4096, BLOCK * 120)
+            assert failed.value.errno == errno.EIO
+            # Still held, and now known to be away: answered without asking.
+            assert os.pread(file.fileno(), 4096, far - 8192) == pattern(far - 8192, 4096)
+            proxy.set_mode("forward")
