@@ -1,6 +1,6 @@
 """Large files read by blocks: a sparse cached copy that holds what was read.
 
-A blob of at least `min_size` bytes is not downloaded at open(). Its copy is a sparse
+A blob larger than `min_size` bytes is not downloaded at open(). Its copy is a sparse
 file of the blob's size, recorded 'partial', and the store's cached_blocks says which
 BLOCK-sized blocks of it are there, all of the version (ETag) its record names; a copy
 of another version is made anew. A read fetches the blocks it lacks by ranged GETs
@@ -116,7 +116,7 @@ class Blocks:
 
     def takes(self, size: int, etag: str | None) -> bool:
         """Whether a blob of this size and version is read by blocks."""
-        return self._background is not None and bool(etag) and size >= self.min_size
+        return self._background is not None and bool(etag) and size > self.min_size
 
     def in_use(self) -> set[str]:
         """Blocks (cache.block_key) being read or fetched: not to be evicted."""

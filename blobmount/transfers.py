@@ -51,8 +51,8 @@ STARTED_PATHS_MAX = 10_000
 FETCHED_AHEAD_MAX = 4096
 #: Where a batch's AzCopy job writes, under the entry's cache folder.
 STAGING_FOLDER = "staging"
-#: Readers of blobs of at least this size get blocks (blocks.py), not a whole copy.
-BLOCK_READ_MIN = 64 * 1024 * 1024
+#: Readers of blobs larger than this get blocks (blocks.py), not a whole copy.
+BLOCK_READ_MIN = 1024 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,8 +292,8 @@ class Downloads:
                             etag: str | None, shown_path: str,
                             ) -> tuple[Path, bool, Filling | BlockReader | None]:
         """Like cached_copy, for a reader: a large file that comes by SDK ranges is
-        handed over once its first bytes are in, with the Filling to wait on; one of
-        at least BLOCK_READ_MIN, at once, with the BlockReader to read it through
+        handed over once its first bytes are in, with the Filling to wait on; one
+        larger than `block_min`, at once, with the BlockReader to read it through
         (unless a whole copy is there, or on its way)."""
         path = self.cache.path_for(entry, blob)
         filling = self._fillings.get(path)

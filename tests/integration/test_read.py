@@ -105,10 +105,8 @@ def test_large_blob_random_seeks_then_whole(mounter, container, through):
     container.upload_blob("big.bin", data, max_concurrency=8)
     # Up to sdk_download_max, SDK ranges, readable while they arrive (so the seeks below
     # land on bytes not all there yet); above it, an AzCopy job, waited for at open.
-    # (Not by blocks: test_blocks.py has those.)
     config = mounter.config([{"local": "d", "container": container.container_name}],
-                            sdk_download_max="1MiB" if through == "azcopy" else "1GiB",
-                            block_read_min="1GiB")
+                            sdk_download_max="1MiB" if through == "azcopy" else "1GiB")
     mount = mounter.mount(config)
     try:
         path = mount.path("d/big.bin")
