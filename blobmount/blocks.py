@@ -45,6 +45,9 @@ WINDOW_MAX = 128 * 1024 * 1024
 #: From Azurite here, 512 MiB in 4 MiB ranges with their MD5 took 15 s by 8 SDK
 #: connections, 9 s by 16.
 PARALLEL = 16
+#: A read this close to where the last one ended still goes "in order": the kernel's
+#: read-ahead (1 MiB, read_ahead_kb) sends several requests at once, not in order.
+IN_ORDER_SLACK = 2 * 1024 * 1024
 #: A block is looked for this many times (fetched, then found evicted...) at most.
 ENSURE_TRIES = 4
 
@@ -366,7 +369,7 @@ class BlockReader:
         read-ahead may send them a little out of order), drop it when they jump; ask
         for what it covers that was not asked for yet. The first read of a handle gets
         none: a program that reads a header and seeks costs one GET."""
-        if self._next >= 0 and abs(offset - self._next) <= BLOCK:
+        if self._next >= 0 and abs(offset - self._next) <= IN_ORDER_SLACK:
             self.window = min(self.window_max, max(BLOCK, self.window * 2))
             self._next = max(self._next, end)
         else:
