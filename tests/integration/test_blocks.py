@@ -29,7 +29,7 @@ from .faultproxy import FaultProxy
 
 MiB = 1024 * 1024
 HUGE = os.environ.get("BLOBMOUNT_TEST_HUGE") == "1"
-BIG = (3 * 1024 if HUGE else 160) * MiB + 12_344
+BIG = (3 * 1024 if HUGE else 96) * MiB + 12_344
 NAME = "data/big.bin"
 
 
