@@ -472,7 +472,13 @@ class Files:
                 # and the moved one replaces the version the container now holds.
                 pending = self.store.upload(str(target_path))
                 target = self.store.node(target.inode) or target
-                base = pending.base_etag if pending is not None else (target.etag or "")
+                record = self.store.cached_file(str(target_path))
+                if pending is not None:
+                    base = pending.base_etag
+                elif record is not None and record.state == "dirty" and record.etag:
+                    base = record.etag  # uploaded while still open for writing
+                else:
+                    base = target.etag or ""
                 await self.uploads.forget(target_path)
             source = self.store.node(node.inode) or node  # as the copy will see it
             stale = bool(not here_only and await self._changed_elsewhere(node.entry,

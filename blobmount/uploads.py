@@ -284,13 +284,10 @@ class Uploads:
         self._tried.pop(row.path, None)
         if row.path not in self._journaling and self.store.upload_done(row.path, row.version):
             if self._writing(row.path):
-                # Still open for writing: the copy stays dirty, now based on this version
-                # (the node names it too: the container holds it), and the writer's last
-                # close says whether it is clean.
+                # Still open for writing: the copy stays dirty, now based on this version,
+                # and the writer's last close says whether it is clean.
                 self.cache.record(path, blob=row.blob, etag=item.etag, size=item.size,
                                   state="dirty")
-                if item.etag:
-                    self.store.set_etag(target.index, row.blob, item.etag)
             else:
                 self.cache.record(path, blob=row.blob, etag=item.etag, size=item.size)
                 self._on_uploaded(target, row.blob, item.size, item.mtime_ns, item.etag)
