@@ -26,17 +26,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import trio
-
 from .cache import Cache
 from .config import MountEntry
 from .errors import BlobmountError
 from .namespace import Namespace
+from .posix import ATIME_KEY, Kept, to_metadata
 from .readahead import ReadAhead
 from .remote import MTIME_KEY, format_mtime
 from .store import ORPHANS, Node
 from .transfers import READ_AHEAD_MAX_SIZE, Downloads, Filling
-from .uploads import Uploads
+from .uploads import Uploads, journaled_metadata
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +140,9 @@ class Files:
         # were just downloaded.
         return self._add(Writing(fd, inode, path, written=truncate)), not downloaded
 
-    async def create(self, parent_inode: int, name: str) -> tuple[int, Node]:
-        node = await self.namespace.create_file(self.namespace.node(parent_inode), name)
+    async def create(self, parent_inode: int, name: str,
+                     kept: Kept | None = None) -> tuple[int, Node]:
+        node = await self.namespace.create_file(self.namespace.node(parent_inode), name, kept)
         path = self._path(node)
         await self._start_writing(node, path, truncate=True)
         fd = os.open(path, os.O_RDWR)
@@ -260,7 +260,7 @@ class Files:
         # An upload of an earlier version may have finished meanwhile: still local.
         self.store.set_local(node.inode, size=size, mtime_ns=node.mtime_ns)
         version = await self.uploads.journal(handle.path, entry, node.blob, base,
-                                             node.mtime_ns)
+                                             node.mtime_ns, self._kept_metadata(node))
         handle.journaled = True
         if wait or (wait is None and entry.upload == "sync"):
             await self.uploads.upload_now(handle.path, version)
@@ -318,25 +318,45 @@ class Files:
         finally:
             await self.release(number)
 
-    async def set_mtime(self, node: Node, mtime_ns: int) -> None:
-        """utimens: the time goes up as the blob's `mtime` metadata."""
+    async def set_attributes(self, node: Node, *, mode: int | None = None,
+                             uid: int | None = None, gid: int | None = None,
+                             atime_ns: int | None = None,
+                             mtime_ns: int | None = None) -> None:
+        """chmod, chown, utimens (None: unchanged): kept as the blob's metadata, no
+        bytes moved; a folder's on its marker blob. A file with bytes still to go up
+        takes them with its upload."""
+        kept = {"mode": node.mode if mode is None else mode,
+                "uid": node.uid if uid is None else uid,
+                "gid": node.gid if gid is None else gid,
+                "atime_ns": node.atime_ns if atime_ns is None else atime_ns,
+                "mtime_ns": node.mtime_ns if mtime_ns is None else mtime_ns}
+        self.store.set_kept(node.inode, **kept, ctime_ns=time.time_ns())
+        changes = to_metadata(is_dir=node.is_dir, mode=mode, uid=uid, gid=gid)
+        if atime_ns is not None:
+            changes[ATIME_KEY] = format_mtime(atime_ns)
+        if mtime_ns is not None:
+            changes[MTIME_KEY] = format_mtime(mtime_ns)
+        if node.is_dir:
+            await self.namespace.update_metadata(node, {
+                **to_metadata(is_dir=True, mode=kept["mode"], uid=kept["uid"],
+                              gid=kept["gid"]), **changes})
+            return
         path = self._path(node)
         if node.local:
-            self.store.set_mtime(node.inode, mtime_ns)
             if any(isinstance(h, Writing) and h.inode == node.inode and h.written
                    for h in self.handles.values()):
-                return  # its flush journals the new time with the bytes
+                return  # its flush journals the new metadata with the bytes
             upload = self.store.upload(str(path))
             if upload is not None:
                 entry = self.entries[node.entry]
+                now = self.namespace.node(node.inode)
                 version = await self.uploads.journal(path, entry, upload.blob,
-                                                     upload.base_etag, mtime_ns)
+                                                     upload.base_etag, now.mtime_ns,
+                                                     self._kept_metadata(now))
                 if entry.upload == "sync":
                     await self.uploads.upload_now(path, version)
             return
-        remote = self.namespace.remotes[node.entry]
-        old_etag, new_etag = await trio.to_thread.run_sync(
-            lambda: remote.update_metadata(node.blob, {MTIME_KEY: format_mtime(mtime_ns)}))
+        old_etag, new_etag = await self.namespace.update_metadata(node, changes)
         # Same bytes, new ETag: a copy of them (clean, or the base of a change) stays good.
         record = self.store.cached_file(str(path))
         if record is not None and record.etag == old_etag:
@@ -344,9 +364,17 @@ class Files:
                               state=record.state)
         # Changed in the container meanwhile: its size is read again at the next look.
         fresh = node.etag == old_etag
-        self.store.update_file(node.inode, size=node.size, mtime_ns=mtime_ns,
+        self.store.update_file(node.inode, size=node.size, mtime_ns=kept["mtime_ns"],
                                etag=new_etag if fresh else (node.etag or ""),
                                checked=time.time() if fresh else 0.0)
+
+    @staticmethod
+    def _kept_metadata(node: Node) -> dict[str, str]:
+        """The mode, owner and atime a file's upload puts with its bytes."""
+        metadata = to_metadata(is_dir=False, mode=node.mode, uid=node.uid, gid=node.gid)
+        if node.atime_ns is not None:
+            metadata[ATIME_KEY] = format_mtime(node.atime_ns)
+        return metadata
 
     # -- unlink and rename --------------------------------------------------------
 
@@ -454,7 +482,8 @@ class Files:
             self.cache.record(new_path, blob=moved.blob, etag=etag,
                               size=new_path.stat().st_size, state=record.state)
             if upload is not None:
-                await self.uploads.journal(new_path, entry, moved.blob, etag, upload.mtime_ns)
+                await self.uploads.journal(new_path, entry, moved.blob, etag, upload.mtime_ns,
+                                           journaled_metadata(upload))
         if upload is not None:
             await self.uploads.forget(old_path)
         self.store.drop_cached_file(str(old_path))

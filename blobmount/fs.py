@@ -17,6 +17,7 @@ from .errors import BlobmountError
 from .eviction import cache_space
 from .files import Files
 from .namespace import Namespace
+from .posix import KEPT, UNCHANGED, Caller, Kept, Permissions
 from .store import Node
 from .xattrs import XattrError, Xattrs
 
@@ -63,16 +64,16 @@ class BlobFS(pyfuse3.Operations):
 
     def __init__(self, namespace: Namespace, files: Files, entries: Sequence[MountEntry], *,
                  attr_timeout: float, xattrs: Xattrs | None = None, uid: int | None = None,
-                 gid: int | None = None, umask: int = 0o022) -> None:
+                 gid: int | None = None, umask: int = 0o022, permissions: str = KEPT) -> None:
         super().__init__()
         self.namespace = namespace
         self.files = files
         self.entries = entries
         self.attr_timeout = attr_timeout
         self.xattrs = xattrs
-        self._uid = os.getuid() if uid is None else uid
-        self._gid = os.getgid() if gid is None else gid
-        self._umask = umask
+        self.permissions = Permissions(mode=permissions,
+                                       uid=os.getuid() if uid is None else uid,
+                                       gid=os.getgid() if gid is None else gid, umask=umask)
         self._dir_handles = itertools.count(1)
         self._open_dirs: dict[int, list[int]] = {}
 
@@ -80,18 +81,17 @@ class BlobFS(pyfuse3.Operations):
         attrs = pyfuse3.EntryAttributes()
         attrs.st_ino = node.inode
         writable = node.entry is not None and not self.entries[node.entry].read_only
-        if node.is_dir:
-            attrs.st_mode = stat.S_IFDIR | ((0o777 if writable else 0o555) & ~self._umask)
-            attrs.st_nlink = 2
-        else:
-            attrs.st_mode = stat.S_IFREG | ((0o666 if writable else 0o444) & ~self._umask)
-            attrs.st_nlink = 1
+        attrs.st_mode, attrs.st_uid, attrs.st_gid = self.permissions.shown(
+            is_dir=node.is_dir, is_link=node.is_link, mode=node.mode, uid=node.uid,
+            gid=node.gid, writable=writable)
+        # A folder's ".." in each subfolder is a link to it, as on local filesystems.
+        attrs.st_nlink = 2 + node.subfolders if node.is_dir else 1
         attrs.st_size = node.size
         attrs.st_blksize = 128 * 1024
         attrs.st_blocks = (node.size + 511) // 512
-        attrs.st_atime_ns = attrs.st_mtime_ns = attrs.st_ctime_ns = node.mtime_ns
-        attrs.st_uid = self._uid
-        attrs.st_gid = self._gid
+        attrs.st_mtime_ns = node.mtime_ns
+        attrs.st_atime_ns = node.mtime_ns if node.atime_ns is None else node.atime_ns
+        attrs.st_ctime_ns = max(node.ctime_ns, node.mtime_ns)
         attrs.entry_timeout = self.attr_timeout
         attrs.attr_timeout = self.attr_timeout
         return attrs
@@ -147,8 +147,15 @@ class BlobFS(pyfuse3.Operations):
 
     @_fuse_errors
     async def create(self, parent_inode, name, mode, flags, ctx):
-        handle, node = await self.files.create(parent_inode, self._name(name))
+        kept = self._new(parent_inode, mode, ctx, is_dir=False)
+        handle, node = await self.files.create(parent_inode, self._name(name), kept)
         return pyfuse3.FileInfo(fh=handle, keep_cache=False), self._attributes(node)
+
+    def _new(self, parent_inode: int, mode: int, ctx, *, is_dir: bool) -> Kept:
+        """The mode and owner a new file or folder keeps (posix.py says which)."""
+        parent = self._attributes(self.namespace.node(parent_inode))
+        return self.permissions.new(_caller(ctx), mode, parent_mode=parent.st_mode,
+                                    parent_gid=parent.st_gid, is_dir=is_dir)
 
     @_fuse_errors
     async def read(self, fh, off, size):
@@ -179,17 +186,50 @@ class BlobFS(pyfuse3.Operations):
             if node.is_dir:
                 raise pyfuse3.FUSEError(errno.EISDIR)
             await self.files.truncate(node, attr.st_size, fh)
-        if fields.update_mtime and not node.is_dir:
-            await self.files.set_mtime(self.namespace.node(inode), attr.st_mtime_ns)
-        # chmod and chown are accepted so that cp -a, rsync -a and tar work, and not
-        # kept: blobs have no owner or mode (see the README). Folders keep no time.
+        changes = {}
+        if self.permissions.kept:
+            # With `permissions: fixed`, chmod and chown are accepted and not kept.
+            shown = self._attributes(node)
+            if fields.update_uid or fields.update_gid:
+                uid = attr.st_uid if fields.update_uid else UNCHANGED
+                gid = attr.st_gid if fields.update_gid else UNCHANGED
+                self.permissions.check_chown(_caller(ctx), owner=shown.st_uid, uid=uid,
+                                             gid=gid, current_gid=shown.st_gid)
+                changes["uid"] = shown.st_uid if uid == UNCHANGED else uid
+                changes["gid"] = shown.st_gid if gid == UNCHANGED else gid
+            if fields.update_mode and not node.is_link:
+                changes["mode"] = stat.S_IMODE(attr.st_mode)
+            elif changes and not node.is_link:
+                changes["mode"] = stat.S_IMODE(shown.st_mode)  # kept with the owner
+        if fields.update_atime:
+            changes["atime_ns"] = attr.st_atime_ns
+        if fields.update_mtime:
+            changes["mtime_ns"] = attr.st_mtime_ns
+        if changes:
+            await self.files.set_attributes(self.namespace.node(inode), **changes)
         return self._attributes(self.namespace.node(inode))
 
     @_fuse_errors
     async def mkdir(self, parent_inode, name, mode, ctx):
+        kept = self._new(parent_inode, mode, ctx, is_dir=True)
         folder = await self.namespace.make_folder(self.namespace.node(parent_inode),
-                                                  self._name(name))
+                                                  self._name(name), kept)
         return self._attributes(folder)
+
+    @_fuse_errors
+    async def symlink(self, parent_inode, name, target, ctx):
+        kept = self._new(parent_inode, 0o777, ctx, is_dir=False)
+        link = await self.namespace.make_link(self.namespace.node(parent_inode),
+                                              self._name(name),
+                                              target.decode("utf-8", "surrogateescape"), kept)
+        return self._attributes(link)
+
+    @_fuse_errors
+    async def readlink(self, inode, ctx):
+        node = self.namespace.node(inode)
+        if not node.is_link:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        return (await self.namespace.link_target(node)).encode("utf-8", "surrogateescape")
 
     @_fuse_errors
     async def rmdir(self, parent_inode, name, ctx):
@@ -263,6 +303,10 @@ class BlobFS(pyfuse3.Operations):
             # ENODATA, EPERM, ENOTSUP: answers, not failures worth a log line.
             raise pyfuse3.FUSEError(exc.errno) from None
 
-    # Blobs have no links or devices (EPERM: git, for one, then renames instead of
-    # linking).
-    mknod = symlink = link = _not_supported
+    # Blobs hold no hard links, devices, FIFOs or sockets (EPERM: git, for one, then
+    # renames instead of linking).
+    mknod = link = _not_supported
+
+
+def _caller(ctx) -> Caller:
+    return Caller(uid=ctx.uid, gid=ctx.gid, pid=ctx.pid, umask=ctx.umask)

@@ -23,8 +23,9 @@ LAYERS: dict[int, frozenset[str]] = {
     # `__init__` is the package itself: it may import nothing of ours (so importing
     # any one module never drags in the rest); it hands out `Client` (layer 4) lazily.
     # `versions`: what blobmount runs on, for --version (packages, libfuse, AzCopy).
+    # `posix`: modes, owners and symlinks as blob metadata, and the rules for them.
     0: frozenset({"__init__", "errors", "config", "log", "tools", "singleflight", "sdnotify",
-                  "progress", "versions"}),
+                  "progress", "versions", "posix"}),
     1: frozenset({"store", "remote", "azcopy", "azurite"}),
     # `uploads` (the write path's journal and worker) sits with `transfers`.
     # `eviction` (cache limits), `catalog` (mount paths to blobs), `xattrs` sit with `cache`.
