@@ -355,7 +355,9 @@ class Files:
                                                      self._kept_metadata(now))
                 if entry.upload == "sync":
                     await self.uploads.upload_now(path, version)
-            return
+                return
+            if not node.etag:
+                return  # never uploaded: its first upload takes them
         old_etag, new_etag = await self.namespace.update_metadata(node, changes)
         # Same bytes, new ETag: a copy of them (clean, or the base of a change) stays good.
         record = self.store.cached_file(str(path))
