@@ -18,7 +18,7 @@ from .eviction import cache_space
 from .files import Files
 from .namespace import Namespace
 from .posix import KEPT, UNCHANGED, Caller, Kept, Permissions
-from .store import Node
+from .store import ORPHANS, Node
 from .xattrs import XattrError, Xattrs
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,10 @@ class BlobFS(pyfuse3.Operations):
             is_dir=node.is_dir, is_link=node.is_link, mode=node.mode, uid=node.uid,
             gid=node.gid, writable=writable)
         # A folder's ".." in each subfolder is a link to it, as on local filesystems.
-        attrs.st_nlink = 2 + node.subfolders if node.is_dir else 1
+        if node.is_dir:
+            attrs.st_nlink = 2 + node.subfolders
+        else:
+            attrs.st_nlink = 0 if node.parent == ORPHANS else 1  # unlinked while open
         attrs.st_size = node.size
         attrs.st_blksize = 128 * 1024
         attrs.st_blocks = (node.size + 511) // 512
