@@ -23,6 +23,7 @@ UID_KEY = "uid"
 GID_KEY = "gid"
 ATIME_KEY = "atime"
 SYMLINK_KEY = "is_symlink"
+KEYS = frozenset({MODE_KEY, UID_KEY, GID_KEY, ATIME_KEY, SYMLINK_KEY})
 #: `permissions:` values: kept in metadata, or today's fixed view from the settings.
 KEPT, FIXED = "kept", "fixed"
 PERMISSION_MODES = (KEPT, FIXED)

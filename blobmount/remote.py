@@ -8,6 +8,7 @@ Every method here blocks (the SDK is synchronous): callers in trio run them thro
 from __future__ import annotations
 
 import base64
+import calendar
 import contextlib
 import datetime as dt
 import hashlib
@@ -179,6 +180,27 @@ def parse_mtime(text: str | None) -> int | None:
     return int(when.timestamp()) * 10**9 + nanos
 
 
+_MONTHS = {name: number for number, name in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+
+
+def _http_date_ns(text: str | None) -> int:
+    """ns since the epoch of an HTTP date ("Tue, 01 Dec 2026 09:00:00 GMT"), as
+    _mtime_ns(parsedate_to_datetime(text)) gives, in a fifth of its time: a listing
+    reads one per blob."""
+    if not text:
+        return 0
+    try:
+        _, day, month, year, clock, zone = text.split(" ")
+        hours, minutes, seconds = clock.split(":")
+        if zone != "GMT":
+            raise ValueError(zone)
+        return calendar.timegm((int(year), _MONTHS[month], int(day), int(hours),
+                                int(minutes), int(seconds))) * 10**9
+    except (KeyError, ValueError):
+        return _mtime_ns(parsedate_to_datetime(text))
+
+
 def parse_listing(body: bytes) -> tuple[list[BlobItem], str]:
     """The items of one List Blobs reply (with delimiter '/'), and its next marker."""
     root = ElementTree.fromstring(body)
@@ -194,18 +216,22 @@ def parse_listing(body: bytes) -> tuple[list[BlobItem], str]:
         properties = element.find("Properties")
         metadata = {child.tag.lower(): child.text or ""
                     for child in element.iterfind("Metadata/*")}
-        modified = properties.findtext("Last-Modified")
-        when = parsedate_to_datetime(modified) if modified else None
         is_dir = metadata.get(FOLDER_MARKER_KEY, "").lower() == "true"
-        ctime_ns = _mtime_ns(when)
-        mtime_ns = _mtime_ns(when, metadata) if metadata else ctime_ns
+        ctime_ns = _http_date_ns(properties.findtext("Last-Modified"))
         if is_dir:
             name, size, etag = name + "/", 0, None
         else:
             size = int(properties.findtext("Content-Length") or 0)
             etag = _etag(properties.findtext("Etag"))
         if not metadata:
-            items.append(BlobItem(name, is_dir, size, mtime_ns, etag, ctime_ns=ctime_ns))
+            items.append(BlobItem(name, is_dir, size, ctime_ns, etag, None, None, None, None,
+                                  ctime_ns))
+            continue
+        kept_mtime = parse_mtime(metadata.get(MTIME_KEY))
+        mtime_ns = ctime_ns if kept_mtime is None else kept_mtime
+        if posix.KEYS.isdisjoint(metadata):
+            items.append(BlobItem(name, is_dir, size, mtime_ns, etag, None, None, None, None,
+                                  ctime_ns))
             continue
         kept = posix.from_metadata(metadata)
         items.append(BlobItem(name, is_dir, size, mtime_ns, etag, kept.mode, kept.uid,
