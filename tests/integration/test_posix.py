@@ -199,6 +199,19 @@ def test_tar_and_cp_a_of_a_tree_with_links_and_modes(mounter, container, tmp_pat
                              check=True).stdout
     assert "copy/link -> bin/tool" in listing
     assert "-rw-------" in listing
+    if shutil.which("rsync"):
+        subprocess.run(["rsync", "-a", f"{source}/", str(mount.path("d/synced"))], check=True)
+        assert os.readlink(mount.path("d/synced/link")) == "bin/tool"
+        assert stat.S_IMODE(mount.path("d/synced/secret").stat().st_mode) == 0o600
+        assert (mount.path("d/synced/bin/tool").stat().st_mtime_ns
+                == (source / "bin" / "tool").stat().st_mtime_ns)
+    # A venv is links (bin/python, lib64) and modes (bin/activate's scripts).
+    venv = mount.path("d/venv")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    assert (venv / "bin" / "python").is_symlink()
+    prefix = subprocess.run([str(venv / "bin" / "python"), "-c", "import sys; print(sys.prefix)"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert prefix == str(venv)
     mounter.unmount(mount)
 
 
