@@ -316,7 +316,10 @@ class Uploads:
                     raise RemoteConflict(f"{remote.label}/{blob} changed in the container")
                 base_etag = current.etag  # an earlier try of ours got there
             if current is not None:
-                metadata = {**current.metadata, **metadata}
+                # Azure's keys ignore case: ours replace theirs, however spelled.
+                ours = {key.lower() for key in metadata}
+                metadata = {**{key: value for key, value in current.metadata.items()
+                               if key.lower() not in ours}, **metadata}
         try:
             return await self._put_bytes(target, blob, path, base_etag, md5, metadata)
         except RemoteConflict:
