@@ -7,7 +7,6 @@ import functools
 import itertools
 import logging
 import os
-import stat
 from collections.abc import Sequence
 
 import pyfuse3
@@ -17,7 +16,7 @@ from .errors import BlobmountError
 from .eviction import cache_space
 from .files import Files
 from .namespace import Namespace
-from .posix import KEPT, UNCHANGED, Caller, Kept, Permissions
+from .posix import KEPT, Caller, Kept, Permissions
 from .store import ORPHANS, Node
 from .xattrs import XattrError, Xattrs
 
@@ -189,21 +188,12 @@ class BlobFS(pyfuse3.Operations):
             if node.is_dir:
                 raise pyfuse3.FUSEError(errno.EISDIR)
             await self.files.truncate(node, attr.st_size, fh)
-        changes = {}
-        if self.permissions.kept:
-            # With `permissions: fixed`, chmod and chown are accepted and not kept.
-            shown = self._attributes(node)
-            if fields.update_uid or fields.update_gid:
-                uid = attr.st_uid if fields.update_uid else UNCHANGED
-                gid = attr.st_gid if fields.update_gid else UNCHANGED
-                self.permissions.check_chown(_caller(ctx), owner=shown.st_uid, uid=uid,
-                                             gid=gid, current_gid=shown.st_gid)
-                changes["uid"] = shown.st_uid if uid == UNCHANGED else uid
-                changes["gid"] = shown.st_gid if gid == UNCHANGED else gid
-            if fields.update_mode and not node.is_link:
-                changes["mode"] = stat.S_IMODE(attr.st_mode)
-            elif changes and not node.is_link:
-                changes["mode"] = stat.S_IMODE(shown.st_mode)  # kept with the owner
+        shown = self._attributes(node)
+        changes = self.permissions.changes(
+            _caller(ctx), shown=(shown.st_mode, shown.st_uid, shown.st_gid),
+            mode=attr.st_mode if fields.update_mode else None,
+            uid=attr.st_uid if fields.update_uid else None,
+            gid=attr.st_gid if fields.update_gid else None)
         if fields.update_atime:
             changes["atime_ns"] = attr.st_atime_ns
         if fields.update_mtime:

@@ -155,6 +155,28 @@ class Permissions:
                 mode |= stat.S_ISGID
         return Kept(mode=mode, uid=caller.uid, gid=gid)
 
+    def changes(self, caller: Caller, *, shown: tuple[int, int, int], mode: int | None,
+                uid: int | None, gid: int | None) -> dict[str, int]:
+        """What a chmod or chown (None: not asked) keeps: `mode`, `uid`, `gid` for
+        Files.set_attributes. A new owner is kept with the mode shown, and the reverse,
+        so the blob says all three. Nothing when fixed, nor a link's mode (Linux has no
+        lchmod)."""
+        if not self.kept:
+            return {}  # accepted and not kept
+        shown_mode, owner, group = shown
+        kept: dict[str, int] = {}
+        if uid is not None or gid is not None:
+            asked_uid = UNCHANGED if uid is None else uid
+            asked_gid = UNCHANGED if gid is None else gid
+            self.check_chown(caller, owner=owner, uid=asked_uid, gid=asked_gid,
+                             current_gid=group)
+            kept["uid"] = owner if asked_uid == UNCHANGED else asked_uid
+            kept["gid"] = group if asked_gid == UNCHANGED else asked_gid
+        if stat.S_ISLNK(shown_mode) or not (kept or mode is not None):
+            return kept
+        kept["mode"] = stat.S_IMODE(shown_mode if mode is None else mode)
+        return kept
+
     @staticmethod
     def check_chown(caller: Caller, *, owner: int, uid: int, gid: int,
                     current_gid: int) -> None:

@@ -109,3 +109,19 @@ def test_a_listing_reads_modes_owners_atime_and_links() -> None:
     assert link.is_link and link.size == 6
     assert (folder.name, folder.is_dir, folder.mode) == ("d/", True, 0o1777)
     assert marker == ""
+
+
+def test_chmod_and_chown_keep_mode_and_owner_together() -> None:
+    rules = Permissions(mode=KEPT, uid=1, gid=2, umask=0o022)
+    shown = (stat.S_IFREG | 0o644, 1, 2)
+    assert rules.changes(ROOT, shown=shown, mode=stat.S_IFREG | 0o600, uid=None,
+                         gid=None) == {"mode": 0o600}
+    assert rules.changes(ROOT, shown=shown, mode=None, uid=5, gid=None) == {
+        "uid": 5, "gid": 2, "mode": 0o644}
+    link = (stat.S_IFLNK | 0o777, 1, 2)
+    assert rules.changes(ROOT, shown=link, mode=None, uid=5, gid=6) == {"uid": 5, "gid": 6}
+    fixed = Permissions(mode=FIXED, uid=1, gid=2, umask=0o022)
+    assert fixed.changes(ROOT, shown=shown, mode=0o600, uid=5, gid=6) == {}
+    with pytest.raises(PosixError):
+        rules.changes(USER, shown=(stat.S_IFREG | 0o644, 1000, 1000), mode=None, uid=0,
+                      gid=None)
