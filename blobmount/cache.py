@@ -9,15 +9,71 @@ missing or has the wrong size is not used.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import stat
 import uuid
+from collections.abc import Collection
 from pathlib import Path
 
 from .config import MountEntry
 from .store import Store
 
 BLOBS_FOLDER = "blobs"
+#: What blobmount keeps in an entry's cache folder (transfers' staging, AzCopy's jobs).
+ENTRY_ITEMS = (BLOBS_FOLDER, "staging", "azcopy")
+#: What it keeps in the top cache folder: the store (and sqlite's files), the lock.
+TOP_ITEMS = ("blobmount.sqlite", "blobmount.sqlite-wal", "blobmount.sqlite-shm",
+             "blobmount.sqlite-journal", "lock")
+#: Modes of everything the cache holds: only the user running blobmount may read it.
+PRIVATE_FOLDER = 0o700
+PRIVATE_FILE = 0o600
+
+
+def make_private(folder: Path, ours: Collection[str]) -> int:
+    """Make `folder` (and its parents, if missing) private to this user, with the items
+    named in `ours` (blobmount's own, in it) and all they hold; how many modes had to be
+    tightened (0: all were private already).
+
+    The daemon's umask makes what it creates private; this is for what an earlier
+    version, or another umask, left behind. Nothing else in the folder is touched, nor
+    anything another user owns: a shared folder (sticky, as /tmp, or another user's)
+    keeps its mode, and raises SharedFolder.
+    """
+    folder.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
+    info = folder.stat()
+    tightened = 0
+    if info.st_mode & stat.S_ISVTX or info.st_uid != os.geteuid():
+        raise SharedFolder(f"{folder} is shared (mode {stat.S_IMODE(info.st_mode):04o},"
+                           f" owner uid {info.st_uid})")
+    tightened += _tighten(str(folder), PRIVATE_FOLDER)
+    for name in ours:
+        top = folder / name
+        if top.is_dir() and not top.is_symlink():
+            for root, _folders, files in os.walk(top):  # each folder is a root once
+                tightened += _tighten(root, PRIVATE_FOLDER)
+                tightened += sum(_tighten(os.path.join(root, f), PRIVATE_FILE) for f in files)
+        else:
+            tightened += _tighten(str(top), PRIVATE_FILE)
+    return tightened
+
+
+class SharedFolder(Exception):
+    """A cache folder blobmount must not change the mode of."""
+
+
+def _tighten(path: str, mode: int) -> int:
+    """Take group and other bits off one file or folder of ours; 1 if it had any."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return 0
+    if (stat.S_ISLNK(info.st_mode) or info.st_uid != os.geteuid()
+            or stat.S_IMODE(info.st_mode) & 0o077 == 0):
+        return 0
+    os.chmod(path, stat.S_IMODE(info.st_mode) & mode)
+    return 1
 
 
 def fsync_file(path: Path) -> None:
@@ -89,6 +145,13 @@ class Cache:
         os.replace(temp, path)
         fsync_folder(path.parent)
         return size
+
+    def forget(self, path: Path | str) -> None:
+        """Drop the copy at `path`: its record and its file (already gone is fine).
+        Open descriptors keep reading the unlinked bytes."""
+        self.store.drop_cached_file(str(path))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
     def record(self, path: Path, *, blob: str, etag: str, size: int,
                state: str = "clean") -> None:

@@ -16,10 +16,12 @@ import os
 import re
 import select
 import shutil
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -83,8 +85,9 @@ def cli() -> None:
 @click.option("--log-file", type=click.Path(dir_okay=False), metavar="FILE",
               help="Log file [default: ~/.blobmount/blobmount.log].")
 @click.option("--strict", is_flag=True,
-              help="Refuse a config that holds secrets and that others can read"
-                   " (default: a warning).")
+              help="Refuse a config that holds secrets and that others can read, and a"
+                   " cache folder others can read (default: a warning; the folder is"
+                   " made private).")
 @click.option("--dry-run", is_flag=True,
               help="Check everything a mount would check, without mounting (as `check`).")
 @click.option("--json", "as_json", is_flag=True,
@@ -95,7 +98,7 @@ def mount(mountpoint: str | None, config_file: str | None, user: str | None,
           log_file: str | None, strict: bool, dry_run: bool, as_json: bool,
           ready_fd: int | None) -> None:
     """Mount the mount table of the config on MOUNTPOINT."""
-    from .daemon import check_mountpoint
+    from .daemon import check_allow_other, check_mountpoint
 
     if list_mounts:
         if mountpoint is not None or dry_run:
@@ -109,10 +112,13 @@ def mount(mountpoint: str | None, config_file: str | None, user: str | None,
     if mountpoint is None:
         raise click.UsageError("Missing argument 'MOUNTPOINT' (or give --list).")
     kernel_options, setting_options = _mount_options(mount_options)
+    check_allow_other(kernel_options)
     variables = default_variables(user)
     config_path = find_config(config_file)
     config = load_config(config_path, variables) if config_path else None
     _warn_readable_secrets(config, strict=strict)
+    if strict:
+        _refuse_loose_caches(config)
     where = check_mountpoint(mountpoint)
     log_path = Path(log_file).absolute() if log_file else default_log_file()
     if foreground:
@@ -208,6 +214,24 @@ def _warn_readable_secrets(config: Config | None, *, strict: bool = False) -> No
     if strict:
         raise BlobmountError(f"{problem} (refused: --strict)")
     click.echo(f"blobmount: warning: {problem}", err=True)
+
+
+def _refuse_loose_caches(config: Config | None) -> None:
+    """--strict: a cache folder other users can read is refused, not tightened."""
+    from .daemon import embedded_cache_dir
+
+    folders = ([config.cache_dir, *(entry.cache_dir for entry in config.mounts)]
+               if config is not None else [embedded_cache_dir()])
+    for folder in dict.fromkeys(folders):
+        try:
+            mode = stat.S_IMODE(folder.stat().st_mode)
+        except FileNotFoundError:
+            continue  # made private by the daemon
+        if mode & 0o077:
+            raise BlobmountError(
+                f"cache folder {folder} is readable by other users (mode {mode:04o}):"
+                f" `chmod -R go= {folder}`, or mount without --strict, which tightens it"
+                " (refused: --strict)")
 
 
 def _run_foreground(config: Config | None, mountpoint: Path, verbose: int, log_path: Path,
@@ -381,6 +405,30 @@ def status(mountpoint: str | None, as_json: bool) -> None:
                f" downloads since mount: {reply['downloads']['total']};"
                f" pending uploads: {reply['uploads']['count']}"
                f" ({len(reply['uploads']['failed'])} failing)")
+    for upload in reply["uploads"].get("orphaned", []):
+        click.echo(f"  upload not tried: {upload['error']}")
+    requests = reply.get("requests")
+    if requests is not None:
+        click.echo(f"  requests to the account: {_request_counts(requests)}")
+    if reply.get("metrics"):
+        click.echo(f"  metrics: {reply['metrics']}")
+
+
+def _request_counts(requests: dict[str, Any]) -> str:
+    """'12 (get 3, list 2, put 1); 4096 bytes down, 1024 up; AzCopy jobs: 1 download'"""
+    ops = ", ".join(f"{op} {count}" for op, count in sorted(requests["by_op"].items(),
+                                                            key=lambda item: -item[1]))
+    failed = sum(count for status, count in requests["by_status"].items()
+                 if status == "error" or int(status) >= 400)
+    text = f"{requests['total']}" + (f" ({ops})" if ops else "")
+    if failed:
+        text += f", {failed} answered with an error or not at all"
+    moved = requests["bytes"]
+    text += f"; {moved['down']} bytes down, {moved['up']} up"
+    if requests["azcopy_jobs"]:
+        text += "; AzCopy jobs: " + ", ".join(
+            f"{count} {kind}" for kind, count in sorted(requests["azcopy_jobs"].items()))
+    return text
 
 
 _DURATION = re.compile(r"(\d+)\s*(s|m|h|d|w)")

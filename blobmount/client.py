@@ -13,8 +13,9 @@ request on the daemon's control socket; the CLI uses these same calls.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from . import control
@@ -102,6 +103,18 @@ class Client:
         if failed and check:
             raise SyncFailed(failed)
         return failed
+
+    @contextlib.contextmanager
+    def async_uploads(self, *, wait: bool = True) -> Iterator[None]:
+        """Inside: every close() on the mount returns once the file is journaled, its
+        upload left to the background, whatever the entries' `upload` mode says; the
+        mode is the mount's, so this holds for every process writing there meanwhile.
+        Leaving: each entry's own mode again, then (with `wait`) `sync()`, which raises
+        SyncFailed if an upload failed. Left by an exception, it does not wait."""
+        with control.held_request(self.mountpoint, "hold_async", timeout=self.timeout):
+            yield
+        if wait:
+            self.sync()
 
     def prefetch(self, paths: Iterable[str | os.PathLike], *, check: bool = True,
                  on_progress: Callable[[dict[str, Any]], None] | None = None,

@@ -54,10 +54,12 @@ __all__ = [
     "embedded_config",
     "find_config",
     "load_config",
+    "parse_address",
     "parse_id",
     "parse_size",
     "parse_umask",
     "setting_option",
+    "xdg_dir",
 ]
 
 log = logging.getLogger(__name__)
@@ -213,6 +215,8 @@ class Settings:
     gid: int | None = None
     umask: int = 0o022
     permissions: str = "kept"
+    # Where the Prometheus endpoint (/metrics) listens, as (host, port); None: nowhere.
+    metrics_address: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -249,7 +253,7 @@ def default_cache_dir() -> Path:
         return Path(systemd)
     if os.geteuid() == 0:
         return _SYSTEM_CACHE
-    return _xdg_dir("XDG_CACHE_HOME", ".cache") / "blobmount"
+    return xdg_dir("XDG_CACHE_HOME", ".cache") / "blobmount"
 
 
 def find_config(explicit: str | os.PathLike[str] | None) -> Path | None:
@@ -364,6 +368,19 @@ def parse_size(value: int | str) -> int:
             "KiB, MiB, GiB, TiB (1024-based) or KB, MB, GB, TB (1000-based)"
         )
     return int(float(match.group(1)) * unit)
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """HOST:PORT ("127.0.0.1:9464", "[::1]:9464", "0.0.0.0:9464"; port 0: any free
+    one) as (host, port); ValueError fit for the user."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:9464, got {_kind(value)}")
+    host, colon, port = value.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not colon or not host or not _DIGITS.fullmatch(port) or int(port) > 65535:
+        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:9464, got {value!r}")
+    return host, int(port)
 
 
 def parse_id(value: int | str) -> int:
@@ -656,6 +673,7 @@ def _read_settings(top: _Section) -> Settings:
         gid=_optional(top, "gid", parse_id),
         umask=_optional(top, "umask", parse_umask, defaults.umask),
         permissions=top.choice("permissions", _PERMISSION_MODES, defaults.permissions),
+        metrics_address=_optional(top, "metrics_address", parse_address),
     )
 
 
@@ -1273,8 +1291,9 @@ def _default_mount_cache(cache_dir: Path, local: str) -> Path:
     return cache_dir / local.replace("/", "__")
 
 
-def _xdg_dir(variable: str, fallback: str) -> Path:
-    """An XDG base folder; relative values are ignored, as the XDG spec says."""
+def xdg_dir(variable: str, fallback: str) -> Path:
+    """An XDG base folder ($XDG_CACHE_HOME, ...), else ~/`fallback`; relative values are
+    ignored, as the XDG spec says."""
     value = os.environ.get(variable, "")
     if value and os.path.isabs(value):
         return Path(value)
@@ -1284,7 +1303,7 @@ def _xdg_dir(variable: str, fallback: str) -> Path:
 def _user_config_file() -> Path:
     if os.geteuid() == 0:
         return _SYSTEM_CONFIG
-    return _xdg_dir("XDG_CONFIG_HOME", ".config") / "blobmount" / "config.yaml"
+    return xdg_dir("XDG_CONFIG_HOME", ".config") / "blobmount" / "config.yaml"
 
 
 def _must_exist(path: Path) -> Path:

@@ -15,6 +15,7 @@ import faulthandler
 import fcntl
 import logging
 import os
+import resource
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -27,18 +28,20 @@ import trio
 
 from .azcopy import AzCopy
 from .azurite import Azurite
-from .cache import Cache
-from .config import Config, MountEntry, embedded_config
+from .cache import ENTRY_ITEMS, TOP_ITEMS, Cache, SharedFolder, make_private
+from .config import Config, MountEntry, embedded_config, xdg_dir
 from .control import ControlServer, socket_path
 from .errors import BlobmountError, MountPointError, ToolNotFound
 from .eviction import Evictor
 from .files import Files
 from .fs import BlobFS
 from .manage import Manager
+from .metrics import Metrics
 from .namespace import Namespace
 from .remote import Remote
 from .sdnotify import Notifier
 from .store import Store
+from .supervise import guarded, supervised
 from .tools import find_azcopy
 from .transfers import Downloads
 from .uploads import Uploads
@@ -56,12 +59,13 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # default) is stopped: its chunks take a while on a slow link, but AzCopy would retry
 # an account that does not answer for many minutes.
 AZCOPY_STALLS = 6
+# Where fusermount3 reads whether users other than root may give allow_other.
+FUSE_CONF = Path("/etc/fuse.conf")
 
 
 def data_dir() -> Path:
     """Where the embedded Azurite keeps its data: $XDG_DATA_HOME/blobmount."""
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "blobmount"
+    return xdg_dir("XDG_DATA_HOME", ".local/share") / "blobmount"
 
 
 def embedded_cache_dir() -> Path:
@@ -70,8 +74,7 @@ def embedded_cache_dir() -> Path:
     Like its Azurite's data, it belongs to the user who started it; the system-wide
     /var/cache/blobmount is for the mounts of root's config.
     """
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "blobmount"
+    return xdg_dir("XDG_CACHE_HOME", ".cache") / "blobmount"
 
 
 def check_mountpoint(path: str | os.PathLike) -> Path:
@@ -95,6 +98,23 @@ def check_mountpoint(path: str | os.PathLike) -> Path:
                 f" `fusermount3 -u {mountpoint}`") from None
         raise MountPointError(f"mount point {mountpoint}: {exc.strerror}") from None
     return mountpoint
+
+
+def check_allow_other(kernel_options: Iterable[str], fuse_conf: Path = FUSE_CONF) -> None:
+    """Refuse `allow_other` from a user other than root in one line, unless `fuse_conf`
+    says `user_allow_other`: fusermount3 refuses it then too, but says so only in the
+    log, and the mount fails as "fuse_session_mount failed"."""
+    if "allow_other" not in kernel_options or os.geteuid() == 0:
+        return
+    try:
+        lines = fuse_conf.read_text(errors="replace").splitlines()
+    except OSError:
+        return  # fusermount3 reads it as root, and decides
+    # fusermount3's reading: '#' starts a comment; the option stands alone on its line.
+    if any(line.split("#", 1)[0].strip() == "user_allow_other" for line in lines):
+        return
+    raise MountPointError(f"-o allow_other: only root may give it, unless {fuse_conf}"
+                          " has a line user_allow_other")
 
 
 @contextlib.contextmanager
@@ -137,13 +157,13 @@ class _Mount:
             "config": self.config.source,
             "mounts": [_describe(entry) for entry in self.config.mounts],
             "cache_bytes": self.store.cached_bytes(),
-            "downloads": {"total": sum(started.values()), "by_path": dict(started)},
+            "downloads": {"total": self.downloads.started_total, "by_path": dict(started)},
         }
 
     async def sync(self, _request: dict[str, Any]) -> dict[str, Any]:
         failed = await self.uploads.sync()
         return {"failed": [{"blob": f"{row.account}/{row.container}/{row.blob}",
-                            "error": row.last_error or "not uploaded yet"} for row in failed]}
+                            "error": self.uploads.why(row)} for row in failed]}
 
     async def no_wait(self, _request: dict[str, Any]) -> dict[str, Any]:
         self.drain_on_exit = False
@@ -172,7 +192,8 @@ async def _check_remotes(remotes: list[Remote], entries: tuple[MountEntry, ...],
             raise type(exc)(f"mount entry {entry.local!r}: {exc}") from None
 
 
-def _azcopy_factory(config: Config) -> Callable[[MountEntry], AzCopy] | None:
+def _azcopy_factory(config: Config, metrics: Metrics | None = None,
+                    ) -> Callable[[MountEntry], AzCopy] | None:
     try:
         binary = find_azcopy()
     except ToolNotFound as exc:
@@ -183,7 +204,8 @@ def _azcopy_factory(config: Config) -> Callable[[MountEntry], AzCopy] | None:
     def azcopy_for(entry: MountEntry) -> AzCopy:
         if entry.local not in jobs:
             jobs[entry.local] = AzCopy(binary, entry.cache_dir / "azcopy",
-                                       stall_timeout=AZCOPY_STALLS * config.settings.remote_timeout)
+                                       stall_timeout=AZCOPY_STALLS * config.settings.remote_timeout,
+                                       metrics=metrics)
         return jobs[entry.local]
 
     return azcopy_for
@@ -209,9 +231,12 @@ async def serve(config: Config | None, mountpoint: Path, *,
         parts = await _assemble(config, mountpoint, stack)
         # What a crash left in the journal goes up before anything can overwrite it.
         left = await parts.uploads.sync()
-        if left:
+        orphaned = parts.uploads.orphaned()
+        if len(left) > len(orphaned):
             log.warning("%d uploads from before still fail; they stay in the journal",
-                        len(left))
+                        len(left) - len(orphaned))
+        for row in orphaned:
+            log.warning("upload not tried: %s", parts.uploads.why(row))
         # default_permissions (pyfuse3's default too, stated here because it is the only
         # permission check): the kernel checks the shown mode, uid and gid; we check none.
         options = (set(pyfuse3.default_options) | set(fuse_options)
@@ -272,19 +297,22 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
     """Open the store, reach every container (one clear error if one cannot be), and
     build the components on them; what must be closed goes on `stack`."""
     settings = config.settings
+    _make_caches_private(config)
     stack.enter_context(cache_lock(config.cache_dir))
     store = Store(config.cache_dir / "blobmount.sqlite")
     stack.callback(store.close)
     limiter = trio.CapacityLimiter(max(4, settings.max_parallel_transfers * 2))
+    metrics = Metrics()
     remotes = []
     for entry in config.mounts:
-        remote = Remote(entry.account, entry.container, timeout=settings.remote_timeout)
+        remote = Remote(entry.account, entry.container, timeout=settings.remote_timeout,
+                        metrics=metrics)
         stack.callback(remote.close)
         remotes.append(remote)
     await _check_remotes(remotes, config.mounts, limiter)
 
     cache = Cache(store)
-    azcopy_for = _azcopy_factory(config)
+    azcopy_for = _azcopy_factory(config, metrics)
     downloads = Downloads(cache, azcopy_for, sdk_max=settings.sdk_download_max,
                           limiter=limiter)
     namespace = Namespace(store, config.mounts, remotes, ttl=settings.listing_ttl,
@@ -293,6 +321,7 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
     evictor = Evictor(store, cache, config.mounts, low_watermark=settings.cache_low_watermark)
     evictor.protect(downloads.in_use)
     downloads.on_downloaded = evictor.wake
+    downloads.make_room = evictor.make_room
 
     def uploaded(target, blob: str, *done) -> None:
         namespace.uploaded(target.index, blob, *done)
@@ -300,22 +329,33 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
 
     uploads = Uploads(store, cache, config.mounts, remotes, azcopy_for,
                       settings=settings, limiter=limiter, on_uploaded=uploaded,
-                      on_conflict=lambda target, blob: namespace.conflicted(target.index,
-                                                                            blob))
-    files = Files(namespace, cache, downloads, uploads, config.mounts,
+                      on_conflict=lambda target, blob: (metrics.conflicts.inc(),
+                                                        namespace.conflicted(target.index,
+                                                                             blob)))
+    # One list, read by the file system and switched by the control request hold_async.
+    entries = list(config.mounts)
+    files = Files(namespace, cache, downloads, uploads, entries,
                   read_ahead_files=settings.read_ahead_files)
+    files.on_copy = metrics.cache_open
     files.recover()
     xattrs = Xattrs(namespace, cache, uploads, config.mounts) if settings.xattrs else None
-    operations = BlobFS(namespace, files, config.mounts,
+    operations = BlobFS(namespace, files, entries,
                         attr_timeout=min(settings.listing_ttl, MAX_ATTR_TIMEOUT),
                         xattrs=xattrs, uid=settings.uid, gid=settings.gid,
                         umask=settings.umask, permissions=settings.permissions)
+    operations.metrics = metrics
     evictor.protect(files.paths_in_use)
     mount = _Mount(config, mountpoint, store, downloads, uploads)
-    manager = Manager(config.mounts, remotes, store, cache, downloads, uploads, evictor)
+    manager = Manager(entries, remotes, store, cache, downloads, uploads, evictor)
 
     async def status(request: dict[str, Any]) -> dict[str, Any]:
-        return {**await mount.status(request), **manager.status()}
+        return {**await mount.status(request), **manager.status(),
+                "requests": metrics.requests(), "metrics": metrics.address}
+
+    metrics.watch(manager.snapshot)
+    if settings.metrics_address:
+        stack.callback(metrics.close)  # before the store closes: a scrape reads it
+        metrics.serve(*settings.metrics_address)
 
     # Resolved before mounting: once mounted, touching the mount point from this
     # process before pyfuse3.main() runs would wait for ourselves forever.
@@ -323,6 +363,39 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
         "status": status, "sync": mount.sync, "no_wait": mount.no_wait,
         **manager.handlers()}, cancel_on_close=manager.cancel_on_close)
     return _Parts(operations, downloads, uploads, evictor, mount, control)
+
+
+def _make_caches_private(config: Config) -> None:
+    """Every cache folder, and what blobmount keeps in it, readable by this user alone."""
+    folders: dict[Path, list[str]] = {config.cache_dir: list(TOP_ITEMS)}
+    for entry in config.mounts:
+        folders.setdefault(entry.cache_dir, []).extend(ENTRY_ITEMS)
+    tightened: dict[Path, int] = {}
+    for folder, ours in folders.items():
+        try:
+            tightened[folder] = make_private(folder, ours)
+        except SharedFolder as exc:
+            log.warning("cache folder %s: new copies are private, but other users may"
+                        " list the folder; give blobmount a folder of its own", exc)
+        except OSError as exc:
+            raise BlobmountError(f"cache folder {folder}: {exc.strerror}") from None
+    loose = [str(folder) for folder, count in tightened.items() if count]
+    if loose:
+        log.warning("cache folder %s was readable by other users: made it private (0700"
+                    " folders, 0600 files; %d modes changed)", ", ".join(loose),
+                    sum(tightened.values()))
+
+
+def _raise_file_limit() -> None:
+    """Allow as many open files as the hard limit does: the daemon holds a descriptor
+    for each file open through the mount, and the soft limit is often only 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            log.debug("open files: soft limit raised from %d to %d", soft, hard)
+        except (OSError, ValueError) as exc:
+            log.warning("open files stay limited to %d: %s", soft, exc)
 
 
 async def _run_mounted(parts: _Parts, signals: AsyncIterator[int],
@@ -334,9 +407,10 @@ async def _run_mounted(parts: _Parts, signals: AsyncIterator[int],
     async with trio.open_nursery() as nursery:
         await nursery.start(parts.control.serve)
         nursery.start_soon(_terminate_on, signals)
-        nursery.start_soon(parts.uploads.run)
-        nursery.start_soon(parts.evictor.run)
-        nursery.start_soon(tune)
+        # A worker that fails is logged and started again; the mount goes on.
+        nursery.start_soon(supervised, "the upload worker", parts.uploads.run)
+        nursery.start_soon(supervised, "the cache evictor", parts.evictor.run)
+        nursery.start_soon(guarded, "tuning the kernel's read-ahead", tune)
         parts.downloads.run_in(nursery)
         live()
         await pyfuse3.main()
@@ -400,6 +474,10 @@ def run_daemon(config: Config | None, mountpoint: Path,
                ready: Callable[[str], None], fuse_options: Iterable[str] = (),
                setting_options: Mapping[str, int] | None = None) -> None:
     """Run the daemon to the end in this process (blocking)."""
+    # Whatever the caller's umask, what the daemon makes (the store, its lock and WAL,
+    # cached copies, AzCopy's folders) is its user's alone.
+    os.umask(0o077)
+    _raise_file_limit()
     try:
         trio.run(partial(serve, config, mountpoint, ready=ready, fuse_options=fuse_options,
                          setting_options=setting_options))

@@ -10,7 +10,6 @@ disk's.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -31,6 +30,17 @@ log = logging.getLogger(__name__)
 EVICT_INTERVAL = 30.0
 #: Seconds between retries when files that should go are still open.
 DROP_RETRY = 0.5
+#: Bytes a full cache disk is left with beyond what a download or write needs: the
+#: store's journal and WAL must still fit on it.
+ROOM_MARGIN = 4 * 1024 * 1024
+
+
+def free_bytes(folder: Path) -> int:
+    """What the disk holding `folder` (or its nearest existing parent) has free."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    disk = os.statvfs(folder)
+    return disk.f_bavail * disk.f_frsize
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +177,31 @@ class Evictor:
                 self._drop_after_upload.discard(path)
         return self.drop(chosen)
 
+    def make_room(self, folder: Path, needed: int) -> int:
+        """Whatever the limits say: drop the least recently used clean copies on the
+        disk of `folder` until it has `needed` bytes free (and ROOM_MARGIN beyond);
+        the bytes dropped. 0: there was room, or nothing could go."""
+        free = free_bytes(folder)
+        if free >= needed + ROOM_MARGIN:
+            return 0
+        device = _device(folder)
+        keep = self.in_use() | self.store.upload_paths()
+        candidates = [record for entry in self.entries if _device(entry.cache_dir) == device
+                      for record in self.store.cached_files(blobs_prefix(entry))
+                      if record.state == "clean" and record.path not in keep]
+        candidates.sort(key=lambda record: (record.last_access, record.path))
+        chosen = []
+        for record in candidates:
+            if free >= needed + ROOM_MARGIN:
+                break
+            chosen.append(record)
+            free += record.size
+        count, size = self.drop(chosen)
+        if count:
+            log.warning("the cache's disk (%s) is full: dropped %d clean copies (%d bytes) to"
+                        " make room", folder, count, size)
+        return size
+
     def drop(self, files: Iterable[CachedFile]) -> tuple[int, int]:
         """Forget and delete these copies; (files, bytes) dropped."""
         count = size = 0
@@ -175,9 +210,7 @@ class Evictor:
             if record.path in seen:
                 continue
             seen.add(record.path)
-            self.store.drop_cached_file(record.path)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(record.path)
+            self.cache.forget(record.path)
             count += 1
             size += record.size
         if count:
@@ -204,6 +237,15 @@ class Evictor:
         return sum(record.size for record in self.measured(entry))
 
 
+def _device(folder: Path) -> int | None:
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return folder.stat().st_dev
+    except OSError:
+        return None
+
+
 def cache_space(entries: Sequence[MountEntry], store: Store) -> tuple[int, int]:
     """(capacity, free) bytes of the mount's caches, as statfs shows them.
 
@@ -216,10 +258,7 @@ def cache_space(entries: Sequence[MountEntry], store: Store) -> tuple[int, int]:
         total = sum(entry.cache_max_bytes or 0 for entry in entries)
         return total, max(0, total - used)
     unlimited = next((e.cache_dir for e in entries if not e.cache_max_bytes), Path("/"))
-    while not unlimited.exists() and unlimited != unlimited.parent:
-        unlimited = unlimited.parent
-    disk = os.statvfs(unlimited)
-    free = disk.f_bavail * disk.f_frsize
+    free = free_bytes(unlimited)
     return used + free, free
 
 

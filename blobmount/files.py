@@ -22,14 +22,13 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import Cache
 from .config import MountEntry
-from .errors import BlobmountError
-from .namespace import Namespace
+from .namespace import IsADirectory, Namespace
 from .posix import ATIME_KEY, Kept, to_metadata
 from .readahead import ReadAhead
 from .remote import MTIME_KEY, format_mtime
@@ -40,10 +39,6 @@ from .uploads import Uploads, journaled_metadata
 log = logging.getLogger(__name__)
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
-
-
-class IsADirectory(BlobmountError):
-    errno = errno.EISDIR
 
 
 @dataclass
@@ -81,6 +76,8 @@ class Files:
         self.read_ahead = ReadAhead(self.store, downloads, read_ahead_files)
         self._numbers = itertools.count(1)
         self.handles: dict[int, Handle] = {}
+        #: told, at each open that needs the file's bytes, whether it downloaded them
+        self.on_copy: Callable[[bool], None] = lambda downloaded: None
         uploads.watch_writers(self.writing)
 
     # -- what others ask ----------------------------------------------------------
@@ -100,9 +97,7 @@ class Files:
         container's version shows again; journaled ones go up as the journal says."""
         for path in self.store.uncommitted_files():
             log.warning("dropping a change never committed by a close or fsync: %s", path)
-            self.store.drop_cached_file(path)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+            self.cache.forget(path)
 
     def _orphaned(self, inode: int) -> bool:
         node = self.store.node(inode)
@@ -166,6 +161,7 @@ class Files:
         else:
             path, downloaded = await self.downloads.cached_copy(entry, remote, node.blob,
                                                                 **wanted)
+        self.on_copy(downloaded)
         if (self.read_ahead.files and node.size <= READ_AHEAD_MAX_SIZE
                 and self.downloads.walking(path, downloaded)):
             self.read_ahead.after(node, entry, remote, shown_path.rpartition("/")[0])
@@ -206,7 +202,7 @@ class Files:
         handle = self.handles[number]
         if not isinstance(handle, Writing):
             raise OSError(errno.EBADF, "not open for writing")
-        written = os.pwrite(handle.fd, data, offset)
+        written = self.downloads.write(handle.fd, handle.path, data, offset)
         handle.written = True
         node = self.store.node(handle.inode)
         if node is not None:
@@ -396,9 +392,7 @@ class Files:
         path = self._path(node)
         if any(handle.inode == node.inode for handle in self.handles.values()):
             self.store.add_orphan(node)
-        self.store.drop_cached_file(str(path))
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        self.cache.forget(path)
 
     async def rename(self, old_parent: Node, old_name: str, new_parent: Node, new_name: str,
                      *, replace: bool) -> None:
@@ -488,23 +482,24 @@ class Files:
                                            journaled_metadata(upload))
         if upload is not None:
             await self.uploads.forget(old_path)
-        self.store.drop_cached_file(str(old_path))
-        with contextlib.suppress(FileNotFoundError):
-            old_path.unlink()
+        self.cache.forget(old_path)
 
     async def _follow(self, entry: MountEntry, old_blob: str, new_blob: str,
                       etag: str | None) -> None:
-        """A file moved with its folder: its cached copy (and the version it is based
-        on, now the copy's) follows it, so a later change is no false conflict."""
+        """A file moved with its folder: its local change (and the version it is based
+        on, now the copy's) follows it, so a later change is no false conflict.
+
+        A clean copy stays behind: the blob may have changed in the container since it
+        was cached, and the copy's ETag would then name bytes it does not hold.
+        """
         old_path = self.cache.path_for(entry, old_blob)
         new_path = self.cache.path_for(entry, new_blob)
         record = self.store.cached_file(str(old_path))
-        if record is not None and etag and self._link(old_path, new_path):
+        if (record is not None and record.state == "dirty" and etag
+                and self._link(old_path, new_path)):
             self.cache.record(new_path, blob=new_blob, etag=etag, size=record.size,
                               state=record.state)
-        self.store.drop_cached_file(str(old_path))
-        with contextlib.suppress(FileNotFoundError):
-            old_path.unlink()
+        self.cache.forget(old_path)
 
     def _link(self, old_path: Path, new_path: Path) -> bool:
         """Give the cache file at `old_path` the name `new_path` too; open handles move

@@ -7,6 +7,7 @@ import functools
 import itertools
 import logging
 import os
+import time
 from collections.abc import Sequence
 
 import pyfuse3
@@ -15,6 +16,7 @@ from .config import MountEntry
 from .errors import BlobmountError
 from .eviction import cache_space
 from .files import Files
+from .metrics import Metrics
 from .namespace import Namespace
 from .posix import KEPT, Caller, Kept, Permissions
 from .store import ORPHANS, Node
@@ -29,24 +31,35 @@ STATFS_BLOCK = 4096
 
 
 def _fuse_errors(handler):
-    """Answer the kernel with an errno, never a traceback."""
+    """Answer the kernel with an errno, never a traceback; count the request, its time
+    and its errno (the one place every handler passes through)."""
+    op = handler.__name__
 
     @functools.wraps(handler)
-    async def wrapper(*args, **kwargs):
+    async def wrapper(self, *args, **kwargs):
+        started = time.perf_counter()
+        failed = None
         try:
-            return await handler(*args, **kwargs)
-        except pyfuse3.FUSEError:
+            return await handler(self, *args, **kwargs)
+        except pyfuse3.FUSEError as exc:
+            failed = exc.errno
             raise
         except BlobmountError as exc:
             level = logging.DEBUG if exc.errno == errno.ENOENT else logging.WARNING
-            log.log(level, "%s: %s", handler.__name__, exc)
+            log.log(level, "%s: %s", op, exc)
+            failed = exc.errno
             raise pyfuse3.FUSEError(exc.errno) from None
         except OSError as exc:
-            log.warning("%s: %s", handler.__name__, exc)
-            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+            log.warning("%s: %s", op, exc)
+            failed = exc.errno or errno.EIO
+            raise pyfuse3.FUSEError(failed) from None
         except Exception:
-            log.exception("%s failed", handler.__name__)
+            log.exception("%s failed", op)
+            failed = errno.EIO
             raise pyfuse3.FUSEError(errno.EIO) from None
+        finally:
+            if self.metrics is not None:
+                self.metrics.fuse_request(op, time.perf_counter() - started, failed)
 
     return wrapper
 
@@ -60,6 +73,8 @@ class BlobFS(pyfuse3.Operations):
     tree to the namespace."""
 
     enable_writeback_cache = False
+    #: where requests are counted (the daemon sets it)
+    metrics: Metrics | None = None
 
     def __init__(self, namespace: Namespace, files: Files, entries: Sequence[MountEntry], *,
                  attr_timeout: float, xattrs: Xattrs | None = None, uid: int | None = None,
@@ -139,6 +154,7 @@ class BlobFS(pyfuse3.Operations):
                     return
             offset += len(chunk)
 
+    @_fuse_errors
     async def releasedir(self, fh):
         self._open_dirs.pop(fh, None)
 
@@ -175,6 +191,7 @@ class BlobFS(pyfuse3.Operations):
     async def fsync(self, fh, datasync):
         await self.files.fsync(fh)
 
+    @_fuse_errors
     async def release(self, fh):
         await self.files.release(fh)
 
@@ -262,6 +279,7 @@ class BlobFS(pyfuse3.Operations):
 
     # -- extended attributes (see xattrs.py) ------------------------------------------
 
+    @_fuse_errors
     async def getxattr(self, inode, name, ctx):
         if self.xattrs is None:
             raise pyfuse3.FUSEError(errno.ENOSYS)  # the kernel stops asking
@@ -271,24 +289,26 @@ class BlobFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENODATA)
         return await self._xattr(self.xattrs.get, inode, text)
 
+    @_fuse_errors
     async def listxattr(self, inode, ctx):
         if self.xattrs is None:
             raise pyfuse3.FUSEError(errno.ENOSYS)
         names = await self._xattr(self.xattrs.names, inode)
         return [name.encode("utf-8", "surrogateescape") for name in names]
 
+    @_fuse_errors
     async def setxattr(self, inode, name, value, ctx):
         if self.xattrs is None:
             raise pyfuse3.FUSEError(errno.ENOSYS)
         await self._xattr(self.xattrs.set, inode, name.decode("utf-8", "surrogateescape"),
                           value)
 
+    @_fuse_errors
     async def removexattr(self, inode, name, ctx):
         if self.xattrs is None:
             raise pyfuse3.FUSEError(errno.ENOSYS)
         await self._xattr(self.xattrs.remove, inode, name.decode("utf-8", "surrogateescape"))
 
-    @_fuse_errors
     async def _xattr(self, call, inode, *args):
         try:
             return await call(self.namespace.node(inode), *args)

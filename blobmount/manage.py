@@ -12,7 +12,8 @@ import logging
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import MutableSequence, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from .catalog import Place, files_under, inside, places, shown_path
 from .config import MountEntry
 from .errors import BlobmountError
 from .eviction import Evictor, blobs_prefix
+from .metrics import Snapshot
 from .remote import BlobItem, Remote
 from .store import CachedFile, Store
 from .transfers import STAGING_FOLDER, Downloads, Wanted
@@ -42,10 +44,10 @@ class Manager:
     """Cache management for one daemon's mount entries."""
 
     #: requests that stop when their client goes away
-    cancel_on_close = ("prefetch",)
+    cancel_on_close = ("prefetch", "hold_async")
 
-    def __init__(self, entries: Sequence[MountEntry], remotes: Sequence[Remote], store: Store,
-                 cache: Cache, downloads: Downloads, uploads: Uploads,
+    def __init__(self, entries: MutableSequence[MountEntry], remotes: Sequence[Remote],
+                 store: Store, cache: Cache, downloads: Downloads, uploads: Uploads,
                  evictor: Evictor) -> None:
         self.entries = entries
         self.remotes = remotes
@@ -55,13 +57,17 @@ class Manager:
         self.uploads = uploads
         self.evictor = evictor
         self._listing = trio.CapacityLimiter(PARALLEL_LISTINGS)
+        #: clients holding the mount in async mode, and the entries they switched
+        self._async_holds = 0
+        self._switched: dict[int, MountEntry] = {}
         for entry in entries:
             # What a prefetch interrupted by a crash left behind.
             shutil.rmtree(entry.cache_dir / STAGING_FOLDER, ignore_errors=True)
 
     def handlers(self) -> dict[str, Any]:
         return {"prefetch": self.prefetch, "cache_ls": self.cache_ls,
-                "cache_evict": self.cache_evict, "stats": self.stats}
+                "cache_evict": self.cache_evict, "stats": self.stats,
+                "hold_async": self.hold_async}
 
     def status(self) -> dict[str, Any]:
         """What `status` adds: AzCopy jobs, prefetch and eviction counts, cache limits."""
@@ -69,11 +75,30 @@ class Manager:
             "azcopy_jobs": azcopy.jobs_started(),
             "prefetched": dict(self.downloads.prefetched),
             "evicted": dict(self.evictor.evicted),
+            "async_holds": self._async_holds,
             "cache": [{"local": entry.local, "bytes": self.evictor.folder_bytes(entry),
                        "max_bytes": entry.cache_max_bytes, "max_age": entry.cache_max_age,
                        "drop_after_upload": entry.drop_after_upload}
                       for entry in self.entries],
         }
+
+    def snapshot(self) -> Snapshot:
+        """The cache's and the journal's state by entry, for the metrics endpoint."""
+        state = Snapshot(evictions=self.evictor.evicted["files"])
+        for entry in self.entries:
+            state.cache_bytes[entry.local] = self.store.cached_bytes(blobs_prefix(entry))
+            state.uploads_pending[entry.local] = state.uploads_failed[entry.local] = 0
+        for row in self.store.uploads():
+            # Entries may share a container: the longest prefix of the blob's name wins.
+            owners = [entry for entry in self.entries
+                      if (entry.account.account_name, entry.container) == (row.account,
+                                                                           row.container)
+                      and row.blob.startswith(entry.prefix)]
+            if owners:
+                local = max(owners, key=lambda entry: len(entry.prefix)).local
+                state.uploads_pending[local] += 1
+                state.uploads_failed[local] += bool(row.attempts)
+        return state
 
     # -- listing --------------------------------------------------------------------
 
@@ -102,10 +127,58 @@ class Manager:
             except BlobmountError as exc:
                 failed[path or "."] = str(exc)
 
+        rest, found = await self._siblings(list(dict.fromkeys(paths)))
+        for index, item in found:
+            wanted[index][item.blob] = item
         async with trio.open_nursery() as nursery:
-            for path in dict.fromkeys(paths):
+            for path in rest:
                 nursery.start_soon(expand, path)
         return wanted, failed
+
+    async def _siblings(self, paths: list[str]) -> tuple[list[str], list[tuple[int, Wanted]]]:
+        """Files named one by one, several of them in a folder (azfuse's prepare of a
+        batch): one listing of the folder finds them all, instead of a listing and a
+        HEAD each. The paths it does not settle, and (entry, file) for those it does."""
+        by_folder: dict[tuple[int, str], list[Place]] = defaultdict(list)
+        rest = []
+        for path in paths:
+            try:
+                found = places(self.entries, path)
+            except BlobmountError:
+                found = []
+            if len(found) != 1 or found[0].whole_entry:
+                rest.append(path)
+                continue
+            head, slash, _name = found[0].blob.rpartition("/")
+            by_folder[(found[0].index, head + slash)].append(found[0])
+        settled: list[tuple[int, Wanted]] = []
+
+        async def settle(index: int, prefix: str, group: list[Place]) -> None:
+            try:
+                items = await trio.to_thread.run_sync(
+                    lambda: [item for page in self.remotes[index].list_pages(prefix)
+                             for item in page], limiter=self._listing)
+            except BlobmountError:
+                rest.extend(place.shown for place in group)
+                return
+            folders = {item.name.rstrip("/") for item in items if item.is_dir}
+            files = {item.name: item for item in items if not item.is_dir}
+            for place in group:
+                item = files.get(place.blob)
+                if item is None or place.blob in folders or shown_path(
+                        place.entry, place.blob) is None:
+                    rest.append(place.shown)  # a folder, missing, or hidden: the long way
+                else:
+                    settled.append((index, Wanted(item.name, item.size, item.etag,
+                                                  place.shown)))
+
+        async with trio.open_nursery() as nursery:
+            for (index, prefix), group in by_folder.items():
+                if len(group) < 2:
+                    rest.extend(place.shown for place in group)
+                else:
+                    nursery.start_soon(settle, index, prefix, group)
+        return rest, settled
 
     # -- prefetch -------------------------------------------------------------------
 
@@ -177,6 +250,31 @@ class Manager:
             "over_limit": over,
             "failed": [{"path": path, "error": error} for path, error in sorted(failed.items())],
         }
+
+    # -- upload mode ----------------------------------------------------------------
+
+    async def hold_async(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Every writable entry uploads in the background (close() returns once the file
+        is journaled) for as long as a client keeps this request open: azfuse's
+        async_upload. `entries` is the list the file system reads the mode from; the
+        entries get their own mode back when the last holder leaves."""
+        self._async_holds += 1
+        if self._async_holds == 1:
+            for index, entry in enumerate(self.entries):
+                if entry.upload != "async" and not entry.read_only:
+                    self._switched[index] = entry
+                    self.entries[index] = replace(entry, upload="async")
+            log.info("uploads in the background while a client holds the mount async")
+        try:
+            await request["progress"]({"async_holds": self._async_holds})
+            await trio.sleep_forever()
+        finally:
+            self._async_holds -= 1
+            if not self._async_holds:
+                for index, entry in self._switched.items():
+                    self.entries[index] = entry
+                self._switched.clear()
+        return {}  # never reached: the request ends when its client leaves
 
     # -- the cache --------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from .daemon import (
     embedded_cache_dir,
 )
 from .errors import BlobmountError, ToolNotFound
+from .metrics import check_address
 from .progress import human_bytes
 from .remote import Remote
 from .tools import find_azcopy, find_azurite
@@ -119,6 +121,9 @@ def check(config_file: str | None, mountpoint: str | None, *, user: str | None =
                                                 for entry in config.mounts]
         for folder, locked in _unique(folders):
             _check_folder(report, "cache", folder, locked=locked)
+        if config.settings.metrics_address is not None:
+            host, port = config.settings.metrics_address
+            _check(report, f"metrics_address {host}:{port}", partial(check_address, host, port))
     elif not _config_failed(report):
         _check_embedded(report)
     _check_azcopy(report)

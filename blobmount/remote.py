@@ -63,6 +63,7 @@ from .errors import (
     RemoteUnsupported,
 )
 from .log import redact
+from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -294,10 +295,14 @@ class _Backoff(ExponentialRetry):
 
 class _ThrottleAwareTransport(RequestsTransport):
     """Turns a 429 into an error the retry policy retries (it retries any AzureError
-    raised below it), since the storage SDK would hand a 429 straight back."""
+    raised below it), since the storage SDK would hand a 429 straight back.
 
-    def __init__(self, endpoint: str, **options) -> None:
+    Below the retry policy, it sees every try of every request the SDK makes: the one
+    place they are counted (`metrics`)."""
+
+    def __init__(self, endpoint: str, metrics: Metrics | None = None, **options) -> None:
         self._endpoint = endpoint
+        self._metrics = metrics
         super().__init__(**options)
 
     def _init_session(self, session) -> None:
@@ -317,7 +322,10 @@ class _ThrottleAwareTransport(RequestsTransport):
         session.trust_env = False
 
     def send(self, request, **kwargs):
-        response = super().send(request, **kwargs)
+        if self._metrics is None:
+            response = super().send(request, **kwargs)
+        else:
+            response = self._counted_send(request, **kwargs)
         if response.status_code == THROTTLED:
             error = HttpResponseError(message="the account is throttling requests",
                                       response=response)
@@ -326,11 +334,29 @@ class _ThrottleAwareTransport(RequestsTransport):
         return response
 
 
-def _service_client(account: Account, *, timeout: float, retries: int) -> BlobServiceClient:
+    def _counted_send(self, request, **kwargs):
+        started = time.perf_counter()
+        try:
+            response = super().send(request, **kwargs)
+        except BaseException:
+            self._metrics.remote_request(request.method, request.url, request.headers, None,
+                                         time.perf_counter() - started)
+            raise
+        # Bytes as the headers give them: a body still to be streamed is counted whole.
+        received = response.headers.get("Content-Length") if request.method == "GET" else 0
+        sent = request.headers.get("Content-Length") if request.method == "PUT" else 0
+        self._metrics.remote_request(request.method, request.url, request.headers,
+                                     response.status_code, time.perf_counter() - started,
+                                     sent=int(sent or 0), received=int(received or 0))
+        return response
+
+
+def _service_client(account: Account, *, timeout: float, retries: int,
+                    metrics: Metrics | None = None) -> BlobServiceClient:
     # The timeouts bound each try: connecting, and each wait for the next bytes of an
     # answer (an idle timeout, so a big download is not cut short).
     options = {
-        "transport": _ThrottleAwareTransport(account.endpoint,
+        "transport": _ThrottleAwareTransport(account.endpoint, metrics,
                                              connection_timeout=min(timeout, 10.0),
                                              read_timeout=timeout,
                                              connection_data_block_size=RESPONSE_BLOCK),
@@ -395,10 +421,11 @@ class Remote:
     """One container of an account: list, stat, download, and SAS for AzCopy."""
 
     def __init__(self, account: Account, container: str, *, timeout: float = 10.0,
-                 retries: int = RETRIES) -> None:
+                 retries: int = RETRIES, metrics: Metrics | None = None) -> None:
         self.account = account
         self.container = container
-        self._service = _service_client(account, timeout=timeout, retries=retries)
+        self._service = _service_client(account, timeout=timeout, retries=retries,
+                                        metrics=metrics)
         self._client: ContainerClient = self._service.get_container_client(container)
         self.label = f"{account.account_name}/{container}"
         #: when a call last found the account not answering; None once one got through
@@ -768,6 +795,17 @@ class Remote:
         return BlobItem(blob, False, source.stat().st_size,
                         _mtime_ns(result.get("last_modified"), metadata), _etag(result.get("etag")))
 
+    def read_range(self, blob: str, offset: int, length: int | None) -> bytes:
+        """`length` bytes of the blob from `offset` (None: to its end), by one GET."""
+        with self._call(f"read of {self.label}/{blob}"):
+            return self._client.get_blob_client(blob).download_blob(
+                offset=offset, length=length).readall()
+
+    def set_tier(self, blob: str, tier: str) -> None:
+        """Set the blob's access tier (Hot, Cool, Cold, Archive)."""
+        with self._call(f"tier of {self.label}/{blob}"):
+            self._client.get_blob_client(blob).set_standard_blob_tier(tier)
+
     def delete(self, blob: str) -> None:
         """Delete a blob; one that is already gone is fine."""
         with self._call(f"delete of {self.label}/{blob}"), contextlib.suppress(
@@ -846,11 +884,13 @@ class Remote:
         return bool(self.account.account_key or self.account.sas_token
                     or _key_from_connection_string(self.account.connection_string))
 
-    def sas_for_azcopy(self, *, blob: str | None = None, write: bool = False) -> str:
+    def sas_for_azcopy(self, *, blob: str | None = None, write: bool = False,
+                       lifetime: dt.timedelta = AZCOPY_SAS_LIFETIME) -> str:
         """A short-lived SAS token for one AzCopy job: one blob, or the container.
 
-        Read-only unless `write`. Made from the account key where there is one;
-        otherwise the account's own SAS token is all we have.
+        Read-only unless `write`; valid for `lifetime` (azfuse's `url` asks for 30 days).
+        Made from the account key where there is one; otherwise the account's own SAS
+        token is all we have.
         """
         key = self.account.account_key or _key_from_connection_string(
             self.account.connection_string
@@ -862,7 +902,7 @@ class Remote:
                 f"account {self.account.name}: AzCopy needs an account key or a SAS token"
             )
         now = dt.datetime.now(dt.UTC)
-        times = {"start": now - dt.timedelta(minutes=5), "expiry": now + AZCOPY_SAS_LIFETIME}
+        times = {"start": now - dt.timedelta(minutes=5), "expiry": now + lifetime}
         if blob is not None:
             permission = BlobSasPermissions(read=True, write=write, create=write)
             return generate_blob_sas(self.account.account_name, self.container, blob,

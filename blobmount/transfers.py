@@ -12,6 +12,7 @@ instead of downloading it again, and gets its own download if the job fails.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import posixpath
@@ -29,8 +30,10 @@ from .azcopy import AzCopy, JobSummary
 from .cache import Cache, fsync_file, fsync_folder
 from .config import MountEntry
 from .errors import BlobmountError, RemoteError, RemoteUnreachable
+from .eviction import ROOM_MARGIN, free_bytes
 from .remote import SMALL_GET_MAX, Remote
 from .singleflight import SingleFlight
+from .supervise import fault
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,10 @@ BATCH_SDK_MAX_FILES = 8
 #: Read-ahead fetches files up to this size (one GET each), this many at a time.
 READ_AHEAD_MAX_SIZE = 4 * 1024 * 1024
 READ_AHEAD_PARALLEL = 8
+#: Bounds of what is remembered per path: downloads counted for `status`, and files
+#: fetched ahead that were not opened (yet).
+STARTED_PATHS_MAX = 10_000
+FETCHED_AHEAD_MAX = 4096
 #: Where a batch's AzCopy job writes, under the entry's cache folder.
 STAGING_FOLDER = "staging"
 
@@ -143,19 +150,38 @@ class Downloads:
         self.sdk_max = sdk_max
         self._limiter = limiter
         self._flights = SingleFlight()
-        #: downloads started since the mount, by path relative to the mount point
+        #: downloads started since the mount, by path relative to the mount point (the
+        #: last STARTED_PATHS_MAX paths; `started_total` counts them all)
         self.started: Counter[str] = Counter()
+        self.started_total = 0
         #: cache files a caller of cached_copy is about to open: not to be evicted
         self.busy: Counter[str] = Counter()
         #: called after new bytes land in the cache (the eviction task listens)
         self.on_downloaded: Callable[[], None] = lambda: None
+        #: make_room(folder, bytes): drop clean copies until the disk of `folder` has
+        #: that much free; the bytes dropped (the evictor's)
+        self.make_room: Callable[[Path, int], int] = lambda folder, needed: 0
         #: files and bytes prefetch brought in since the mount
         self.prefetched = {"files": 0, "bytes": 0}
         self._background: trio.Nursery | None = None
         self._ahead: set[Path] = set()      # being fetched ahead
-        self._fetched_ahead: set[Path] = set()  # fetched ahead, not opened yet
+        self._fetched_ahead: dict[Path, None] = {}  # fetched ahead, not opened yet
         self._ahead_limiter = trio.CapacityLimiter(READ_AHEAD_PARALLEL)
         self._fillings: dict[Path, Filling] = {}
+
+    def _count(self, shown_path: str) -> None:
+        """One more download of `shown_path`; the oldest paths go past the bound."""
+        self.started_total += 1
+        self.started[shown_path] += 1
+        if len(self.started) > STARTED_PATHS_MAX:
+            del self.started[next(iter(self.started))]
+
+    def _fetched(self, path: Path) -> None:
+        """`path` was fetched ahead: remembered (the newest FETCHED_AHEAD_MAX) until it
+        is opened, a sign the walk goes on."""
+        self._fetched_ahead[path] = None
+        if len(self._fetched_ahead) > FETCHED_AHEAD_MAX:
+            del self._fetched_ahead[next(iter(self._fetched_ahead))]
 
     def run_in(self, nursery: trio.Nursery) -> None:
         """Where background downloads (read-ahead) run: the daemon's nursery."""
@@ -184,7 +210,7 @@ class Downloads:
         to be downloaded, or read-ahead guessed it would be opened. A warm open of
         anything else costs no read-ahead work."""
         if path in self._fetched_ahead:
-            self._fetched_ahead.discard(path)
+            del self._fetched_ahead[path]
             return True
         return downloaded or path in self._ahead
 
@@ -192,12 +218,16 @@ class Downloads:
                            path: Path) -> None:
         try:
             async with self._ahead_limiter:
+                fault("read_ahead")
                 await self.cached_copy(entry, remote, item.blob, size=item.size,
                                        etag=item.etag, shown_path=item.shown_path)
-            self._fetched_ahead.add(path)
+            self._fetched(path)
         except BlobmountError as exc:
             # Only a guess failed: a reader that opens the file downloads it itself.
             log.debug("read-ahead of %s: %s", item.shown_path, exc)
+        except Exception:
+            # Not expected (a full disk, no descriptors left): this fetch alone fails.
+            log.exception("read-ahead of %s failed; the mount goes on", item.shown_path)
         finally:
             self._ahead.discard(path)
 
@@ -227,7 +257,7 @@ class Downloads:
             if remote.offline():
                 raise RemoteUnreachable(f"{remote.label}/{blob}: not in the cache, and the"
                                         " account did not answer just now")
-            self.started[shown_path] += 1
+            self._count(shown_path)
             await self._download(entry, remote, blob, size, etag, path)
             self.on_downloaded()
             return path
@@ -235,7 +265,12 @@ class Downloads:
         # Held until the caller has opened the file: the return below is no checkpoint.
         self.busy[str(path)] += 1
         try:
+            joined = self._flights.running(path)
             await self._flights.run(path, download)
+            if joined and not self.cache.usable(path, etag):
+                # The download joined began earlier (before a rename, say, or a change
+                # in the container) and brought another version: fetch the one asked.
+                await self._flights.run(path, download)
         finally:
             self.busy[str(path)] -= 1
             if not self.busy[str(path)]:
@@ -281,7 +316,7 @@ class Downloads:
             if remote.offline():
                 raise RemoteUnreachable(f"{remote.label}/{blob}: not in the cache, and the"
                                         " account did not answer just now")
-            self.started[shown_path] += 1
+            self._count(shown_path)
             await self._download(entry, remote, blob, size, etag, path, filling=filling)
             self.on_downloaded()
             return path
@@ -303,11 +338,51 @@ class Downloads:
     def _by_sdk(self, remote: Remote, size: int) -> bool:
         return size <= self.sdk_max or self._azcopy_for is None or not remote.azcopy_can_sign
 
+    def write(self, fd: int, path: Path, data: bytes, offset: int) -> int:
+        """Write to a cache file open for writing, making room on a full disk first:
+        clean copies are dropped, whatever the limits say. ENOSPC only when there is
+        no room to be made. The disk keeps ROOM_MARGIN free, for the store's journal:
+        a write that would take it fails here, before the disk is full."""
+        self._room_for(path, len(data))
+        try:
+            return os.pwrite(fd, data, offset)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC or not self.make_room(path.parent, len(data)):
+                raise
+        return os.pwrite(fd, data, offset)
+
+    def _room_for(self, path: Path, size: int) -> None:
+        """Make room for `size` more bytes beside `path`, or raise ENOSPC."""
+        if free_bytes(path.parent) >= size + ROOM_MARGIN:
+            return
+        self.make_room(path.parent, size)
+        if free_bytes(path.parent) < size + ROOM_MARGIN:
+            raise OSError(errno.ENOSPC, f"no room for {size} bytes in the cache", str(path))
+
     async def _download(self, entry: MountEntry, remote: Remote, blob: str, size: int,
                         etag: str | None, path: Path, *, filling: Filling | None = None,
                         ) -> int:
         """Download `blob` into `path` and record it; the bytes it holds. A `filling`
-        gives the temporary name and hears of each new stretch of bytes written."""
+        gives the temporary name and hears of each new stretch of bytes written.
+
+        A full disk first gets clean copies dropped to make room, and a download that
+        meets ENOSPC all the same is tried once more after dropping more (not a
+        filling's: readers may have its first bytes already)."""
+        self._room_for(path, size)
+        try:
+            return await self._download_once(entry, remote, blob, size, etag, path,
+                                              filling=filling)
+        except OSError as exc:
+            if (exc.errno != errno.ENOSPC or filling is not None
+                    or not self.make_room(path.parent, size)):
+                raise
+        log.warning("download of %s/%s met a full disk; trying again after making room",
+                    remote.label, blob)
+        return await self._download_once(entry, remote, blob, size, etag, path)
+
+    async def _download_once(self, entry: MountEntry, remote: Remote, blob: str, size: int,
+                             etag: str | None, path: Path, *,
+                             filling: Filling | None = None) -> int:
         temp = filling.temp if filling else self.cache.temp_path(path)
         try:
             if self._by_sdk(remote, size):
@@ -412,7 +487,7 @@ class Downloads:
                 return path
             if self.cache.usable(path, item.etag):  # cached meanwhile (a write, say)
                 return path
-            self.started[item.shown_path] += 1
+            self._count(item.shown_path)
             size = await self._download(entry, remote, item.blob, item.size, item.etag, path)
             result.downloaded += 1
             result.bytes += size
@@ -428,6 +503,8 @@ class Downloads:
                 progress.add(1, item.size)
         except BlobmountError as exc:
             result.failed[item.shown_path] = str(exc)
+        except OSError as exc:  # a full disk, say: this file fails, the batch goes on
+            result.failed[item.shown_path] = f"{exc.strerror or exc}"
 
     async def _azcopy_batch(self, entry: MountEntry, remote: Remote, batch: list[Wanted],
                             installed: set[Path], result: BatchResult,
@@ -475,7 +552,7 @@ class Downloads:
                     continue
                 self.cache.record(path, blob=item.blob, etag=item.etag or "", size=size)
                 installed.add(path)
-                self.started[item.shown_path] += 1
+                self._count(item.shown_path)
                 result.downloaded += 1
                 result.bytes += size
             progress.job_done(len(installed), sum(s for s in sizes if s is not None))

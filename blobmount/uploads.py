@@ -32,6 +32,7 @@ from .errors import BlobmountError, RemoteConflict, RemoteNotFound
 from .remote import MTIME_KEY, BlobItem, BlobProperties, Remote, backoff, file_md5, format_mtime
 from .singleflight import SingleFlight
 from .store import Store, Upload
+from .supervise import fault
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,7 @@ class Uploads:
         """The file is deleted or replaced here: its pending upload must not bring it
         back. Returns once no upload of it is under way."""
         self.store.drop_upload(str(path))
+        self._tried.pop(str(path), None)
         await self.settle(path)
 
     async def settle(self, path: Path) -> None:
@@ -188,16 +190,34 @@ class Uploads:
     async def run(self) -> None:
         """Upload what the journal holds, batching files closed close together."""
         while True:
-            due = self.store.uploads(due_by=time.time())
+            due = self._uploadable(self.store.uploads(due_by=time.time()))
             if not due:
                 await self._sleep_until_due()
                 continue
             # Files closed within the window go up together.
             await trio.sleep(self._settings.upload_batch_window)
-            await self._attempt_all(self.store.uploads(due_by=time.time()))
+            fault("upload_worker")
+            await self._attempt_all(self._uploadable(self.store.uploads(due_by=time.time())))
+
+    def _uploadable(self, rows: list[Upload]) -> list[Upload]:
+        """The rows a mount entry of this config is for. The others (their entry left
+        the config) stay in the journal, untried, and `status` and `sync` name them."""
+        return [row for row in rows if self._target(row) is not None]
+
+    def orphaned(self) -> list[Upload]:
+        """Journaled uploads that no mount entry of this config is for."""
+        return [row for row in self.store.uploads() if self._target(row) is None]
+
+    def why(self, row: Upload) -> str:
+        """Why a journaled upload is still there, for `sync` and `status`."""
+        if self._target(row) is None:
+            return (f"no mount entry of this config is for {row.account}/{row.container}"
+                    f"/{row.blob}: it stays in the journal until a config that mounts it"
+                    " uses this cache folder")
+        return row.last_error or "not uploaded yet"
 
     async def _sleep_until_due(self) -> None:
-        pending = self.store.uploads()
+        pending = self._uploadable(self.store.uploads())
         delay = (min(row.next_try for row in pending) - time.time()) if pending else 3600
         with trio.move_on_after(max(0.0, delay)):
             await self._wake.wait()
@@ -217,7 +237,7 @@ class Uploads:
     async def sync(self) -> list[Upload]:
         """Try every journaled upload now; the ones that still failed."""
         async with trio.open_nursery() as nursery:
-            for row in self.store.uploads():
+            for row in self._uploadable(self.store.uploads()):
                 nursery.start_soon(self._attempt_fresh, row.path)
         return self.store.uploads()
 
@@ -238,11 +258,19 @@ class Uploads:
         if row is None:
             return
         try:
+            fault("upload")
             await self._upload(row)
         except BlobmountError as exc:
             self.store.upload_failed(path, str(exc), time.time() + backoff(row.attempts + 1))
             log.warning("upload of %s failed (attempt %d): %s", row.blob, row.attempts + 1, exc)
             raise
+        except Exception as exc:
+            # Not expected (a full disk, say): this upload alone fails, and is retried
+            # on the journal's schedule like any other.
+            reason = f"{type(exc).__name__}: {exc}"
+            self.store.upload_failed(path, reason, time.time() + backoff(row.attempts + 1))
+            log.exception("upload of %s failed (attempt %d)", row.blob, row.attempts + 1)
+            raise BlobmountError(f"upload of {row.blob} failed: {reason}") from exc
 
     async def _upload(self, row: Upload) -> None:
         target = self._target(row)
@@ -368,9 +396,7 @@ class Uploads:
         log.warning("conflict: %s/%s changed in the container since it was cached; the local"
                     " version is kept as %s", target.remote.label, row.blob, conflict)
         self.store.drop_upload(row.path)
-        self.store.drop_cached_file(row.path)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        self.cache.forget(path)
         self._on_conflict(target, row.blob)
 
     # -- status -------------------------------------------------------------------
@@ -390,6 +416,9 @@ class Uploads:
             "failed": [
                 {"blob": f"{row.account}/{row.container}/{row.blob}", "attempts": row.attempts,
                  "error": row.last_error}
-                for row in rows if row.attempts
+                for row in rows if row.attempts and self._target(row) is not None
             ],
+            "orphaned": [{"blob": f"{row.account}/{row.container}/{row.blob}",
+                          "error": self.why(row)} for row in rows
+                         if self._target(row) is None],
         }

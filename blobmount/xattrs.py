@@ -35,6 +35,8 @@ BLOB = "user.blob."
 META = "user.meta."
 TAG = "user.tag."
 CACHE_STATE = "user.blobmount.cache_state"
+#: Blobs whose properties are kept for reuse within the listing TTL.
+SEEN_MAX = 4096
 PROPERTIES = ("etag", "content_type", "content_md5", "last_modified", "access_tier")
 # Azure's rules: metadata names are C# identifiers, values HTTP header text; tag keys
 # 1-128 and values 0-256 characters of letters, digits, space and + - . / : = _
@@ -136,7 +138,12 @@ class Xattrs:
             props = await trio.to_thread.run_sync(remote.head, node.blob, limiter=self._limiter)
         except RemoteNotFound:
             props = None
+        # Newest last, so the first is the oldest: a walk over many files keeps only
+        # the last SEEN_MAX of them, which is all the TTL would reuse anyway.
+        self._seen.pop(node.inode, None)
         self._seen[node.inode] = _Seen(time.monotonic(), node.etag, props)
+        while len(self._seen) > SEEN_MAX:
+            del self._seen[next(iter(self._seen))]
         return props
 
     async def _tags(self, node: Node, *, quiet: bool) -> dict[str, str]:

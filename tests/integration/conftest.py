@@ -69,15 +69,20 @@ def blobmount(*args: str, env: dict | None = None, timeout: float = 120.0,
     return result
 
 
-@pytest.fixture(scope="session")
+# An Azurite per test module, not per session: on a loaded machine, a long-lived
+# in-memory Azurite that had taken the whole suite's traffic was seen to stop answering
+# (its JavaScript busy in a loop, a CPU at half), and every test after it hung.
+@pytest.fixture(scope="module")
 def azurite() -> Iterator[Azurite]:
     with Azurite() as service:
         yield service
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def service(azurite: Azurite) -> Iterator[BlobServiceClient]:
-    client = BlobServiceClient.from_connection_string(azurite.connection_string)
+    # Bounded, so an Azurite that stops answering fails a test instead of hanging the suite.
+    client = BlobServiceClient.from_connection_string(
+        azurite.connection_string, connection_timeout=20, read_timeout=120)
     yield client
     client.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -25,3 +26,9 @@ def test_benchmark_smoke_run_prints_a_table_and_writes_json(tmp_path):
     assert raw["times"]["cold_read"]["blobmount cat"][0] > 0
     assert raw["times"]["small_cold"]["blobmount"][0] > 0
     assert (tmp_path / "results.md").read_text().startswith("| workload |")
+    # The peer's version and the machine, in the results and under the table.
+    assert raw["rclone"] == "no rclone" or raw["rclone"].startswith("rclone v")
+    assert "cores" in raw["machine"]
+    assert f"{raw['rclone']}; {raw['machine']}" in result.stdout
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "results.png").stat().st_size > 0

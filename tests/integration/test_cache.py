@@ -136,6 +136,28 @@ def test_prefetch_failures_progress_and_the_python_api(mounter, container):
         mounter.unmount(mount)
 
 
+def test_prefetch_of_files_named_one_by_one_in_a_folder(mounter, container):
+    """Named one by one, siblings are found by one listing of their folder; a folder
+    among them is expanded, a blob hidden by a folder of the same name is the folder,
+    and a name that is not there fails alone."""
+    upload(container, {"s/a.txt": b"a", "s/b.txt": b"b", "s/sub/c.txt": b"c",
+                       "s/both": b"hidden", "s/both/d.txt": b"d"})
+    mount = mounter.mount(mounter.config([{"local": "d", "container": container.container_name}]))
+    try:
+        result = Client(mount.mountpoint).prefetch(
+            ["d/s/a.txt", "d/s/b.txt", "d/s/sub", "d/s/both", "d/s/nope.txt"], check=False)
+        assert result["failed"] == [{"path": "d/s/nope.txt",
+                                     "error": "d/s/nope.txt: no such file or folder"}]
+        assert (result["files"], result["downloaded"]) == (4, 4)
+        assert sorted(mount.status()["downloads"]["by_path"]) == [
+            "d/s/a.txt", "d/s/b.txt", "d/s/both/d.txt", "d/s/sub/c.txt"]
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
+
+
 def test_eviction_keeps_the_folder_under_its_limit_and_never_drops_a_dirty_file(
         mounter, container):
     files = {f"f{i:02d}.bin": os.urandom(200 * KiB) for i in range(20)}

@@ -181,7 +181,7 @@ def test_async_writes_while_the_account_is_down_arrive_after(tmp_path, own_azuri
         blobmount("sync", str(mount.mountpoint), check=True)
         assert blobs(own_container) == expected
         assert mount.status()["uploads"] == {"count": 0, "bytes": 0, "oldest": None,
-                                             "failed": []}
+                                             "failed": [], "orphaned": []}
     except BaseException:
         mounter.cleanup()
         raise

@@ -4,8 +4,8 @@ mount(8) runs /sbin/mount.fuse.blobmount SOURCE MNT -o OPTIONS (scripts/install 
 it to blobmount), and fuse3's mount.fuse runs `blobmount SOURCE MNT -o OPTIONS` for
 fstab's `blobmount#SOURCE ... fuse` form. This checkout's blobmount is called both ways
 exactly as they call it, then `umount` ends the mount. Real `mount` runs go through the
-system-wide links, which lead to whichever checkout ran scripts/install last: those
-tests run only when that is this one.
+system-wide links, which lead to the system-wide install of whichever checkout ran
+scripts/install last: those tests run only when that is this one.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import pytest
 
 from .conftest import blobmount, is_mounted, pid_alive, upload, wait_for
 from .procs import kill_everything
+from .system_install import HELPER, not_this_checkout
 
-HELPER = Path("/sbin/mount.fuse.blobmount")
 OURS = Path(sys.executable).parent / "blobmount"  # this checkout's program
 # What an fstab line for "mount on first access" carries; mount(8) passes some of it on.
 FSTAB_OPTIONS = "defaults,_netdev,noauto,x-systemd.automount,x-systemd.idle-timeout=600"
@@ -32,8 +32,8 @@ FSTAB_OPTIONS = "defaults,_netdev,noauto,x-systemd.automount,x-systemd.idle-time
 def _system_links_are_ours() -> bool:
     """The helper and the `blobmount` mount.fuse finds run this checkout's blobmount."""
     program = Path(shutil.which("blobmount", path="/usr/local/bin:/usr/bin:/bin") or "")
-    return (HELPER.exists() and HELPER.resolve() == OURS.resolve()
-            and program.exists() and program.resolve() == OURS.resolve())
+    return (HELPER.exists() and program.exists() and HELPER.resolve() == program.resolve()
+            and not_this_checkout(program) is None)
 
 
 pytestmark = [

@@ -9,6 +9,7 @@ import hashlib
 import os
 import random
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +24,14 @@ pytestmark = pytest.mark.skipif(SECONDS <= 0, reason="set BLOBMOUNT_SOAK=SECONDS
 SEEDED = 40      # blobs in the container before the mount, read (and some rewritten)
 WRITTEN = 30     # names the writer cycles through, each rewritten many times
 FAULTS = [("forward", 3.0), ("drop", 2.0), ("stall", 3.0), ("cut", 2.0), ("errors", 2.0)]
+
+
+def _rss(pid: int) -> int:
+    """The resident set of a process, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
 
 
 def _payload(rng: random.Random) -> bytes:
@@ -47,7 +56,12 @@ def test_nothing_is_lost_or_corrupted_under_random_faults(mounter, container, az
         try:
             def writer() -> None:
                 wrng = random.Random(rng.random())
-                (mount.path("data/out")).mkdir(exist_ok=True)
+                while not stop.is_set():  # a fault may fail the first tries
+                    try:
+                        mount.path("data/out").mkdir(exist_ok=True)
+                        break
+                    except OSError:
+                        stop.wait(0.5)
                 while not stop.is_set():
                     name = f"out/{wrng.randrange(WRITTEN):02d}.bin"
                     data = _payload(wrng)
@@ -86,10 +100,20 @@ def test_nothing_is_lost_or_corrupted_under_random_faults(mounter, container, az
 
             workers = [threading.Thread(target=work, daemon=True)
                        for work in (writer, reader, reader, faults)]
+            at_mount = _rss(mount.pid)
             for worker in workers:
                 worker.start()
-            stop.wait(SECONDS)
+            # What the first minutes allocate (thread pools, sqlite's page cache, the
+            # SDK's sessions) is the daemon warming up, not growth: measured from here.
+            warm_up = min(SECONDS / 10, 60.0)
+            stop.wait(warm_up)
+            at_start = _rss(mount.pid)
+            stop.wait(SECONDS - warm_up)
+            at_end = _rss(mount.pid)
             stop.set()
+            rss = (f"daemon RSS: {at_mount / 1024:.1f} MiB at mount, {at_start / 1024:.1f} MiB"
+                   f" after {warm_up:.0f} s, {at_end / 1024:.1f} MiB at the end")
+            print(rss)
             for worker in workers:
                 worker.join(timeout=120)
                 assert not worker.is_alive(), "a worker hung on the mount"
@@ -108,6 +132,7 @@ def test_nothing_is_lost_or_corrupted_under_random_faults(mounter, container, az
             # A lost answer is no conflict: only this mount ever wrote these files.
             assert "conflict:" not in mount.log()
             assert len(latest) == WRITTEN or SECONDS < 30
+            assert at_end <= at_start * 1.2, f"the daemon grew by more than a fifth: {rss}"
         except BaseException:
             stop.set()
             mounter.cleanup()

@@ -255,6 +255,23 @@ def test_start_fails_with_one_line_and_leaves_nothing(case, tmp_path, mounter, a
         assert not daemons(tmp_path)
 
 
+def _sigint_as_a_terminal_gives_it() -> None:
+    """In the CLI's child, before exec: SIGINT unblocked and at its default, whatever the
+    suite's process inherited or set (a full run once left the CLI deaf to it)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _signal_state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return " ".join(line.strip() for line in status
+                            if line.startswith(("State", "SigPnd", "ShdPnd", "SigBlk",
+                                                "SigIgn", "SigCgt")))
+    except OSError as exc:
+        return str(exc)
+
+
 def test_interrupted_start_mounts_nothing(tmp_path, mounter, container):
     """Ctrl-C while `blobmount mount` waits: one line, and the daemon gives up the mount."""
     config = mounter.config([{"local": "d", "container": container.container_name}])
@@ -264,7 +281,8 @@ def test_interrupted_start_mounts_nothing(tmp_path, mounter, container):
     cli = subprocess.Popen(
         [sys.executable, "-m", "blobmount", "mount", str(mountpoint), "--config", str(config),
          "--log-file", str(log_file)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_sigint_as_a_terminal_gives_it)
     try:
         # Hold the daemon still as soon as it exists, so the interrupt surely comes first.
         # (Its command line says --foreground once it runs: before that it is a fork of
@@ -274,7 +292,11 @@ def test_interrupted_start_mounts_nothing(tmp_path, mounter, container):
                           timeout=20, interval=0.005, what="the daemon to start")[0]
         os.kill(daemon, signal.SIGSTOP)
         cli.send_signal(signal.SIGINT)
-        stdout, stderr = cli.communicate(timeout=TIMEOUT)
+        try:
+            stdout, stderr = cli.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the CLI did not end on SIGINT: {_signal_state(cli.pid)}"
+                                 ) from None
         os.kill(daemon, signal.SIGCONT)
         line = one_error_line(subprocess.CompletedProcess(cli.args, cli.returncode, stdout,
                                                           stderr))

@@ -292,8 +292,25 @@ def test_find_tools_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.delenv("BLOBMOUNT_AZURITE", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(tools, "PROJECT_TOOLS", tmp_path / "tools")
+    monkeypatch.setattr(tools, "VENV_TOOLS", None)
     with pytest.raises(ToolNotFound, match="scripts/install"):
         tools.find_azurite()
+
+
+def test_find_tools_next_to_the_virtualenv_first(tmp_path, monkeypatch):
+    """The system-wide venv's blobmount finds /opt/blobmount/tools, not a checkout's."""
+    monkeypatch.delenv("BLOBMOUNT_AZCOPY", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    for folder in ("venv-tools", "project-tools"):
+        binary = tmp_path / folder / tools._AZCOPY_IN_TOOLS
+        binary.parent.mkdir(parents=True)
+        binary.write_text("#!/bin/sh\n")
+        binary.chmod(0o755)
+    monkeypatch.setattr(tools, "VENV_TOOLS", tmp_path / "venv-tools")
+    monkeypatch.setattr(tools, "PROJECT_TOOLS", tmp_path / "project-tools")
+    assert tools.find_azcopy() == tmp_path / "venv-tools" / tools._AZCOPY_IN_TOOLS
+    monkeypatch.setattr(tools, "VENV_TOOLS", tmp_path / "elsewhere")
+    assert tools.find_azcopy() == tmp_path / "project-tools" / tools._AZCOPY_IN_TOOLS
 
 
 def test_a_job_whose_counters_stand_still_is_stopped(fake):

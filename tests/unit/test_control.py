@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from blobmount import control
 from blobmount.control import ControlServer
@@ -135,3 +136,69 @@ def test_other_users_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
                            lambda: control.request("/mnt/x", "status")) == {"secret": "yes"}
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_a_held_request_lasts_until_its_client_leaves() -> None:
+    """held_request yields once the daemon says the request is in effect, and returns
+    only once the daemon has undone it."""
+    events = []
+
+    async def hold(request):
+        events.append("held")
+        try:
+            await request["progress"]({"holding": True})
+            await trio.sleep_forever()
+        finally:
+            events.append("released")
+        return {}
+
+    def client():
+        with control.held_request("/mnt/x", "hold") as first:
+            seen_inside = list(events)
+        return first, seen_inside, list(events)
+
+    first, inside, after = serve_while({"hold": hold}, client, cancel_on_close=("hold",))
+    assert first == {"holding": True}
+    assert inside == ["held"]
+    assert after == ["held", "released"]
+
+
+def test_a_held_request_refused_is_one_error() -> None:
+    async def refuse(_request):
+        raise BlobmountError("not now")
+
+    def client():
+        with pytest.raises(BlobmountError, match="not now"), \
+                control.held_request("/mnt/x", "hold"):
+            pass
+        return True
+
+    assert serve_while({"hold": refuse}, client, cancel_on_close=("hold",))
+
+
+def test_a_peer_that_never_finishes_its_request_is_answered_and_let_go() -> None:
+    # Time is the subject: the clock jumps whenever every task waits, so the server's
+    # limit passes in virtual seconds, whatever the machine's load.
+    async def status(_request):
+        return {"pid": 1}
+
+    async def main() -> tuple[bytes, dict]:
+        server = ControlServer(control.socket_path("/mnt/x"), {"status": status})
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            slow = await trio.open_unix_socket(str(control.socket_path("/mnt/x")))
+            await slow.send_all(b'{"op": "sta')
+            answer = b""
+            with trio.fail_after(control.REQUEST_TIMEOUT * 2):  # fails, never hangs
+                while chunk := await slow.receive_some(65536):
+                    answer += chunk
+            # Served alongside, and after: the daemon went on.
+            fine = await trio.open_unix_socket(str(control.socket_path("/mnt/x")))
+            await fine.send_all(b'{"op": "status"}\n')
+            reply = json.loads(await fine.receive_some(65536))
+            nursery.cancel_scope.cancel()
+        return answer, reply
+
+    answer, reply = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert json.loads(answer) == {"ok": False, "error": "request incomplete"}
+    assert reply == {"ok": True, "pid": 1}

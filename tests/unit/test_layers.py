@@ -23,9 +23,12 @@ LAYERS: dict[int, frozenset[str]] = {
     # `__init__` is the package itself: it may import nothing of ours (so importing
     # any one module never drags in the rest); it hands out `Client` (layer 4) lazily.
     # `versions`: what blobmount runs on, for --version (packages, libfuse, AzCopy).
+    # `supervise`: background tasks that fail alone, workers restarted, test faults.
+    # `children`: child processes that die with the daemon (AzCopy's).
+    # `metrics`: the daemon's counters and its Prometheus endpoint.
     # `posix`: modes, owners and symlinks as blob metadata, and the rules for them.
     0: frozenset({"__init__", "errors", "config", "log", "tools", "singleflight", "sdnotify",
-                  "progress", "versions", "posix"}),
+                  "progress", "versions", "supervise", "children", "metrics", "posix"}),
     1: frozenset({"store", "remote", "azcopy", "azurite"}),
     # `uploads` (the write path's journal and worker) sits with `transfers`.
     # `eviction` (cache limits), `catalog` (mount paths to blobs), `xattrs` sit with `cache`.
@@ -35,8 +38,9 @@ LAYERS: dict[int, frozenset[str]] = {
     # `files`: a file's life (handles, local changes, renames); `fs` forwards to it.
     3: frozenset({"files", "fs", "control", "manage"}),
     # `preflight`: `blobmount check`, the mount's own checks run without mounting.
+    # `azfuse` (a package): azfuse's File API and command line, on `client`.
     4: frozenset({"daemon", "cli", "__main__", "helper", "inventory", "client", "commands",
-                  "preflight"}),
+                  "preflight", "azfuse"}),
 }
 LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
 
