@@ -431,7 +431,8 @@ class Files:
                 # and the moved one replaces the version the container now holds.
                 pending = self.store.upload(str(target_path))
                 target = self.store.node(target.inode) or target
-                base = pending.base_etag if pending is not None else (target.etag or "")
+                base = pending.base_etag if pending is not None else self._base_of(target,
+                                                                                   target_path)
                 await self.uploads.forget(target_path)
             source = self.store.node(node.inode) or node  # as the copy will see it
             renamed = await self.namespace.rename(old_parent, node.name, new_parent, new_name,
@@ -442,6 +443,14 @@ class Files:
                 # A file only here goes up under its new name, replacing what `base` says.
                 await self._move_cached(source, renamed.node,
                                         base=(base or "") if here_only else None)
+
+    def _base_of(self, node: Node, path: Path) -> str:
+        """The container's version a file with no pending upload is based on: an upload
+        that ended under an open writer rebased its dirty copy, not the node."""
+        record = self.store.cached_file(str(path))
+        if record is not None and record.state == "dirty" and record.etag:
+            return record.etag
+        return node.etag or ""
 
     async def _only_here(self, node: Node) -> bool:
         """Whether a file was written here and never uploaded, in an async entry: then
