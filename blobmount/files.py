@@ -327,7 +327,8 @@ class Files:
                 "atime_ns": node.atime_ns if atime_ns is None else atime_ns,
                 "mtime_ns": node.mtime_ns if mtime_ns is None else mtime_ns}
         self.store.set_kept(node.inode, **kept, ctime_ns=time.time_ns())
-        changes = to_metadata(is_dir=node.is_dir, mode=mode, uid=uid, gid=gid)
+        changes = to_metadata(is_dir=node.is_dir, mode=mode, uid=uid, gid=gid,
+                              special=node.special)
         if atime_ns is not None:
             changes[ATIME_KEY] = format_mtime(atime_ns)
         if mtime_ns is not None:

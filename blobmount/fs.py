@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import itertools
 import logging
 import os
+import stat
 import time
 from collections.abc import Sequence
 
@@ -18,7 +20,7 @@ from .eviction import cache_space
 from .files import Files
 from .metrics import Metrics
 from .namespace import Namespace
-from .posix import KEPT, Caller, Kept, Permissions
+from .posix import KEPT, SPECIAL_TYPES, Caller, Kept, Permissions
 from .store import ORPHANS, Node
 from .xattrs import XattrError, Xattrs
 
@@ -97,7 +99,8 @@ class BlobFS(pyfuse3.Operations):
         writable = node.entry is not None and not self.entries[node.entry].read_only
         attrs.st_mode, attrs.st_uid, attrs.st_gid = self.permissions.shown(
             is_dir=node.is_dir, is_link=node.is_link, mode=node.mode, uid=node.uid,
-            gid=node.gid, writable=writable)
+            gid=node.gid, writable=writable, special=node.special)
+        attrs.st_rdev = node.rdev
         # A folder's ".." in each subfolder is a link to it, as on local filesystems.
         if node.is_dir:
             attrs.st_nlink = 2 + node.subfolders
@@ -227,6 +230,25 @@ class BlobFS(pyfuse3.Operations):
         return self._attributes(folder)
 
     @_fuse_errors
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        kind = stat.S_IFMT(mode)
+        if kind == stat.S_IFREG:
+            handle, node = await self.files.create(parent_inode, self._name(name),
+                                                   self._new(parent_inode, mode, ctx,
+                                                             is_dir=False))
+            await self.files.release(handle)
+            return self._attributes(self.namespace.node(node.inode))
+        if kind not in SPECIAL_TYPES:
+            raise pyfuse3.FUSEError(errno.EPERM)
+        kept = self._new(parent_inode, mode, ctx, is_dir=False)
+        if kept.mode is None:  # permissions: fixed; the blob still says what it is
+            kept = dataclasses.replace(kept, mode=stat.S_IMODE(mode) & ~ctx.umask)
+        kept = dataclasses.replace(kept, special=kind, rdev=rdev)
+        node = await self.namespace.make_special(self.namespace.node(parent_inode),
+                                                 self._name(name), kept)
+        return self._attributes(node)
+
+    @_fuse_errors
     async def symlink(self, parent_inode, name, target, ctx):
         kept = self._new(parent_inode, 0o777, ctx, is_dir=False)
         link = await self.namespace.make_link(self.namespace.node(parent_inode),
@@ -316,9 +338,8 @@ class BlobFS(pyfuse3.Operations):
             # ENODATA, EPERM, ENOTSUP: answers, not failures worth a log line.
             raise pyfuse3.FUSEError(exc.errno) from None
 
-    # Blobs hold no hard links, devices, FIFOs or sockets (EPERM: git, for one, then
-    # renames instead of linking).
-    mknod = link = _not_supported
+    # Blobs hold no hard links (EPERM: git, for one, then renames instead of linking).
+    link = _not_supported
 
 
 def _caller(ctx) -> Caller:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import stat
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ import trio
 
 from .config import MountEntry
 from .errors import BlobmountError, RemoteConflict, RemoteNotFound, RemoteUnreachable
-from .posix import SYMLINK_KEY, Kept, to_metadata
+from .posix import RDEV_KEY, SYMLINK_KEY, Kept, to_metadata
 from .remote import MTIME_KEY, BlobItem, Remote, format_mtime
 from .singleflight import SingleFlight
 from .store import NEVER_STALE, ROOT_INODE, ListedItem, Node, Store
@@ -212,7 +213,8 @@ class Namespace:
                 items[name] = ListedItem(name, item.is_dir, item.name, item.size,
                                          item.mtime_ns or self._mounted_ns, item.etag,
                                          item.mode, item.uid, item.gid, item.atime_ns,
-                                         item.ctime_ns, item.is_link)
+                                         item.ctime_ns, item.is_link, item.special,
+                                         item.rdev)
             self.store.add_listed(folder, generation, list(items.values()), now)
         self.store.finish_listing(folder, generation, now)
         self._show_pending(folder, prefix)
@@ -457,25 +459,47 @@ class Namespace:
 
     async def make_link(self, parent: Node, name: str, target: str, kept: Kept) -> Node:
         """A symlink: a blob holding its target, with metadata is_symlink=true."""
+        now_ns = time.time_ns()
+        metadata = {**to_metadata(is_dir=False, mode=None, uid=kept.uid, gid=kept.gid),
+                    SYMLINK_KEY: "true", MTIME_KEY: format_mtime(now_ns)}
+        parent, blob, item = await self._put_new(parent, name, target.encode("utf-8"),
+                                                 metadata)
+        inode = self.store.add_link(parent, name, blob, target=target, kept=kept,
+                                    mtime_ns=now_ns, etag=item.etag)
+        self.store.touch(parent.inode, now_ns)
+        return self.node(inode)
+
+    async def make_special(self, parent: Node, name: str, kept: Kept) -> Node:
+        """A FIFO, socket or device node (mknod): an empty blob whose `mode` metadata
+        has the type bits, and a device's `rdev`."""
+        now_ns = time.time_ns()
+        metadata = {**to_metadata(is_dir=False, mode=kept.mode or 0, uid=kept.uid,
+                                  gid=kept.gid, special=kept.special),
+                    MTIME_KEY: format_mtime(now_ns)}
+        if kept.special in (stat.S_IFCHR, stat.S_IFBLK):
+            metadata[RDEV_KEY] = format(kept.rdev, "x")
+        parent, blob, item = await self._put_new(parent, name, b"", metadata)
+        inode = self.store.add_special(parent, name, blob, kept=kept, mtime_ns=now_ns,
+                                       etag=item.etag)
+        self.store.touch(parent.inode, now_ns)
+        return self.node(inode)
+
+    async def _put_new(self, parent: Node, name: str, data: bytes,
+                       metadata: dict[str, str]) -> tuple[Node, str, BlobItem]:
+        """Put a small blob at a new name in `parent` (EEXIST if the name is taken,
+        here or in the container); the folder, the blob's name and the blob."""
         parent = self.writable_folder(await self.listed(parent))
         blob = f"{parent.blob}{self.checked_name(name)}"
         if self.store.child(parent.inode, name) is not None:
             raise Exists(name)
         remote = self.remotes[parent.entry]
-        now_ns = time.time_ns()
-        metadata = {**to_metadata(is_dir=False, mode=None, uid=kept.uid, gid=kept.gid),
-                    SYMLINK_KEY: "true", MTIME_KEY: format_mtime(now_ns)}
         try:
             item = await trio.to_thread.run_sync(
-                lambda: remote.put_small(blob, target.encode("utf-8"), metadata),
-                limiter=self._limiter)
+                lambda: remote.put_small(blob, data, metadata), limiter=self._limiter)
         except RemoteConflict:
             self.store.forget_listing(parent.inode)
             raise Exists(f"{name} was made in the container meanwhile") from None
-        inode = self.store.add_link(parent, name, blob, target=target, kept=kept,
-                                    mtime_ns=now_ns, etag=item.etag)
-        self.store.touch(parent.inode, now_ns)
-        return self.node(inode)
+        return parent, blob, item
 
     async def link_target(self, node: Node) -> str:
         """A symlink's target: its blob's content (read once, then kept)."""

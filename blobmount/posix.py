@@ -3,7 +3,11 @@
 The keys are rclone's (`mode` in octal with the file type bits, `uid`, `gid`, `atime`
 beside `mtime`), so that `rclone --metadata` reads what blobmount writes and the
 reverse; a symlink is blobfuse2's: a blob whose metadata says `is_symlink=true` and
-whose content is the target. A blob without them shows the settings' defaults.
+whose content is the target. A FIFO, socket or device node is an empty blob whose
+`mode` has its type bits (`10644` a FIFO, as rclone writes it), a device's number in
+rclone's `rdev` (hexadecimal): blobs cannot hold what they do, only what they are, and
+the kernel itself runs a FIFO's pipe once the inode says S_IFIFO. A blob without them
+shows the settings' defaults.
 
 The kernel enforces what is shown (default_permissions): who may read, write, search,
 delete in sticky folders, chmod, and chown. The rules here are those it leaves to the
@@ -23,7 +27,10 @@ UID_KEY = "uid"
 GID_KEY = "gid"
 ATIME_KEY = "atime"
 SYMLINK_KEY = "is_symlink"
-KEYS = frozenset({MODE_KEY, UID_KEY, GID_KEY, ATIME_KEY, SYMLINK_KEY})
+RDEV_KEY = "rdev"
+KEYS = frozenset({MODE_KEY, UID_KEY, GID_KEY, ATIME_KEY, SYMLINK_KEY, RDEV_KEY})
+#: the node types kept only as metadata (mknod): FIFOs, sockets, devices
+SPECIAL_TYPES = frozenset({stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK})
 #: `permissions:` values: kept in metadata, or today's fixed view from the settings.
 KEPT, FIXED = "kept", "fixed"
 PERMISSION_MODES = (KEPT, FIXED)
@@ -47,6 +54,8 @@ class Kept:
     uid: int | None = None
     gid: int | None = None
     is_link: bool = False
+    special: int = 0  # a FIFO's, socket's or device's type bits (SPECIAL_TYPES); 0: none
+    rdev: int = 0     # a device's number
 
 
 def _number(text: str | None, base: int, top: int) -> int | None:
@@ -64,25 +73,31 @@ def from_metadata(metadata: Mapping[str, str]) -> Kept:
     count as absent."""
     lower = {key.lower(): value for key, value in metadata.items()}
     mode = _number(lower.get(MODE_KEY), 8, 0o177777)
+    special = 0 if mode is None or stat.S_IFMT(mode) not in SPECIAL_TYPES else stat.S_IFMT(mode)
     return Kept(mode=None if mode is None else stat.S_IMODE(mode),
                 uid=_number(lower.get(UID_KEY), 10, ID_MAX),
                 gid=_number(lower.get(GID_KEY), 10, ID_MAX),
-                is_link=lower.get(SYMLINK_KEY, "").lower() == "true")
+                is_link=lower.get(SYMLINK_KEY, "").lower() == "true",
+                special=special,
+                rdev=(_number(lower.get(RDEV_KEY), 16, 0xFFFFFFFFFFFFFFFF) or 0) if special else 0)
 
 
-def file_type(*, is_dir: bool, is_link: bool) -> int:
+def file_type(*, is_dir: bool, is_link: bool, special: int = 0) -> int:
+    if special:
+        return special
     if is_link:
         return stat.S_IFLNK
     return stat.S_IFDIR if is_dir else stat.S_IFREG
 
 
 def to_metadata(*, is_dir: bool, mode: int | None, uid: int | None,
-                gid: int | None) -> dict[str, str]:
+                gid: int | None, special: int = 0) -> dict[str, str]:
     """The metadata that keeps a mode and owner (rclone's format: `mode` octal with
     the type bits, as rclone's local backend writes `100644`)."""
     kept: dict[str, str] = {}
     if mode is not None:
-        kept[MODE_KEY] = format(file_type(is_dir=is_dir, is_link=False) | mode, "o")
+        kept[MODE_KEY] = format(file_type(is_dir=is_dir, is_link=False, special=special)
+                                | mode, "o")
     if uid is not None:
         kept[UID_KEY] = str(uid)
     if gid is not None:
@@ -124,9 +139,9 @@ class Permissions:
         self.umask = umask
 
     def shown(self, *, is_dir: bool, is_link: bool, mode: int | None, uid: int | None,
-              gid: int | None, writable: bool) -> tuple[int, int, int]:
+              gid: int | None, writable: bool, special: int = 0) -> tuple[int, int, int]:
         """(st_mode, st_uid, st_gid) for a node with what it keeps (None: nothing)."""
-        kind = file_type(is_dir=is_dir, is_link=is_link)
+        kind = file_type(is_dir=is_dir, is_link=is_link, special=special)
         if is_link:
             bits = 0o777  # links' own mode is never used (Linux shows 0777)
         elif self.kept and mode is not None:

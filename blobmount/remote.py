@@ -119,6 +119,8 @@ class BlobItem:
     atime_ns: int | None = None
     ctime_ns: int = 0  # Last-Modified: any change of bytes or metadata moves it
     is_link: bool = False
+    special: int = 0   # a FIFO's, socket's or device's type bits (posix.SPECIAL_TYPES)
+    rdev: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +239,8 @@ def parse_listing(body: bytes) -> tuple[list[BlobItem], str]:
         kept = posix.from_metadata(metadata)
         items.append(BlobItem(name, is_dir, size, mtime_ns, etag, kept.mode, kept.uid,
                               kept.gid, parse_mtime(metadata.get(posix.ATIME_KEY)), ctime_ns,
-                              kept.is_link and not is_dir))
+                              kept.is_link and not is_dir, 0 if is_dir else kept.special,
+                              kept.rdev))
     return items, root.findtext("NextMarker") or ""
 
 

@@ -51,6 +51,9 @@ CREATE TABLE IF NOT EXISTS nodes (
                                     -- blob's Last-Modified, or when changed here
     is_link   INTEGER NOT NULL DEFAULT 0,  -- 1: a symlink (metadata is_symlink=true)
     link      TEXT,                 -- a symlink's target (its blob's content), once read
+    special   INTEGER NOT NULL DEFAULT 0,  -- a FIFO's, socket's or device's type bits
+                                    -- (S_IFIFO...), from the `mode` metadata; 0: none
+    rdev      INTEGER NOT NULL DEFAULT 0,  -- a device's number (`rdev` metadata, hex)
     UNIQUE (parent, name)
 );
 

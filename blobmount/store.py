@@ -48,6 +48,8 @@ class Node:
     is_link: bool = False
     link: str | None = None      # a symlink's target, once read
     subfolders: int = 0          # folders: how many of its children are folders
+    special: int = 0             # a FIFO's, socket's or device's type bits; 0: none
+    rdev: int = 0                # a device's number
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,8 @@ class ListedItem:
     atime_ns: int | None = None
     ctime_ns: int = 0
     is_link: bool = False
+    special: int = 0
+    rdev: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +104,7 @@ _NODE_COLUMNS = ("inode, parent, name, is_dir, entry, blob, size, mtime_ns, etag
                  " listed, local, mode, uid, gid, atime_ns, ctime_ns, is_link, link,"
                  " CASE WHEN is_dir THEN (SELECT COUNT(*) FROM nodes AS child"
                  " WHERE child.parent = nodes.inode AND child.is_dir = 1"
-                 " AND child.inode != 1) ELSE 0 END")
+                 " AND child.inode != 1) ELSE 0 END, special, rdev")
 _UPLOAD_COLUMNS = ("path, account, container, blob, base_etag, version, queued, attempts,"
                    " next_try, last_error, mtime_ns, metadata")
 
@@ -109,10 +113,10 @@ def _node(row: tuple | None) -> Node | None:
     if row is None:
         return None
     (inode, parent, name, is_dir, entry, blob, size, mtime_ns, etag, checked, listed, local,
-     mode, uid, gid, atime_ns, ctime_ns, is_link, link, subfolders) = row
+     mode, uid, gid, atime_ns, ctime_ns, is_link, link, subfolders, special, rdev) = row
     return Node(inode, parent, name, bool(is_dir), entry, blob, size, mtime_ns, etag,
                 checked, listed, bool(local), mode, uid, gid, atime_ns, ctime_ns,
-                bool(is_link), link, subfolders)
+                bool(is_link), link, subfolders, special, rdev)
 
 
 class Store:
@@ -159,6 +163,9 @@ class Store:
                 self._db.execute(
                     "ALTER TABLE nodes ADD COLUMN is_link INTEGER NOT NULL DEFAULT 0")
                 self._db.execute("ALTER TABLE nodes ADD COLUMN link TEXT")
+                self._db.execute(
+                    "ALTER TABLE nodes ADD COLUMN special INTEGER NOT NULL DEFAULT 0")
+                self._db.execute("ALTER TABLE nodes ADD COLUMN rdev INTEGER NOT NULL DEFAULT 0")
             if version in (2, 3, 4):
                 self._db.execute("ALTER TABLE uploads ADD COLUMN metadata TEXT")
             if version is not None and version < 4:
@@ -252,21 +259,21 @@ class Store:
         rows = [
             (folder.inode, item.name, int(item.is_dir), folder.entry, item.blob, item.size,
              item.mtime_ns, item.etag, now, generation, item.mode, item.uid, item.gid,
-             item.atime_ns, item.ctime_ns, int(item.is_link))
+             item.atime_ns, item.ctime_ns, int(item.is_link), item.special, item.rdev)
             for item in items
         ]
         with self._db:
             self._db.executemany(
                 "INSERT INTO nodes (parent, name, is_dir, entry, blob, size, mtime_ns, etag,"
-                " checked, seen, mode, uid, gid, atime_ns, ctime_ns, is_link)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " checked, seen, mode, uid, gid, atime_ns, ctime_ns, is_link, special, rdev)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (parent, name) DO UPDATE SET is_dir = excluded.is_dir,"
                 " blob = excluded.blob, size = excluded.size, mtime_ns = excluded.mtime_ns,"
                 " link = CASE WHEN excluded.etag IS etag THEN link END,"
                 " etag = excluded.etag, checked = excluded.checked, seen = excluded.seen,"
                 " mode = excluded.mode, uid = excluded.uid, gid = excluded.gid,"
                 " atime_ns = excluded.atime_ns, ctime_ns = excluded.ctime_ns,"
-                " is_link = excluded.is_link,"
+                " is_link = excluded.is_link, special = excluded.special, rdev = excluded.rdev,"
                 " listed = CASE WHEN excluded.is_dir = is_dir THEN listed END"
                 # Written here, or read after this listing began (an upload, a HEAD):
                 # what the node says is newer than what the listing saw.
@@ -311,7 +318,7 @@ class Store:
             " checked, mode, uid, gid, ctime_ns) VALUES (?, ?, 0, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)"
             " ON CONFLICT (parent, name) DO UPDATE SET is_dir = 0, blob = excluded.blob,"
             " size = excluded.size, mtime_ns = excluded.mtime_ns, local = 1, is_link = 0,"
-            " link = NULL, ctime_ns = excluded.ctime_ns,"
+            " special = 0, rdev = 0, link = NULL, ctime_ns = excluded.ctime_ns,"
             " mode = CASE WHEN ? THEN excluded.mode ELSE mode END,"
             " uid = CASE WHEN ? THEN excluded.uid ELSE uid END,"
             " gid = CASE WHEN ? THEN excluded.gid ELSE gid END"
@@ -331,6 +338,18 @@ class Store:
             " VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?) RETURNING inode",
             (parent.inode, name, parent.entry, blob, len(target.encode("utf-8")), mtime_ns,
              etag, time.time(), kept.uid, kept.gid, mtime_ns, target),
+        )
+        return cursor.fetchone()[0]
+
+    def add_special(self, parent: Node, name: str, blob: str, *, kept: Kept, mtime_ns: int,
+                    etag: str | None) -> int:
+        """A FIFO, socket or device node just put in the container (an empty blob)."""
+        cursor = self._db.execute(
+            "INSERT INTO nodes (parent, name, is_dir, entry, blob, size, mtime_ns, etag,"
+            " checked, mode, uid, gid, ctime_ns, special, rdev)"
+            " VALUES (?, ?, 0, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING inode",
+            (parent.inode, name, parent.entry, blob, mtime_ns, etag, time.time(), kept.mode,
+             kept.uid, kept.gid, mtime_ns, kept.special, kept.rdev),
         )
         return cursor.fetchone()[0]
 

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -251,14 +252,45 @@ def test_folder_link_counts_and_times(mounter, container):
     mounter.unmount(mount)
 
 
-def test_hard_links_devices_and_fifos_are_refused(mounter, container):
+@as_root  # a device node needs CAP_MKNOD
+def test_fifos_sockets_and_devices_are_empty_blobs_and_hard_links_are_refused(mounter,
+                                                                               container):
     container.upload_blob("f.txt", b"x")
     config = mounter.config([{"local": "d", "container": container.container_name}])
     mount = mounter.mount(config)
-    for make in (lambda: os.link(mount.path("d/f.txt"), mount.path("d/hard")),
-                 lambda: os.mkfifo(mount.path("d/fifo"))):
-        with pytest.raises(PermissionError):
-            make()
+    root = mount.path("d")
+    with pytest.raises(PermissionError):
+        os.link(root / "f.txt", root / "hard")
+    os.mkfifo(root / "fifo", 0o640)
+    os.mknod(root / "chr", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(root / "sock"))
+    with pytest.raises(FileExistsError):
+        os.mkfifo(root / "fifo")
+    # Through the SDK: empty blobs whose mode has the type bits, as rclone writes them.
+    assert container.download_blob("fifo").readall() == b""
+    assert metadata(container, "fifo")["mode"] == "10640"
+    assert metadata(container, "chr")["mode"] == "20600"
+    assert metadata(container, "chr")["rdev"] == format(os.makedev(1, 3), "x")
+    assert stat.S_ISSOCK(int(metadata(container, "sock")["mode"], 8))
+    # The kernel runs the FIFO's pipe once the inode says what it is.
+    reader = os.open(root / "fifo", os.O_RDONLY | os.O_NONBLOCK)
+    writer = os.open(root / "fifo", os.O_WRONLY)
+    os.write(writer, b"through the pipe")
+    assert os.read(reader, 100) == b"through the pipe"
+    os.close(writer)
+    os.close(reader)
+    os.chmod(root / "fifo", 0o604)
+    os.rename(root / "fifo", root / "renamed")
+    # A fresh daemon reads what they are from the container.
+    mount = remount(mounter, mount, mount.config)
+    root = mount.path("d")
+    fifo, device = os.lstat(root / "renamed"), os.lstat(root / "chr")
+    assert stat.S_ISFIFO(fifo.st_mode) and stat.S_IMODE(fifo.st_mode) == 0o604
+    assert stat.S_ISCHR(device.st_mode) and device.st_rdev == os.makedev(1, 3)
+    assert stat.S_ISSOCK(os.lstat(root / "sock").st_mode)
+    for name in ("renamed", "chr", "sock"):
+        os.unlink(root / name)
     assert sorted(blob.name for blob in container.list_blobs()) == ["f.txt"]
     mounter.unmount(mount)
 
