@@ -35,6 +35,21 @@ def test_metadata_in_rclone_s_format_both_ways() -> None:
     assert from_metadata({"is_symlink": "True"}).is_link
 
 
+def test_fifos_sockets_and_devices_keep_their_type_in_mode_and_devices_rdev() -> None:
+    assert to_metadata(is_dir=False, mode=0o644, uid=None, gid=None,
+                       special=stat.S_IFIFO) == {"mode": "10644"}
+    assert from_metadata({"mode": "10644"}) == Kept(0o644, special=stat.S_IFIFO)
+    assert from_metadata({"mode": "140755"}).special == stat.S_IFSOCK
+    device = from_metadata({"mode": "20600", "rdev": "103"})
+    assert (device.special, device.rdev, device.mode) == (stat.S_IFCHR, 0x103, 0o600)
+    # A regular file's or folder's mode is no special node, and says no rdev.
+    assert from_metadata({"mode": "100644", "rdev": "103"}) == Kept(0o644)
+    assert from_metadata({"mode": "60600", "rdev": "zz"}).rdev == 0
+    rules = Permissions(mode=KEPT, uid=1, gid=2, umask=0o022)
+    assert rules.shown(is_dir=False, is_link=False, mode=0o640, uid=None, gid=None,
+                       writable=True, special=stat.S_IFBLK) == (stat.S_IFBLK | 0o640, 1, 2)
+
+
 @pytest.mark.parametrize("bad", [{"mode": "rw-r--r--"}, {"mode": "9"}, {"uid": "-1"},
                                  {"uid": "99999999999"}, {"gid": ""}])
 def test_bad_values_count_as_absent(bad: dict[str, str]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 import sqlite3
+import stat
 import time
 import types
 from collections.abc import Iterator
@@ -516,6 +517,7 @@ def test_a_version_4_database_is_migrated_keeping_its_journal_and_tree(db: Path)
         assert upgraded.upload("/c/blobs/bb/2").metadata == '{"mode": "100600"}'
         old = upgraded.child(ROOT_INODE, "old")
         assert old is not None and (old.mode, old.uid, old.is_link) == (None, None, False)
+        assert (old.special, old.rdev) == (0, 0)
     finally:
         upgraded.close()
 
@@ -527,8 +529,11 @@ def test_listed_modes_owners_and_links_reach_the_nodes(store: Store) -> None:
                    ctime_ns=9),
         ListedItem("l", False, "l", 4, 5, "E2", is_link=True),
         ListedItem("d", True, "d/", mode=0o750), ListedItem("e", True, "e/"),
+        ListedItem("c", False, "c", 0, 5, "E4", mode=0o600, special=stat.S_IFCHR, rdev=0x103),
     ])
     found = children(store, data.inode)
+    assert (found["c"].special, found["c"].rdev) == (stat.S_IFCHR, 0x103)
+    assert found["f"].special == 0
     assert (found["f"].mode, found["f"].uid, found["f"].gid) == (0o600, 7, 8)
     assert (found["f"].atime_ns, found["f"].ctime_ns) == (3, 9)
     assert found["l"].is_link and found["l"].link is None
