@@ -236,6 +236,7 @@ class BlobFS(pyfuse3.Operations):
             handle, node = await self.files.create(parent_inode, self._name(name),
                                                    self._new(parent_inode, mode, ctx,
                                                              is_dir=False))
+            await self.files.flush(handle)  # as a close would: up now in sync mode
             await self.files.release(handle)
             return self._attributes(self.namespace.node(node.inode))
         if kind not in SPECIAL_TYPES:

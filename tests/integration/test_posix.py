@@ -267,6 +267,7 @@ def test_fifos_sockets_and_devices_are_empty_blobs_and_hard_links_are_refused(mo
         server.bind(str(root / "sock"))
     with pytest.raises(FileExistsError):
         os.mkfifo(root / "fifo")
+    os.mknod(root / "plain", 0o600 | stat.S_IFREG)  # a regular file, as create makes it
     # Through the SDK: empty blobs whose mode has the type bits, as rclone writes them.
     assert container.download_blob("fifo").readall() == b""
     assert metadata(container, "fifo")["mode"] == "10640"
@@ -289,7 +290,9 @@ def test_fifos_sockets_and_devices_are_empty_blobs_and_hard_links_are_refused(mo
     assert stat.S_ISFIFO(fifo.st_mode) and stat.S_IMODE(fifo.st_mode) == 0o604
     assert stat.S_ISCHR(device.st_mode) and device.st_rdev == os.makedev(1, 3)
     assert stat.S_ISSOCK(os.lstat(root / "sock").st_mode)
-    for name in ("renamed", "chr", "sock"):
+    plain = os.lstat(root / "plain")
+    assert stat.S_ISREG(plain.st_mode) and plain.st_size == 0
+    for name in ("renamed", "chr", "sock", "plain"):
         os.unlink(root / name)
     assert sorted(blob.name for blob in container.list_blobs()) == ["f.txt"]
     mounter.unmount(mount)
