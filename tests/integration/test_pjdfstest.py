@@ -27,10 +27,9 @@ pytestmark = [
 
 FOLDERS = ("open", "mkdir", "rmdir", "unlink", "rename", "truncate", "ftruncate", "chmod",
            "chown", "symlink", "link", "utimensat")
-#: The share of subtests that must pass. The issue asks 95%; what blobs cannot hold
-#: (hard links: see the README) keeps it below that, so the bar is what this build
-#: reaches, less a margin: a drop below it is a regression.
-BAR = 0.58
+#: The share of subtests that must pass: the issue's. What still fails is hard links
+#: (what blobs cannot hold: see the README) and pjdfstest's own TODO marks.
+BAR = 0.95
 #: pjdfstest calls that make what blobs cannot hold (refused with EPERM).
 REFUSED_CALLS = ("link",)
 BUILD_DIR = Path(os.environ.get("BLOBMOUNT_PJDFSTEST_DIR", "/var/tmp/blobmount-pjdfstest"))
@@ -64,9 +63,10 @@ def pjdfstest() -> Path:
 
 
 def tally(output: str, tests: Path) -> dict[str, Counter]:
-    """Passed and planned subtests per folder, from `prove -v` output, and the failures
-    that are a refused call or touch a name one of them would have made. A script that
-    dies early counts its missing subtests as failures."""
+    """Passed and planned subtests per folder, from `prove -v` output; of the failures,
+    those that are a refused call or touch a name one of them would have made, and those
+    pjdfstest marks TODO. A script that dies early counts its missing subtests as
+    failures."""
     counts: dict[str, Counter] = {folder: Counter() for folder in FOLDERS}
     current = None
     unmade: set[str] = set()
@@ -87,7 +87,9 @@ def tally(output: str, tests: Path) -> dict[str, Counter]:
             tried = re.search(r"tried '([^']*)'", line)
             words = tried.group(1).split() if tried else []
             names = {part for word in words for part in word.split("/")}
-            if any(word in REFUSED_CALLS for word in words):
+            if "# TODO" in line:
+                current["todo"] += 1  # pjdfstest's mark: Linux itself does otherwise
+            elif any(word in REFUSED_CALLS for word in words):
                 unmade |= names
                 current["refused"] += 1
             elif names & unmade - set(REFUSED_CALLS):
@@ -120,10 +122,13 @@ def test_pjdfstest_passes_the_bar(pjdfstest, mounter, container, tmp_path):
         c = counts[folder]
         print(f"  {folder:10} {c['passed']:5} / {c['planned']:5}"
               f"  {c['passed'] / max(c['planned'], 1):6.1%}"
-              f"  failed {c['planned'] - c['passed']:4}, refused kinds {c['refused']:4}")
+              f"  failed {c['planned'] - c['passed']:4}, refused kinds {c['refused']:4},"
+              f" TODO {c['todo']:2}")
     refused = sum(c["refused"] for c in counts.values())
+    todo = sum(c["todo"] for c in counts.values())
     print(f"  {'total':10} {passed:5} / {planned:5}  {passed / max(planned, 1):6.1%}"
-          f"  failed {planned - passed:4}, refused kinds {refused:4}")
-    print("  (refused kinds: a hard link call, or a step on the name it would have made)")
+          f"  failed {planned - passed:4}, refused kinds {refused:4}, TODO {todo:2}")
+    print("  (refused kinds: a hard link call, or a step on the name it would have made;"
+          " TODO: what pjdfstest marks as Linux's own way)")
     assert planned > 5000, run.stdout[-2000:] + run.stderr[-2000:]
     assert passed / planned >= BAR
