@@ -22,16 +22,20 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import trio
+
 from .cache import Cache
 from .config import MountEntry
+from .errors import RemoteNotFound
 from .namespace import IsADirectory, Namespace
 from .posix import ATIME_KEY, Kept, to_metadata
 from .readahead import ReadAhead
-from .remote import MTIME_KEY, format_mtime
+from .remote import MTIME_KEY, BlobItem, format_mtime
 from .store import ORPHANS, Node
 from .transfers import READ_AHEAD_MAX_SIZE, Downloads, Filling
 from .uploads import Uploads, journaled_metadata
@@ -76,9 +80,13 @@ class Files:
         self.read_ahead = ReadAhead(self.store, downloads, read_ahead_files)
         self._numbers = itertools.count(1)
         self.handles: dict[int, Handle] = {}
+        #: the kernel's references to each inode it was handed (lookup, create, mkdir,
+        #: readdir), less those it forgot: a node unlinked while open lives until both
+        #: its handles and these are gone, so its number always names it
+        self._lookups: Counter[int] = Counter()
         #: told, at each open that needs the file's bytes, whether it downloaded them
         self.on_copy: Callable[[bool], None] = lambda downloaded: None
-        uploads.watch_writers(self.writing)
+        uploads.watch_writers(self.writing, self._becomes_conflict_copy)
 
     # -- what others ask ----------------------------------------------------------
 
@@ -98,6 +106,45 @@ class Files:
         for path in self.store.uncommitted_files():
             log.warning("dropping a change never committed by a close or fsync: %s", path)
             self.cache.forget(path)
+
+    def _becomes_conflict_copy(self, path: Path, index: int, blob: str,
+                               item: BlobItem) -> None:
+        """A conflict was found while the file is open for writing: its bytes went up
+        as `blob`, beside it, and the file shows the container's version again. The
+        open handles go on with those bytes as that copy, a file of its own: what they
+        write later goes up there too, and nothing is lost or lands on the other's."""
+        # Handles of a file unlinked or replaced since keep reading their own bytes.
+        handles = [handle for handle in self.handles.values()
+                   if handle.path == path and not self._orphaned(handle.inode)]
+        node = self.store.node(handles[0].inode) if handles else None
+        parent = self.store.node(node.parent) if node is not None else None
+        if node is None or parent is None or not blob.startswith(parent.blob or ""):
+            self.cache.forget(path)
+            return
+        size = path.stat().st_size
+        copy = self.store.add_local_file(parent, blob[len(parent.blob or ""):], blob,
+                                         size=size, mtime_ns=node.mtime_ns)
+        self.store.update_file(copy, size=size, mtime_ns=node.mtime_ns, etag=item.etag or "",
+                               checked=time.time())
+        new_path = self.cache.path_for(self.entries[index], blob)
+        self._link(path, new_path)
+        for handle in handles:
+            handle.inode = copy
+        self.cache.record(new_path, blob=blob, etag=item.etag or "", size=size, state="dirty")
+        self.cache.forget(path)
+
+    def looked_up(self, inode: int) -> None:
+        """The kernel was handed `inode` once more."""
+        self._lookups[inode] += 1
+
+    def forget(self, inode: int, count: int) -> None:
+        """The kernel dropped `count` of its references to `inode`."""
+        left = self._lookups[inode] - count
+        if left > 0:
+            self._lookups[inode] = left
+            return
+        del self._lookups[inode]
+        self._drop_orphan(inode)
 
     def _orphaned(self, inode: int) -> bool:
         node = self.store.node(inode)
@@ -282,9 +329,9 @@ class Files:
                                        node.mtime_ns)
 
     def _drop_orphan(self, inode: int) -> None:
-        """The last handle of a file unlinked while open: its node goes."""
+        """A file unlinked while open goes once no handle or kernel reference is left."""
         node = self.store.node(inode)
-        if (node is not None and node.parent == ORPHANS
+        if (node is not None and node.parent == ORPHANS and inode not in self._lookups
                 and not any(h.inode == inode for h in self.handles.values())):
             self.store.remove_node(inode)
 
@@ -403,10 +450,17 @@ class Files:
         if node.is_dir:
             # The move copies blobs in the container: what is pending goes up first.
             await self._upload_pending_under(node)
+            open_inside = self._written_under(node)
+            stale = await self._changed_elsewhere(node.entry, open_inside)
             renamed = await self.namespace.rename(old_parent, old_name, new_parent, new_name,
                                                   replace=replace)
+            entry = self.entries[node.entry]
             for old_blob, new_blob, etag in renamed.copies:
-                await self._follow(self.entries[node.entry], old_blob, new_blob, etag)
+                await self._follow(entry, old_blob, new_blob, etag, stale=old_blob in stale)
+            copied = {old_blob for old_blob, _, _ in renamed.copies}
+            for old_blob, inode in open_inside.items():
+                if old_blob not in copied:
+                    await self._follow_vanished(entry, old_blob, inode)
             return
         source_path = self._path(node)
         target = self.store.child(new_parent.inode, new_name)
@@ -436,14 +490,27 @@ class Files:
                                                                                    target_path)
                 await self.uploads.forget(target_path)
             source = self.store.node(node.inode) or node  # as the copy will see it
-            renamed = await self.namespace.rename(old_parent, node.name, new_parent, new_name,
-                                                  replace=replace, copy=not here_only)
+            stale = bool(not here_only and await self._changed_elsewhere(node.entry,
+                                                                         [source.blob]))
+            try:
+                renamed = await self.namespace.rename(old_parent, node.name, new_parent,
+                                                      new_name, replace=replace,
+                                                      copy=not here_only)
+            except RemoteNotFound:
+                if here_only or not self._holds_change(source_path):
+                    raise
+                # Deleted in the container meanwhile, but its bytes are here: it is
+                # renamed here alone, and goes up under the new name.
+                here_only = True
+                renamed = await self.namespace.rename(old_parent, node.name, new_parent,
+                                                      new_name, replace=replace, copy=False)
             if renamed.replaced is not None and not renamed.replaced.is_dir:
                 self._drop_cached(renamed.replaced)
             if renamed.node.blob != source.blob:
                 # A file only here goes up under its new name, replacing what `base` says.
                 await self._move_cached(source, renamed.node,
-                                        base=(base or "") if here_only else None)
+                                        base=(base or "") if here_only else None,
+                                        stale=stale)
 
     def _base_of(self, node: Node, path: Path) -> str:
         """The container's version a file with no pending upload is based on: an upload
@@ -467,7 +534,8 @@ class Files:
         return (upload is not None and upload.base_etag == "" and now is not None
                 and now.local and not now.etag)
 
-    async def _move_cached(self, source: Node, moved: Node, *, base: str | None) -> None:
+    async def _move_cached(self, source: Node, moved: Node, *, base: str | None,
+                           stale: bool = False) -> None:
         """The cached copy follows its file to the new name, open handles with it.
 
         After a server-side copy (`base` None), the container holds the source's bytes
@@ -475,6 +543,8 @@ class Files:
         written meanwhile stays dirty, now based on it. A file renamed here alone keeps
         its bytes dirty, to go up as a change of the blob version `base` ('' = none).
         A journal row moves with the file: the new one is durable before the old goes.
+        A change whose blob the container holds another version of (`stale`) keeps its
+        base: the copy is of the other's bytes, and the next upload must find that.
         """
         entry = self.entries[source.entry]
         old_path = self.cache.path_for(entry, source.blob)
@@ -484,20 +554,88 @@ class Files:
         etag = moved.etag if base is None else base
         usable = record is not None and (record.state == "dirty"
                                          or record.etag == source.etag)
+        if usable and stale and record.state == "dirty":
+            etag = record.etag
         if usable and etag is not None and self._link(old_path, new_path):
             self.cache.record(new_path, blob=moved.blob, etag=etag,
                               size=new_path.stat().st_size, state=record.state)
             if upload is not None:
                 await self.uploads.journal(new_path, entry, moved.blob, etag, upload.mtime_ns,
                                            journaled_metadata(upload))
+            elif base is not None and record.state == "dirty":
+                # Its blob was deleted elsewhere after its last upload: it goes up again.
+                await self._journal_moved(entry, new_path, moved.blob, base=base,
+                                          mtime_ns=moved.mtime_ns,
+                                          metadata=self._kept_metadata(moved))
         if upload is not None:
             await self.uploads.forget(old_path)
         self.cache.forget(old_path)
 
+    async def _changed_elsewhere(self, index: int, blobs: Iterable[str]) -> set[str]:
+        """Of these blobs, those with a change here based on another version than the
+        one the container holds now (one HEAD each): a move copies the container's."""
+        entry, remote = self.entries[index], self.namespace.remotes[index]
+        changed = set()
+        for blob in blobs:
+            record = self.store.cached_file(str(self.cache.path_for(entry, blob)))
+            if record is None or record.state != "dirty" or not record.etag:
+                continue
+            try:
+                item = await trio.to_thread.run_sync(remote.properties, blob)
+            except RemoteNotFound:
+                continue
+            if item.etag != record.etag:
+                changed.add(blob)
+        return changed
+
+    def _holds_change(self, path: Path) -> bool:
+        record = self.store.cached_file(str(path))
+        return record is not None and record.state == "dirty"
+
+    def _written_under(self, folder: Node) -> dict[str, int]:
+        """The blobs under a folder open for writing here, and their inodes."""
+        blobs = {}
+        for handle in self.handles.values():
+            node = self.store.node(handle.inode)
+            if (isinstance(handle, Writing) and node is not None
+                    and node.entry == folder.entry and node.blob.startswith(folder.blob)):
+                blobs[node.blob] = node.inode
+        return blobs
+
+    async def _follow_vanished(self, entry: MountEntry, old_blob: str, inode: int) -> None:
+        """A file open for writing moved with its folder, though the move found no
+        blob of it to copy (deleted in the container since its last upload): its
+        bytes follow it and go up under its new name."""
+        node = self.store.node(inode)
+        old_path = self.cache.path_for(entry, old_blob)
+        if node is None or not self._holds_change(old_path):
+            return
+        new_path = self.cache.path_for(entry, node.blob)
+        if self._link(old_path, new_path):
+            self.cache.record(new_path, blob=node.blob, etag="",
+                              size=new_path.stat().st_size, state="dirty")
+            self.cache.forget(old_path)
+            await self._journal_moved(entry, new_path, node.blob, base="",
+                                      mtime_ns=node.mtime_ns,
+                                      metadata=self._kept_metadata(node))
+
+    async def _journal_moved(self, entry: MountEntry, path: Path, blob: str, *,
+                             base: str, mtime_ns: int, metadata: dict[str, str]) -> None:
+        """A moved file whose bytes the container lacks goes up under its new name, as
+        a change of version `base` ('' = a new blob), with its mode and owner
+        (`metadata`): journaled, and in sync mode now."""
+        if not self._holds_change(path):
+            return
+        version = await self.uploads.journal(path, entry, blob, base, mtime_ns, metadata)
+        if entry.upload == "sync":
+            await self.uploads.upload_now(path, version)
+
     async def _follow(self, entry: MountEntry, old_blob: str, new_blob: str,
-                      etag: str | None) -> None:
+                      etag: str | None, *, stale: bool) -> None:
         """A file moved with its folder: its local change (and the version it is based
-        on, now the copy's) follows it, so a later change is no false conflict.
+        on, now the copy's) follows it, so a later change is no false conflict; unless
+        the container held another version than that (`stale`): then it keeps its base,
+        and its next upload finds the conflict.
 
         A clean copy stays behind: the blob may have changed in the container since it
         was cached, and the copy's ETag would then name bytes it does not hold.
@@ -507,8 +645,8 @@ class Files:
         record = self.store.cached_file(str(old_path))
         if (record is not None and record.state == "dirty" and etag
                 and self._link(old_path, new_path)):
-            self.cache.record(new_path, blob=new_blob, etag=etag, size=record.size,
-                              state=record.state)
+            self.cache.record(new_path, blob=new_blob, etag=record.etag if stale else etag,
+                              size=record.size, state=record.state)
         self.cache.forget(old_path)
 
     def _link(self, old_path: Path, new_path: Path) -> bool:

@@ -124,11 +124,24 @@ class BlobFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOENT) from None
         parent = self.namespace.node(parent_inode)
         if text == ".":
-            return self._attributes(parent)
+            return self._handed(parent)
         if text == "..":
-            return self._attributes(self.namespace.node(parent.parent))
+            return self._handed(self.namespace.node(parent.parent))
         self.namespace.checked_length(text)
-        return self._attributes(await self.namespace.lookup(parent, text))
+        return self._handed(await self.namespace.lookup(parent, text))
+
+    def _handed(self, node: Node) -> pyfuse3.EntryAttributes:
+        """A node's attributes in an entry the kernel keeps: one more reference to it."""
+        self.files.looked_up(node.inode)
+        return self._attributes(node)
+
+    async def forget(self, inode_list):
+        # The kernel takes no answer: nothing may be raised.
+        for inode, count in inode_list:
+            try:
+                self.files.forget(inode, count)
+            except Exception:
+                log.exception("forget of inode %d failed", inode)
 
     @_fuse_errors
     async def getattr(self, inode, ctx=None):
@@ -155,6 +168,7 @@ class BlobFS(pyfuse3.Operations):
                 if not pyfuse3.readdir_reply(token, node.name.encode("utf-8"),
                                              self._attributes(node), next_ids[node.inode]):
                     return
+                self.files.looked_up(node.inode)  # the kernel keeps what it took
             offset += len(chunk)
 
     @_fuse_errors
@@ -170,7 +184,7 @@ class BlobFS(pyfuse3.Operations):
     async def create(self, parent_inode, name, mode, flags, ctx):
         kept = self._new(parent_inode, mode, ctx, is_dir=False)
         handle, node = await self.files.create(parent_inode, self._name(name), kept)
-        return pyfuse3.FileInfo(fh=handle, keep_cache=False), self._attributes(node)
+        return pyfuse3.FileInfo(fh=handle, keep_cache=False), self._handed(node)
 
     def _new(self, parent_inode: int, mode: int, ctx, *, is_dir: bool) -> Kept:
         """The mode and owner a new file or folder keeps (posix.py says which)."""
@@ -227,7 +241,7 @@ class BlobFS(pyfuse3.Operations):
         kept = self._new(parent_inode, mode, ctx, is_dir=True)
         folder = await self.namespace.make_folder(self.namespace.node(parent_inode),
                                                   self._name(name), kept)
-        return self._attributes(folder)
+        return self._handed(folder)
 
     @_fuse_errors
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
@@ -238,7 +252,7 @@ class BlobFS(pyfuse3.Operations):
                                                              is_dir=False))
             await self.files.flush(handle)  # as a close would: up now in sync mode
             await self.files.release(handle)
-            return self._attributes(self.namespace.node(node.inode))
+            return self._handed(self.namespace.node(node.inode))
         if kind not in SPECIAL_TYPES:
             raise pyfuse3.FUSEError(errno.EPERM)
         kept = self._new(parent_inode, mode, ctx, is_dir=False)
@@ -247,7 +261,7 @@ class BlobFS(pyfuse3.Operations):
         kept = dataclasses.replace(kept, special=kind, rdev=rdev)
         node = await self.namespace.make_special(self.namespace.node(parent_inode),
                                                  self._name(name), kept)
-        return self._attributes(node)
+        return self._handed(node)
 
     @_fuse_errors
     async def symlink(self, parent_inode, name, target, ctx):
@@ -255,7 +269,7 @@ class BlobFS(pyfuse3.Operations):
         link = await self.namespace.make_link(self.namespace.node(parent_inode),
                                               self._name(name),
                                               target.decode("utf-8", "surrogateescape"), kept)
-        return self._attributes(link)
+        return self._handed(link)
 
     @_fuse_errors
     async def readlink(self, inode, ctx):

@@ -384,11 +384,12 @@ class Store:
         it, and keeps its inode and attributes until its last handle closes."""
         self._db.execute(
             "INSERT OR REPLACE INTO nodes (inode, parent, name, is_dir, entry, blob, size,"
-            " mtime_ns, etag, mode, uid, gid, atime_ns, ctime_ns)"
-            " VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " mtime_ns, etag, mode, uid, gid, atime_ns, ctime_ns, is_link, link, special,"
+            " rdev) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (node.inode, ORPHANS, f"#{node.inode}", node.entry,
              f"{ORPHAN_BLOB}{node.inode}", node.size, node.mtime_ns, node.etag, node.mode,
-             node.uid, node.gid, node.atime_ns, time.time_ns()))
+             node.uid, node.gid, node.atime_ns, time.time_ns(), int(node.is_link), node.link,
+             node.special, node.rdev))
 
     def set_etag(self, entry: int, blob: str, etag: str) -> None:
         """The container holds these bytes of the file as version `etag` (a copy)."""

@@ -107,11 +107,17 @@ class Uploads:
         #: cache paths the worker leaves alone for now (a rename is moving them)
         self._held: Counter[str] = Counter()
         self._writing: Callable[[str], bool] = lambda path: False
+        self._kept_open: Callable[[Path, int, str, BlobItem], None] = (
+            lambda path, index, blob, item: self.cache.forget(path))
 
-    def watch_writers(self, writing: Callable[[str], bool]) -> None:
+    def watch_writers(self, writing: Callable[[str], bool],
+                      kept_open: Callable[[Path, int, str, BlobItem], None]) -> None:
         """`writing(path)`: whether a handle has the file open for writing. An upload
-        that ends then leaves the copy dirty: the writer may change it again."""
+        that ends then leaves the copy dirty: the writer may change it again.
+        `kept_open(path, entry, blob, item)`: a conflict found meanwhile put the bytes
+        beside the file as `blob` (`item`); the writer's file becomes that copy."""
         self._writing = writing
+        self._kept_open = kept_open
 
     def writer_closed(self, path: Path, index: int, blob: str, etag: str,
                       mtime_ns: int) -> None:
@@ -294,10 +300,13 @@ class Uploads:
         self._tried.pop(row.path, None)
         if row.path not in self._journaling and self.store.upload_done(row.path, row.version):
             if self._writing(row.path):
-                # Still open for writing: the copy stays dirty, now based on this version,
-                # and the writer's last close says whether it is clean.
+                # Still open for writing: the copy stays dirty, now based on this version
+                # (the node names it too: the container holds it), and the writer's last
+                # close says whether it is clean.
                 self.cache.record(path, blob=row.blob, etag=item.etag, size=item.size,
                                   state="dirty")
+                if item.etag:
+                    self.store.set_etag(target.index, row.blob, item.etag)
             else:
                 self.cache.record(path, blob=row.blob, etag=item.etag, size=item.size)
                 self._on_uploaded(target, row.blob, item.size, item.mtime_ns, item.etag)
@@ -317,7 +326,7 @@ class Uploads:
         return max(matches, key=lambda target: len(target.entry.prefix), default=None)
 
     async def _put(self, target: Target, blob: str, path: Path, base_etag: str,
-                   mtime_ns: int | None, tried: set[str], kept: Mapping[str, str]):
+                   mtime_ns: int | None, tried: set[str], kept: Mapping[str, str]) -> BlobItem:
         """Put the file as `blob` over version `base_etag` ('' = a new blob); the blob
         as put. RemoteConflict when someone else changed the blob.
 
@@ -391,12 +400,16 @@ class Uploads:
     async def _keep_both(self, target: Target, row: Upload, path: Path) -> None:
         """The blob changed in the container: put the local bytes beside it."""
         conflict = conflict_name(row.blob)
-        await self._put(target, conflict, path, "", row.mtime_ns, set(),
-                        journaled_metadata(row))
+        item = await self._put(target, conflict, path, "", row.mtime_ns, set(),
+                               journaled_metadata(row))
         log.warning("conflict: %s/%s changed in the container since it was cached; the local"
                     " version is kept as %s", target.remote.label, row.blob, conflict)
         self.store.drop_upload(row.path)
-        self.cache.forget(path)
+        if self._writing(row.path):
+            # Still open for writing: what the writer writes later goes to the copy too.
+            self._kept_open(path, target.index, conflict, item)
+        else:
+            self.cache.forget(path)
         self._on_conflict(target, row.blob)
 
     # -- status -------------------------------------------------------------------

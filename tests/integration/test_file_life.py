@@ -301,6 +301,73 @@ def test_appending_to_a_file_whose_blob_was_deleted_recreates_it(mounter, contai
         mounter.unmount(mount)
 
 
+def test_a_conflict_found_while_the_file_stays_open_keeps_every_later_byte(mounter,
+                                                                          container):
+    """A conflict found by an fsync (sync mode) while the file stays open: the open file
+    becomes the conflict copy, and what it writes later goes up there too; the other
+    host's version stays."""
+    container.upload_blob("report.txt", b"v0")
+    mount = mounter.mount(mounter.config([entry(container, "sync")]))
+    try:
+        with open(mount.path("d/report.txt"), "r+b") as report:
+            report.write(b"mine 1")
+            report.flush()
+            os.fsync(report.fileno())
+            assert blob(container, "report.txt") == b"mine 1"
+            container.upload_blob("report.txt", b"theirs", overwrite=True)
+            report.seek(0)
+            report.write(b"mine 2")
+            report.flush()
+            os.fsync(report.fileno())  # finds the conflict: a copy beside it
+            (copy,) = conflicts(container)
+            assert blob(container, copy) == b"mine 2"
+            report.write(b" and more")
+        # close() succeeded: its bytes are in the copy, not over theirs.
+        assert blob(container, copy) == b"mine 2 and more"
+        assert blob(container, "report.txt") == b"theirs"
+        assert conflicts(container) == {copy}
+        wait_for(lambda: mount.path("d/report.txt").read_bytes() == b"theirs", timeout=30)
+        assert mount.path(f"d/{copy}").read_bytes() == b"mine 2 and more"
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
+
+
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_an_open_file_whose_blob_was_deleted_can_be_renamed(mounter, container, what):
+    """Another host deletes the blob of a file open here since its last upload; the
+    file (or its folder) is renamed: the bytes are here, so they go up under the new
+    name, though the container has nothing to copy."""
+    container.upload_blob("old/f.txt", b"v0")
+    mount = mounter.mount(mounter.config([entry(container, "sync")]))
+    try:
+        with open(mount.path("d/old/f.txt"), "r+b") as f:
+            f.write(b"v1")
+            f.flush()
+            os.fsync(f.fileno())
+            assert blob(container, "old/f.txt") == b"v1"
+            container.delete_blob("old/f.txt")
+            if what == "file":
+                os.rename(mount.path("d/old/f.txt"), mount.path("d/old/g.txt"))
+                moved = "old/g.txt"
+            else:
+                os.rename(mount.path("d/old"), mount.path("d/new"))
+                moved = "new/f.txt"
+            assert blob(container, moved) == b"v1"
+            f.write(b" v2")
+        assert blob(container, moved) == b"v1 v2"
+        assert blob(container, "old/f.txt") is None
+        assert conflicts(container) == set()
+        assert mount.path(f"d/{moved}").read_bytes() == b"v1 v2"
+    except BaseException:
+        mounter.cleanup()
+        raise
+    else:
+        mounter.unmount(mount)
+
+
 # -- 4, 8: unlinked while open ---------------------------------------------------------
 
 

@@ -21,14 +21,13 @@ What is checked:
   mount put is left under a name no file has;
 - closes, fsyncs and writes always succeed (the fake remote never fails).
 
-KNOWN_BUG marks the states the runs keep out of, because today's code loses bytes
-there (each has an xfail test at the end, strict, so that it shows once fixed):
+Two states the first version of this test had to keep out of its runs, because the
+code lost bytes there, are now in them, each also with a test of its own at the end:
 - a conflict found while the file stays open for writing (sync mode's fsync, a
-  truncate, a sync or a rename uploading it): the cache file is unlinked under the
-  writer, whose next close fails (ENOENT) and whose later bytes are lost;
+  truncate, a sync or a rename uploading it): the writer's handles go on as the
+  conflict copy, a file of its own, and what they write later goes up there too;
 - renaming a file with a local change (or its folder) whose blob was deleted
-  elsewhere: the server-side copy finds no source and the rename fails (ENOENT),
-  though the mount shows the file.
+  elsewhere: the bytes are here, so it is renamed here and goes up under the new name.
 """
 
 from __future__ import annotations
@@ -46,7 +45,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -192,6 +190,8 @@ class FileLife(RuleBasedStateMachine):
         self.held: dict[str, Any] | None = None
         #: files a conflict copy was made of in the step under way
         self.conflicted_now: set[int] = set()
+        #: during a rename: the new names of the files it moves (it may upload them there)
+        self.moving: dict[str, File] = {}
         uploads_module.conflict_name = distinct_conflict_names()
 
     # -- set-up -----------------------------------------------------------------------
@@ -301,20 +301,21 @@ class FileLife(RuleBasedStateMachine):
         return sum(1 for handle in self.handles.values()
                    if handle.writing and handle.file is file)
 
-    def _conflict_under_writer(self, file: File) -> bool:
-        """Whether an upload of `file` now would find a conflict while a writer stays
-        open: KNOWN_BUG below, kept out of the runs until it is fixed."""
-        return file.conflict and self._writers(file) > 0
-
     def _settle_model(self) -> None:
-        """A change whose last bytes are in the container, with no writer left, is over."""
+        """A change whose last bytes are in the container, with no writer left and no
+        upload of it journaled (a close may journal bytes that went up already), is over."""
         for file in self.files:
-            if file.changed and not self._writers(file) and file.uploaded == file.content:
+            if (file.changed and not self._writers(file) and file.uploaded == file.content
+                    and not self._journaled(file)):
                 file.changed = False
+
+    def _journaled(self, file: File) -> bool:
+        path = str(self.cache.path_for(self.entry, file.name or ""))
+        return file.name is not None and self.loop.sync(lambda: self.store.upload(path)) is not None
 
     def _put(self, blob: str, data: bytes) -> None:
         """An upload by the mount is landing (called from the upload's thread)."""
-        if ".conflict-" in blob:
+        if ".conflict-" in blob and self._file_at(blob) is None:
             name = blob.partition(".conflict-")[0]  # the names here have no extension
             file = self._file_at(name)
             if file is None or not file.conflict:
@@ -325,12 +326,19 @@ class FileLife(RuleBasedStateMachine):
                 self.problems.append(f"conflict copy {blob} holds bytes {name} never had")
             # The change is kept beside the blob; the file shows the container's again.
             self.conflicted_now.add(file.number)
+            if self._writers(file):
+                # Still open for writing: its handles go on as the copy, a file of its own.
+                copy = File(len(self.files), blob, file.content, changed=True,
+                            uploaded=data, versions=set(file.versions))
+                self.files.append(copy)
+                for handle in self.handles.values():
+                    if handle.file is file:
+                        handle.file = copy
             file.conflict = False
             file.uploaded = None
-            if not self._writers(file):
-                file.changed = False
+            file.changed = False
             return
-        file = self._file_at(blob)
+        file = self.moving.get(blob) or self._file_at(blob)
         current = self.remote.files().get(blob)
         if file is not None and not file.changed and current is not None and current.data == data:
             return  # a commit of bytes the container already holds (say, truncate to size)
@@ -426,8 +434,6 @@ class FileLife(RuleBasedStateMachine):
         path = data.draw(st.sampled_from(self._shown_paths()), label="path")
         flags = os.O_RDWR | (os.O_TRUNC if truncate else 0)
         file = self._shown(path)
-        if self._conflict_under_writer(file):
-            return  # KNOWN_BUG: a second writer's first close would conflict under the other
         if truncate:
             file.versions.add(b"")
         number = self.loop.call(self._open, path, flags)
@@ -604,8 +610,6 @@ class FileLife(RuleBasedStateMachine):
         number = data.draw(st.sampled_from(
             sorted(n for n, h in self.handles.items() if h.writing)))
         handle = self.handles[number]
-        if self.mode == "sync" and self._conflict_under_writer(handle.file):
-            return  # KNOWN_BUG: it uploads, finds the conflict, and the writer stays open
         self.loop.call(self.life.fsync, number)
         self._committed(handle)
         handle.written = False
@@ -639,8 +643,6 @@ class FileLife(RuleBasedStateMachine):
         """truncate(2) by name, with no handle: its own commit."""
         path = data.draw(st.sampled_from(self._shown_paths()), label="path")
         file = self._shown(path)
-        if self.mode == "sync" and self._conflict_under_writer(file):
-            return  # KNOWN_BUG: it uploads, finds the conflict, and the writer stays open
         if not file.changed:
             base = self.remote.files()[path].data
             file.content, file.uploaded, file.conflict = base, base, False
@@ -676,13 +678,15 @@ class FileLife(RuleBasedStateMachine):
 
     def _do_rename(self, source: str, target: str) -> None:
         moved = self._shown(source)
-        if self._conflict_under_writer(moved):
-            return  # KNOWN_BUG: it uploads the source first, under its open writer
-        if moved.vanished:
-            return  # KNOWN_BUG: the server-side copy of a blob deleted elsewhere fails
         replaced = self._file_at(target)
         here_only = self.mode == "async" and moved.changed and moved.uploaded is None
-        self.loop.call(self._rename, source, target)
+        if here_only:
+            moved.conflict = False  # it goes up as a new blob of the new name, not over x
+        self.moving = {target: moved}
+        try:
+            self.loop.call(self._rename, source, target)
+        finally:
+            self.moving = {}
         if replaced is not None:
             replaced.name = None
             if here_only and replaced.changed and replaced.conflict:
@@ -690,7 +694,15 @@ class FileLife(RuleBasedStateMachine):
                 # replaced was based on: that blob was changed elsewhere since.
                 moved.conflict = True
         moved.name = target
+        self._moved_writers_committed([moved])
         self._settle_model()
+
+    def _moved_writers_committed(self, moved: list[File]) -> None:
+        """A rename commits what the moved files' writers wrote (it uploads, or moves
+        the journal row): their next close has nothing of its own to put."""
+        for handle in self.handles.values():
+            if handle.writing and handle.file in moved:
+                handle.written = False
 
     @precondition(lambda self: self.ready and len(self.folders) < len(FOLDERS))
     @rule(data=st.data())
@@ -706,15 +718,16 @@ class FileLife(RuleBasedStateMachine):
         """The folder, with its files (open or not), onto the other folder name."""
         (source,) = self.folders
         (target,) = set(FOLDERS) - self.folders
-        inside = [file for file in self.files
-                  if file.name is not None and file.name.startswith(f"{source}/")]
-        if any(self._conflict_under_writer(file) for file in inside):
-            return  # KNOWN_BUG: it uploads what is pending first, under open writers
-        if any(file.vanished for file in inside):
-            return  # KNOWN_BUG: the server-side copy of a blob deleted elsewhere fails
-        self.loop.call(self._rename, source, target)
+        self.moving = {f"{target}/{file.name[len(source) + 1:]}": file for file in self.files
+                       if file.name is not None and file.name.startswith(f"{source}/")}
+        moved = list(self.moving.values())
+        try:
+            self.loop.call(self._rename, source, target)
+        finally:
+            self.moving = {}
         self.folders.remove(source)
         self.folders.add(target)
+        self._moved_writers_committed(moved)
         for file in self.files:
             if file.name is not None and file.name.startswith(f"{source}/"):
                 file.name = f"{target}/{file.name[len(source) + 1:]}"
@@ -725,8 +738,6 @@ class FileLife(RuleBasedStateMachine):
     @precondition(lambda self: self.ready)
     @rule()
     def uploads_finish(self) -> None:
-        if any(self._conflict_under_writer(file) for file in self.files):
-            return  # KNOWN_BUG: an upload would find the conflict under an open writer
         failed = self.loop.call(self._sync)
         assert not failed, failed
         self._settle_model()
@@ -739,8 +750,6 @@ class FileLife(RuleBasedStateMachine):
 
     def _change_elsewhere(self, path: str) -> None:
         file = self._file_at(path)
-        if file is not None and self._writers(file) > 1:
-            return  # KNOWN_BUG: the first close would conflict under the second writer
         if file is not None and file.changed:
             file.conflict = True
         self.remote.put_elsewhere(path, b"elsewhere" + self._data())
@@ -849,7 +858,7 @@ FileLife.TestCase.settings = settings(
 test_file_life = FileLife.TestCase
 
 
-# -- the states the runs keep out of (KNOWN_BUG), each as it fails today -------------
+# -- the states the first version kept out of its runs, each as it failed then ------
 
 
 @contextlib.contextmanager
@@ -862,8 +871,6 @@ def machine(mode: str) -> Iterator[FileLife]:
         state.close_down()
 
 
-@pytest.mark.xfail(strict=True, reason="KNOWN_BUG: a conflict found under an open writer"
-                   " unlinks its cache file; its next close fails and its bytes are lost")
 def test_a_conflict_found_while_a_writer_stays_open_keeps_its_later_bytes() -> None:
     with machine("sync") as state:
         number = state.loop.call(state._create, "x")
@@ -873,18 +880,19 @@ def test_a_conflict_found_while_a_writer_stays_open_keeps_its_later_bytes() -> N
         state.loop.call(state.life.write, number, 0, b"second")
         state.loop.call(state.life.fsync, number)  # the conflict: a copy beside x
         state.loop.call(state.life.write, number, 0, b"third!")
-        state.loop.call(state._close, number)  # today: FileNotFoundError (ENOENT)
-        assert b"third!" in {blob.data for blob in state.remote.files().values()}
+        state.loop.call(state._close, number)  # was: FileNotFoundError (ENOENT)
+        blobs = state.remote.files()
+        assert blobs["x"].data == b"elsewhere"
+        (copy,) = [name for name in blobs if name.startswith("x.conflict-")]
+        assert blobs[copy].data == b"third!"
 
 
-@pytest.mark.xfail(strict=True, reason="KNOWN_BUG: renaming an open file whose blob was"
-                   " deleted elsewhere fails: the server-side copy finds no source")
 def test_a_file_whose_blob_vanished_elsewhere_can_be_renamed() -> None:
     with machine("sync") as state:
         number = state.loop.call(state._create, "x")
         state.loop.call(state.life.write, number, 0, b"kept")
         state.loop.call(state.life.fsync, number)
         state.remote.delete_elsewhere("x")
-        state.loop.call(state._rename, "x", "y")  # today: RemoteNotFound (ENOENT)
+        state.loop.call(state._rename, "x", "y")  # was: RemoteNotFound (ENOENT)
         state.loop.call(state._close, number)
         assert state.remote.files()["y"].data == b"kept"
