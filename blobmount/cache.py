@@ -10,6 +10,8 @@ missing or has the wrong size is not used.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import os
 import stat
@@ -29,6 +31,37 @@ TOP_ITEMS = ("blobmount.sqlite", "blobmount.sqlite-wal", "blobmount.sqlite-shm",
 #: Modes of everything the cache holds: only the user running blobmount may read it.
 PRIVATE_FOLDER = 0o700
 PRIVATE_FILE = 0o600
+#: fallocate(2) modes: free a range of a file's disk blocks, its size unchanged.
+_PUNCH_HOLE = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+
+
+def block_key(path: str, start: int) -> str:
+    """How a block of a partial copy is named among cache paths (eviction's, in-use
+    sets): no path holds a NUL."""
+    return f"{path}\0{start}"
+
+
+def split_block_key(key: str) -> tuple[str, int] | None:
+    """(path, start) of a block_key; None for a plain path."""
+    path, nul, start = key.partition("\0")
+    return (path, int(start)) if nul else None
+
+
+def punch_hole(path: str | Path, start: int, size: int) -> None:
+    """Free the disk space of bytes [start, start + size) of a file (they read as
+    zeros after); a missing file has nothing to free."""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except FileNotFoundError:
+        return
+    try:
+        if _libc.fallocate(fd, _PUNCH_HOLE, start, size) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"fallocate: {os.strerror(code)}", str(path))
+    finally:
+        os.close(fd)
 
 
 def make_private(folder: Path, ours: Collection[str]) -> int:
@@ -113,6 +146,8 @@ class Cache:
         if record.state == "dirty" and path.exists():
             # Written here and not uploaded yet: these bytes win over any download.
             return True
+        if record.state == "partial":
+            return False  # only some blocks: see blocks.py
         if etag is None or record.etag != etag:
             return False
         try:
@@ -152,6 +187,16 @@ class Cache:
         self.store.drop_cached_file(str(path))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+    def drop_block(self, path: str, start: int, size: int) -> None:
+        """Drop one block of a partial copy: its record, then its bytes. A file system
+        that cannot free them (no hole punching) keeps them until the copy goes."""
+        self.store.drop_cached_block(path, start)
+        try:
+            punch_hole(path, start, size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
 
     def record(self, path: Path, *, blob: str, etag: str, size: int,
                state: str = "clean") -> None:

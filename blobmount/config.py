@@ -179,6 +179,13 @@ class Settings:
     # 8.2 s by an AzCopy job (benchmarks/run.py --only cold_read).
     sdk_download_max: int = 1024 * MiB
     sdk_upload_max: int = 256 * MiB
+    # Readers of blobs larger than this get a sparse copy that holds the blocks read
+    # so far (blocks.py): open() returns at once and a read fetches only what it needs;
+    # smaller blobs come whole. Writers still get the whole file. As large as
+    # sdk_download_max: up to it, a whole download by the SDK streams faster from
+    # Azurite than 4 MiB ranges with their MD5 (benchmarks/blocks.py), and is read
+    # while it comes; above it, the whole file used to come by AzCopy before open().
+    block_read_min: int = 1024 * MiB
     # Opening a small cold file fetches this many of the next small files of its folder
     # in the background (a program walking a folder reads them next); 0 turns it off.
     read_ahead_files: int = 16
@@ -654,6 +661,7 @@ def _read_settings(top: _Section) -> Settings:
         listing_ttl=top.number("listing_ttl", defaults.listing_ttl, minimum=0, inclusive=True),
         sdk_download_max=size("sdk_download_max"),
         sdk_upload_max=size("sdk_upload_max"),
+        block_read_min=size("block_read_min"),
         read_ahead_files=top.integer("read_ahead_files", defaults.read_ahead_files, minimum=0),
         read_ahead_kb=top.integer("read_ahead_kb", defaults.read_ahead_kb, minimum=0),
         xattrs=top.boolean("xattrs", defaults.xattrs),

@@ -158,6 +158,8 @@ class _Mount:
             "mounts": [_describe(entry) for entry in self.config.mounts],
             "cache_bytes": self.store.cached_bytes(),
             "downloads": {"total": self.downloads.started_total, "by_path": dict(started)},
+            # fetched by ranged GETs for large files read by blocks
+            "blocks": dict(self.downloads.blocks.fetched),
         }
 
     async def sync(self, _request: dict[str, Any]) -> dict[str, Any]:
@@ -314,7 +316,7 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
     cache = Cache(store)
     azcopy_for = _azcopy_factory(config, metrics)
     downloads = Downloads(cache, azcopy_for, sdk_max=settings.sdk_download_max,
-                          limiter=limiter)
+                          limiter=limiter, block_min=settings.block_read_min)
     namespace = Namespace(store, config.mounts, remotes, ttl=settings.listing_ttl,
                           limiter=limiter)
     namespace.build_mount_table()

@@ -5,7 +5,8 @@ The policy is a pure function over the cached files' records (`plan_eviction`); 
 age limit, and drops what it chose. Only clean copies go (identical to their blob):
 never a dirty one, one with an upload in the journal, one open through the mount or
 one being downloaded. Sizes are the records' (the bytes in the cache folder), not the
-disk's.
+disk's. A partial copy (blocks.py) goes block by block: each of its blocks is an item
+of its own here (named by cache.block_key), never one being read or fetched.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import trio
 
-from .cache import BLOBS_FOLDER, Cache
+from .cache import BLOBS_FOLDER, Cache, block_key, split_block_key
 from .config import MountEntry
 from .store import CachedFile, Store
 
@@ -178,8 +179,9 @@ class Evictor:
         return self.drop(chosen)
 
     def make_room(self, folder: Path, needed: int) -> int:
-        """Whatever the limits say: drop the least recently used clean copies on the
-        disk of `folder` until it has `needed` bytes free (and ROOM_MARGIN beyond);
+        """Whatever the limits say: drop the least recently used clean copies (and
+        partial ones not open) on the disk of `folder` until it has `needed` bytes free
+        (and ROOM_MARGIN beyond);
         the bytes dropped. 0: there was room, or nothing could go."""
         free = free_bytes(folder)
         if free >= needed + ROOM_MARGIN:
@@ -188,7 +190,7 @@ class Evictor:
         keep = self.in_use() | self.store.upload_paths()
         candidates = [record for entry in self.entries if _device(entry.cache_dir) == device
                       for record in self.store.cached_files(blobs_prefix(entry))
-                      if record.state == "clean" and record.path not in keep]
+                      if record.state in ("clean", "partial") and record.path not in keep]
         candidates.sort(key=lambda record: (record.last_access, record.path))
         chosen = []
         for record in candidates:
@@ -210,8 +212,12 @@ class Evictor:
             if record.path in seen:
                 continue
             seen.add(record.path)
-            self.cache.forget(record.path)
-            count += 1
+            block = split_block_key(record.path)
+            if block is None:
+                self.cache.forget(record.path)
+                count += 1
+            else:
+                self.cache.drop_block(*block, record.size)
             size += record.size
         if count:
             self.evicted["files"] += count
@@ -221,8 +227,16 @@ class Evictor:
 
     def measured(self, entry: MountEntry) -> list[CachedFile]:
         """The records of an entry's cached files, each dirty one with the size its file
-        has now (the record has the size of the last close)."""
+        has now (the record has the size of the last close), each partial one as its
+        blocks (clean items named by cache.block_key)."""
         files = self.store.cached_files(blobs_prefix(entry))
+        if any(record.state == "partial" for record in files):
+            partial = {record.path: record for record in files if record.state == "partial"}
+            files = [record for record in files if record.state != "partial"]
+            files += [CachedFile(block_key(block.path, block.start), record.blob, record.etag,
+                                 block.size, "clean", block.last_access)
+                      for block in self.store.cached_blocks(blobs_prefix(entry))
+                      if (record := partial.get(block.path)) is not None]
         for index, record in enumerate(files):
             if record.state != "clean":
                 try:

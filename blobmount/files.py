@@ -29,9 +29,10 @@ from pathlib import Path
 
 import trio
 
+from .blocks import BlockReader
 from .cache import Cache
 from .config import MountEntry
-from .errors import RemoteNotFound
+from .errors import RemoteConflict, RemoteNotFound
 from .namespace import IsADirectory, Namespace
 from .posix import ATIME_KEY, Kept, to_metadata
 from .readahead import ReadAhead
@@ -51,6 +52,7 @@ class Reading:
     inode: int
     path: Path
     filling: Filling | None = None  # still downloading: reads wait for their bytes
+    blocks: BlockReader | None = None  # a large file: reads fetch the blocks they need
 
 
 @dataclass
@@ -166,9 +168,11 @@ class Files:
         if node.is_dir:
             raise IsADirectory(node.name)
         if not flags & WRITE_FLAGS:
-            path, downloaded, filling = await self._cached_copy(node, readable=True)
-            fd = filling.open() if filling is not None else os.open(path, os.O_RDONLY)
-            return self._add(Reading(fd, inode, path, filling)), not downloaded
+            path, downloaded, source = await self._cached_copy(node, readable=True)
+            fd = source.open() if source is not None else os.open(path, os.O_RDONLY)
+            if isinstance(source, BlockReader):
+                return self._add(Reading(fd, inode, path, blocks=source)), not downloaded
+            return self._add(Reading(fd, inode, path, source)), not downloaded
         self.namespace.writable_file(node)
         truncate = bool(flags & os.O_TRUNC)
         if truncate:
@@ -192,10 +196,10 @@ class Files:
             node.inode)
 
     async def _cached_copy(self, node: Node, *, readable: bool = False,
-                           ) -> tuple[Path, bool, Filling | None]:
+                           ) -> tuple[Path, bool, Filling | BlockReader | None]:
         """The cache file holding the file's bytes (downloaded if need be), whether it
         was downloaded now, and (only if `readable`) the Filling of a large file handed
-        over while it downloads."""
+        over while it downloads, or the BlockReader of one read by blocks."""
         if not node.local:
             node = await self.namespace.fresh_file(node)
         entry, remote = self.entries[node.entry], self.namespace.remotes[node.entry]
@@ -241,9 +245,22 @@ class Files:
 
     async def read(self, number: int, offset: int, size: int) -> bytes:
         handle = self.handles[number]
+        if isinstance(handle, Reading) and handle.blocks is not None:
+            try:
+                return await handle.blocks.read(offset, size)
+            except RemoteConflict:
+                self._recheck(handle.inode)
+                raise
         if isinstance(handle, Reading) and handle.filling is not None:
             await handle.filling.wait_for(offset + size)
         return os.pread(handle.fd, size, offset)
+
+    def _recheck(self, inode: int) -> None:
+        """The blob changed since the file was opened: the next open asks for it."""
+        node = self.store.node(inode)
+        if node is not None and not node.local:
+            self.store.update_file(inode, size=node.size, mtime_ns=node.mtime_ns,
+                                   etag=node.etag or "", checked=0.0)
 
     async def write(self, number: int, offset: int, data: bytes) -> int:
         handle = self.handles[number]
@@ -287,6 +304,8 @@ class Files:
             log.exception("release of %s failed", handle.path)
         finally:
             os.close(handle.fd)
+            if isinstance(handle, Reading) and handle.blocks is not None:
+                handle.blocks.close()
             self._drop_orphan(handle.inode)
 
     async def _commit(self, handle: Writing, *, wait: bool | None) -> None:
@@ -552,8 +571,9 @@ class Files:
         record = self.store.cached_file(str(old_path))
         upload = self.store.upload(str(old_path))
         etag = moved.etag if base is None else base
-        usable = record is not None and (record.state == "dirty"
-                                         or record.etag == source.etag)
+        # A partial copy stays: its blocks are recorded under the old path.
+        usable = record is not None and (record.state == "dirty" or (
+            record.state == "clean" and record.etag == source.etag))
         if usable and stale and record.state == "dirty":
             etag = record.etag
         if usable and etag is not None and self._link(old_path, new_path):

@@ -279,10 +279,10 @@ class Manager:
     # -- the cache --------------------------------------------------------------------
 
     def _state(self, record: CachedFile, pending: set[str], in_use: set[str]) -> str:
-        """clean; dirty (open for writing, or written and not journaled); pending (closed,
-        waiting in the upload journal)."""
-        if record.state == "clean":
-            return "clean"
+        """clean; partial (some blocks of a large file); dirty (open for writing, or
+        written and not journaled); pending (closed, waiting in the upload journal)."""
+        if record.state in ("clean", "partial"):
+            return record.state
         if record.path in pending and record.path not in in_use:
             return "pending"
         return "dirty"
@@ -324,7 +324,7 @@ class Manager:
                         refused.append({"path": shown, "reason": why})
                         continue
                     fresh = self.store.cached_file(record.path)
-                    if fresh is not None and fresh.state == "clean":
+                    if fresh is not None and fresh.state in ("clean", "partial"):
                         self.evictor.drop([fresh])
                         evicted.append({"path": shown, "size": fresh.size})
         return {"evicted": evicted, "refused": refused,
@@ -333,7 +333,7 @@ class Manager:
     async def _evictable(self, record: CachedFile, force: bool) -> str | None:
         """Why this copy cannot be dropped (None: it can), uploading it first if forced."""
         row = self.store.upload(record.path)
-        if record.state == "clean" and row is None:
+        if record.state in ("clean", "partial") and row is None:
             return None
         if row is None or record.path in self.evictor.in_use():
             return "open for writing"

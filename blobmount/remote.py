@@ -17,6 +17,7 @@ import os
 import random
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -99,6 +100,9 @@ RANGE_MIN = 4 * 1024 * 1024
 RANGE_MAX = 64 * 1024 * 1024
 HASH_BLOCK = 1024 * 1024
 RANGE_NOT_SATISFIABLE = 416
+PRECONDITION_FAILED = 412
+# The largest range whose own MD5 the service computes (x-ms-range-get-content-md5).
+RANGE_MD5_MAX = 4 * 1024 * 1024
 # Pooled connections per account: parallel transfers times the SDK's requests each.
 POOL_SIZE = 64
 
@@ -741,6 +745,70 @@ class Remote:
             if position < end:
                 cuts += 1
                 _wait_after_cut(cuts, what)
+
+    def read_blocks(self, blob: str, fd: int, start: int, end: int, etag: str,
+                    block: int) -> list[int]:
+        """Write the bytes [start, end) of the blob's version `etag` at their place in
+        `fd` by one ranged GET; the CRC-32 of each `block`-sized piece (a cheap check
+        that the bytes are still on the disk later; the MD5 checks them on the wire).
+
+        A range of at most RANGE_MD5_MAX is checked against the MD5 the service
+        computes of it: a mismatch is asked for again, then RemoteCorrupt. Another
+        version in the container: RemoteConflict (If-Match). A body cut short is asked
+        for again, up to RETRIES times."""
+        what = f"read of {self.label}/{blob}"
+        headers = {"x-ms-range": f"bytes={start}-{end - 1}", "If-Match": f'"{etag}"'}
+        checked = end - start <= RANGE_MD5_MAX
+        if checked:
+            headers["x-ms-range-get-content-md5"] = "true"
+        url, cuts, bad = self._blob_request_url(blob), 0, 0
+        while True:
+            with self._call(what):
+                try:
+                    response = self._send_get(url, headers)
+                except HttpResponseError as exc:
+                    if exc.status_code == PRECONDITION_FAILED:
+                        raise RemoteConflict(f"{what}: changed in the container since it"
+                                             " was opened") from None
+                    raise
+                whole, pieces, complete = self._write_range(response, fd, start, end, block)
+            if not complete:
+                cuts += 1
+                _wait_after_cut(cuts, what)
+                continue
+            expected = response.headers.get("Content-MD5")
+            if not checked or (expected and base64.b64decode(expected) == whole):
+                return pieces
+            bad += 1
+            log.warning("%s: bytes %d-%d do not match their MD5%s", what, start, end - 1,
+                        "; trying again" if bad < DOWNLOAD_TRIES else "")
+            if bad >= DOWNLOAD_TRIES:
+                raise RemoteCorrupt(f"{what}: bytes {start}-{end - 1} do not match their"
+                                    f" MD5 (tried {bad} times)")
+
+    @staticmethod
+    def _write_range(response: HttpResponse, fd: int, start: int, end: int, block: int,
+                     ) -> tuple[bytes, list[int], bool]:
+        """Stream a range's body into `fd` at its place: the MD5 of all of it, the
+        CRC-32 of each `block`-sized piece, and whether it came whole."""
+        whole = hashlib.md5(usedforsecurity=False)
+        pieces = [0] * -(-(end - start) // block)
+        position = start
+        try:
+            for data in response.iter_bytes():
+                chunk = memoryview(data)[:end - position]
+                os.pwrite(fd, chunk, position)
+                whole.update(chunk)
+                while chunk:  # a chunk may straddle the edge of a block
+                    index = (position - start) // block
+                    take = min(len(chunk), start + (index + 1) * block - position)
+                    pieces[index] = zlib.crc32(chunk[:take], pieces[index])
+                    chunk, position = chunk[take:], position + take
+        except (ServiceResponseError, IncompleteReadError):  # cut short, or stalled
+            pass
+        finally:
+            response.close()
+        return whole.digest(), pieces, position >= end
 
     def download(self, blob: str, destination: Path, *, size: int | None = None,
                  concurrency: int = 4, on_progress: Callable[[int], None] | None = None,

@@ -2,7 +2,7 @@
 --
 -- One sqlite database per cache folder (<cache_dir>/blobmount.sqlite, WAL mode),
 -- opened by one daemon at a time (the daemon holds a lock file beside it).
--- `meta.schema_version` says which version of this file made the database (now 5);
+-- `meta.schema_version` says which version of this file made the database (now 6);
 -- store.py migrates older ones forward, step by step.
 
 CREATE TABLE IF NOT EXISTS meta (
@@ -66,13 +66,29 @@ CREATE TABLE IF NOT EXISTS cached_files (
     blob        TEXT NOT NULL,      -- blob name, for listing the cache
     etag        TEXT NOT NULL,      -- ETag of the blob the bytes came from
     size        INTEGER NOT NULL,   -- bytes, checked against the file before use
+                                    -- ('partial': the bytes of its blocks)
     state       TEXT NOT NULL,      -- 'clean': identical to the blob with `etag`;
+                                    -- 'partial': a sparse file the blob's size long
+                                    -- holding only the blocks in `cached_blocks`;
                                     -- 'dirty': changed here, never evicted or replaced
                                     -- by a download until uploaded; open for writing,
                                     -- or journaled in `uploads`. One with neither at
                                     -- mount was never committed and is dropped
     last_access REAL NOT NULL       -- wall time of the last open, for eviction
 );
+
+-- The blocks a 'partial' copy holds (schema 5), all of the version its
+-- cached_files.etag names: a copy of another version is made anew, without them.
+CREATE TABLE IF NOT EXISTS cached_blocks (
+    path        TEXT NOT NULL,      -- cached_files.path of the partial copy
+    start       INTEGER NOT NULL,   -- offset of the block's first byte
+    size        INTEGER NOT NULL,   -- bytes (the blob's last block may be short)
+    crc32       INTEGER NOT NULL,   -- CRC-32 of the block's bytes: a block an earlier
+                                    -- daemon wrote is checked against it before use
+                                    -- (blocks are not fsynced one by one)
+    last_access REAL NOT NULL,      -- wall time of the last read, for eviction
+    PRIMARY KEY (path, start)
+) WITHOUT ROWID;
 
 -- The journal of uploads: a written file's row is committed (synchronous=FULL) after
 -- its cache file is fsynced and before close() returns, so a crash, a kill -9 or a
@@ -95,5 +111,5 @@ CREATE TABLE IF NOT EXISTS uploads (
                                      -- by utimens), ns since the epoch; it goes up as the
                                      -- blob's `mtime` metadata. NULL: none (rows of v2)
     metadata   TEXT                  -- JSON object of more metadata to put with the bytes
-                                     -- (mode, uid, gid, atime); NULL: none (rows of v4)
+                                     -- (mode, uid, gid, atime); NULL: none (rows of v5)
 );

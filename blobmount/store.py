@@ -17,7 +17,7 @@ from pathlib import Path
 from .errors import StoreError
 from .posix import Kept
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 ROOT_INODE = 1
 #: the parent of files unlinked while open; no folder has this inode
 ORPHANS = 0
@@ -79,6 +79,17 @@ class CachedFile:
     etag: str
     size: int
     state: str
+    last_access: float
+
+
+@dataclass(frozen=True, slots=True)
+class CachedBlock:
+    """One block of a partial copy (see schema.sql)."""
+
+    path: str
+    start: int
+    size: int
+    crc32: int
     last_access: float
 
 
@@ -151,9 +162,10 @@ class Store:
                 # 2 -> 3: the file's mtime goes up with it as blob metadata. (Version 1
                 # had no uploads table: schema.sql below makes it whole.)
                 self._db.execute("ALTER TABLE uploads ADD COLUMN mtime_ns INTEGER")
-            if version == 4:
-                # 4 -> 5: modes, owners and symlinks (kept as blob metadata); the upload
-                # journal keeps the metadata to put with the bytes.
+            if version in (4, 5):
+                # 5 -> 6 (and from 4, whose step to 5 adds no column): modes, owners,
+                # symlinks and special nodes (kept as blob metadata); the upload journal
+                # keeps the metadata to put with the bytes.
                 self._db.execute("ALTER TABLE nodes ADD COLUMN mode INTEGER")
                 self._db.execute("ALTER TABLE nodes ADD COLUMN uid INTEGER")
                 self._db.execute("ALTER TABLE nodes ADD COLUMN gid INTEGER")
@@ -166,12 +178,14 @@ class Store:
                 self._db.execute(
                     "ALTER TABLE nodes ADD COLUMN special INTEGER NOT NULL DEFAULT 0")
                 self._db.execute("ALTER TABLE nodes ADD COLUMN rdev INTEGER NOT NULL DEFAULT 0")
-            if version in (2, 3, 4):
+            if version in (2, 3, 4, 5):
                 self._db.execute("ALTER TABLE uploads ADD COLUMN metadata TEXT")
             if version is not None and version < 4:
                 # 3 -> 4: inode numbers are never reused (AUTOINCREMENT). The tree is
                 # made anew at every mount, so the old table simply goes.
                 self._db.execute("DROP TABLE IF EXISTS nodes")
+            # 4 -> 5: cached_blocks, the blocks of partial copies; schema.sql below makes
+            # the table (nothing older changes, so this step needs no statement).
             schema = resources.files("blobmount").joinpath("schema.sql").read_text()
             self._db.executescript(schema)
             self._db.execute(
@@ -448,7 +462,11 @@ class Store:
 
     def put_cached_file(self, path: str, *, blob: str, etag: str, size: int,
                         state: str = "clean") -> None:
+        """Record a copy. Blocks of an earlier record go unless it stays partial (its
+        ETag changed with the same bytes: utimens)."""
         with self._db:
+            if state != "partial":
+                self._db.execute("DELETE FROM cached_blocks WHERE path = ?", (path,))
             self._db.execute(
                 "INSERT OR REPLACE INTO cached_files (path, blob, etag, size, state,"
                 " last_access) VALUES (?, ?, ?, ?, ?, ?)",
@@ -468,7 +486,51 @@ class Store:
             " AND path NOT IN (SELECT path FROM uploads)")]
 
     def drop_cached_file(self, path: str) -> None:
-        self._db.execute("DELETE FROM cached_files WHERE path = ?", (path,))
+        with self._db:
+            self._db.execute("DELETE FROM cached_blocks WHERE path = ?", (path,))
+            self._db.execute("DELETE FROM cached_files WHERE path = ?", (path,))
+
+    # -- blocks of partial copies ---------------------------------------------------
+
+    def cached_blocks_in(self, path: str, first: int, last: int) -> dict[int, int]:
+        """The blocks of a partial copy starting in [first, last]: start -> CRC-32."""
+        return dict(self._db.execute(
+            "SELECT start, crc32 FROM cached_blocks WHERE path = ? AND start BETWEEN ? AND ?",
+            (path, first, last)).fetchall())
+
+    def add_cached_blocks(self, path: str, blocks: Iterable[tuple[int, int, int]]) -> None:
+        """Record blocks (start, size, crc32) of the partial copy at `path`; its record's
+        size becomes the bytes of all its blocks."""
+        now = time.time()
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO cached_blocks (path, start, size, crc32, last_access)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(path, start, size, crc32, now) for start, size, crc32 in blocks])
+            self._sum_blocks(path)
+
+    def drop_cached_block(self, path: str, start: int) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM cached_blocks WHERE path = ? AND start = ?",
+                             (path, start))
+            self._sum_blocks(path)
+
+    def _sum_blocks(self, path: str) -> None:
+        self._db.execute(
+            "UPDATE cached_files SET size = (SELECT COALESCE(SUM(size), 0) FROM cached_blocks"
+            " WHERE path = ?), last_access = ? WHERE path = ?", (path, time.time(), path))
+
+    def touch_cached_blocks(self, path: str, first: int, last: int) -> None:
+        self._db.execute(
+            "UPDATE cached_blocks SET last_access = ? WHERE path = ? AND start BETWEEN ? AND ?",
+            (time.time(), path, first, last))
+
+    def cached_blocks(self, under: str) -> list[CachedBlock]:
+        """The blocks of partial copies whose path starts with `under`, oldest use first."""
+        rows = self._db.execute(
+            "SELECT path, start, size, crc32, last_access FROM cached_blocks"
+            " WHERE substr(path, 1, ?) = ? ORDER BY last_access", (len(under), under))
+        return [CachedBlock(*row) for row in rows]
 
     def set_cache_state(self, path: str, state: str) -> None:
         self._db.execute("UPDATE cached_files SET state = ? WHERE path = ?", (state, path))

@@ -27,6 +27,8 @@ from pathlib import Path
 import trio
 
 from .azcopy import AzCopy, JobSummary
+from .blocks import WINDOW_MAX as BLOCKS_WINDOW_MAX
+from .blocks import BlockReader, Blocks
 from .cache import Cache, fsync_file, fsync_folder
 from .config import MountEntry
 from .errors import BlobmountError, RemoteError, RemoteUnreachable
@@ -49,6 +51,8 @@ STARTED_PATHS_MAX = 10_000
 FETCHED_AHEAD_MAX = 4096
 #: Where a batch's AzCopy job writes, under the entry's cache folder.
 STAGING_FOLDER = "staging"
+#: Readers of blobs larger than this get blocks (blocks.py), not a whole copy.
+BLOCK_READ_MIN = 1024 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +148,12 @@ class Downloads:
     """Brings blobs into the cache, and counts the downloads it starts."""
 
     def __init__(self, cache: Cache, azcopy_for: Callable[[MountEntry], AzCopy] | None, *,
-                 sdk_max: int, limiter: trio.CapacityLimiter) -> None:
+                 sdk_max: int, limiter: trio.CapacityLimiter,
+                 block_min: int = BLOCK_READ_MIN) -> None:
         self.cache = cache
+        #: large files, read by blocks (blocks.py)
+        self.blocks = Blocks(cache, min_size=block_min)
+        self.blocks.on_fetched = lambda: self.on_downloaded()
         self._azcopy_for = azcopy_for
         self.sdk_max = sdk_max
         self._limiter = limiter
@@ -186,6 +194,7 @@ class Downloads:
     def run_in(self, nursery: trio.Nursery) -> None:
         """Where background downloads (read-ahead) run: the daemon's nursery."""
         self._background = nursery
+        self.blocks.run_in(nursery)
 
     def read_ahead(self, entry: MountEntry, remote: Remote, wanted: Sequence[Wanted]) -> None:
         """Fetch these files in the background, a few at a time.
@@ -233,7 +242,8 @@ class Downloads:
 
     def in_use(self) -> set[str]:
         """Cache files being downloaded, or just downloaded and about to be opened."""
-        return {str(key) for key in self._flights.running_keys()} | set(self.busy)
+        return ({str(key) for key in self._flights.running_keys()} | set(self.busy)
+                | self.blocks.in_use())
 
     async def settle(self, path: Path) -> None:
         """Return once no download into `path` is under way (whatever its outcome):
@@ -242,6 +252,7 @@ class Downloads:
         while self._flights.running(path):
             with contextlib.suppress(Exception):
                 await self._flights.run(path, _nothing)
+        await self.blocks.settle(path)
 
     async def cached_copy(self, entry: MountEntry, remote: Remote, blob: str, *, size: int,
                           etag: str | None, shown_path: str) -> tuple[Path, bool]:
@@ -279,11 +290,23 @@ class Downloads:
 
     async def readable_copy(self, entry: MountEntry, remote: Remote, blob: str, *, size: int,
                             etag: str | None, shown_path: str,
-                            ) -> tuple[Path, bool, Filling | None]:
+                            ) -> tuple[Path, bool, Filling | BlockReader | None]:
         """Like cached_copy, for a reader: a large file that comes by SDK ranges is
-        handed over once its first bytes are in, with the Filling to wait on."""
+        handed over once its first bytes are in, with the Filling to wait on; one
+        larger than `block_min`, at once, with the BlockReader to read it through
+        (unless a whole copy is there, or on its way)."""
         path = self.cache.path_for(entry, blob)
         filling = self._fillings.get(path)
+        if (filling is None and etag and self.blocks.takes(size, etag)
+                and not self._flights.running(path)):
+            if self.cache.usable(path, etag):
+                return path, False, None
+            window = entry.cache_max_bytes // 4 if entry.cache_max_bytes else BLOCKS_WINDOW_MAX
+            reader, fresh = self.blocks.open(remote, blob, path, size=size, etag=etag,
+                                             window_max=window)
+            if fresh:
+                self._count(shown_path)
+            return path, fresh, reader
         if (filling is None and self._background is not None and size > SMALL_GET_MAX
                 and self._by_sdk(remote, size) and not self._flights.running(path)):
             if self.cache.usable(path, etag):  # asked once: a warm open's only question

@@ -9,10 +9,14 @@ can count requests and answer one itself without parsing HTTP any further. Modes
   the next `set_mode`;
 - `cut`: forward the request, pass `cut_after` bytes of the answer, then close.
 
+- `corrupt`: forward, flipping the first byte of each answer's body (the headers,
+  Content-MD5 among them, pass as they are).
+
 `fail_next(status, times)` answers the next `times` requests with that HTTP status and
 an Azure-style error body, `cut_next(after, times)` cuts the next answers short and
 `stall_next(times)` stalls the next requests, whatever the mode (each optionally for
-one method only); then the mode applies again.
+one method only), `corrupt_next(times)` corrupts the next answers; then the mode
+applies again.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ class FaultProxy:
 
     def set_mode(self, mode: str, *, cut_after: int = 0) -> None:
         """Change the mode; `drop` also closes the connections open now."""
-        assert mode in ("forward", "drop", "stall", "cut"), mode
+        assert mode in ("forward", "drop", "stall", "cut", "corrupt"), mode
         with self._lock:
             self.mode = mode
             self.cut_after = cut_after
@@ -78,6 +82,12 @@ class FaultProxy:
         given); the request itself reaches Azurite whole, and is carried out."""
         with self._lock:
             self._next.extend([("cut", after, method)] * times)
+
+    def corrupt_next(self, times: int = 1, *, method: str | None = None) -> None:
+        """Flip the first body byte of the next `times` answers (to `method` requests,
+        if given)."""
+        with self._lock:
+            self._next.extend([("corrupt", 0, method)] * times)
 
     def forward_next(self, times: int = 1, *, method: str | None = None) -> None:
         """Forward the next `times` requests (of `method`, if given) whatever the mode:
@@ -159,7 +169,8 @@ class FaultProxy:
             upstream.sendall(_close_after(head) + rest)
             pump = threading.Thread(target=_pump, args=(client, upstream, None), daemon=True)
             pump.start()
-            _pump(upstream, client, value if fault == "cut" else None)
+            _pump(upstream, client, value if fault == "cut" else None,
+                  corrupt=fault == "corrupt")
         except OSError:
             pass
         finally:
@@ -199,14 +210,23 @@ def _close_after(head: bytes) -> bytes:
     return b"\r\n".join([*lines, b"Connection: close"]) + HEAD_END
 
 
-def _pump(source: socket.socket, sink: socket.socket, limit: int | None) -> None:
+def _pump(source: socket.socket, sink: socket.socket, limit: int | None, *,
+          corrupt: bool = False) -> None:
     """Copy bytes until `source` ends, passing only the first `limit` of them (all, if
     None), then close both directions, so the other pump ends too. Reading `source` to
     its end lets Azurite finish what the request asked, as a server would when only
     its answer is lost."""
     passed = 0
+    head = b""  # while corrupting: the answer's head so far
     try:
         while chunk := source.recv(65536):
+            if corrupt:
+                head += chunk
+                body = head.find(HEAD_END) + len(HEAD_END)
+                if body < len(HEAD_END) or body >= len(head):
+                    continue  # no body byte yet: hold the bytes back
+                chunk = head[:body] + bytes([head[body] ^ 0xFF]) + head[body + 1:]
+                corrupt = False
             if limit is not None:
                 chunk = chunk[:max(0, limit - passed)]
             if chunk:

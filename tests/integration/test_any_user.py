@@ -37,6 +37,7 @@ FUSE_DEVICE = Path("/dev/fuse")
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.slow,
     pytest.mark.skipif(os.geteuid() != 0,
                        reason="making a user and lending it /dev/fuse needs root"),
 ]

@@ -173,6 +173,7 @@ def test_open_to_write_and_to_read(project, mounter, container):
     assert container.download_blob("azfuse_data/up/loaded.txt").readall() == b"uploaded"
 
 
+@pytest.mark.slow
 def test_async_upload_of_1000_then_prepare_them_and_read(project, mounter, container):
     """README's fourth example, then its third as written there (a generator of
     one-name lists) on the same 1,000 files once their copies are cleared: leaving the
@@ -375,6 +376,7 @@ def test_listing_sizes_ranges_and_removal(project, mounter, container):
 # --------------------------------------------------------------------------- the command line
 
 
+@pytest.mark.slow
 def test_command_line(project, mounter, container):
     upload(container, {"azfuse_data/one.txt": b"first line\nsecond line\n",
                        **{f"azfuse_data/tree/{i}.txt": b"t" for i in range(5)}})

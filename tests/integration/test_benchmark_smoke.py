@@ -15,6 +15,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_benchmark_smoke_run_prints_a_table_and_writes_json(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke", "--out", str(tmp_path)],
@@ -32,3 +33,18 @@ def test_benchmark_smoke_run_prints_a_table_and_writes_json(tmp_path):
     assert f"{raw['rclone']}; {raw['machine']}" in result.stdout
     if importlib.util.find_spec("matplotlib"):
         assert (tmp_path / "results.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_blocks_benchmark_smoke_run(tmp_path):
+    """benchmarks/blocks.py on a small blob read by blocks: each workload, its peers."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "blocks.py"), "--size", "24MiB", "--cache",
+         "8MiB", "--runs", "1", "--block-read-min", "4MiB"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    for row in ("| first_byte | blobmount |", "| random_4k_x100 | blobmount |",
+                "| sequential | blobmount dd |", "| sequential | azcopy |"):
+        assert row in result.stdout, result.stdout
+    assert "x sdk ranged GET" in result.stdout
+    assert "peak cache" in result.stdout and "daemon peak RSS" in result.stdout

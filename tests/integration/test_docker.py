@@ -61,7 +61,7 @@ def _why_not() -> str | None:
     return None
 
 
-pytestmark = [pytest.mark.integration,
+pytestmark = [pytest.mark.integration, pytest.mark.slow,
               pytest.mark.skipif(_why_not() is not None, reason=str(_why_not()))]
 
 

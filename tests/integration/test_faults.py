@@ -91,6 +91,7 @@ def test_an_unreachable_account_fails_uncached_reads_soon_and_serves_the_rest(
         mounter.unmount(mount)
 
 
+@pytest.mark.slow
 def test_the_default_timeout_fails_a_stalled_read_well_within_a_minute(
         mounter, container, proxy):
     upload(container, {"cold.bin": b"x" * 1000})

@@ -453,6 +453,7 @@ def test_a_descriptor_of_a_deleted_file_leaves_other_files_alone(mounter, contai
 # -- 5: saves by rename ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_300_saves_by_rename_leave_no_temporary_blob(mounter, container):
     """Issue 13, scenario 5: async, the worker uploading while the saves go on."""
     mount = mounter.mount(mounter.config([entry(container, "async")]))

@@ -86,6 +86,7 @@ def _snapshot(root: Path, skip: set[Path]) -> dict[str, tuple[int, int]]:
     return found
 
 
+@pytest.mark.slow
 def test_hostile_names(mounter, azurite, container, tmp_path):
     blobs = {name: f"bytes of {name!r}".encode() for name in [*SHOWN, *HIDDEN]}
     blobs.update({f"many/f{i:05d}": f"{i}\n".encode() for i in range(MANY)})

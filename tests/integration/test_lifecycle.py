@@ -304,6 +304,7 @@ def test_embedded_azurite_when_there_is_no_config(bare_env, tmp_path):
         raise
 
 
+@pytest.mark.slow
 def test_embedded_default_twice_keeps_one_azurite(bare_env, tmp_path):
     """Two embedded mounts of one user share the data folder: the second is refused.
 

@@ -77,6 +77,7 @@ def libraries_without_blobmount(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_the_built_wheel_installs_and_mounts(tmp_path):
     if SYSTEM_CONFIG.exists() and os.geteuid() == 0:
         pytest.skip(f"{SYSTEM_CONFIG} exists: root's mount would use it, not the default")

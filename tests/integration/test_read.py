@@ -79,6 +79,7 @@ def test_prefix_entries_side_by_side(mounter, service, container):
         mounter.unmount(mount)
 
 
+@pytest.mark.slow
 def test_folder_of_5000_blobs_lists_completely_in_order(mounter, container):
     names = [f"f{i:05d}-{random.randrange(10**6)}.txt" for i in range(5000)]
     upload(container, {f"big/{name}": name.encode() for name in names}, workers=32)

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,6 +196,27 @@ class FakeRemote:
         if on_progress is not None:
             on_progress(len(found.data))
         return BlobItem(blob, False, len(found.data), found.mtime_ns, found.etag)
+
+    def read_blocks(self, blob: str, fd: int, start: int, end: int, etag: str,
+                    block: int) -> list[int]:
+        """Remote.read_blocks: bytes [start, end) of version `etag` into `fd` (held like
+        a download, if asked); `calls` gets ("read_blocks", blob, start, end)."""
+        with self._lock:
+            self.calls.append(("read_blocks", blob, start, end))  # type: ignore[arg-type]
+            found = self._get(blob, "read")
+            hold = self._holds.pop(blob, None)
+            if hold is not None:
+                self._waiting.append(hold)
+        if found.etag != etag:
+            raise RemoteConflict(f"read of {self.label}/{blob}: changed in the container")
+        if hold is not None:
+            hold.data = found.data
+            hold.entered()
+            if not hold.released.wait(HOLD_TIMEOUT):
+                raise AssertionError(f"the test never released the read of {blob}")
+        data = found.data[start:end]
+        os.pwrite(fd, data, start)
+        return [zlib.crc32(data[at:at + block]) for at in range(0, len(data), block)]
 
     def upload(self, blob: str, source: Path, *, base_etag: str, md5: str,
                metadata: dict[str, str] | None = None, concurrency: int = 4,

@@ -7,11 +7,18 @@ from pathlib import Path
 import trio
 
 from blobmount import transfers
+from blobmount.cache import Cache
+from blobmount.store import Store
 from blobmount.transfers import Downloads
 
 
-def test_download_counts_keep_the_newest_paths_and_the_whole_total() -> None:
-    downloads = Downloads(None, None, sdk_max=0, limiter=trio.CapacityLimiter(1))
+def _downloads(folder: Path) -> Downloads:
+    cache = Cache(Store(folder / "blobmount.sqlite"))
+    return Downloads(cache, None, sdk_max=0, limiter=trio.CapacityLimiter(1))
+
+
+def test_download_counts_keep_the_newest_paths_and_the_whole_total(tmp_path: Path) -> None:
+    downloads = _downloads(tmp_path)
     for index in range(transfers.STARTED_PATHS_MAX + 50):
         downloads._count(f"data/{index}")
     downloads._count("data/last")
@@ -20,8 +27,8 @@ def test_download_counts_keep_the_newest_paths_and_the_whole_total() -> None:
     assert "data/0" not in downloads.started and downloads.started["data/last"] == 1
 
 
-def test_files_fetched_ahead_but_never_opened_are_forgotten() -> None:
-    downloads = Downloads(None, None, sdk_max=0, limiter=trio.CapacityLimiter(1))
+def test_files_fetched_ahead_but_never_opened_are_forgotten(tmp_path: Path) -> None:
+    downloads = _downloads(tmp_path)
     for index in range(transfers.FETCHED_AHEAD_MAX * 3):
         downloads._fetched(Path(f"/cache/{index}"))
     assert len(downloads._fetched_ahead) == transfers.FETCHED_AHEAD_MAX

@@ -496,16 +496,19 @@ def test_a_version_2_journal_is_migrated_and_keeps_its_uploads(db: Path) -> None
         upgraded.close()
 
 
-def test_a_version_4_database_is_migrated_keeping_its_journal_and_tree(db: Path) -> None:
-    """4 -> 5 adds the kept mode, owner and link columns to nodes and the metadata to
-    the journal: a row journaled by version 4 still goes up (with no metadata)."""
+@pytest.mark.parametrize("version", ["4", "5"])
+def test_a_version_4_or_5_database_is_migrated_keeping_its_journal_and_tree(
+        db: Path, version: str) -> None:
+    """5 -> 6 (and 4, whose step to 5 adds only a table) adds the kept mode, owner,
+    link and special-node columns to nodes and the metadata to the journal: a row
+    journaled before still goes up (with no metadata)."""
     db.parent.mkdir(parents=True)
     with sqlite3.connect(db) as raw:
         raw.executescript(SCHEMA_V1)
         raw.execute("ALTER TABLE nodes ADD COLUMN local INTEGER NOT NULL DEFAULT 0")
         raw.executescript(SCHEMA_V2_UPLOADS)
         raw.execute("ALTER TABLE uploads ADD COLUMN mtime_ns INTEGER")
-        raw.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+        raw.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (version,))
     raw.close()
     upgraded = Store(db)
     try:
@@ -598,3 +601,43 @@ def test_an_inode_number_is_never_given_twice(store: Store) -> None:
     assert second != first
     store.reset_tree()
     assert entry_folder(store).inode not in (first, second)
+
+
+def test_a_version_4_database_gets_the_block_map_and_keeps_its_cache(db: Path) -> None:
+    """4 -> 5 adds cached_blocks and changes nothing else: whole copies stay usable."""
+    db.parent.mkdir(parents=True)
+    with sqlite3.connect(db) as raw:
+        raw.executescript(SCHEMA_V1)
+        raw.execute("ALTER TABLE nodes ADD COLUMN local INTEGER NOT NULL DEFAULT 0")
+        raw.executescript(SCHEMA_V2_UPLOADS)
+        raw.execute("ALTER TABLE uploads ADD COLUMN mtime_ns INTEGER")
+        raw.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    raw.close()
+    upgraded = Store(db)
+    try:
+        assert _meta(db) == {"schema_version": str(SCHEMA_VERSION)}
+        assert "cached_blocks" in _tables(db)
+        assert upgraded.cached_file("/c/blobs/aa/1").size == 3
+        assert upgraded.upload("/c/blobs/bb/2") is not None
+    finally:
+        upgraded.close()
+
+
+def test_blocks_of_a_partial_copy(store: Store) -> None:
+    """A partial copy's size is the bytes of its blocks; blocks go with the copy, and
+    with any record that replaces it but another partial one (same bytes, new ETag)."""
+    store.put_cached_file("/c/blobs/p", blob="big", etag="E1", size=0, state="partial")
+    store.add_cached_blocks("/c/blobs/p", [(0, 10, 111), (10, 10, 222), (40, 5, 333)])
+    assert store.cached_file("/c/blobs/p").size == 25
+    assert store.cached_blocks_in("/c/blobs/p", 0, 10) == {0: 111, 10: 222}
+    store.drop_cached_block("/c/blobs/p", 10)
+    assert store.cached_file("/c/blobs/p").size == 15
+    assert [block.start for block in store.cached_blocks("/c/blobs/")] == [0, 40]
+    store.put_cached_file("/c/blobs/p", blob="big", etag="E2", size=15, state="partial")
+    assert store.cached_blocks_in("/c/blobs/p", 0, 100) == {0: 111, 40: 333}
+    store.put_cached_file("/c/blobs/p", blob="big", etag="E2", size=45)  # a whole copy
+    assert store.cached_blocks_in("/c/blobs/p", 0, 100) == {}
+    store.put_cached_file("/c/blobs/p", blob="big", etag="E3", size=0, state="partial")
+    store.add_cached_blocks("/c/blobs/p", [(0, 10, 1)])
+    store.drop_cached_file("/c/blobs/p")
+    assert store.cached_blocks("/c/blobs/") == []
