@@ -92,6 +92,7 @@ _SPECIAL_CONTAINERS = ("$root", "$web")
 _MAX_BLOB_NAME = 1024
 _MAX_NAME_BYTES = 255
 _UPLOAD_MODES = ("sync", "async")
+_PERMISSION_MODES = ("kept", "fixed")  # posix.PERMISSION_MODES (config is layer 0)
 
 # Placeholders such as {user}: one config serves many users. Only these keys take them.
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
@@ -212,12 +213,15 @@ class Settings:
     cache_max_bytes: int | None = None
     cache_max_age: float | None = None
     cache_low_watermark: float = 0.8
-    # Owner and permission bits of what the mount shows: files 0666 & ~umask, folders
-    # 0777 & ~umask (0444 and 0555 at most on read-only entries). None: the daemon's own
-    # uid/gid. The kernel enforces them (default_permissions); blobs store none of them.
+    # Owner and permission bits of what the mount shows for blobs that keep none in
+    # their metadata: files 0666 & ~umask, folders 0777 & ~umask (0444 and 0555 at most
+    # on read-only entries). None: the daemon's own uid/gid. The kernel enforces what is
+    # shown (default_permissions). "kept": chmod, chown and new files keep modes and
+    # owners as blob metadata (posix.py); "fixed": every blob shows these settings.
     uid: int | None = None
     gid: int | None = None
     umask: int = 0o022
+    permissions: str = "kept"
     # Where the Prometheus endpoint (/metrics) listens, as (host, port); None: nowhere.
     metrics_address: tuple[str, int] | None = None
 
@@ -676,6 +680,7 @@ def _read_settings(top: _Section) -> Settings:
         uid=_optional(top, "uid", parse_id),
         gid=_optional(top, "gid", parse_id),
         umask=_optional(top, "umask", parse_umask, defaults.umask),
+        permissions=top.choice("permissions", _PERMISSION_MODES, defaults.permissions),
         metrics_address=_optional(top, "metrics_address", parse_address),
     )
 

@@ -344,7 +344,7 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
     operations = BlobFS(namespace, files, entries,
                         attr_timeout=min(settings.listing_ttl, MAX_ATTR_TIMEOUT),
                         xattrs=xattrs, uid=settings.uid, gid=settings.gid,
-                        umask=settings.umask)
+                        umask=settings.umask, permissions=settings.permissions)
     operations.metrics = metrics
     evictor.protect(files.paths_in_use)
     mount = _Mount(config, mountpoint, store, downloads, uploads)

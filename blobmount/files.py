@@ -34,11 +34,12 @@ from .cache import Cache
 from .config import MountEntry
 from .errors import RemoteConflict, RemoteNotFound
 from .namespace import IsADirectory, Namespace
+from .posix import ATIME_KEY, Kept, to_metadata
 from .readahead import ReadAhead
 from .remote import MTIME_KEY, BlobItem, format_mtime
 from .store import ORPHANS, Node
 from .transfers import READ_AHEAD_MAX_SIZE, Downloads, Filling
-from .uploads import Uploads
+from .uploads import Uploads, journaled_metadata
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +186,9 @@ class Files:
         # were just downloaded.
         return self._add(Writing(fd, inode, path, written=truncate)), not downloaded
 
-    async def create(self, parent_inode: int, name: str) -> tuple[int, Node]:
-        node = await self.namespace.create_file(self.namespace.node(parent_inode), name)
+    async def create(self, parent_inode: int, name: str,
+                     kept: Kept | None = None) -> tuple[int, Node]:
+        node = await self.namespace.create_file(self.namespace.node(parent_inode), name, kept)
         path = self._path(node)
         await self._start_writing(node, path, truncate=True)
         fd = os.open(path, os.O_RDWR)
@@ -320,7 +322,7 @@ class Files:
         # An upload of an earlier version may have finished meanwhile: still local.
         self.store.set_local(node.inode, size=size, mtime_ns=node.mtime_ns)
         version = await self.uploads.journal(handle.path, entry, node.blob, base,
-                                             node.mtime_ns)
+                                             node.mtime_ns, self._kept_metadata(node))
         handle.journaled = True
         if wait or (wait is None and entry.upload == "sync"):
             await self.uploads.upload_now(handle.path, version)
@@ -378,25 +380,48 @@ class Files:
         finally:
             await self.release(number)
 
-    async def set_mtime(self, node: Node, mtime_ns: int) -> None:
-        """utimens: the time goes up as the blob's `mtime` metadata."""
+    async def set_attributes(self, node: Node, *, mode: int | None = None,
+                             uid: int | None = None, gid: int | None = None,
+                             atime_ns: int | None = None,
+                             mtime_ns: int | None = None) -> None:
+        """chmod, chown, utimens (None: unchanged): kept as the blob's metadata, no
+        bytes moved; a folder's on its marker blob. A file with bytes still to go up
+        takes them with its upload."""
+        kept = {"mode": node.mode if mode is None else mode,
+                "uid": node.uid if uid is None else uid,
+                "gid": node.gid if gid is None else gid,
+                "atime_ns": node.atime_ns if atime_ns is None else atime_ns,
+                "mtime_ns": node.mtime_ns if mtime_ns is None else mtime_ns}
+        self.store.set_kept(node.inode, **kept, ctime_ns=time.time_ns())
+        changes = to_metadata(is_dir=node.is_dir, mode=mode, uid=uid, gid=gid,
+                              special=node.special)
+        if atime_ns is not None:
+            changes[ATIME_KEY] = format_mtime(atime_ns)
+        if mtime_ns is not None:
+            changes[MTIME_KEY] = format_mtime(mtime_ns)
+        if node.is_dir:
+            await self.namespace.update_metadata(node, {
+                **to_metadata(is_dir=True, mode=kept["mode"], uid=kept["uid"],
+                              gid=kept["gid"]), **changes})
+            return
         path = self._path(node)
         if node.local:
-            self.store.set_mtime(node.inode, mtime_ns)
             if any(isinstance(h, Writing) and h.inode == node.inode and h.written
                    for h in self.handles.values()):
-                return  # its flush journals the new time with the bytes
+                return  # its flush journals the new metadata with the bytes
             upload = self.store.upload(str(path))
             if upload is not None:
                 entry = self.entries[node.entry]
+                now = self.namespace.node(node.inode)
                 version = await self.uploads.journal(path, entry, upload.blob,
-                                                     upload.base_etag, mtime_ns)
+                                                     upload.base_etag, now.mtime_ns,
+                                                     self._kept_metadata(now))
                 if entry.upload == "sync":
                     await self.uploads.upload_now(path, version)
-            return
-        remote = self.namespace.remotes[node.entry]
-        old_etag, new_etag = await trio.to_thread.run_sync(
-            lambda: remote.update_metadata(node.blob, {MTIME_KEY: format_mtime(mtime_ns)}))
+                return
+            if not node.etag:
+                return  # never uploaded: its first upload takes them
+        old_etag, new_etag = await self.namespace.update_metadata(node, changes)
         # Same bytes, new ETag: a copy of them (clean, or the base of a change) stays good.
         record = self.store.cached_file(str(path))
         if record is not None and record.etag == old_etag:
@@ -404,9 +429,17 @@ class Files:
                               state=record.state)
         # Changed in the container meanwhile: its size is read again at the next look.
         fresh = node.etag == old_etag
-        self.store.update_file(node.inode, size=node.size, mtime_ns=mtime_ns,
+        self.store.update_file(node.inode, size=node.size, mtime_ns=kept["mtime_ns"],
                                etag=new_etag if fresh else (node.etag or ""),
                                checked=time.time() if fresh else 0.0)
+
+    @staticmethod
+    def _kept_metadata(node: Node) -> dict[str, str]:
+        """The mode, owner and atime a file's upload puts with its bytes."""
+        metadata = to_metadata(is_dir=False, mode=node.mode, uid=node.uid, gid=node.gid)
+        if node.atime_ns is not None:
+            metadata[ATIME_KEY] = format_mtime(node.atime_ns)
+        return metadata
 
     # -- unlink and rename --------------------------------------------------------
 
@@ -472,13 +505,8 @@ class Files:
                 # and the moved one replaces the version the container now holds.
                 pending = self.store.upload(str(target_path))
                 target = self.store.node(target.inode) or target
-                record = self.store.cached_file(str(target_path))
-                if pending is not None:
-                    base = pending.base_etag
-                elif record is not None and record.state == "dirty" and record.etag:
-                    base = record.etag  # uploaded while still open for writing
-                else:
-                    base = target.etag or ""
+                base = pending.base_etag if pending is not None else self._base_of(target,
+                                                                                   target_path)
                 await self.uploads.forget(target_path)
             source = self.store.node(node.inode) or node  # as the copy will see it
             stale = bool(not here_only and await self._changed_elsewhere(node.entry,
@@ -502,6 +530,14 @@ class Files:
                 await self._move_cached(source, renamed.node,
                                         base=(base or "") if here_only else None,
                                         stale=stale)
+
+    def _base_of(self, node: Node, path: Path) -> str:
+        """The container's version a file with no pending upload is based on: an upload
+        that ended under an open writer rebased its dirty copy, not the node."""
+        record = self.store.cached_file(str(path))
+        if record is not None and record.state == "dirty" and record.etag:
+            return record.etag
+        return node.etag or ""
 
     async def _only_here(self, node: Node) -> bool:
         """Whether a file was written here and never uploaded, in an async entry: then
@@ -544,11 +580,13 @@ class Files:
             self.cache.record(new_path, blob=moved.blob, etag=etag,
                               size=new_path.stat().st_size, state=record.state)
             if upload is not None:
-                await self.uploads.journal(new_path, entry, moved.blob, etag, upload.mtime_ns)
+                await self.uploads.journal(new_path, entry, moved.blob, etag, upload.mtime_ns,
+                                           journaled_metadata(upload))
             elif base is not None and record.state == "dirty":
                 # Its blob was deleted elsewhere after its last upload: it goes up again.
                 await self._journal_moved(entry, new_path, moved.blob, base=base,
-                                          mtime_ns=moved.mtime_ns)
+                                          mtime_ns=moved.mtime_ns,
+                                          metadata=self._kept_metadata(moved))
         if upload is not None:
             await self.uploads.forget(old_path)
         self.cache.forget(old_path)
@@ -598,15 +636,17 @@ class Files:
                               size=new_path.stat().st_size, state="dirty")
             self.cache.forget(old_path)
             await self._journal_moved(entry, new_path, node.blob, base="",
-                                      mtime_ns=node.mtime_ns)
+                                      mtime_ns=node.mtime_ns,
+                                      metadata=self._kept_metadata(node))
 
     async def _journal_moved(self, entry: MountEntry, path: Path, blob: str, *,
-                             base: str, mtime_ns: int) -> None:
+                             base: str, mtime_ns: int, metadata: dict[str, str]) -> None:
         """A moved file whose bytes the container lacks goes up under its new name, as
-        a change of version `base` ('' = a new blob): journaled, and in sync mode now."""
+        a change of version `base` ('' = a new blob), with its mode and owner
+        (`metadata`): journaled, and in sync mode now."""
         if not self._holds_change(path):
             return
-        version = await self.uploads.journal(path, entry, blob, base, mtime_ns)
+        version = await self.uploads.journal(path, entry, blob, base, mtime_ns, metadata)
         if entry.upload == "sync":
             await self.uploads.upload_now(path, version)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import itertools
@@ -19,7 +20,8 @@ from .eviction import cache_space
 from .files import Files
 from .metrics import Metrics
 from .namespace import Namespace
-from .store import Node
+from .posix import KEPT, SPECIAL_TYPES, Caller, Kept, Permissions
+from .store import ORPHANS, Node
 from .xattrs import XattrError, Xattrs
 
 log = logging.getLogger(__name__)
@@ -78,16 +80,16 @@ class BlobFS(pyfuse3.Operations):
 
     def __init__(self, namespace: Namespace, files: Files, entries: Sequence[MountEntry], *,
                  attr_timeout: float, xattrs: Xattrs | None = None, uid: int | None = None,
-                 gid: int | None = None, umask: int = 0o022) -> None:
+                 gid: int | None = None, umask: int = 0o022, permissions: str = KEPT) -> None:
         super().__init__()
         self.namespace = namespace
         self.files = files
         self.entries = entries
         self.attr_timeout = attr_timeout
         self.xattrs = xattrs
-        self._uid = os.getuid() if uid is None else uid
-        self._gid = os.getgid() if gid is None else gid
-        self._umask = umask
+        self.permissions = Permissions(mode=permissions,
+                                       uid=os.getuid() if uid is None else uid,
+                                       gid=os.getgid() if gid is None else gid, umask=umask)
         self._dir_handles = itertools.count(1)
         self._open_dirs: dict[int, list[int]] = {}
 
@@ -95,18 +97,21 @@ class BlobFS(pyfuse3.Operations):
         attrs = pyfuse3.EntryAttributes()
         attrs.st_ino = node.inode
         writable = node.entry is not None and not self.entries[node.entry].read_only
+        attrs.st_mode, attrs.st_uid, attrs.st_gid = self.permissions.shown(
+            is_dir=node.is_dir, is_link=node.is_link, mode=node.mode, uid=node.uid,
+            gid=node.gid, writable=writable, special=node.special)
+        attrs.st_rdev = node.rdev
+        # A folder's ".." in each subfolder is a link to it, as on local filesystems.
         if node.is_dir:
-            attrs.st_mode = stat.S_IFDIR | ((0o777 if writable else 0o555) & ~self._umask)
-            attrs.st_nlink = 2
+            attrs.st_nlink = 2 + node.subfolders
         else:
-            attrs.st_mode = stat.S_IFREG | ((0o666 if writable else 0o444) & ~self._umask)
-            attrs.st_nlink = 1
+            attrs.st_nlink = 0 if node.parent == ORPHANS else 1  # unlinked while open
         attrs.st_size = node.size
         attrs.st_blksize = 128 * 1024
         attrs.st_blocks = (node.size + 511) // 512
-        attrs.st_atime_ns = attrs.st_mtime_ns = attrs.st_ctime_ns = node.mtime_ns
-        attrs.st_uid = self._uid
-        attrs.st_gid = self._gid
+        attrs.st_mtime_ns = node.mtime_ns
+        attrs.st_atime_ns = node.mtime_ns if node.atime_ns is None else node.atime_ns
+        attrs.st_ctime_ns = max(node.ctime_ns, node.mtime_ns)
         attrs.entry_timeout = self.attr_timeout
         attrs.attr_timeout = self.attr_timeout
         return attrs
@@ -177,8 +182,15 @@ class BlobFS(pyfuse3.Operations):
 
     @_fuse_errors
     async def create(self, parent_inode, name, mode, flags, ctx):
-        handle, node = await self.files.create(parent_inode, self._name(name))
+        kept = self._new(parent_inode, mode, ctx, is_dir=False)
+        handle, node = await self.files.create(parent_inode, self._name(name), kept)
         return pyfuse3.FileInfo(fh=handle, keep_cache=False), self._handed(node)
+
+    def _new(self, parent_inode: int, mode: int, ctx, *, is_dir: bool) -> Kept:
+        """The mode and owner a new file or folder keeps (posix.py says which)."""
+        parent = self._attributes(self.namespace.node(parent_inode))
+        return self.permissions.new(_caller(ctx), mode, parent_mode=parent.st_mode,
+                                    parent_gid=parent.st_gid, is_dir=is_dir)
 
     @_fuse_errors
     async def read(self, fh, off, size):
@@ -210,17 +222,61 @@ class BlobFS(pyfuse3.Operations):
             if node.is_dir:
                 raise pyfuse3.FUSEError(errno.EISDIR)
             await self.files.truncate(node, attr.st_size, fh)
-        if fields.update_mtime and not node.is_dir:
-            await self.files.set_mtime(self.namespace.node(inode), attr.st_mtime_ns)
-        # chmod and chown are accepted so that cp -a, rsync -a and tar work, and not
-        # kept: blobs have no owner or mode (see the README). Folders keep no time.
+        shown = self._attributes(node)
+        changes = self.permissions.changes(
+            _caller(ctx), shown=(shown.st_mode, shown.st_uid, shown.st_gid),
+            mode=attr.st_mode if fields.update_mode else None,
+            uid=attr.st_uid if fields.update_uid else None,
+            gid=attr.st_gid if fields.update_gid else None)
+        if fields.update_atime:
+            changes["atime_ns"] = attr.st_atime_ns
+        if fields.update_mtime:
+            changes["mtime_ns"] = attr.st_mtime_ns
+        if changes:
+            await self.files.set_attributes(self.namespace.node(inode), **changes)
         return self._attributes(self.namespace.node(inode))
 
     @_fuse_errors
     async def mkdir(self, parent_inode, name, mode, ctx):
+        kept = self._new(parent_inode, mode, ctx, is_dir=True)
         folder = await self.namespace.make_folder(self.namespace.node(parent_inode),
-                                                  self._name(name))
+                                                  self._name(name), kept)
         return self._handed(folder)
+
+    @_fuse_errors
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        kind = stat.S_IFMT(mode)
+        if kind == stat.S_IFREG:
+            handle, node = await self.files.create(parent_inode, self._name(name),
+                                                   self._new(parent_inode, mode, ctx,
+                                                             is_dir=False))
+            await self.files.flush(handle)  # as a close would: up now in sync mode
+            await self.files.release(handle)
+            return self._handed(self.namespace.node(node.inode))
+        if kind not in SPECIAL_TYPES:
+            raise pyfuse3.FUSEError(errno.EPERM)
+        kept = self._new(parent_inode, mode, ctx, is_dir=False)
+        if kept.mode is None:  # permissions: fixed; the blob still says what it is
+            kept = dataclasses.replace(kept, mode=stat.S_IMODE(mode) & ~ctx.umask)
+        kept = dataclasses.replace(kept, special=kind, rdev=rdev)
+        node = await self.namespace.make_special(self.namespace.node(parent_inode),
+                                                 self._name(name), kept)
+        return self._handed(node)
+
+    @_fuse_errors
+    async def symlink(self, parent_inode, name, target, ctx):
+        kept = self._new(parent_inode, 0o777, ctx, is_dir=False)
+        link = await self.namespace.make_link(self.namespace.node(parent_inode),
+                                              self._name(name),
+                                              target.decode("utf-8", "surrogateescape"), kept)
+        return self._handed(link)
+
+    @_fuse_errors
+    async def readlink(self, inode, ctx):
+        node = self.namespace.node(inode)
+        if not node.is_link:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        return (await self.namespace.link_target(node)).encode("utf-8", "surrogateescape")
 
     @_fuse_errors
     async def rmdir(self, parent_inode, name, ctx):
@@ -297,6 +353,9 @@ class BlobFS(pyfuse3.Operations):
             # ENODATA, EPERM, ENOTSUP: answers, not failures worth a log line.
             raise pyfuse3.FUSEError(exc.errno) from None
 
-    # Blobs have no links or devices (EPERM: git, for one, then renames instead of
-    # linking).
-    mknod = symlink = link = _not_supported
+    # Blobs hold no hard links (EPERM: git, for one, then renames instead of linking).
+    link = _not_supported
+
+
+def _caller(ctx) -> Caller:
+    return Caller(uid=ctx.uid, gid=ctx.gid, pid=ctx.pid, umask=ctx.umask)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import stat
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -22,8 +23,9 @@ from dataclasses import dataclass
 import trio
 
 from .config import MountEntry
-from .errors import BlobmountError, RemoteConflict, RemoteUnreachable
-from .remote import Remote
+from .errors import BlobmountError, RemoteConflict, RemoteNotFound, RemoteUnreachable
+from .posix import RDEV_KEY, SYMLINK_KEY, Kept, to_metadata
+from .remote import MTIME_KEY, BlobItem, Remote, format_mtime
 from .singleflight import SingleFlight
 from .store import NEVER_STALE, ROOT_INODE, ListedItem, Node, Store
 
@@ -182,6 +184,9 @@ class Namespace:
         # file's (same parent and name); Azurite lists the folders first.
         file_blobs: dict[str, str] = {}
         folder_names: set[str] = set()
+        # A folder's marker blob keeps its mode and owner; the prefix of the same name
+        # (maybe on a later page) says nothing of them.
+        markers: dict[str, BlobItem] = {}
         while True:
             page = await trio.to_thread.run_sync(next, pages, None, limiter=self._limiter)
             if page is None:
@@ -194,6 +199,9 @@ class Namespace:
                     continue
                 if item.is_dir:
                     folder_names.add(name)
+                    if item.ctime_ns:  # a marker blob (a prefix has no Last-Modified)
+                        markers[name] = item
+                    item = markers.get(name, item)
                     if name in file_blobs:
                         self._warn_hidden(remote, file_blobs.pop(name),
                                           "a folder of the same name exists")
@@ -203,7 +211,10 @@ class Namespace:
                 else:
                     file_blobs[name] = item.name
                 items[name] = ListedItem(name, item.is_dir, item.name, item.size,
-                                         item.mtime_ns or self._mounted_ns, item.etag)
+                                         item.mtime_ns or self._mounted_ns, item.etag,
+                                         item.mode, item.uid, item.gid, item.atime_ns,
+                                         item.ctime_ns, item.is_link, item.special,
+                                         item.rdev)
             self.store.add_listed(folder, generation, list(items.values()), now)
         self.store.finish_listing(folder, generation, now)
         self._show_pending(folder, prefix)
@@ -298,24 +309,29 @@ class Namespace:
             raise InvalidName(f"{name!r} cannot be a blob name segment")
         return name
 
-    async def make_folder(self, parent: Node, name: str) -> Node:
+    async def make_folder(self, parent: Node, name: str, kept: Kept | None = None) -> Node:
+        kept = kept or Kept()
         parent = self.writable_folder(await self.listed(parent))
         if self.store.child(parent.inode, self.checked_name(name)) is not None:
             raise Exists(name)
         remote = self.remotes[parent.entry]
         prefix = f"{parent.blob}{name}/"
+        metadata = to_metadata(is_dir=True, mode=kept.mode, uid=kept.uid, gid=kept.gid)
         try:
             # Exclusive: a blob of that name made elsewhere since the listing stays.
             item = await trio.to_thread.run_sync(
-                lambda: remote.make_folder(prefix, exclusive=True), limiter=self._limiter)
+                lambda: remote.make_folder(prefix, exclusive=True, metadata=metadata),
+                limiter=self._limiter)
         except RemoteConflict:
             self.store.forget_listing(parent.inode)
             raise Exists(f"{name} was made in the container meanwhile") from None
         generation = self.store.begin_listing()
         now = time.time()
-        self.store.add_listed(parent, generation, [ListedItem(name, True, prefix, 0,
-                                                              item.mtime_ns or time.time_ns())],
-                              now)
+        made_ns = item.mtime_ns or time.time_ns()
+        self.store.add_listed(parent, generation, [ListedItem(
+            name, True, prefix, 0, made_ns, None, kept.mode, kept.uid, kept.gid, None,
+            made_ns)], now)
+        self.store.touch(parent.inode, time.time_ns())
         node = self.store.child(parent.inode, name)
         # Just made: it is empty, no need to ask the container.
         self.store.finish_listing(node, self.store.begin_listing(), now)
@@ -334,6 +350,7 @@ class Namespace:
         await trio.to_thread.run_sync(remote.delete, node.blob.rstrip("/"),
                                       limiter=self._limiter)
         self.store.remove_node(node.inode)
+        self.store.touch(parent.inode, time.time_ns())
         self._changes[parent.inode] += 1
 
     async def remove_file(self, parent: Node, name: str) -> Node:
@@ -345,6 +362,7 @@ class Namespace:
         await trio.to_thread.run_sync(self.remotes[node.entry].delete, node.blob,
                                       limiter=self._limiter)
         self.store.remove_node(node.inode)
+        self.store.touch(parent.inode, time.time_ns())
         self._changes[parent.inode] += 1
         return node
 
@@ -394,7 +412,9 @@ class Namespace:
             # The folder's own marker blob (if any) is not under its prefix.
             await trio.to_thread.run_sync(remote.delete, node.blob.rstrip("/"),
                                           limiter=self._limiter)
-            await trio.to_thread.run_sync(remote.make_folder, new_blob, limiter=self._limiter)
+            metadata = to_metadata(is_dir=True, mode=node.mode, uid=node.uid, gid=node.gid)
+            await trio.to_thread.run_sync(
+                lambda: remote.make_folder(new_blob, metadata=metadata), limiter=self._limiter)
             self.store.move_blobs_under(node.entry, node.blob, new_blob)
             for _, moved_blob, etag in copies:
                 if etag:  # each file is now the copy: its version is the copy's
@@ -411,6 +431,9 @@ class Namespace:
                                    etag=etag, checked=time.time())
         self._changes[node.parent] += 1
         self._changes[new_parent.inode] += 1
+        now_ns = time.time_ns()
+        self.store.touch(node.parent, now_ns)
+        self.store.touch(new_parent.inode, now_ns)
         return Renamed(self.node(node.inode), target, copies)
 
     async def _move_blob(self, remote: Remote, source: str, destination: str) -> str | None:
@@ -420,14 +443,96 @@ class Namespace:
         await trio.to_thread.run_sync(remote.delete, source, limiter=self._limiter)
         return etag
 
-    async def create_file(self, parent: Node, name: str) -> Node:
+    async def create_file(self, parent: Node, name: str, kept: Kept | None = None) -> Node:
         parent = self.writable_folder(await self.listed(parent))
         blob = f"{parent.blob}{self.checked_name(name)}"
         existing = self.store.child(parent.inode, name)
         if existing is not None and existing.is_dir:
             raise IsADirectory(name)
-        inode = self.store.add_local_file(parent, name, blob, size=0, mtime_ns=time.time_ns())
+        now_ns = time.time_ns()
+        inode = self.store.add_local_file(parent, name, blob, size=0, mtime_ns=now_ns,
+                                          kept=kept)
+        self.store.touch(parent.inode, now_ns)
         return self.node(inode)
+
+    # -- symlinks and folders' own metadata -------------------------------------------
+
+    async def make_link(self, parent: Node, name: str, target: str, kept: Kept) -> Node:
+        """A symlink: a blob holding its target, with metadata is_symlink=true."""
+        now_ns = time.time_ns()
+        metadata = {**to_metadata(is_dir=False, mode=None, uid=kept.uid, gid=kept.gid),
+                    SYMLINK_KEY: "true", MTIME_KEY: format_mtime(now_ns)}
+        parent, blob, item = await self._put_new(parent, name, target.encode("utf-8"),
+                                                 metadata)
+        inode = self.store.add_link(parent, name, blob, target=target, kept=kept,
+                                    mtime_ns=now_ns, etag=item.etag)
+        self.store.touch(parent.inode, now_ns)
+        return self.node(inode)
+
+    async def make_special(self, parent: Node, name: str, kept: Kept) -> Node:
+        """A FIFO, socket or device node (mknod): an empty blob whose `mode` metadata
+        has the type bits, and a device's `rdev`."""
+        now_ns = time.time_ns()
+        metadata = {**to_metadata(is_dir=False, mode=kept.mode or 0, uid=kept.uid,
+                                  gid=kept.gid, special=kept.special),
+                    MTIME_KEY: format_mtime(now_ns)}
+        if kept.special in (stat.S_IFCHR, stat.S_IFBLK):
+            metadata[RDEV_KEY] = format(kept.rdev, "x")
+        parent, blob, item = await self._put_new(parent, name, b"", metadata)
+        inode = self.store.add_special(parent, name, blob, kept=kept, mtime_ns=now_ns,
+                                       etag=item.etag)
+        self.store.touch(parent.inode, now_ns)
+        return self.node(inode)
+
+    async def _put_new(self, parent: Node, name: str, data: bytes,
+                       metadata: dict[str, str]) -> tuple[Node, str, BlobItem]:
+        """Put a small blob at a new name in `parent` (EEXIST if the name is taken,
+        here or in the container); the folder, the blob's name and the blob."""
+        parent = self.writable_folder(await self.listed(parent))
+        blob = f"{parent.blob}{self.checked_name(name)}"
+        if self.store.child(parent.inode, name) is not None:
+            raise Exists(name)
+        remote = self.remotes[parent.entry]
+        try:
+            item = await trio.to_thread.run_sync(
+                lambda: remote.put_small(blob, data, metadata), limiter=self._limiter)
+        except RemoteConflict:
+            self.store.forget_listing(parent.inode)
+            raise Exists(f"{name} was made in the container meanwhile") from None
+        return parent, blob, item
+
+    async def link_target(self, node: Node) -> str:
+        """A symlink's target: its blob's content (read once, then kept)."""
+        if node.link is not None:
+            return node.link
+        remote = self.remotes[node.entry]
+        data = await trio.to_thread.run_sync(remote.read_small, node.blob,
+                                             limiter=self._limiter)
+        target = data.decode("utf-8", "surrogateescape")
+        self.store.set_link(node.inode, target)
+        return target
+
+    async def update_metadata(self, node: Node, changes: dict[str, str | None]) -> tuple[str, str]:
+        """Set metadata of a node's blob (a folder's: its marker blob's, made if there is
+        none); the ETags before and after (folders: '')."""
+        remote = self.remotes[node.entry]
+        if not node.is_dir:
+            return await trio.to_thread.run_sync(
+                lambda: remote.update_metadata(node.blob, changes), limiter=self._limiter)
+        if node.blob == self.entries[node.entry].prefix:
+            # An entry's own folder has no marker blob (its prefix is the mount's):
+            # what is set holds until unmount.
+            return "", ""
+        marker = node.blob.rstrip("/")
+        try:
+            await trio.to_thread.run_sync(lambda: remote.update_metadata(marker, changes),
+                                          limiter=self._limiter)
+        except RemoteNotFound:
+            # A folder that only its blobs make: its marker keeps what is set.
+            kept = {key: value for key, value in changes.items() if value is not None}
+            await trio.to_thread.run_sync(
+                lambda: remote.make_folder(node.blob, metadata=kept), limiter=self._limiter)
+        return "", ""
 
     def uploaded(self, entry: int, blob: str, size: int, mtime_ns: int, etag: str) -> None:
         self.store.set_uploaded(entry, blob, size=size, mtime_ns=mtime_ns, etag=etag)

@@ -8,6 +8,7 @@ Every method here blocks (the SDK is synchronous): callers in trio run them thro
 from __future__ import annotations
 
 import base64
+import calendar
 import contextlib
 import datetime as dt
 import hashlib
@@ -51,6 +52,7 @@ from azure.storage.blob import (
     generate_container_sas,
 )
 
+from . import posix
 from .config import AZURITE_KEY, Account
 from .errors import (
     RemoteAuthError,
@@ -114,6 +116,15 @@ class BlobItem:
     size: int = 0
     mtime_ns: int = 0
     etag: str | None = None
+    # What its metadata keeps (posix.py); folders: their marker blob's, if listed.
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    atime_ns: int | None = None
+    ctime_ns: int = 0  # Last-Modified: any change of bytes or metadata moves it
+    is_link: bool = False
+    special: int = 0   # a FIFO's, socket's or device's type bits (posix.SPECIAL_TYPES)
+    rdev: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +187,27 @@ def parse_mtime(text: str | None) -> int | None:
     return int(when.timestamp()) * 10**9 + nanos
 
 
+_MONTHS = {name: number for number, name in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+
+
+def _http_date_ns(text: str | None) -> int:
+    """ns since the epoch of an HTTP date ("Tue, 01 Dec 2026 09:00:00 GMT"), as
+    _mtime_ns(parsedate_to_datetime(text)) gives, in a fifth of its time: a listing
+    reads one per blob."""
+    if not text:
+        return 0
+    try:
+        _, day, month, year, clock, zone = text.split(" ")
+        hours, minutes, seconds = clock.split(":")
+        if zone != "GMT":
+            raise ValueError(zone)
+        return calendar.timegm((int(year), _MONTHS[month], int(day), int(hours),
+                                int(minutes), int(seconds))) * 10**9
+    except (KeyError, ValueError):
+        return _mtime_ns(parsedate_to_datetime(text))
+
+
 def parse_listing(body: bytes) -> tuple[list[BlobItem], str]:
     """The items of one List Blobs reply (with delimiter '/'), and its next marker."""
     root = ElementTree.fromstring(body)
@@ -189,15 +221,30 @@ def parse_listing(body: bytes) -> tuple[list[BlobItem], str]:
             items.append(BlobItem(name, True))
             continue
         properties = element.find("Properties")
-        metadata = {child.tag: child.text or "" for child in element.iterfind("Metadata/*")}
-        modified = properties.findtext("Last-Modified")
-        when = parsedate_to_datetime(modified) if modified else None
-        if metadata.get(FOLDER_MARKER_KEY, "").lower() == "true":
-            items.append(BlobItem(name + "/", True, mtime_ns=_mtime_ns(when)))
+        metadata = {child.tag.lower(): child.text or ""
+                    for child in element.iterfind("Metadata/*")}
+        is_dir = metadata.get(FOLDER_MARKER_KEY, "").lower() == "true"
+        ctime_ns = _http_date_ns(properties.findtext("Last-Modified"))
+        if is_dir:
+            name, size, etag = name + "/", 0, None
         else:
-            items.append(BlobItem(name, False, int(properties.findtext("Content-Length") or 0),
-                                  _mtime_ns(when, metadata),
-                                  _etag(properties.findtext("Etag"))))
+            size = int(properties.findtext("Content-Length") or 0)
+            etag = _etag(properties.findtext("Etag"))
+        if not metadata:
+            items.append(BlobItem(name, is_dir, size, ctime_ns, etag, None, None, None, None,
+                                  ctime_ns))
+            continue
+        kept_mtime = parse_mtime(metadata.get(MTIME_KEY))
+        mtime_ns = ctime_ns if kept_mtime is None else kept_mtime
+        if posix.KEYS.isdisjoint(metadata):
+            items.append(BlobItem(name, is_dir, size, mtime_ns, etag, None, None, None, None,
+                                  ctime_ns))
+            continue
+        kept = posix.from_metadata(metadata)
+        items.append(BlobItem(name, is_dir, size, mtime_ns, etag, kept.mode, kept.uid,
+                              kept.gid, parse_mtime(metadata.get(posix.ATIME_KEY)), ctime_ns,
+                              kept.is_link and not is_dir, 0 if is_dir else kept.special,
+                              kept.rdev))
     return items, root.findtext("NextMarker") or ""
 
 
@@ -837,14 +884,29 @@ class Remote:
         ):
             self._client.delete_blob(blob)
 
-    def make_folder(self, prefix: str, *, exclusive: bool = False) -> BlobItem:
-        """Create the zero-length marker blob that keeps an empty folder (hdi_isfolder);
-        `exclusive`: RemoteConflict if a blob of that name exists."""
+    def make_folder(self, prefix: str, *, exclusive: bool = False,
+                    metadata: Mapping[str, str] | None = None) -> BlobItem:
+        """Create the zero-length marker blob that keeps an empty folder (hdi_isfolder)
+        and its `metadata`; `exclusive`: RemoteConflict if a blob of that name exists."""
         name = prefix.rstrip("/")
         with self._call(f"mkdir {self.label}/{name}"):
             result = self._client.get_blob_client(name).upload_blob(
-                b"", metadata={FOLDER_MARKER_KEY: "true"}, overwrite=not exclusive)
+                b"", metadata={**(metadata or {}), FOLDER_MARKER_KEY: "true"},
+                overwrite=not exclusive)
         return BlobItem(name + "/", True, 0, _mtime_ns(result.get("last_modified")))
+
+    def put_small(self, blob: str, data: bytes, metadata: Mapping[str, str]) -> BlobItem:
+        """Put a small blob (a symlink) that must not exist yet: RemoteConflict if it does."""
+        with self._call(f"upload of {self.label}/{blob}"):
+            result = self._client.get_blob_client(blob).upload_blob(
+                data, metadata=dict(metadata), overwrite=False)
+        return BlobItem(blob, False, len(data), _mtime_ns(result.get("last_modified"), metadata),
+                        _etag(result.get("etag")))
+
+    def read_small(self, blob: str) -> bytes:
+        """The whole content of a small blob (a symlink's target)."""
+        with self._call(f"blob {self.label}/{blob}"):
+            return self._client.get_blob_client(blob).download_blob().readall()
 
     def list_files(self, prefix: str) -> Iterator[BlobItem]:
         """Every blob under `prefix` at any depth, in name order, with size and ETag.

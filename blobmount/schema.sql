@@ -2,7 +2,7 @@
 --
 -- One sqlite database per cache folder (<cache_dir>/blobmount.sqlite, WAL mode),
 -- opened by one daemon at a time (the daemon holds a lock file beside it).
--- `meta.schema_version` says which version of this file made the database (now 5);
+-- `meta.schema_version` says which version of this file made the database (now 6);
 -- store.py migrates older ones forward, step by step.
 
 CREATE TABLE IF NOT EXISTS meta (
@@ -41,6 +41,19 @@ CREATE TABLE IF NOT EXISTS nodes (
     local     INTEGER NOT NULL DEFAULT 0,  -- files: 1 while the cache holds bytes the
                                     -- container does not have yet (written, or waiting
                                     -- in `uploads`); listings then leave the node alone
+    mode      INTEGER,              -- permission bits (07777) kept in the blob's `mode`
+                                    -- metadata (a folder's: its marker blob's); NULL =
+                                    -- none, the settings' defaults show (posix.py)
+    uid       INTEGER,              -- owner kept in `uid` / `gid` metadata; NULL = none
+    gid       INTEGER,
+    atime_ns  INTEGER,              -- `atime` metadata (utimensat); NULL = the mtime
+    ctime_ns  INTEGER NOT NULL DEFAULT 0,  -- last change of bytes or attributes: the
+                                    -- blob's Last-Modified, or when changed here
+    is_link   INTEGER NOT NULL DEFAULT 0,  -- 1: a symlink (metadata is_symlink=true)
+    link      TEXT,                 -- a symlink's target (its blob's content), once read
+    special   INTEGER NOT NULL DEFAULT 0,  -- a FIFO's, socket's or device's type bits
+                                    -- (S_IFIFO...), from the `mode` metadata; 0: none
+    rdev      INTEGER NOT NULL DEFAULT 0,  -- a device's number (`rdev` metadata, hex)
     UNIQUE (parent, name)
 );
 
@@ -94,7 +107,9 @@ CREATE TABLE IF NOT EXISTS uploads (
     attempts   INTEGER NOT NULL DEFAULT 0,  -- failed attempts so far
     next_try   REAL NOT NULL DEFAULT 0,     -- wall time before which no retry is made
     last_error TEXT,                 -- the last failure, one line, for `status`
-    mtime_ns   INTEGER               -- the file's modification time (last write, or set
+    mtime_ns   INTEGER,              -- the file's modification time (last write, or set
                                      -- by utimens), ns since the epoch; it goes up as the
                                      -- blob's `mtime` metadata. NULL: none (rows of v2)
+    metadata   TEXT                  -- JSON object of more metadata to put with the bytes
+                                     -- (mode, uid, gid, atime); NULL: none (rows of v5)
 );

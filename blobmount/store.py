@@ -15,8 +15,9 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import StoreError
+from .posix import Kept
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 ROOT_INODE = 1
 #: the parent of files unlinked while open; no folder has this inode
 ORPHANS = 0
@@ -39,6 +40,16 @@ class Node:
     checked: float | None
     listed: float | None
     local: bool
+    mode: int | None = None      # permission bits kept in metadata; None: the defaults
+    uid: int | None = None
+    gid: int | None = None
+    atime_ns: int | None = None  # None: the mtime
+    ctime_ns: int = 0            # last change of bytes or attributes; 0: the mtime
+    is_link: bool = False
+    link: str | None = None      # a symlink's target, once read
+    subfolders: int = 0          # folders: how many of its children are folders
+    special: int = 0             # a FIFO's, socket's or device's type bits; 0: none
+    rdev: int = 0                # a device's number
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +62,14 @@ class ListedItem:
     size: int = 0
     mtime_ns: int = 0
     etag: str | None = None
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    atime_ns: int | None = None
+    ctime_ns: int = 0
+    is_link: bool = False
+    special: int = 0
+    rdev: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,20 +108,26 @@ class Upload:
     next_try: float
     last_error: str | None
     mtime_ns: int | None = None
+    metadata: str | None = None  # JSON: the mode and owner to keep with the bytes
 
 
 _NODE_COLUMNS = ("inode, parent, name, is_dir, entry, blob, size, mtime_ns, etag, checked,"
-                 " listed, local")
+                 " listed, local, mode, uid, gid, atime_ns, ctime_ns, is_link, link,"
+                 " CASE WHEN is_dir THEN (SELECT COUNT(*) FROM nodes AS child"
+                 " WHERE child.parent = nodes.inode AND child.is_dir = 1"
+                 " AND child.inode != 1) ELSE 0 END, special, rdev")
 _UPLOAD_COLUMNS = ("path, account, container, blob, base_etag, version, queued, attempts,"
-                   " next_try, last_error, mtime_ns")
+                   " next_try, last_error, mtime_ns, metadata")
 
 
 def _node(row: tuple | None) -> Node | None:
     if row is None:
         return None
-    inode, parent, name, is_dir, entry, blob, size, mtime_ns, etag, checked, listed, local = row
+    (inode, parent, name, is_dir, entry, blob, size, mtime_ns, etag, checked, listed, local,
+     mode, uid, gid, atime_ns, ctime_ns, is_link, link, subfolders, special, rdev) = row
     return Node(inode, parent, name, bool(is_dir), entry, blob, size, mtime_ns, etag,
-                checked, listed, bool(local))
+                checked, listed, bool(local), mode, uid, gid, atime_ns, ctime_ns,
+                bool(is_link), link, subfolders, special, rdev)
 
 
 class Store:
@@ -137,6 +162,24 @@ class Store:
                 # 2 -> 3: the file's mtime goes up with it as blob metadata. (Version 1
                 # had no uploads table: schema.sql below makes it whole.)
                 self._db.execute("ALTER TABLE uploads ADD COLUMN mtime_ns INTEGER")
+            if version in (4, 5):
+                # 5 -> 6 (and from 4, whose step to 5 adds no column): modes, owners,
+                # symlinks and special nodes (kept as blob metadata); the upload journal
+                # keeps the metadata to put with the bytes.
+                self._db.execute("ALTER TABLE nodes ADD COLUMN mode INTEGER")
+                self._db.execute("ALTER TABLE nodes ADD COLUMN uid INTEGER")
+                self._db.execute("ALTER TABLE nodes ADD COLUMN gid INTEGER")
+                self._db.execute("ALTER TABLE nodes ADD COLUMN atime_ns INTEGER")
+                self._db.execute(
+                    "ALTER TABLE nodes ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0")
+                self._db.execute(
+                    "ALTER TABLE nodes ADD COLUMN is_link INTEGER NOT NULL DEFAULT 0")
+                self._db.execute("ALTER TABLE nodes ADD COLUMN link TEXT")
+                self._db.execute(
+                    "ALTER TABLE nodes ADD COLUMN special INTEGER NOT NULL DEFAULT 0")
+                self._db.execute("ALTER TABLE nodes ADD COLUMN rdev INTEGER NOT NULL DEFAULT 0")
+            if version in (2, 3, 4, 5):
+                self._db.execute("ALTER TABLE uploads ADD COLUMN metadata TEXT")
             if version is not None and version < 4:
                 # 3 -> 4: inode numbers are never reused (AUTOINCREMENT). The tree is
                 # made anew at every mount, so the old table simply goes.
@@ -229,16 +272,22 @@ class Store:
         """Record one page of a folder's listing. Known names keep their inode."""
         rows = [
             (folder.inode, item.name, int(item.is_dir), folder.entry, item.blob, item.size,
-             item.mtime_ns, item.etag, now, generation)
+             item.mtime_ns, item.etag, now, generation, item.mode, item.uid, item.gid,
+             item.atime_ns, item.ctime_ns, int(item.is_link), item.special, item.rdev)
             for item in items
         ]
         with self._db:
             self._db.executemany(
                 "INSERT INTO nodes (parent, name, is_dir, entry, blob, size, mtime_ns, etag,"
-                " checked, seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " checked, seen, mode, uid, gid, atime_ns, ctime_ns, is_link, special, rdev)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (parent, name) DO UPDATE SET is_dir = excluded.is_dir,"
                 " blob = excluded.blob, size = excluded.size, mtime_ns = excluded.mtime_ns,"
+                " link = CASE WHEN excluded.etag IS etag THEN link END,"
                 " etag = excluded.etag, checked = excluded.checked, seen = excluded.seen,"
+                " mode = excluded.mode, uid = excluded.uid, gid = excluded.gid,"
+                " atime_ns = excluded.atime_ns, ctime_ns = excluded.ctime_ns,"
+                " is_link = excluded.is_link, special = excluded.special, rdev = excluded.rdev,"
                 " listed = CASE WHEN excluded.is_dir = is_dir THEN listed END"
                 # Written here, or read after this listing began (an upload, a HEAD):
                 # what the node says is newer than what the listing saw.
@@ -275,17 +324,67 @@ class Store:
         self._db.execute("DELETE FROM nodes WHERE inode = ?", (inode,))
 
     def add_local_file(self, parent: Node, name: str, blob: str, *, size: int,
-                       mtime_ns: int) -> int:
-        """Add (or turn into) a file whose bytes are only in the cache so far."""
+                       mtime_ns: int, kept: Kept | None = None) -> int:
+        """Add (or turn into) a file whose bytes are only in the cache so far; `kept`:
+        its mode and owner (None: those it had, if it was there)."""
         cursor = self._db.execute(
             "INSERT INTO nodes (parent, name, is_dir, entry, blob, size, mtime_ns, local,"
-            " checked) VALUES (?, ?, 0, ?, ?, ?, ?, 1, ?)"
+            " checked, mode, uid, gid, ctime_ns) VALUES (?, ?, 0, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)"
             " ON CONFLICT (parent, name) DO UPDATE SET is_dir = 0, blob = excluded.blob,"
-            " size = excluded.size, mtime_ns = excluded.mtime_ns, local = 1"
+            " size = excluded.size, mtime_ns = excluded.mtime_ns, local = 1, is_link = 0,"
+            " special = 0, rdev = 0, link = NULL, ctime_ns = excluded.ctime_ns,"
+            " mode = CASE WHEN ? THEN excluded.mode ELSE mode END,"
+            " uid = CASE WHEN ? THEN excluded.uid ELSE uid END,"
+            " gid = CASE WHEN ? THEN excluded.gid ELSE gid END"
             " RETURNING inode",
-            (parent.inode, name, parent.entry, blob, size, mtime_ns, time.time()),
+            (parent.inode, name, parent.entry, blob, size, mtime_ns, time.time(),
+             kept.mode if kept else None, kept.uid if kept else None,
+             kept.gid if kept else None, mtime_ns, *(kept is not None,) * 3),
         )
         return cursor.fetchone()[0]
+
+    def add_link(self, parent: Node, name: str, blob: str, *, target: str, kept: Kept,
+                 mtime_ns: int, etag: str | None) -> int:
+        """A symlink just put in the container."""
+        cursor = self._db.execute(
+            "INSERT INTO nodes (parent, name, is_dir, entry, blob, size, mtime_ns, etag,"
+            " checked, uid, gid, ctime_ns, is_link, link)"
+            " VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?) RETURNING inode",
+            (parent.inode, name, parent.entry, blob, len(target.encode("utf-8")), mtime_ns,
+             etag, time.time(), kept.uid, kept.gid, mtime_ns, target),
+        )
+        return cursor.fetchone()[0]
+
+    def add_special(self, parent: Node, name: str, blob: str, *, kept: Kept, mtime_ns: int,
+                    etag: str | None) -> int:
+        """A FIFO, socket or device node just put in the container (an empty blob)."""
+        cursor = self._db.execute(
+            "INSERT INTO nodes (parent, name, is_dir, entry, blob, size, mtime_ns, etag,"
+            " checked, mode, uid, gid, ctime_ns, special, rdev)"
+            " VALUES (?, ?, 0, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING inode",
+            (parent.inode, name, parent.entry, blob, mtime_ns, etag, time.time(), kept.mode,
+             kept.uid, kept.gid, mtime_ns, kept.special, kept.rdev),
+        )
+        return cursor.fetchone()[0]
+
+    def set_link(self, inode: int, target: str) -> None:
+        """A symlink's target, as read from its blob."""
+        self._db.execute("UPDATE nodes SET link = ? WHERE inode = ?", (target, inode))
+
+    def set_kept(self, inode: int, *, mode: int | None, uid: int | None, gid: int | None,
+                 atime_ns: int | None, mtime_ns: int, ctime_ns: int) -> None:
+        """The node's mode, owner and times as just set here (checked now: a listing
+        under way saw the old ones)."""
+        self._db.execute(
+            "UPDATE nodes SET mode = ?, uid = ?, gid = ?, atime_ns = ?, mtime_ns = ?,"
+            " ctime_ns = ?, checked = ? WHERE inode = ?",
+            (mode, uid, gid, atime_ns, mtime_ns, ctime_ns, time.time(), inode))
+
+    def touch(self, inode: int, when_ns: int) -> None:
+        """A folder whose entries changed here: its mtime and ctime (not kept in the
+        container; the next listing of its parent shows the container's)."""
+        self._db.execute("UPDATE nodes SET mtime_ns = ?, ctime_ns = ? WHERE inode = ?"
+                         " AND is_dir = 1", (when_ns, when_ns, inode))
 
     def set_local(self, inode: int, *, size: int, mtime_ns: int) -> None:
         self._db.execute(
@@ -299,9 +398,12 @@ class Store:
         it, and keeps its inode and attributes until its last handle closes."""
         self._db.execute(
             "INSERT OR REPLACE INTO nodes (inode, parent, name, is_dir, entry, blob, size,"
-            " mtime_ns, etag) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)",
+            " mtime_ns, etag, mode, uid, gid, atime_ns, ctime_ns, is_link, link, special,"
+            " rdev) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (node.inode, ORPHANS, f"#{node.inode}", node.entry,
-             f"{ORPHAN_BLOB}{node.inode}", node.size, node.mtime_ns, node.etag))
+             f"{ORPHAN_BLOB}{node.inode}", node.size, node.mtime_ns, node.etag, node.mode,
+             node.uid, node.gid, node.atime_ns, time.time_ns(), int(node.is_link), node.link,
+             node.special, node.rdev))
 
     def set_etag(self, entry: int, blob: str, etag: str) -> None:
         """The container holds these bytes of the file as version `etag` (a copy)."""
@@ -337,8 +439,8 @@ class Store:
 
     def move_node(self, inode: int, parent: int, name: str, blob: str) -> None:
         self._db.execute(
-            "UPDATE nodes SET parent = ?, name = ?, blob = ? WHERE inode = ?",
-            (parent, name, blob, inode),
+            "UPDATE nodes SET parent = ?, name = ?, blob = ?, ctime_ns = ? WHERE inode = ?",
+            (parent, name, blob, time.time_ns(), inode),
         )
 
     def move_blobs_under(self, entry: int, old_prefix: str, new_prefix: str) -> None:
@@ -463,18 +565,20 @@ class Store:
         return {row[0] for row in self._db.execute("SELECT path FROM uploads")}
 
     def queue_upload(self, path: str, *, account: str, container: str, blob: str,
-                     base_etag: str, mtime_ns: int | None = None) -> int:
+                     base_etag: str, mtime_ns: int | None = None,
+                     metadata: str | None = None) -> int:
         """Journal an upload durably (fsynced before this returns); its version."""
         self._db.execute("PRAGMA synchronous=FULL")
         try:
             with self._db:
                 row = self._db.execute(
                     "INSERT INTO uploads (path, account, container, blob, base_etag, version,"
-                    " queued, mtime_ns) VALUES (?, ?, ?, ?, ?, 1, ?, ?)"
+                    " queued, mtime_ns, metadata) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?)"
                     " ON CONFLICT (path) DO UPDATE SET version = version + 1, blob ="
-                    " excluded.blob, next_try = 0, mtime_ns = excluded.mtime_ns"
-                    " RETURNING version",
-                    (path, account, container, blob, base_etag, time.time(), mtime_ns),
+                    " excluded.blob, next_try = 0, mtime_ns = excluded.mtime_ns,"
+                    " metadata = excluded.metadata RETURNING version",
+                    (path, account, container, blob, base_etag, time.time(), mtime_ns,
+                     metadata),
                 ).fetchone()
         finally:
             self._db.execute("PRAGMA synchronous=NORMAL")

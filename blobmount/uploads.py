@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 import os
 import posixpath
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,17 @@ def conflict_name(blob: str, when: dt.datetime | None = None) -> str:
     stem, dot, extension = name.partition(".") if not name.startswith(".") else (name, "", "")
     marked = f"{stem}.conflict-{stamp}{dot}{extension}"
     return posixpath.join(folder, marked) if folder else marked
+
+
+def journaled_metadata(row: Upload) -> dict[str, str]:
+    """The metadata a journal row puts with its bytes (beside `mtime`)."""
+    if not row.metadata:
+        return {}
+    try:
+        kept = json.loads(row.metadata)
+    except ValueError:
+        return {}
+    return {str(key): str(value) for key, value in kept.items()} if isinstance(kept, dict) else {}
 
 
 async def _nothing() -> None:
@@ -132,8 +144,10 @@ class Uploads:
     # -- journaling ---------------------------------------------------------------
 
     async def journal(self, path: Path, entry: MountEntry, blob: str, base_etag: str,
-                      mtime_ns: int | None = None) -> int:
+                      mtime_ns: int | None = None,
+                      metadata: Mapping[str, str] | None = None) -> int:
         """Make the written file durable and journal its upload; the journal version.
+        `metadata` (mode, owner: see posix.py) goes up with the bytes.
 
         `base_etag` counts only if the file has no journaled upload yet; an upload of
         it that ends meanwhile keeps its row (rebased), so the base cannot go stale.
@@ -143,7 +157,8 @@ class Uploads:
             await trio.to_thread.run_sync(_fsync_with_folder, path, limiter=self._limiter)
             version = self.store.queue_upload(
                 str(path), account=entry.account.account_name, container=entry.container,
-                blob=blob, base_etag=base_etag, mtime_ns=mtime_ns)
+                blob=blob, base_etag=base_etag, mtime_ns=mtime_ns,
+                metadata=json.dumps(dict(metadata)) if metadata else None)
         finally:
             self._journaling[str(path)] -= 1
             if not self._journaling[str(path)]:
@@ -276,7 +291,8 @@ class Uploads:
             return
         try:
             item = await self._put(target, row.blob, path, row.base_etag, row.mtime_ns,
-                                   self._tried.setdefault(row.path, set()))
+                                   self._tried.setdefault(row.path, set()),
+                                   journaled_metadata(row))
         except RemoteConflict:
             self._tried.pop(row.path, None)
             await self._keep_both(target, row, path)
@@ -307,7 +323,7 @@ class Uploads:
         return max(matches, key=lambda target: len(target.entry.prefix), default=None)
 
     async def _put(self, target: Target, blob: str, path: Path, base_etag: str,
-                   mtime_ns: int | None, tried: set[str]) -> BlobItem:
+                   mtime_ns: int | None, tried: set[str], kept: Mapping[str, str]) -> BlobItem:
         """Put the file as `blob` over version `base_etag` ('' = a new blob); the blob
         as put. RemoteConflict when someone else changed the blob.
 
@@ -316,7 +332,7 @@ class Uploads:
         container later is no conflict.
         """
         remote = target.remote
-        metadata = {MTIME_KEY: format_mtime(mtime_ns)} if mtime_ns else {}
+        metadata = {**kept, MTIME_KEY: format_mtime(mtime_ns)} if mtime_ns else dict(kept)
         md5 = await trio.to_thread.run_sync(file_md5, path, limiter=self._limiter)
         tried.add(md5)
         if base_etag:
@@ -334,7 +350,10 @@ class Uploads:
                     raise RemoteConflict(f"{remote.label}/{blob} changed in the container")
                 base_etag = current.etag  # an earlier try of ours got there
             if current is not None:
-                metadata = {**current.metadata, **metadata}
+                # Azure's keys ignore case: ours replace theirs, however spelled.
+                ours = {key.lower() for key in metadata}
+                metadata = {**{key: value for key, value in current.metadata.items()
+                               if key.lower() not in ours}, **metadata}
         try:
             return await self._put_bytes(target, blob, path, base_etag, md5, metadata)
         except RemoteConflict:
@@ -368,7 +387,9 @@ class Uploads:
         if not base_etag and await self._head(remote, blob) is not None:
             raise RemoteConflict(f"{remote.label}/{blob} was made in the container")
         sas = await trio.to_thread.run_sync(lambda: remote.sas_for_azcopy(blob=blob, write=True))
-        extra = [f"--metadata={key}={value}" for key, value in metadata.items()]
+        # One flag: AzCopy keeps only the last of several; pairs are separated by ';'.
+        pairs = ";".join(f"{key}={value}" for key, value in metadata.items())
+        extra = [f"--metadata={pairs}"] if pairs else []
         await self._azcopy_for(target.entry).copy(
             str(path), f"{remote.blob_url(blob)}?{sas}", from_to="LocalBlob", extra_args=extra)
         return await trio.to_thread.run_sync(remote.properties, blob, limiter=self._limiter)
@@ -376,7 +397,8 @@ class Uploads:
     async def _keep_both(self, target: Target, row: Upload, path: Path) -> None:
         """The blob changed in the container: put the local bytes beside it."""
         conflict = conflict_name(row.blob)
-        item = await self._put(target, conflict, path, "", row.mtime_ns, set())
+        item = await self._put(target, conflict, path, "", row.mtime_ns, set(),
+                               journaled_metadata(row))
         log.warning("conflict: %s/%s changed in the container since it was cached; the local"
                     " version is kept as %s", target.remote.label, row.blob, conflict)
         self.store.drop_upload(row.path)

@@ -53,9 +53,10 @@ def test_owner_and_mode_come_from_the_settings_and_o_wins(mounter, container):
     container.upload_blob("sub/f.txt", b"data\n")
     name = container.container_name
     # The config says one thing, -o another: -o wins, as it does for rclone and blobfuse2.
+    # `permissions: fixed`: every file shows the settings (test_posix.py: modes kept).
     config = mounter.config([{"local": "rw", "container": name},
                              {"local": "ro", "container": name, "read_only": True}],
-                            uid=1, gid=1, umask="077")
+                            uid=1, gid=1, umask="077", permissions="fixed")
     mount = mounter.mount(config, None, "-o", "uid=1234,gid=2345,umask=027")
     try:
         assert mode_and_owner(mount.path("rw/sub/f.txt")) == (0o640, 1234, 2345)
@@ -71,7 +72,7 @@ def test_owner_and_mode_come_from_the_settings_and_o_wins(mounter, container):
         os.mkdir(mount.path("rw/made"), 0o700)
         assert mode_and_owner(mount.path("rw/new.txt")) == (0o640, 1234, 2345)
         assert mode_and_owner(mount.path("rw/made")) == (0o750, 1234, 2345)
-        # chmod and chown are accepted and not kept: the blob gains nothing.
+        # Fixed: chmod and chown are accepted and not kept; the blob gains nothing.
         metadata = container.get_blob_client("sub/f.txt").get_blob_properties().metadata
         os.chmod(mount.path("rw/sub/f.txt"), 0o600)
         os.chown(mount.path("rw/sub/f.txt"), 0, 0)

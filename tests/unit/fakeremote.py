@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from blobmount import posix
 from blobmount.errors import RemoteConflict, RemoteNotFound
 from blobmount.remote import FOLDER_MARKER_KEY, BlobItem, BlobProperties, parse_mtime
 
@@ -134,9 +135,14 @@ class FakeRemote:
 
     @staticmethod
     def _item(name: str, blob: Blob) -> BlobItem:
+        """As a listing shows it: with the mode, owner and link flag its metadata keeps."""
+        kept = posix.from_metadata(blob.metadata)
+        atime_ns = parse_mtime(blob.metadata.get(posix.ATIME_KEY))
         if blob.is_folder_marker:
-            return BlobItem(name + "/", True, mtime_ns=blob.modified_ns)
-        return BlobItem(name, False, len(blob.data), blob.mtime_ns, blob.etag)
+            return BlobItem(name + "/", True, 0, blob.mtime_ns, None, kept.mode, kept.uid,
+                            kept.gid, atime_ns, blob.modified_ns)
+        return BlobItem(name, False, len(blob.data), blob.mtime_ns, blob.etag, kept.mode,
+                        kept.uid, kept.gid, atime_ns, blob.modified_ns, kept.is_link)
 
     def list_pages(self, prefix: str, page_size: int = 5000) -> Iterator[list[BlobItem]]:
         """The direct children of `prefix` (delimiter '/'), in name order, one page."""
@@ -236,15 +242,31 @@ class FakeRemote:
             self.calls.append(("delete", blob))
             self.blobs.pop(blob, None)
 
-    def make_folder(self, prefix: str, *, exclusive: bool = False) -> BlobItem:
+    def make_folder(self, prefix: str, *, exclusive: bool = False,
+                    metadata: Mapping[str, str] | None = None) -> BlobItem:
         name = prefix.rstrip("/")
         with self._lock:
             self.calls.append(("make_folder", name))
             if exclusive and name in self.blobs:
                 raise RemoteConflict(f"mkdir {self.label}/{name}: changed in the container"
                                      " (BlobAlreadyExists)")
-            stored = self._store(name, b"", {FOLDER_MARKER_KEY: "true"})
+            stored = self._store(name, b"", {**(metadata or {}), FOLDER_MARKER_KEY: "true"})
         return BlobItem(name + "/", True, 0, stored.modified_ns)
+
+    def put_small(self, blob: str, data: bytes, metadata: Mapping[str, str]) -> BlobItem:
+        """A symlink's blob; RemoteConflict if one of that name exists."""
+        with self._lock:
+            self.calls.append(("put_small", blob))
+            if blob in self.blobs:
+                raise RemoteConflict(f"upload of {self.label}/{blob}: changed in the"
+                                     " container (BlobAlreadyExists)")
+            stored = self._store(blob, data, metadata)
+        return BlobItem(blob, False, len(data), stored.mtime_ns, stored.etag)
+
+    def read_small(self, blob: str) -> bytes:
+        with self._lock:
+            self.calls.append(("read_small", blob))
+            return self._get(blob, "blob").data
 
     def list_all(self, prefix: str) -> list[str]:
         with self._lock:

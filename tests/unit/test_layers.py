@@ -26,8 +26,9 @@ LAYERS: dict[int, frozenset[str]] = {
     # `supervise`: background tasks that fail alone, workers restarted, test faults.
     # `children`: child processes that die with the daemon (AzCopy's).
     # `metrics`: the daemon's counters and its Prometheus endpoint.
+    # `posix`: modes, owners, symlinks and special nodes as blob metadata, and the rules.
     0: frozenset({"__init__", "errors", "config", "log", "tools", "singleflight", "sdnotify",
-                  "progress", "versions", "supervise", "children", "metrics"}),
+                  "progress", "versions", "supervise", "children", "metrics", "posix"}),
     1: frozenset({"store", "remote", "azcopy", "azurite"}),
     # `uploads` (the write path's journal and worker) sits with `transfers`.
     # `eviction` (cache limits), `catalog` (mount paths to blobs), `xattrs` sit with `cache`.

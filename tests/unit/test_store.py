@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 import sqlite3
+import stat
 import time
 import types
 from collections.abc import Iterator
@@ -493,6 +494,59 @@ def test_a_version_2_journal_is_migrated_and_keeps_its_uploads(db: Path) -> None
         assert upgraded.upload("/c/blobs/bb/2").mtime_ns == 42
     finally:
         upgraded.close()
+
+
+@pytest.mark.parametrize("version", ["4", "5"])
+def test_a_version_4_or_5_database_is_migrated_keeping_its_journal_and_tree(
+        db: Path, version: str) -> None:
+    """5 -> 6 (and 4, whose step to 5 adds only a table) adds the kept mode, owner,
+    link and special-node columns to nodes and the metadata to the journal: a row
+    journaled before still goes up (with no metadata)."""
+    db.parent.mkdir(parents=True)
+    with sqlite3.connect(db) as raw:
+        raw.executescript(SCHEMA_V1)
+        raw.execute("ALTER TABLE nodes ADD COLUMN local INTEGER NOT NULL DEFAULT 0")
+        raw.executescript(SCHEMA_V2_UPLOADS)
+        raw.execute("ALTER TABLE uploads ADD COLUMN mtime_ns INTEGER")
+        raw.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (version,))
+    raw.close()
+    upgraded = Store(db)
+    try:
+        assert _meta(db) == {"schema_version": str(SCHEMA_VERSION)}
+        row = upgraded.upload("/c/blobs/bb/2")
+        assert (row.blob, row.version, row.metadata) == ("dir/f.txt", 3, None)
+        upgraded.queue_upload("/c/blobs/bb/2", account="acct", container="cont",
+                              blob="dir/f.txt", base_etag="", metadata='{"mode": "100600"}')
+        assert upgraded.upload("/c/blobs/bb/2").metadata == '{"mode": "100600"}'
+        old = upgraded.child(ROOT_INODE, "old")
+        assert old is not None and (old.mode, old.uid, old.is_link) == (None, None, False)
+        assert (old.special, old.rdev) == (0, 0)
+    finally:
+        upgraded.close()
+
+
+def test_listed_modes_owners_and_links_reach_the_nodes(store: Store) -> None:
+    data = entry_folder(store)
+    list_folder(store, data, [
+        ListedItem("f", False, "f", 1, 5, "E1", mode=0o600, uid=7, gid=8, atime_ns=3,
+                   ctime_ns=9),
+        ListedItem("l", False, "l", 4, 5, "E2", is_link=True),
+        ListedItem("d", True, "d/", mode=0o750), ListedItem("e", True, "e/"),
+        ListedItem("c", False, "c", 0, 5, "E4", mode=0o600, special=stat.S_IFCHR, rdev=0x103),
+    ])
+    found = children(store, data.inode)
+    assert (found["c"].special, found["c"].rdev) == (stat.S_IFCHR, 0x103)
+    assert found["f"].special == 0
+    assert (found["f"].mode, found["f"].uid, found["f"].gid) == (0o600, 7, 8)
+    assert (found["f"].atime_ns, found["f"].ctime_ns) == (3, 9)
+    assert found["l"].is_link and found["l"].link is None
+    assert found["d"].mode == 0o750
+    assert store.node(data.inode).subfolders == 2
+    store.set_link(found["l"].inode, "target")
+    list_folder(store, data, [ListedItem("l", False, "l", 6, 5, "E2", is_link=True)])
+    assert store.node(found["l"].inode).link == "target"  # same version: kept
+    list_folder(store, data, [ListedItem("l", False, "l", 6, 5, "E3", is_link=True)])
+    assert store.node(found["l"].inode).link is None  # a new version: read again
 
 
 def test_the_journal_keeps_the_latest_mtime_and_the_first_base(store: Store) -> None:
