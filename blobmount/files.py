@@ -612,15 +612,19 @@ class Files:
         record = self.store.cached_file(str(path))
         return record is not None and record.state == "dirty"
 
-    def _written_under(self, folder: Node) -> dict[str, int]:
-        """The blobs under a folder open for writing here, and their inodes."""
-        blobs = {}
-        for handle in self.handles.values():
+    def _writers_under(self, folder: Node) -> list[tuple[Writing, Node]]:
+        """The handles open for writing on files under a folder, with their nodes."""
+        found = []
+        for handle in list(self.handles.values()):
             node = self.store.node(handle.inode)
             if (isinstance(handle, Writing) and node is not None
                     and node.entry == folder.entry and node.blob.startswith(folder.blob)):
-                blobs[node.blob] = node.inode
-        return blobs
+                found.append((handle, node))
+        return found
+
+    def _written_under(self, folder: Node) -> dict[str, int]:
+        """The blobs under a folder open for writing here, and their inodes."""
+        return {node.blob: node.inode for _, node in self._writers_under(folder)}
 
     async def _follow_vanished(self, entry: MountEntry, old_blob: str, inode: int) -> None:
         """A file open for writing moved with its folder, though the move found no
@@ -695,10 +699,8 @@ class Files:
 
     async def _upload_pending_under(self, folder: Node) -> None:
         """Every pending upload under a folder about to move goes up first."""
-        for handle in list(self.handles.values()):
-            node = self.store.node(handle.inode)
-            if (isinstance(handle, Writing) and handle.written and node is not None
-                    and node.entry == folder.entry and node.blob.startswith(folder.blob)):
+        for handle, _ in self._writers_under(folder):
+            if handle.written:
                 await self._commit(handle, wait=False)
         entry = self.entries[folder.entry]
         for upload in self.uploads.pending(entry.account.account_name, entry.container,
