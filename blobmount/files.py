@@ -23,23 +23,22 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import trio
 
 from .blocks import BlockReader
 from .cache import Cache
 from .config import MountEntry
 from .errors import RemoteConflict, RemoteNotFound
-from .namespace import IsADirectory, Namespace
+from .moves import CacheMoves
+from .namespace import IsADirectory, Namespace, NotFound
 from .posix import ATIME_KEY, Kept, to_metadata
 from .readahead import ReadAhead
 from .remote import MTIME_KEY, BlobItem, format_mtime
 from .store import ORPHANS, Node
 from .transfers import READ_AHEAD_MAX_SIZE, Downloads, Filling
-from .uploads import Uploads, journaled_metadata
+from .uploads import Uploads, node_metadata
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +87,8 @@ class Files:
         self._lookups: Counter[int] = Counter()
         #: told, at each open that needs the file's bytes, whether it downloaded them
         self.on_copy: Callable[[bool], None] = lambda downloaded: None
+        self.moves = CacheMoves(self.store, cache, uploads, entries, namespace.remotes,
+                                on_linked=self._moved)
         uploads.watch_writers(self.writing, self._becomes_conflict_copy)
 
     # -- what others ask ----------------------------------------------------------
@@ -129,7 +130,7 @@ class Files:
         self.store.update_file(copy, size=size, mtime_ns=node.mtime_ns, etag=item.etag or "",
                                checked=time.time())
         new_path = self.cache.path_for(self.entries[index], blob)
-        self._link(path, new_path)
+        self.moves.link(path, new_path)
         for handle in handles:
             handle.inode = copy
         self.cache.record(new_path, blob=blob, etag=item.etag or "", size=size, state="dirty")
@@ -168,7 +169,7 @@ class Files:
         if node.is_dir:
             raise IsADirectory(node.name)
         if not flags & WRITE_FLAGS:
-            path, downloaded, source = await self._cached_copy(node, readable=True)
+            path, downloaded, source = await self._read_copy(node)
             fd = source.open() if source is not None else os.open(path, os.O_RDONLY)
             if isinstance(source, BlockReader):
                 return self._add(Reading(fd, inode, path, blocks=source)), not downloaded
@@ -194,6 +195,23 @@ class Files:
         fd = os.open(path, os.O_RDWR)
         return self._add(Writing(fd, node.inode, path, written=True)), self.namespace.node(
             node.inode)
+
+    async def _read_copy(self, node: Node,
+                         ) -> tuple[Path, bool, Filling | BlockReader | None]:
+        """`_cached_copy` for a reader, of the file as it is once its bytes are in."""
+        was_linked = not self._orphaned(node.inode)
+        while True:
+            path, downloaded, source = await self._cached_copy(node, readable=True)
+            now = self.store.node(node.inode)
+            if was_linked and (now is None or now.parent == ORPHANS):
+                # Unlinked while the open waited for its bytes: the open comes after the
+                # unlink, and a new file of that name may hold the cache path now.
+                if isinstance(source, BlockReader):
+                    source.close()
+                raise NotFound(node.name)
+            if now is None or now.blob == node.blob or source is not None:
+                return path, downloaded, source
+            node = now  # renamed meanwhile: its copy, if any, went with it
 
     async def _cached_copy(self, node: Node, *, readable: bool = False,
                            ) -> tuple[Path, bool, Filling | BlockReader | None]:
@@ -322,7 +340,7 @@ class Files:
         # An upload of an earlier version may have finished meanwhile: still local.
         self.store.set_local(node.inode, size=size, mtime_ns=node.mtime_ns)
         version = await self.uploads.journal(handle.path, entry, node.blob, base,
-                                             node.mtime_ns, self._kept_metadata(node))
+                                             node.mtime_ns, node_metadata(node))
         handle.journaled = True
         if wait or (wait is None and entry.upload == "sync"):
             await self.uploads.upload_now(handle.path, version)
@@ -415,7 +433,7 @@ class Files:
                 now = self.namespace.node(node.inode)
                 version = await self.uploads.journal(path, entry, upload.blob,
                                                      upload.base_etag, now.mtime_ns,
-                                                     self._kept_metadata(now))
+                                                     node_metadata(now))
                 if entry.upload == "sync":
                     await self.uploads.upload_now(path, version)
                 return
@@ -432,14 +450,6 @@ class Files:
         self.store.update_file(node.inode, size=node.size, mtime_ns=kept["mtime_ns"],
                                etag=new_etag if fresh else (node.etag or ""),
                                checked=time.time() if fresh else 0.0)
-
-    @staticmethod
-    def _kept_metadata(node: Node) -> dict[str, str]:
-        """The mode, owner and atime a file's upload puts with its bytes."""
-        metadata = to_metadata(is_dir=False, mode=node.mode, uid=node.uid, gid=node.gid)
-        if node.atime_ns is not None:
-            metadata[ATIME_KEY] = format_mtime(node.atime_ns)
-        return metadata
 
     # -- unlink and rename --------------------------------------------------------
 
@@ -470,26 +480,29 @@ class Files:
             # The move copies blobs in the container: what is pending goes up first.
             await self._upload_pending_under(node)
             open_inside = self._written_under(node)
-            stale = await self._changed_elsewhere(node.entry, open_inside)
+            stale = await self.moves.changed_elsewhere(node.entry, open_inside)
             renamed = await self.namespace.rename(old_parent, old_name, new_parent, new_name,
                                                   replace=replace)
             entry = self.entries[node.entry]
             for old_blob, new_blob, etag in renamed.copies:
-                await self._follow(entry, old_blob, new_blob, etag, stale=old_blob in stale)
+                # A download into the old name lands first, so nothing comes there after.
+                await self.downloads.settle(self.cache.path_for(entry, old_blob))
+                await self.moves.follow(entry, old_blob, new_blob, etag, stale=old_blob in stale)
             copied = {old_blob for old_blob, _, _ in renamed.copies}
             for old_blob, inode in open_inside.items():
                 if old_blob not in copied:
-                    await self._follow_vanished(entry, old_blob, inode)
+                    await self.moves.follow_vanished(entry, old_blob, self.store.node(inode))
             return
         source_path = self._path(node)
         target = self.store.child(new_parent.inode, new_name)
         replacing = (target is not None and not target.is_dir and target.inode != node.inode
                      and replace)
         target_path = self._path(target) if replacing else None
-        # A download that lands later must not bring back bytes this rename moved.
+        # A download that lands later must not bring back bytes this rename moved, nor
+        # land on them at the new name (whether or not a file is there to replace).
         await self.downloads.settle(source_path)
-        if target_path is not None:
-            await self.downloads.settle(target_path)
+        await self.downloads.settle(self.cache.path_for(self.entries[new_parent.entry],
+                                                        f"{new_parent.blob}{new_name}"))
         # The worker starts no upload of the source (its row moves here) or the target
         # (replaced) meanwhile, and each upload under way ends first.
         async with contextlib.AsyncExitStack() as held:
@@ -509,14 +522,14 @@ class Files:
                                                                                    target_path)
                 await self.uploads.forget(target_path)
             source = self.store.node(node.inode) or node  # as the copy will see it
-            stale = bool(not here_only and await self._changed_elsewhere(node.entry,
+            stale = bool(not here_only and await self.moves.changed_elsewhere(node.entry,
                                                                          [source.blob]))
             try:
                 renamed = await self.namespace.rename(old_parent, node.name, new_parent,
                                                       new_name, replace=replace,
                                                       copy=not here_only)
             except RemoteNotFound:
-                if here_only or not self._holds_change(source_path):
+                if here_only or not self.moves.holds_change(source_path):
                     raise
                 # Deleted in the container meanwhile, but its bytes are here: it is
                 # renamed here alone, and goes up under the new name.
@@ -527,7 +540,7 @@ class Files:
                 self._drop_cached(renamed.replaced)
             if renamed.node.blob != source.blob:
                 # A file only here goes up under its new name, replacing what `base` says.
-                await self._move_cached(source, renamed.node,
+                await self.moves.move_cached(source, renamed.node,
                                         base=(base or "") if here_only else None,
                                         stale=stale)
 
@@ -553,64 +566,11 @@ class Files:
         return (upload is not None and upload.base_etag == "" and now is not None
                 and now.local and not now.etag)
 
-    async def _move_cached(self, source: Node, moved: Node, *, base: str | None,
-                           stale: bool = False) -> None:
-        """The cached copy follows its file to the new name, open handles with it.
-
-        After a server-side copy (`base` None), the container holds the source's bytes
-        under the copy's ETag: a clean copy of them stays clean under that ETag; one
-        written meanwhile stays dirty, now based on it. A file renamed here alone keeps
-        its bytes dirty, to go up as a change of the blob version `base` ('' = none).
-        A journal row moves with the file: the new one is durable before the old goes.
-        A change whose blob the container holds another version of (`stale`) keeps its
-        base: the copy is of the other's bytes, and the next upload must find that.
-        """
-        entry = self.entries[source.entry]
-        old_path = self.cache.path_for(entry, source.blob)
-        new_path = self.cache.path_for(entry, moved.blob)
-        record = self.store.cached_file(str(old_path))
-        upload = self.store.upload(str(old_path))
-        etag = moved.etag if base is None else base
-        # A partial copy stays: its blocks are recorded under the old path.
-        usable = record is not None and (record.state == "dirty" or (
-            record.state == "clean" and record.etag == source.etag))
-        if usable and stale and record.state == "dirty":
-            etag = record.etag
-        if usable and etag is not None and self._link(old_path, new_path):
-            self.cache.record(new_path, blob=moved.blob, etag=etag,
-                              size=new_path.stat().st_size, state=record.state)
-            if upload is not None:
-                await self.uploads.journal(new_path, entry, moved.blob, etag, upload.mtime_ns,
-                                           journaled_metadata(upload))
-            elif base is not None and record.state == "dirty":
-                # Its blob was deleted elsewhere after its last upload: it goes up again.
-                await self._journal_moved(entry, new_path, moved.blob, base=base,
-                                          mtime_ns=moved.mtime_ns,
-                                          metadata=self._kept_metadata(moved))
-        if upload is not None:
-            await self.uploads.forget(old_path)
-        self.cache.forget(old_path)
-
-    async def _changed_elsewhere(self, index: int, blobs: Iterable[str]) -> set[str]:
-        """Of these blobs, those with a change here based on another version than the
-        one the container holds now (one HEAD each): a move copies the container's."""
-        entry, remote = self.entries[index], self.namespace.remotes[index]
-        changed = set()
-        for blob in blobs:
-            record = self.store.cached_file(str(self.cache.path_for(entry, blob)))
-            if record is None or record.state != "dirty" or not record.etag:
-                continue
-            try:
-                item = await trio.to_thread.run_sync(remote.properties, blob)
-            except RemoteNotFound:
-                continue
-            if item.etag != record.etag:
-                changed.add(blob)
-        return changed
-
-    def _holds_change(self, path: Path) -> bool:
-        record = self.store.cached_file(str(path))
-        return record is not None and record.state == "dirty"
+    def _moved(self, old_path: Path, new_path: Path) -> None:
+        """A cache file took a new name: the handles on it follow."""
+        for handle in self.handles.values():
+            if handle.path == old_path:
+                handle.path = new_path
 
     def _writers_under(self, folder: Node) -> list[tuple[Writing, Node]]:
         """The handles open for writing on files under a folder, with their nodes."""
@@ -625,67 +585,6 @@ class Files:
     def _written_under(self, folder: Node) -> dict[str, int]:
         """The blobs under a folder open for writing here, and their inodes."""
         return {node.blob: node.inode for _, node in self._writers_under(folder)}
-
-    async def _follow_vanished(self, entry: MountEntry, old_blob: str, inode: int) -> None:
-        """A file open for writing moved with its folder, though the move found no
-        blob of it to copy (deleted in the container since its last upload): its
-        bytes follow it and go up under its new name."""
-        node = self.store.node(inode)
-        old_path = self.cache.path_for(entry, old_blob)
-        if node is None or not self._holds_change(old_path):
-            return
-        new_path = self.cache.path_for(entry, node.blob)
-        if self._link(old_path, new_path):
-            self.cache.record(new_path, blob=node.blob, etag="",
-                              size=new_path.stat().st_size, state="dirty")
-            self.cache.forget(old_path)
-            await self._journal_moved(entry, new_path, node.blob, base="",
-                                      mtime_ns=node.mtime_ns,
-                                      metadata=self._kept_metadata(node))
-
-    async def _journal_moved(self, entry: MountEntry, path: Path, blob: str, *,
-                             base: str, mtime_ns: int, metadata: dict[str, str]) -> None:
-        """A moved file whose bytes the container lacks goes up under its new name, as
-        a change of version `base` ('' = a new blob), with its mode and owner
-        (`metadata`): journaled, and in sync mode now."""
-        if not self._holds_change(path):
-            return
-        version = await self.uploads.journal(path, entry, blob, base, mtime_ns, metadata)
-        if entry.upload == "sync":
-            await self.uploads.upload_now(path, version)
-
-    async def _follow(self, entry: MountEntry, old_blob: str, new_blob: str,
-                      etag: str | None, *, stale: bool) -> None:
-        """A file moved with its folder: its local change (and the version it is based
-        on, now the copy's) follows it, so a later change is no false conflict; unless
-        the container held another version than that (`stale`): then it keeps its base,
-        and its next upload finds the conflict.
-
-        A clean copy stays behind: the blob may have changed in the container since it
-        was cached, and the copy's ETag would then name bytes it does not hold.
-        """
-        old_path = self.cache.path_for(entry, old_blob)
-        new_path = self.cache.path_for(entry, new_blob)
-        record = self.store.cached_file(str(old_path))
-        if (record is not None and record.state == "dirty" and etag
-                and self._link(old_path, new_path)):
-            self.cache.record(new_path, blob=new_blob, etag=record.etag if stale else etag,
-                              size=record.size, state=record.state)
-        self.cache.forget(old_path)
-
-    def _link(self, old_path: Path, new_path: Path) -> bool:
-        """Give the cache file at `old_path` the name `new_path` too; open handles move
-        with it. False if there is no such file."""
-        if not old_path.exists():
-            return False
-        new_path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            new_path.unlink()
-        os.link(old_path, new_path)
-        for handle in self.handles.values():
-            if handle.path == old_path:
-                handle.path = new_path
-        return True
 
     async def _upload_pending(self, node: Node) -> None:
         """A file about to move must be in the container first: the move copies the blob."""

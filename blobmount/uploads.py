@@ -29,9 +29,10 @@ from .azcopy import AzCopy
 from .cache import Cache, fsync_file, fsync_folder
 from .config import MountEntry, Settings
 from .errors import BlobmountError, RemoteConflict, RemoteNotFound
+from .posix import ATIME_KEY, to_metadata
 from .remote import MTIME_KEY, BlobItem, BlobProperties, Remote, backoff, file_md5, format_mtime
 from .singleflight import SingleFlight
-from .store import Store, Upload
+from .store import Node, Store, Upload
 from .supervise import fault
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,14 @@ def journaled_metadata(row: Upload) -> dict[str, str]:
     except ValueError:
         return {}
     return {str(key): str(value) for key, value in kept.items()} if isinstance(kept, dict) else {}
+
+
+def node_metadata(node: Node) -> dict[str, str]:
+    """The mode, owner and atime a file's upload puts with its bytes."""
+    metadata = to_metadata(is_dir=False, mode=node.mode, uid=node.uid, gid=node.gid)
+    if node.atime_ns is not None:
+        metadata[ATIME_KEY] = format_mtime(node.atime_ns)
+    return metadata
 
 
 async def _nothing() -> None:
