@@ -879,13 +879,23 @@ test_file_life = FileLife.TestCase
 
 
 @contextlib.contextmanager
-def machine(mode: str) -> Iterator[FileLife]:
+def machine(mode: str, **start: Any) -> Iterator[FileLife]:
     state = FileLife()
     try:
-        state.start(mode=mode)
+        state.start(mode=mode, **start)
         yield state
     finally:
         state.close_down()
+
+
+class Draws:
+    """A rule's `data` whose draws are given: the rules run as a script."""
+
+    def __init__(self, *values: Any) -> None:
+        self.values = list(values)
+
+    def draw(self, strategy: Any, label: str | None = None) -> Any:
+        return self.values.pop(0)
 
 
 def test_a_conflict_found_while_a_writer_stays_open_keeps_its_later_bytes() -> None:
@@ -913,3 +923,57 @@ def test_a_file_whose_blob_vanished_elsewhere_can_be_renamed() -> None:
         state.loop.call(state._rename, "x", "y")  # was: RemoteNotFound (ENOENT)
         state.loop.call(state._close, number)
         assert state.remote.files()["y"].data == b"kept"
+
+
+# -- sequences later runs found (other seeds, more examples), each as it failed then --
+
+
+def test_a_download_for_the_name_a_file_is_renamed_onto_lands_before_the_move() -> None:
+    """A reader's download of x is in flight; x is deleted elsewhere, so no file is
+    there to replace; an open file is renamed onto x. The download used to land after
+    the move, over the moved file's bytes, and its writer's next upload put them."""
+    with machine("sync", seeds={"x"}) as state:
+        state.open_for_reading_held(Draws("x"))
+        state.blob_vanishes_elsewhere(Draws("x"))
+        state.open_missing(Draws("x"), writing=False)  # the listing drops x
+        number = state._do_create("y")
+        state._do_write(number, "start")
+        state.fsync(Draws(number))
+        state._do_rename("y", "x")
+        if state.held is not None:
+            state.download_lands()
+        state._do_write(number, "end")
+        state._do_close(number)  # was: the upload put the download's bytes, not these
+        state._finish()
+
+
+def test_a_folder_rename_lets_a_download_under_it_land_first() -> None:
+    """A reader's download of d/x is in flight when d is renamed to e. It used to land
+    at d/x's cache path after the move, where a new d/x then wrote over the bytes the
+    reader had open."""
+    with machine("async", folder=True) as state:
+        state.blob_changes_elsewhere(Draws("d/x"))
+        state.open_for_reading_held(Draws("d/x"))
+        state.rename_folder()
+        if state.held is not None:
+            state.download_lands()
+        (reader,) = state.handles
+        state.mkdir(Draws("d"))
+        number = state._do_create("d/x")
+        state._do_write(number, "start")
+        state.read(Draws(reader))  # was: the new d/x's bytes, which e/x never had
+        state._finish()
+
+
+def test_an_open_whose_file_is_unlinked_while_it_waits_fails_with_enoent() -> None:
+    """A reader's download of y is in flight; y is unlinked and a new y made. The open
+    used to return the new y's bytes through the old y's node."""
+    with machine("sync", seeds={"y"}) as state:
+        state.open_for_reading_held(Draws("y"))
+        state.unlink(Draws("y"))
+        state._do_create("y")
+        state.remote.release_all()
+        state.loop.call(state.held["done"].wait)
+        assert isinstance(state.held.get("error"), NotFound)  # was: a handle reading b''
+        state.held = None
+        state._finish()
