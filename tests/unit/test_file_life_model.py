@@ -395,6 +395,9 @@ class FileLife(RuleBasedStateMachine):
     async def _rename(self, source: str, target: str) -> None:
         old_parent, old_leaf = await self._lookup(source)
         new_parent, new_leaf = await self._lookup(target)
+        # As the kernel does: it looks the target name up first.
+        with contextlib.suppress(NotFound):
+            await self.namespace.lookup(new_parent, new_leaf)
         await self.life.rename(old_parent, old_leaf, new_parent, new_leaf, replace=True)
 
     async def _truncate(self, path: str, size: int) -> None:
@@ -518,8 +521,8 @@ class FileLife(RuleBasedStateMachine):
             return
         self.held = None
         file = held["file"]
-        if isinstance(held.get("error"), NotFound) and file.name is None:
-            return  # unlinked while the open waited: the open came after the unlink
+        if getattr(held.get("error"), "errno", None) == errno.ENOENT and file.name is None:
+            return  # unlinked or deleted while the open waited: the open came after
         if "error" in held:
             raise held["error"]
         self.handles[held["number"]] = ModelHandle(file, writing=False, late=file.name is None)
@@ -687,7 +690,7 @@ class FileLife(RuleBasedStateMachine):
 
     def _do_rename(self, source: str, target: str) -> None:
         moved = self._shown(source)
-        replaced = self._file_at(target)
+        replaced = self._shown(target) if self._visible(target) else self._file_at(target)
         here_only = (self.mode == "async" and moved.changed and moved.uploaded is None
                      and not moved.replaced_one)
         if here_only:
