@@ -322,6 +322,11 @@ class _ThrottleAwareTransport(RequestsTransport):
         self._endpoint = endpoint
         self._metrics = metrics
         super().__init__(**options)
+        # Each request names what it verifies against (True: certifi's bundle), which
+        # wins over the session's `verify`: the environment's bundle must be said here.
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle and "connection_verify" not in options:
+            self.connection_config.verify = bundle
 
     def _init_session(self, session) -> None:
         # Enough pooled connections for every transfer's parallel requests: the default
