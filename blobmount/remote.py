@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 from xml.etree import ElementTree
 
 import requests
@@ -82,6 +82,9 @@ AZCOPY_SAS_MIN_RATE = 1024 * 1024  # bytes a second
 SAS_CLOCK_SKEW = dt.timedelta(minutes=5)
 # The source of a server-side copy (a rename) is read by the service within seconds.
 COPY_SAS_LIFETIME = dt.timedelta(minutes=15)
+# AzCopy hands a token only to hosts under these (its --trusted-microsoft-suffixes).
+AZURE_STORAGE_SUFFIXES = (".core.windows.net", ".core.chinacloudapi.cn",
+                          ".core.usgovcloudapi.net", ".core.cloudapi.de", ".storage.azure.net")
 # A user delegation key (accounts known by an identity) is asked for this long, and a new
 # one asked for when less than COPY_SAS_LIFETIME of it is left.
 DELEGATION_KEY_LIFETIME = dt.timedelta(hours=2)
@@ -382,6 +385,7 @@ class AzcopyAccess:
 
     url: str
     env: Mapping[str, str]
+    args: tuple[str, ...] = ()  # more of AzCopy's flags
 
 
 def azcopy_login(environ: Mapping[str, str]) -> dict[str, str] | None:
@@ -1044,7 +1048,7 @@ class Remote:
         SAS on its command line; else with a SAS that reads that blob only and lasts
         about as long as the job (sas_lifetime)."""
         if self.azcopy_login is not None:
-            return AzcopyAccess(self.blob_url(blob), dict(self.azcopy_login))
+            return AzcopyAccess(self.blob_url(blob), dict(self.azcopy_login), self._trust())
         sas = self.sas_for_azcopy(blob=blob, lifetime=sas_lifetime(size))
         return AzcopyAccess(f"{self.blob_url(blob)}?{sas}", {})
 
@@ -1055,7 +1059,7 @@ class Remote:
         the container where it has not (Azure has no narrower SAS for several blobs)."""
         url = self.blob_url(folder.rstrip("/")) if folder else self.blob_url()
         if self.azcopy_login is not None:
-            return AzcopyAccess(url, dict(self.azcopy_login))
+            return AzcopyAccess(url, dict(self.azcopy_login), self._trust())
         key = self._key()
         if key is None:
             return AzcopyAccess(f"{url}?{self.sas_for_azcopy()}", {})
@@ -1071,6 +1075,15 @@ class Remote:
                                          permission=ContainerSasPermissions(read=True),
                                          **times)
         return AzcopyAccess(f"{url}?{sas}", {})
+
+    def _trust(self) -> tuple[str, ...]:
+        """AzCopy's flag that lets it send its token to an endpoint outside Azure's own
+        domains (a private endpoint's name, an emulator): the SDK already sends it
+        there, since the config names that endpoint for this account."""
+        host = urlsplit(self.account.endpoint).netloc
+        if host.rsplit(":", 1)[0].lower().endswith(AZURE_STORAGE_SUFFIXES):
+            return ()
+        return (f"--trusted-microsoft-suffixes={host}",)
 
     def _hierarchical(self) -> bool:
         """Whether the account has a hierarchical namespace (asked once; False when the

@@ -427,7 +427,8 @@ class Downloads:
                 access = await trio.to_thread.run_sync(
                     partial(remote.azcopy_blob, blob, size=size), limiter=self._limiter)
                 azcopy = self._azcopy_for(entry)
-                await azcopy.copy(access.url, str(temp), from_to="BlobLocal", env=access.env)
+                await azcopy.copy(access.url, str(temp), from_to="BlobLocal", env=access.env,
+                                  extra_args=access.args)
                 # The bytes are of the version both looks saw, whatever the listing said.
                 after = await trio.to_thread.run_sync(remote.properties, blob,
                                                       limiter=self._limiter)
@@ -561,7 +562,8 @@ class Downloads:
             started = trio.current_time()
             await self._azcopy_for(entry).copy(access.url, str(destination),
                                                from_to="BlobLocal", list_of_files=listing,
-                                               on_progress=job_progress, env=access.env)
+                                               on_progress=job_progress, env=access.env,
+                                               extra_args=access.args)
             copied = trio.current_time()
             # A file changed in the container since its listing (before or during the
             # job) holds bytes of an unknown version: it is left for its next open.

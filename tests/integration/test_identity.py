@@ -1,7 +1,8 @@
 """An account known by an identity alone: Azurite over HTTPS with OAuth (`--oauth
 basic`), the daemon signed in by DefaultAzureCredential through a managed identity
-endpoint (App Service's IDENTITY_ENDPOINT, served here), and a rename, which copies the
-blob server-side with a user delegation SAS for its source."""
+endpoint (App Service's IDENTITY_ENDPOINT, served here). A rename copies the blob
+server-side with a user delegation SAS for its source; AzCopy logs in as the same
+identity (AZCOPY_AUTO_LOGIN_TYPE=MSI) and is given no SAS at all."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import base64
 import datetime as dt
 import ipaddress
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +27,7 @@ from cryptography.x509.oid import NameOID
 
 from blobmount.azurite import ACCOUNT_NAME, Azurite
 
-from .conftest import Mounter
+from .conftest import Mounter, blobmount, upload
 
 pytestmark = pytest.mark.integration
 
@@ -119,6 +121,7 @@ def identity_endpoint(monkeypatch, tls) -> Iterator[list[str]]:
     monkeypatch.setenv("IDENTITY_ENDPOINT", f"http://127.0.0.1:{server.server_port}/token")
     monkeypatch.setenv("IDENTITY_HEADER", IDENTITY_HEADER)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls[0]))  # the daemon trusts Azurite
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls[0]))  # and so does AzCopy
     _IdentityEndpoint.asked = []
     try:
         yield _IdentityEndpoint.asked
@@ -136,12 +139,17 @@ def test_rename_on_an_account_known_by_an_identity_alone(oauth_azurite, identity
     try:
         container.upload_blob("old.txt", b"moved by a user delegation SAS\n")
         container.upload_blob("dir/a.txt", b"a\n")
+        big = os.urandom(300_000)
+        batch = [os.urandom(100_000) for _ in range(12)]
+        upload(container, {"big.bin": big,
+                           **{f"batch/f{i}.bin": data for i, data in enumerate(batch)}})
         config = tmp_path / "config.yaml"
         config.write_text(yaml.safe_dump({
             "cache_dir": str(tmp_path / "cache"),
             "accounts": {"id": {"account_name": ACCOUNT_NAME,
                                 "endpoint": oauth_azurite.endpoint}},  # no key, no SAS
-            "mounts": [{"local": "d", "account": "id", "container": "identity"}]}))
+            "mounts": [{"local": "d", "account": "id", "container": "identity"}],
+            "sdk_download_max": "64KiB"}))  # so that reads go through AzCopy jobs too
         mounter = Mounter(tmp_path, oauth_azurite)
         try:
             mount = mounter.mount(config)
@@ -150,10 +158,20 @@ def test_rename_on_an_account_known_by_an_identity_alone(oauth_azurite, identity
             (root / "old.txt").rename(root / "new.txt")
             (root / "dir").rename(root / "moved")
             assert (root / "new.txt").read_bytes() == b"moved by a user delegation SAS\n"
+            # AzCopy, logged in as the identity: one blob, then a prefetch batch.
+            assert (root / "big.bin").read_bytes() == big
+            jobs = mount.status()["azcopy_jobs"]
+            assert jobs == 1
+            blobmount("prefetch", str(root / "batch"), check=True)  # exit 1 if one failed
+            assert mount.status()["azcopy_jobs"] == jobs + 1
+            for i in range(12):
+                assert (root / f"batch/f{i}.bin").read_bytes() == batch[i]
+            assert "access denied" not in mount.log()
             mounter.unmount(mount)
         finally:
             mounter.cleanup()
-        names = sorted(blob.name for blob in container.list_blobs())
+        names = sorted(blob.name for blob in container.list_blobs()
+                       if not blob.name.startswith(("big.bin", "batch/")))
         assert names == ["moved", "moved/a.txt", "new.txt"]  # 'moved': its folder marker
         assert container.download_blob("new.txt").readall() == (
             b"moved by a user delegation SAS\n")

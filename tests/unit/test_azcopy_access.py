@@ -148,6 +148,18 @@ def test_an_identity_job_has_no_sas_on_its_command_line(identity_remote, monkeyp
         assert env["AZCOPY_SPA_CLIENT_SECRET"] == "the-client-secret"
 
 
+def test_azcopy_may_hand_its_token_only_to_the_endpoint_of_the_config(identity_remote,
+                                                                     monkeypatch):
+    monkeypatch.setenv("AZCOPY_AUTO_LOGIN_TYPE", "MSI")
+    assert identity_remote().azcopy_blob("a", size=1).args == ()  # Azure's own domain
+    monkeypatch.setattr(remote_module, "_service_client", lambda *a, **k: _NoService())
+    private = Remote(Account(name="id", account_name="acct", use_identity=True,
+                             endpoint="https://10.1.2.3:8443/acct"), "data")
+    assert private.azcopy_folder("", size=1).args == (
+        "--trusted-microsoft-suffixes=10.1.2.3:8443",)
+    assert key_remote().azcopy_blob("a", size=1).args == ()
+
+
 def test_a_sas_job_does_not_log_in_even_if_the_daemon_was_told_to(monkeypatch,
                                                                   recording_azcopy):
     monkeypatch.setenv("AZCOPY_AUTO_LOGIN_TYPE", "AZCLI")
