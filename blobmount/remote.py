@@ -63,7 +63,7 @@ from .errors import (
     RemoteUnreachable,
     RemoteUnsupported,
 )
-from .log import redact
+from .log import redact, register_secret
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -514,6 +514,7 @@ class Remote:
         #: how AzCopy logs in, for an account known by an identity alone (None: it cannot)
         self.azcopy_login = (azcopy_login(os.environ) if not self._key() and not
                              account.sas_token else None)
+        register_secret((self.azcopy_login or {}).get("AZCOPY_SPA_CLIENT_SECRET"))
         self._delegation_key = None
         self._delegation_key_lock = threading.Lock()
         self._hns: bool | None = None

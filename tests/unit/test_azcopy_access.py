@@ -5,6 +5,7 @@ And the SAS a server-side copy (a rename) gives the service for its source."""
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import types
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -16,6 +17,7 @@ from blobmount import remote as remote_module
 from blobmount.azcopy import AzCopy
 from blobmount.cache import Cache
 from blobmount.config import AZURITE_KEY, Account, MountEntry
+from blobmount.log import redact
 from blobmount.remote import (
     AZCOPY_SAS_BASE,
     AZCOPY_SAS_MIN_RATE,
@@ -51,7 +53,7 @@ class _NoCredential:
 def identity_remote(monkeypatch):
     fake_identity = types.ModuleType("azure.identity")
     fake_identity.DefaultAzureCredential = _NoCredential
-    monkeypatch.setitem(__import__("sys").modules, "azure.identity", fake_identity)
+    monkeypatch.setitem(sys.modules, "azure.identity", fake_identity)
 
     def make() -> Remote:
         return Remote(Account(name="id", account_name="acct", endpoint=ENDPOINT,
@@ -146,6 +148,8 @@ def test_an_identity_job_has_no_sas_on_its_command_line(identity_remote, monkeyp
         assert env["AZCOPY_SPA_APPLICATION_ID"] == "app"
         assert env["AZCOPY_TENANT_ID"] == "tenant"
         assert env["AZCOPY_SPA_CLIENT_SECRET"] == "the-client-secret"
+    # Should AzCopy ever quote it, no log line or error would show it.
+    assert redact("AzCopy said: the-client-secret") == "AzCopy said: REDACTED"
 
 
 def test_azcopy_may_hand_its_token_only_to_the_endpoint_of_the_config(identity_remote,
