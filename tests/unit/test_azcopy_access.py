@@ -270,3 +270,49 @@ class _NoService:
 
     def close(self) -> None:
         pass
+
+
+# ------------------------------------------- a rename's source on an identity account
+
+class _DelegatingService(_NoService):
+    """Hands out user delegation keys, as the service does for a signed-in identity."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[dt.datetime, dt.datetime]] = []
+
+    def get_user_delegation_key(self, start, expiry):
+        self.asked.append((start, expiry))
+        from azure.storage.blob import UserDelegationKey
+
+        key = UserDelegationKey()
+        key.signed_oid, key.signed_tid = "oid", "tid"
+        key.signed_start = start.strftime("%Y-%m-%dT%H:%M:%SZ")
+        key.signed_expiry = expiry.strftime("%Y-%m-%dT%H:%M:%SZ")
+        key.signed_service, key.signed_version = "b", "2025-01-05"
+        key.value = "a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2U="
+        return key
+
+
+def test_a_copy_source_on_an_identity_account_gets_a_user_delegation_sas(monkeypatch):
+    service = _DelegatingService()
+    monkeypatch.setattr(remote_module, "_service_client", lambda *a, **k: service)
+    remote = Remote(Account(name="id", account_name="acct", endpoint=ENDPOINT,
+                            use_identity=True), "data")
+    first = query("?" + remote._copy_source_sas("a/b.bin"))
+    assert first["sr"] == "b" and first["sp"] == "r"
+    assert first["skoid"] == "oid" and first["sktid"] == "tid"  # signed by the key
+    assert lifetime(first) <= remote_module.COPY_SAS_LIFETIME
+    remote._copy_source_sas("c.bin")
+    assert len(service.asked) == 1  # the key is kept for the next rename
+    # One about to expire is asked for again.
+    monkeypatch.setattr(remote_module, "DELEGATION_KEY_LIFETIME", dt.timedelta(minutes=1))
+    remote._delegation_key = None
+    remote._copy_source_sas("d.bin")
+    remote._copy_source_sas("e.bin")
+    assert len(service.asked) == 3
+
+
+def test_a_copy_source_on_a_key_account_is_signed_with_the_key():
+    token = query("?" + key_remote()._copy_source_sas("a/b.bin"))
+    assert token["sr"] == "b" and token["sp"] == "r" and "skoid" not in token
+    assert lifetime(token) <= remote_module.COPY_SAS_LIFETIME
