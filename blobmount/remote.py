@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote
 from xml.etree import ElementTree
 
 import requests
@@ -53,6 +53,17 @@ from azure.storage.blob import (
 )
 
 from . import posix
+from .access import (
+    AZCOPY_SAS_LIFETIME,
+    COPY_SAS_LIFETIME,
+    DELEGATION_KEY_LIFETIME,
+    SAS_CLOCK_SKEW,
+    AzcopyAccess,
+    azcopy_login,
+    sas_lifetime,
+    service_time,
+    trust_args,
+)
 from .config import AZURITE_KEY, Account
 from .errors import (
     RemoteAuthError,
@@ -72,22 +83,6 @@ FOLDER_MARKER_KEY = "hdi_isfolder"
 # A file's modification time as set through the mount (write, utimens), in rclone's
 # format (RFC 3339 with nanoseconds, UTC), so rclone shows the same time.
 MTIME_KEY = "mtime"
-# AzCopy jobs get a SAS that expires soon: its command line is visible to local users.
-# It lasts AZCOPY_SAS_BASE plus the job's bytes at AZCOPY_SAS_MIN_RATE: a job slower than
-# that meets an expired SAS (403) and fails. Jobs of unknown size get AZCOPY_SAS_LIFETIME.
-AZCOPY_SAS_LIFETIME = dt.timedelta(minutes=30)
-AZCOPY_SAS_BASE = dt.timedelta(minutes=10)
-AZCOPY_SAS_MIN_RATE = 1024 * 1024  # bytes a second
-# Clocks drift: a SAS starts a little before now.
-SAS_CLOCK_SKEW = dt.timedelta(minutes=5)
-# The source of a server-side copy (a rename) is read by the service within seconds.
-COPY_SAS_LIFETIME = dt.timedelta(minutes=15)
-# AzCopy hands a token only to hosts under these (its --trusted-microsoft-suffixes).
-AZURE_STORAGE_SUFFIXES = (".core.windows.net", ".core.chinacloudapi.cn",
-                          ".core.usgovcloudapi.net", ".core.cloudapi.de", ".storage.azure.net")
-# A user delegation key (accounts known by an identity) is asked for this long, and a new
-# one asked for when less than COPY_SAS_LIFETIME of it is left.
-DELEGATION_KEY_LIFETIME = dt.timedelta(hours=2)
 # A download whose bytes do not match the blob's Content-MD5 is tried this many times.
 DOWNLOAD_TRIES = 2
 # The start-up check retries once: a wrong endpoint fails within a few seconds.
@@ -375,61 +370,6 @@ class _ThrottleAwareTransport(RequestsTransport):
                                      response.status_code, time.perf_counter() - started,
                                      sent=int(sent or 0), received=int(received or 0))
         return response
-
-
-@dataclass(frozen=True)
-class AzcopyAccess:
-    """How one AzCopy job reaches the container: the URL to give it (with a SAS in its
-    query, or none when AzCopy logs in as the account's identity) and what to add to its
-    environment (the login)."""
-
-    url: str
-    env: Mapping[str, str]
-    args: tuple[str, ...] = ()  # more of AzCopy's flags
-
-
-def azcopy_login(environ: Mapping[str, str]) -> dict[str, str] | None:
-    """What AzCopy's environment needs to log in as the identity that
-    DefaultAzureCredential takes from `environ`; None when that cannot be told.
-
-    An AZCOPY_AUTO_LOGIN_TYPE already set wins (AzCopy reads its other AZCOPY_* variables
-    from the environment it inherits). Otherwise, in DefaultAzureCredential's order: a
-    service principal with a secret or a certificate (AZURE_CLIENT_ID, AZURE_TENANT_ID,
-    AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH), workload identity
-    (AZURE_FEDERATED_TOKEN_FILE), a managed identity whose endpoint is named
-    (IDENTITY_ENDPOINT or MSI_ENDPOINT; AZURE_CLIENT_ID picks a user-assigned one). A VM's
-    managed identity or an `az login` must be named: AZCOPY_AUTO_LOGIN_TYPE=MSI or AZCLI.
-    """
-    chosen = environ.get("AZCOPY_AUTO_LOGIN_TYPE", "").strip().upper()
-    if chosen:
-        # DEVICE asks a person to sign in: a daemon cannot.
-        return None if chosen == "DEVICE" else {"AZCOPY_AUTO_LOGIN_TYPE": chosen}
-    client = environ.get("AZURE_CLIENT_ID", "")
-    tenant = environ.get("AZURE_TENANT_ID", "")
-    spn = {"AZCOPY_AUTO_LOGIN_TYPE": "SPN", "AZCOPY_SPA_APPLICATION_ID": client,
-           "AZCOPY_TENANT_ID": tenant}
-    if client and tenant and environ.get("AZURE_CLIENT_SECRET"):
-        return {**spn, "AZCOPY_SPA_CLIENT_SECRET": environ["AZURE_CLIENT_SECRET"]}
-    if client and tenant and environ.get("AZURE_CLIENT_CERTIFICATE_PATH"):
-        spn["AZCOPY_SPA_CERT_PATH"] = environ["AZURE_CLIENT_CERTIFICATE_PATH"]
-        if environ.get("AZURE_CLIENT_CERTIFICATE_PASSWORD"):
-            spn["AZCOPY_SPA_CERT_PASSWORD"] = environ["AZURE_CLIENT_CERTIFICATE_PASSWORD"]
-        return spn
-    if client and tenant and environ.get("AZURE_FEDERATED_TOKEN_FILE"):
-        return {"AZCOPY_AUTO_LOGIN_TYPE": "WORKLOAD"}  # AzCopy reads the AZURE_* ones
-    if environ.get("IDENTITY_ENDPOINT") or environ.get("MSI_ENDPOINT"):
-        login = {"AZCOPY_AUTO_LOGIN_TYPE": "MSI"}
-        if client:
-            login["AZCOPY_MSI_CLIENT_ID"] = client
-        return login
-    return None
-
-
-def sas_lifetime(size: int | None) -> dt.timedelta:
-    """How long the SAS of an AzCopy job of `size` bytes (None: unknown) lasts."""
-    if size is None:
-        return AZCOPY_SAS_LIFETIME
-    return AZCOPY_SAS_BASE + dt.timedelta(seconds=size / AZCOPY_SAS_MIN_RATE)
 
 
 def _service_client(account: Account, *, timeout: float, retries: int,
@@ -1049,7 +989,7 @@ class Remote:
         SAS on its command line; else with a SAS that reads that blob only and lasts
         about as long as the job (sas_lifetime)."""
         if self.azcopy_login is not None:
-            return AzcopyAccess(self.blob_url(blob), dict(self.azcopy_login), self._trust())
+            return self._logged_in(self.blob_url(blob))
         sas = self.sas_for_azcopy(blob=blob, lifetime=sas_lifetime(size))
         return AzcopyAccess(f"{self.blob_url(blob)}?{sas}", {})
 
@@ -1060,7 +1000,7 @@ class Remote:
         the container where it has not (Azure has no narrower SAS for several blobs)."""
         url = self.blob_url(folder.rstrip("/")) if folder else self.blob_url()
         if self.azcopy_login is not None:
-            return AzcopyAccess(url, dict(self.azcopy_login), self._trust())
+            return self._logged_in(url)
         key = self._key()
         if key is None:
             return AzcopyAccess(f"{url}?{self.sas_for_azcopy()}", {})
@@ -1077,14 +1017,9 @@ class Remote:
                                          **times)
         return AzcopyAccess(f"{url}?{sas}", {})
 
-    def _trust(self) -> tuple[str, ...]:
-        """AzCopy's flag that lets it send its token to an endpoint outside Azure's own
-        domains (a private endpoint's name, an emulator): the SDK already sends it
-        there, since the config names that endpoint for this account."""
-        host = urlsplit(self.account.endpoint).netloc
-        if host.rsplit(":", 1)[0].lower().endswith(AZURE_STORAGE_SUFFIXES):
-            return ()
-        return (f"--trusted-microsoft-suffixes={host}",)
+    def _logged_in(self, url: str) -> AzcopyAccess:
+        assert self.azcopy_login is not None
+        return AzcopyAccess(url, dict(self.azcopy_login), trust_args(self.account.endpoint))
 
     def _hierarchical(self) -> bool:
         """Whether the account has a hierarchical namespace (asked once; False when the
@@ -1142,20 +1077,13 @@ class Remote:
         and reused (asked for outside the lock: no lock is held across a call)."""
         with self._delegation_key_lock:
             held = self._delegation_key
-        if held is not None and _utc(held.signed_expiry) - now > COPY_SAS_LIFETIME:
+        if held is not None and service_time(held.signed_expiry) - now > COPY_SAS_LIFETIME:
             return held
         fresh = self._service.get_user_delegation_key(now - SAS_CLOCK_SKEW,
                                                       now + DELEGATION_KEY_LIFETIME)
         with self._delegation_key_lock:
             self._delegation_key = fresh
         return fresh
-
-
-def _utc(when: str | dt.datetime) -> dt.datetime:
-    """A time of the service ('2026-12-01T15:00:00Z') as an aware datetime."""
-    if isinstance(when, dt.datetime):
-        return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
-    return dt.datetime.fromisoformat(when.replace("Z", "+00:00"))
 
 
 def file_md5(path: Path) -> str:

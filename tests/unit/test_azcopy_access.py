@@ -14,17 +14,17 @@ import pytest
 import trio
 
 from blobmount import remote as remote_module
+from blobmount.access import (
+    AZCOPY_SAS_BASE,
+    AZCOPY_SAS_MIN_RATE,
+    COPY_SAS_LIFETIME,
+    azcopy_login,
+)
 from blobmount.azcopy import AzCopy
 from blobmount.cache import Cache
 from blobmount.config import AZURITE_KEY, Account, MountEntry
 from blobmount.log import redact
-from blobmount.remote import (
-    AZCOPY_SAS_BASE,
-    AZCOPY_SAS_MIN_RATE,
-    BlobItem,
-    Remote,
-    azcopy_login,
-)
+from blobmount.remote import BlobItem, Remote
 from blobmount.store import Store
 from blobmount.transfers import Downloads, Wanted
 
@@ -301,7 +301,7 @@ def test_a_copy_source_on_an_identity_account_gets_a_user_delegation_sas(monkeyp
     first = query("?" + remote._copy_source_sas("a/b.bin"))
     assert first["sr"] == "b" and first["sp"] == "r"
     assert first["skoid"] == "oid" and first["sktid"] == "tid"  # signed by the key
-    assert lifetime(first) <= remote_module.COPY_SAS_LIFETIME
+    assert lifetime(first) <= COPY_SAS_LIFETIME
     remote._copy_source_sas("c.bin")
     assert len(service.asked) == 1  # the key is kept for the next rename
     # One about to expire is asked for again.
@@ -315,4 +315,4 @@ def test_a_copy_source_on_an_identity_account_gets_a_user_delegation_sas(monkeyp
 def test_a_copy_source_on_a_key_account_is_signed_with_the_key():
     token = query("?" + key_remote()._copy_source_sas("a/b.bin"))
     assert token["sr"] == "b" and token["sp"] == "r" and "skoid" not in token
-    assert lifetime(token) <= remote_module.COPY_SAS_LIFETIME
+    assert lifetime(token) <= COPY_SAS_LIFETIME
