@@ -25,7 +25,7 @@ import shlex
 import shutil
 import signal
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -284,8 +284,11 @@ class AzCopy:
         #: AzCopy itself retries an account that does not answer for many minutes
         self.stall_timeout = stall_timeout
 
-    def _environment(self, job_dir: Path) -> dict[str, str]:
+    def _environment(self, job_dir: Path, login: Mapping[str, str]) -> dict[str, str]:
         env = dict(os.environ)
+        # A job logs in only when told to (`login`): one given a SAS uses that.
+        env.pop("AZCOPY_AUTO_LOGIN_TYPE", None)
+        env.update(login)
         env.update(
             {
                 # Logs and job plans go to the job's folder, which is removed after the job.
@@ -351,6 +354,7 @@ class AzCopy:
         list_of_files: Path | None = None,
         extra_args: Sequence[str] = (),
         on_progress: Callable[[JobSummary], None] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> JobSummary:
         """Copy `source` to `destination` in one AzCopy job; return its summary.
 
@@ -359,7 +363,9 @@ class AzCopy:
         `source`); a listed path that does not exist fails the job, which AzCopy itself
         would skip silently. Raises TransferError unless every transfer completed.
         `on_progress` gets AzCopy's counters each time it reports them (every few
-        seconds). Cancelling the calling scope stops AzCopy.
+        seconds). `env` is added to AzCopy's environment: how it logs in (an
+        AZCOPY_AUTO_LOGIN_TYPE, for a URL without a SAS). Cancelling the calling scope
+        stops AzCopy.
         """
         global _jobs_started
         expected = _listed_entries(list_of_files) if list_of_files is not None else 0
@@ -380,7 +386,8 @@ class AzCopy:
             _jobs_started += 1
             if self.metrics is not None:
                 self.metrics.azcopy_job(from_to, listed=list_of_files is not None)
-            returncode, stdout, stderr = await self._run(command, job_dir, what, on_progress)
+            returncode, stdout, stderr = await self._run(command, job_dir, what, on_progress,
+                                                         env or {})
             elapsed = trio.current_time() - started
             summary, errors = parse_output(stdout)
             logger.debug(
@@ -403,11 +410,12 @@ class AzCopy:
             shutil.rmtree(job_dir, ignore_errors=True)
 
     async def _run(self, command: list[str], job_dir: Path, what: str,
-                   on_progress: Callable[[JobSummary], None] | None) -> tuple[int, str, str]:
+                   on_progress: Callable[[JobSummary], None] | None,
+                   login: Mapping[str, str]) -> tuple[int, str, str]:
         """Run AzCopy to its end; its exit status, stdout and stderr."""
         try:
             # Tied to the daemon: a kill -9 of it leaves no AzCopy running.
-            process = Child(command, env=self._environment(job_dir))
+            process = Child(command, env=self._environment(job_dir, login))
         except OSError as exc:
             raise TransferError(f"{what}: cannot run {self.binary}: {exc}") from exc
         stdout, stderr = bytearray(), bytearray()

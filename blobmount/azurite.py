@@ -73,13 +73,17 @@ class Azurite:
         host: str = "127.0.0.1",
         port: int = 0,
         binary: Path | None = None,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         """`location` None keeps the blobs in memory; `port` 0 picks a free port at the
-        first start."""
+        first start. `tls` (a PEM certificate and its key) serves HTTPS and takes OAuth
+        bearer tokens too (Azurite's `--oauth basic`: their claims are checked, not
+        their signature)."""
         self.location = Path(location) if location is not None else None
         self.host = host
         self.port = port
         self.binary = binary
+        self.tls = tls
         self.pid: int | None = None
         self.log_path: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -87,12 +91,16 @@ class Azurite:
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.host}:{self.port}/{ACCOUNT_NAME}"
+        return f"{self._scheme}://{self.host}:{self.port}/{ACCOUNT_NAME}"
+
+    @property
+    def _scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     @property
     def connection_string(self) -> str:
         return (
-            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};"
+            f"DefaultEndpointsProtocol={self._scheme};AccountName={ACCOUNT_NAME};"
             f"AccountKey={ACCOUNT_KEY};BlobEndpoint={self.endpoint};"
         )
 
@@ -107,6 +115,9 @@ class Azurite:
             "--loose",
             "--disableTelemetry",
         ]
+        if self.tls:
+            command += ["--cert", str(self.tls[0]), "--key", str(self.tls[1]),
+                        "--oauth", "basic"]
         # Azurite refuses --location together with --inMemoryPersistence.
         if self.location is None:
             command.append("--inMemoryPersistence")

@@ -280,7 +280,10 @@ def _start_daemon(args: list[str], log_path: Path) -> tuple[int, str]:
 
 
 def _wait_for_daemon(args: list[str], log_path: Path) -> tuple[int, str]:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    from .log import make_log_private
+
+    # Tightened by the daemon's setup_logging, which logs it.
+    make_log_private(log_path, tighten=False)
     read_end, write_end = os.pipe()
     with open(log_path, "ab") as log_file:
         daemon = subprocess.Popen(

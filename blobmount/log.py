@@ -9,7 +9,9 @@ from outside (AzCopy's output, an SDK exception) before it is put in an error.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import stat
 import sys
 from pathlib import Path
 
@@ -53,8 +55,9 @@ def setup_logging(verbosity: int, log_file: Path | None, *, stderr: bool = False
         "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
     )
     handlers: list[logging.Handler] = []
+    loose: int | None = None
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
+        loose = make_log_private(log_file)
         handlers.append(logging.FileHandler(log_file))
     if stderr or log_file is None:
         handlers.append(logging.StreamHandler(sys.stderr))
@@ -66,3 +69,26 @@ def setup_logging(verbosity: int, log_file: Path | None, *, stderr: bool = False
         root.addHandler(handler)
     root.setLevel(level)
     logging.getLogger("azure").setLevel(logging.DEBUG if verbosity >= 3 else logging.WARNING)
+    if loose is not None:
+        logging.getLogger(__name__).warning(
+            "log file %s could be read by other users (mode %04o): made 0600", log_file, loose)
+
+
+def make_log_private(path: Path, *, tighten: bool = True) -> int | None:
+    """Create the log file `path` as 0600 (its folder, if new, as 0700), whatever the
+    umask: it names blobs and mount points. With `tighten`, a regular file of ours with
+    looser modes is made 0600 and its old mode returned (None: nothing was loose).
+    Anything else (a FIFO, /dev/stderr, another user's file) is left as it is."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        info = os.fstat(fd)
+        mode = stat.S_IMODE(info.st_mode)
+        if (tighten and stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid()
+                and mode & 0o077):
+            os.fchmod(fd, mode & 0o700)
+            return mode
+    finally:
+        os.close(fd)
+    return None

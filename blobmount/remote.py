@@ -53,6 +53,17 @@ from azure.storage.blob import (
 )
 
 from . import posix
+from .access import (
+    AZCOPY_SAS_LIFETIME,
+    COPY_SAS_LIFETIME,
+    DELEGATION_KEY_LIFETIME,
+    SAS_CLOCK_SKEW,
+    AzcopyAccess,
+    azcopy_login,
+    sas_lifetime,
+    service_time,
+    trust_args,
+)
 from .config import AZURITE_KEY, Account
 from .errors import (
     RemoteAuthError,
@@ -63,7 +74,7 @@ from .errors import (
     RemoteUnreachable,
     RemoteUnsupported,
 )
-from .log import redact
+from .log import redact, register_secret
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -72,8 +83,6 @@ FOLDER_MARKER_KEY = "hdi_isfolder"
 # A file's modification time as set through the mount (write, utimens), in rclone's
 # format (RFC 3339 with nanoseconds, UTC), so rclone shows the same time.
 MTIME_KEY = "mtime"
-# AzCopy jobs get a SAS that expires soon: its command line is visible to local users.
-AZCOPY_SAS_LIFETIME = dt.timedelta(minutes=30)
 # A download whose bytes do not match the blob's Content-MD5 is tried this many times.
 DOWNLOAD_TRIES = 2
 # The start-up check retries once: a wrong endpoint fails within a few seconds.
@@ -311,6 +320,11 @@ class _ThrottleAwareTransport(RequestsTransport):
         self._endpoint = endpoint
         self._metrics = metrics
         super().__init__(**options)
+        # Each request names what it verifies against (True: certifi's bundle), which
+        # wins over the session's `verify`: the environment's bundle must be said here.
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle and "connection_verify" not in options:
+            self.connection_config.verify = bundle
 
     def _init_session(self, session) -> None:
         # Enough pooled connections for every transfer's parallel requests: the default
@@ -437,6 +451,13 @@ class Remote:
         self.label = f"{account.account_name}/{container}"
         #: when a call last found the account not answering; None once one got through
         self.unreachable_at: float | None = None
+        #: how AzCopy logs in, for an account known by an identity alone (None: it cannot)
+        self.azcopy_login = (azcopy_login(os.environ) if not self._key() and not
+                             account.sas_token else None)
+        register_secret((self.azcopy_login or {}).get("AZCOPY_SPA_CLIENT_SECRET"))
+        self._delegation_key = None
+        self._delegation_key_lock = threading.Lock()
+        self._hns: bool | None = None
 
     def close(self) -> None:
         self._service.close()
@@ -931,7 +952,7 @@ class Remote:
         """Server-side copy of `source` to `destination`, waiting until it is done;
         the ETag of the copy."""
         with self._call(f"copy of {self.label}/{source} to {destination}"):
-            source_url = f"{self.blob_url(source)}?{self.sas_for_azcopy(blob=source)}"
+            source_url = f"{self.blob_url(source)}?{self._copy_source_sas(source)}"
             target = self._client.get_blob_client(destination)
             copy = target.start_copy_from_url(source_url)
             status, etag = copy.get("copy_status"), copy.get("etag")
@@ -948,24 +969,81 @@ class Remote:
         base = f"{self.account.endpoint}/{self.container}"
         return f"{base}/{quote(blob, safe='/')}" if blob else base
 
+    def _key(self) -> str | None:
+        return self.account.account_key or _key_from_connection_string(
+            self.account.connection_string)
+
     @property
     def azcopy_can_sign(self) -> bool:
-        """Whether AzCopy jobs can be given a SAS (an account known by an identity alone
-        cannot: its transfers all go through the SDK)."""
-        return bool(self.account.account_key or self.account.sas_token
-                    or _key_from_connection_string(self.account.connection_string))
+        """Whether AzCopy jobs can be given a SAS (uploads by AzCopy need one)."""
+        return bool(self._key() or self.account.sas_token)
+
+    @property
+    def azcopy_usable(self) -> bool:
+        """Whether AzCopy can reach the container: by a SAS, or by logging in as the
+        account's identity (see azcopy_login). Otherwise transfers go through the SDK."""
+        return self.azcopy_can_sign or self.azcopy_login is not None
+
+    def azcopy_blob(self, blob: str, *, size: int | None) -> AzcopyAccess:
+        """How an AzCopy job downloads one blob of `size` bytes: as the identity, with no
+        SAS on its command line; else with a SAS that reads that blob only and lasts
+        about as long as the job (sas_lifetime)."""
+        if self.azcopy_login is not None:
+            return self._logged_in(self.blob_url(blob))
+        sas = self.sas_for_azcopy(blob=blob, lifetime=sas_lifetime(size))
+        return AzcopyAccess(f"{self.blob_url(blob)}?{sas}", {})
+
+    def azcopy_folder(self, folder: str, *, size: int | None) -> AzcopyAccess:
+        """How an AzCopy job downloads listed blobs under `folder` ('' or 'a/b/'): as
+        the identity; else with a read-only SAS (no listing: the job's files are
+        listed) for that folder where the account has a hierarchical namespace, for
+        the container where it has not (Azure has no narrower SAS for several blobs)."""
+        url = self.blob_url(folder.rstrip("/")) if folder else self.blob_url()
+        if self.azcopy_login is not None:
+            return self._logged_in(url)
+        key = self._key()
+        if key is None:
+            return AzcopyAccess(f"{url}?{self.sas_for_azcopy()}", {})
+        now = dt.datetime.now(dt.UTC)
+        times = {"start": now - SAS_CLOCK_SKEW, "expiry": now + sas_lifetime(size)}
+        if folder and self._hierarchical():
+            sas = generate_blob_sas(self.account.account_name, self.container,
+                                    folder.strip("/"), account_key=key, is_directory=True,
+                                    permission=BlobSasPermissions(read=True), **times)
+        else:
+            sas = generate_container_sas(self.account.account_name, self.container,
+                                         account_key=key,
+                                         permission=ContainerSasPermissions(read=True),
+                                         **times)
+        return AzcopyAccess(f"{url}?{sas}", {})
+
+    def _logged_in(self, url: str) -> AzcopyAccess:
+        assert self.azcopy_login is not None
+        return AzcopyAccess(url, dict(self.azcopy_login), trust_args(self.account.endpoint))
+
+    def _hierarchical(self) -> bool:
+        """Whether the account has a hierarchical namespace (asked once; False when the
+        question fails: a container SAS then works where a folder's would not)."""
+        if self._hns is None:
+            try:
+                with self._call(f"account {self.account.account_name}"):
+                    info = self._service.get_account_information()
+                self._hns = bool(info.get("is_hns_enabled"))
+            except RemoteError as exc:
+                log.info("cannot tell whether %s has a hierarchical namespace: %s",
+                         self.label, exc)
+                self._hns = False
+        return self._hns
 
     def sas_for_azcopy(self, *, blob: str | None = None, write: bool = False,
                        lifetime: dt.timedelta = AZCOPY_SAS_LIFETIME) -> str:
         """A short-lived SAS token for one AzCopy job: one blob, or the container.
 
-        Read-only unless `write`; valid for `lifetime` (azfuse's `url` asks for 30 days).
-        Made from the account key where there is one; otherwise the account's own SAS
-        token is all we have.
+        Read-only unless `write` (then create and write, no read); valid for `lifetime`
+        (azfuse's `url` asks for 30 days). Made from the account key where there is one;
+        otherwise the account's own SAS token is all we have.
         """
-        key = self.account.account_key or _key_from_connection_string(
-            self.account.connection_string
-        )
+        key = self._key()
         if not key:
             if self.account.sas_token:
                 return self.account.sas_token
@@ -973,14 +1051,39 @@ class Remote:
                 f"account {self.account.name}: AzCopy needs an account key or a SAS token"
             )
         now = dt.datetime.now(dt.UTC)
-        times = {"start": now - dt.timedelta(minutes=5), "expiry": now + lifetime}
+        times = {"start": now - SAS_CLOCK_SKEW, "expiry": now + lifetime}
         if blob is not None:
-            permission = BlobSasPermissions(read=True, write=write, create=write)
+            permission = BlobSasPermissions(read=not write, write=write, create=write)
             return generate_blob_sas(self.account.account_name, self.container, blob,
                                      account_key=key, permission=permission, **times)
         permission = ContainerSasPermissions(read=True, list=True, write=write, create=write)
         return generate_container_sas(self.account.account_name, self.container,
                                       account_key=key, permission=permission, **times)
+
+    def _copy_source_sas(self, blob: str) -> str:
+        """A SAS that reads `blob`, for the service to copy it: signed with the account
+        key, or the account's own SAS; for an account known by an identity alone, a user
+        delegation SAS, signed with a key the identity asks the service for."""
+        if self._key() or self.account.sas_token:
+            return self.sas_for_azcopy(blob=blob, lifetime=COPY_SAS_LIFETIME)
+        now = dt.datetime.now(dt.UTC)
+        return generate_blob_sas(self.account.account_name, self.container, blob,
+                                 user_delegation_key=self._user_delegation_key(now),
+                                 permission=BlobSasPermissions(read=True),
+                                 start=now - SAS_CLOCK_SKEW, expiry=now + COPY_SAS_LIFETIME)
+
+    def _user_delegation_key(self, now: dt.datetime):
+        """A user delegation key valid for at least COPY_SAS_LIFETIME more; one is kept
+        and reused (asked for outside the lock: no lock is held across a call)."""
+        with self._delegation_key_lock:
+            held = self._delegation_key
+        if held is not None and service_time(held.signed_expiry) - now > COPY_SAS_LIFETIME:
+            return held
+        fresh = self._service.get_user_delegation_key(now - SAS_CLOCK_SKEW,
+                                                      now + DELEGATION_KEY_LIFETIME)
+        with self._delegation_key_lock:
+            self._delegation_key = fresh
+        return fresh
 
 
 def file_md5(path: Path) -> str:

@@ -359,7 +359,7 @@ class Downloads:
                 del self._fillings[path]
 
     def _by_sdk(self, remote: Remote, size: int) -> bool:
-        return size <= self.sdk_max or self._azcopy_for is None or not remote.azcopy_can_sign
+        return size <= self.sdk_max or self._azcopy_for is None or not remote.azcopy_usable
 
     def write(self, fd: int, path: Path, data: bytes, offset: int) -> int:
         """Write to a cache file open for writing, making room on a full disk first:
@@ -424,10 +424,11 @@ class Downloads:
                 # HEAD, bounded like every SDK call, finds that out first.
                 before = await trio.to_thread.run_sync(remote.properties, blob,
                                                        limiter=self._limiter)
-                sas = await trio.to_thread.run_sync(partial(remote.sas_for_azcopy, blob=blob))
+                access = await trio.to_thread.run_sync(
+                    partial(remote.azcopy_blob, blob, size=size), limiter=self._limiter)
                 azcopy = self._azcopy_for(entry)
-                await azcopy.copy(f"{remote.blob_url(blob)}?{sas}", str(temp),
-                                  from_to="BlobLocal")
+                await azcopy.copy(access.url, str(temp), from_to="BlobLocal", env=access.env,
+                                  extra_args=access.args)
                 # The bytes are of the version both looks saw, whatever the listing said.
                 after = await trio.to_thread.run_sync(remote.properties, blob,
                                                       limiter=self._limiter)
@@ -479,7 +480,7 @@ class Downloads:
             batch = [item for item in owned if _listable(item.blob)]
             try:
                 if (batch and self._azcopy_for is not None and not small
-                        and remote.azcopy_can_sign):
+                        and remote.azcopy_usable):
                     await self._azcopy_batch(entry, remote, batch, installed, result, progress)
             except BlobmountError as exc:
                 log.warning("prefetch of %d files of %s by one AzCopy job failed; each gets"
@@ -548,8 +549,9 @@ class Downloads:
 
         try:
             await trio.to_thread.run_sync(prepare, limiter=self._limiter)
-            sas = await trio.to_thread.run_sync(partial(remote.sas_for_azcopy))
-            source = remote.blob_url(folder.rstrip("/")) if folder else remote.blob_url()
+            access = await trio.to_thread.run_sync(
+                partial(remote.azcopy_folder, folder, size=sum(item.size for item in batch)),
+                limiter=self._limiter)
             # AzCopy puts the files under the source's last segment.
             root = destination / (folder.rstrip("/").rsplit("/", 1)[-1] if folder
                                   else remote.container)
@@ -558,9 +560,10 @@ class Downloads:
                 progress.job(summary.transfers_completed, summary.bytes_transferred)
 
             started = trio.current_time()
-            await self._azcopy_for(entry).copy(f"{source}?{sas}", str(destination),
+            await self._azcopy_for(entry).copy(access.url, str(destination),
                                                from_to="BlobLocal", list_of_files=listing,
-                                               on_progress=job_progress)
+                                               on_progress=job_progress, env=access.env,
+                                               extra_args=access.args)
             copied = trio.current_time()
             # A file changed in the container since its listing (before or during the
             # job) holds bytes of an unknown version: it is left for its next open.

@@ -64,6 +64,8 @@ def test_the_cache_is_private_whatever_the_umask(mounter, container):
              if mode != (0o700 if Path(path).is_dir() else 0o600)}
     assert not loose
     assert mount.log().count("was readable by other users") == 1
+    # The log (made by `blobmount mount` before the daemon starts) names blobs too.
+    assert stat.S_IMODE(mount.log_file.stat().st_mode) == 0o600
 
 
 def test_strict_refuses_a_cache_folder_others_can_read(mounter, container):

@@ -61,6 +61,7 @@ class FakeRemote:
     """One container, in memory."""
 
     azcopy_can_sign = False
+    azcopy_usable = False
 
     def __init__(self, container: str = "cont", account: str = "acct") -> None:
         self.container = container

@@ -27,8 +27,10 @@ LAYERS: dict[int, frozenset[str]] = {
     # `children`: child processes that die with the daemon (AzCopy's).
     # `metrics`: the daemon's counters and its Prometheus endpoint.
     # `posix`: modes, owners, symlinks and special nodes as blob metadata, and the rules.
+    # `access`: AzCopy's login for an identity, SAS lifetimes, endpoints trusted with a token.
     0: frozenset({"__init__", "errors", "config", "log", "tools", "singleflight", "sdnotify",
-                  "progress", "versions", "supervise", "children", "metrics", "posix"}),
+                  "progress", "versions", "supervise", "children", "metrics", "posix",
+                  "access"}),
     1: frozenset({"store", "remote", "azcopy", "azurite"}),
     # `uploads` (the write path's journal and worker) sits with `transfers`.
     # `eviction` (cache limits), `catalog` (mount paths to blobs), `xattrs` sit with `cache`.

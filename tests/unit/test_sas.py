@@ -103,7 +103,7 @@ def _lifetime(token: dict[str, str]) -> dt.timedelta:
 
 @pytest.mark.parametrize(("scope", "resource", "letters"), [
     ({"blob": "a/b.bin"}, "b", "r"),                     # a download: one blob, read
-    ({"blob": "a/b.bin", "write": True}, "b", "rcw"),    # an upload: one blob, write
+    ({"blob": "a/b.bin", "write": True}, "b", "cw"),     # an upload: one blob, write only
     ({}, "c", "rl"),                                     # a prefetch batch: list + read
 ])
 def test_azcopy_jobs_get_the_narrowest_sas(scope, resource, letters):

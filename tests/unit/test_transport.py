@@ -43,8 +43,11 @@ def test_a_ca_bundle_of_the_environment_is_used(monkeypatch, tmp_path):
     bundle.write_text("")
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
     assert session_for(ENDPOINT).verify == str(bundle)
+    # What each request is sent with: it wins over the session's.
+    assert _ThrottleAwareTransport(ENDPOINT).connection_config.verify == str(bundle)
     monkeypatch.delenv("REQUESTS_CA_BUNDLE")
     assert session_for(ENDPOINT).verify is True
+    assert _ThrottleAwareTransport(ENDPOINT).connection_config.verify is True
 
 
 def test_connections_are_pooled_for_parallel_transfers():
