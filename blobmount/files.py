@@ -88,7 +88,7 @@ class Files:
         #: told, at each open that needs the file's bytes, whether it downloaded them
         self.on_copy: Callable[[bool], None] = lambda downloaded: None
         self.moves = CacheMoves(self.store, cache, uploads, entries, namespace.remotes,
-                                on_linked=self._moved)
+                                limiter=namespace.limiter, on_linked=self._moved)
         uploads.watch_writers(self.writing, self._becomes_conflict_copy)
 
     # -- what others ask ----------------------------------------------------------

@@ -30,12 +30,14 @@ class CacheMoves:
 
     def __init__(self, store: Store, cache: Cache, uploads: Uploads,
                  entries: Sequence[MountEntry], remotes: Sequence[Remote], *,
+                 limiter: trio.CapacityLimiter,
                  on_linked: Callable[[Path, Path], None]) -> None:
         self.store = store
         self.cache = cache
         self.uploads = uploads
         self.entries = entries
         self.remotes = remotes
+        self.limiter = limiter
         self.on_linked = on_linked
 
     def holds_change(self, path: Path) -> bool:
@@ -52,7 +54,8 @@ class CacheMoves:
             if record is None or record.state != "dirty" or not record.etag:
                 continue
             try:
-                item = await trio.to_thread.run_sync(remote.properties, blob)
+                item = await trio.to_thread.run_sync(remote.properties, blob,
+                                                     limiter=self.limiter)
             except RemoteNotFound:
                 continue
             if item.etag != record.etag:

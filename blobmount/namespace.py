@@ -114,7 +114,8 @@ class Namespace:
         self.entries = entries
         self.remotes = remotes
         self.ttl = ttl
-        self._limiter = limiter
+        #: bounds the threads that call the account (listings, HEADs)
+        self.limiter = limiter
         self._listings = SingleFlight()
         # Removals and renames made through the mount, by folder inode: a listing under
         # way meanwhile may have seen what is gone, so it is not trusted.
@@ -178,7 +179,7 @@ class Namespace:
         generation = self.store.begin_listing()
         now = time.time()
         changes = self._changes[folder.inode]
-        pages = await trio.to_thread.run_sync(remote.list_pages, prefix, limiter=self._limiter)
+        pages = await trio.to_thread.run_sync(remote.list_pages, prefix, limiter=self.limiter)
         # A blob `a` beside a folder `a/`: the folder wins. Azure lists the blob first
         # (name order), maybe a page earlier, and the folder's row then replaces the
         # file's (same parent and name); Azurite lists the folders first.
@@ -188,7 +189,7 @@ class Namespace:
         # (maybe on a later page) says nothing of them.
         markers: dict[str, BlobItem] = {}
         while True:
-            page = await trio.to_thread.run_sync(next, pages, None, limiter=self._limiter)
+            page = await trio.to_thread.run_sync(next, pages, None, limiter=self.limiter)
             if page is None:
                 break
             items: dict[str, ListedItem] = {}
@@ -272,7 +273,7 @@ class Namespace:
             return node
         try:
             item = await trio.to_thread.run_sync(remote.properties, node.blob,
-                                                 limiter=self._limiter)
+                                                 limiter=self.limiter)
         except RemoteUnreachable as exc:
             log.warning("%s: %s", self.path_of(node), exc)
             return node
@@ -321,7 +322,7 @@ class Namespace:
             # Exclusive: a blob of that name made elsewhere since the listing stays.
             item = await trio.to_thread.run_sync(
                 lambda: remote.make_folder(prefix, exclusive=True, metadata=metadata),
-                limiter=self._limiter)
+                limiter=self.limiter)
         except RemoteConflict:
             self.store.forget_listing(parent.inode)
             raise Exists(f"{name} was made in the container meanwhile") from None
@@ -348,7 +349,7 @@ class Namespace:
             raise NotEmpty(name)
         remote = self.remotes[node.entry]
         await trio.to_thread.run_sync(remote.delete, node.blob.rstrip("/"),
-                                      limiter=self._limiter)
+                                      limiter=self.limiter)
         self.store.remove_node(node.inode)
         self.store.touch(parent.inode, time.time_ns())
         self._changes[parent.inode] += 1
@@ -360,7 +361,7 @@ class Namespace:
         self.writable_file(node)
         # Even a file never uploaded from here may have a blob (made elsewhere).
         await trio.to_thread.run_sync(self.remotes[node.entry].delete, node.blob,
-                                      limiter=self._limiter)
+                                      limiter=self.limiter)
         self.store.remove_node(node.inode)
         self.store.touch(parent.inode, time.time_ns())
         self._changes[parent.inode] += 1
@@ -399,22 +400,22 @@ class Namespace:
             # An empty folder replaced: its marker goes first (the moved folder's own
             # marker takes the same name).
             await trio.to_thread.run_sync(remote.delete, target.blob.rstrip("/"),
-                                          limiter=self._limiter)
+                                          limiter=self.limiter)
         copies: list[tuple[str, str, str | None]] = []
         if node.is_dir:
             new_blob = f"{new_parent.blob}{new_name}/"
             names = await trio.to_thread.run_sync(remote.list_all, node.blob,
-                                                  limiter=self._limiter)
+                                                  limiter=self.limiter)
             for blob in names:
                 moved_blob = new_blob + blob[len(node.blob):]
                 copies.append((blob, moved_blob,
                                await self._move_blob(remote, blob, moved_blob)))
             # The folder's own marker blob (if any) is not under its prefix.
             await trio.to_thread.run_sync(remote.delete, node.blob.rstrip("/"),
-                                          limiter=self._limiter)
+                                          limiter=self.limiter)
             metadata = to_metadata(is_dir=True, mode=node.mode, uid=node.uid, gid=node.gid)
             await trio.to_thread.run_sync(
-                lambda: remote.make_folder(new_blob, metadata=metadata), limiter=self._limiter)
+                lambda: remote.make_folder(new_blob, metadata=metadata), limiter=self.limiter)
             self.store.move_blobs_under(node.entry, node.blob, new_blob)
             for _, moved_blob, etag in copies:
                 if etag:  # each file is now the copy: its version is the copy's
@@ -439,8 +440,8 @@ class Namespace:
     async def _move_blob(self, remote: Remote, source: str, destination: str) -> str | None:
         """Copy, then delete the source; the ETag of the copy."""
         etag = await trio.to_thread.run_sync(remote.copy, source, destination,
-                                             limiter=self._limiter)
-        await trio.to_thread.run_sync(remote.delete, source, limiter=self._limiter)
+                                             limiter=self.limiter)
+        await trio.to_thread.run_sync(remote.delete, source, limiter=self.limiter)
         return etag
 
     async def create_file(self, parent: Node, name: str, kept: Kept | None = None) -> Node:
@@ -495,7 +496,7 @@ class Namespace:
         remote = self.remotes[parent.entry]
         try:
             item = await trio.to_thread.run_sync(
-                lambda: remote.put_small(blob, data, metadata), limiter=self._limiter)
+                lambda: remote.put_small(blob, data, metadata), limiter=self.limiter)
         except RemoteConflict:
             self.store.forget_listing(parent.inode)
             raise Exists(f"{name} was made in the container meanwhile") from None
@@ -507,7 +508,7 @@ class Namespace:
             return node.link
         remote = self.remotes[node.entry]
         data = await trio.to_thread.run_sync(remote.read_small, node.blob,
-                                             limiter=self._limiter)
+                                             limiter=self.limiter)
         target = data.decode("utf-8", "surrogateescape")
         self.store.set_link(node.inode, target)
         return target
@@ -518,7 +519,7 @@ class Namespace:
         remote = self.remotes[node.entry]
         if not node.is_dir:
             return await trio.to_thread.run_sync(
-                lambda: remote.update_metadata(node.blob, changes), limiter=self._limiter)
+                lambda: remote.update_metadata(node.blob, changes), limiter=self.limiter)
         if node.blob == self.entries[node.entry].prefix:
             # An entry's own folder has no marker blob (its prefix is the mount's):
             # what is set holds until unmount.
@@ -526,12 +527,12 @@ class Namespace:
         marker = node.blob.rstrip("/")
         try:
             await trio.to_thread.run_sync(lambda: remote.update_metadata(marker, changes),
-                                          limiter=self._limiter)
+                                          limiter=self.limiter)
         except RemoteNotFound:
             # A folder that only its blobs make: its marker keeps what is set.
             kept = {key: value for key, value in changes.items() if value is not None}
             await trio.to_thread.run_sync(
-                lambda: remote.make_folder(node.blob, metadata=kept), limiter=self._limiter)
+                lambda: remote.make_folder(node.blob, metadata=kept), limiter=self.limiter)
         return "", ""
 
     def uploaded(self, entry: int, blob: str, size: int, mtime_ns: int, etag: str) -> None:
