@@ -149,6 +149,19 @@ class Mounter:
         self.live.append(mount)
         return mount
 
+    @contextlib.contextmanager
+    def mounted(self, config: Path, mountpoint: Path | None = None,
+                *extra: str) -> Iterator[Mount]:
+        """A mount for the `with` block, unmounted cleanly (and checked) at its end, or
+        taken down by force if the block fails."""
+        mount = self.mount(config, mountpoint, *extra)
+        try:
+            yield mount
+        except BaseException:
+            self.cleanup()
+            raise
+        self.unmount(mount)
+
     def unmount(self, mount: Mount) -> None:
         subprocess.run([FUSERMOUNT, "-u", str(mount.mountpoint)], check=True)
         wait_for(lambda: not pid_alive(mount.pid), timeout=30, what="the daemon to exit")

@@ -51,8 +51,7 @@ def test_prefetch_one_job_per_entry_then_no_downloads(mounter, container):
     config = mounter.config([{"local": "d", "container": name, "remote": "set"},
                              {"local": "e", "container": name, "remote": "elsewhere"}],
                             sdk_download_max="1MiB")
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         before = mount.status()
         started = time.monotonic()
         result = subprocess.run(
@@ -82,18 +81,12 @@ def test_prefetch_one_job_per_entry_then_no_downloads(mounter, container):
         assert (again["downloaded"], again["cached"], again["azcopy_jobs"]) == (0, 315, 0)
         assert not list((mounter.tmp_path / "cache").rglob("staging/*"))
         print(f"prefetch of 315 files (18 MiB) took {elapsed:.1f} s")
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_prefetch_failures_progress_and_the_python_api(mounter, container):
     upload(container, {f"p/{i}.bin": os.urandom(300 * KiB) for i in range(20)})
     config = mounter.config([{"local": "d", "container": container.container_name}])
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         missing = blobmount("prefetch", str(mount.path("d/p")), str(mount.path("d/nope")),
                             str(mounter.tmp_path))
         # Each failure named; what could be done is done all the same.
@@ -129,11 +122,6 @@ def test_prefetch_failures_progress_and_the_python_api(mounter, container):
             client.prefetch(["d/absent"])
         assert client.status()["pid"] == mount.pid
         assert client.sync() == []
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_prefetch_of_files_named_one_by_one_in_a_folder(mounter, container):
@@ -165,8 +153,7 @@ def test_eviction_keeps_the_folder_under_its_limit_and_never_drops_a_dirty_file(
     limit = 1 * MiB
     config = mounter.config([{"local": "d", "container": container.container_name,
                               "cache_max_bytes": limit}])
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         dirty = b"written here, not closed yet" * 10_000  # ~280 KB
         writer = open(mount.path("d/dirty.bin"), "wb")  # noqa: SIM115
         try:
@@ -192,30 +179,19 @@ def test_eviction_keeps_the_folder_under_its_limit_and_never_drops_a_dirty_file(
         status = mount.status()
         assert status["evicted"]["files"] >= 20
         assert status["cache"][0]["max_bytes"] == limit
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_files_unused_for_max_age_are_evicted(mounter, container):
     upload(container, {"old.txt": b"old" * 100, "kept.txt": b"kept"})
     config = mounter.config([{"local": "d", "container": container.container_name}],
                             cache_max_age=2)
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         assert mount.path("d/old.txt").read_bytes() == b"old" * 100
         copy = cache_file(mounter, "d", container.container_name, "old.txt")
         assert copy.exists()
         wait_for(lambda: not copy.exists(), timeout=10, what="the unused copy to go")
         assert mount.path("d/old.txt").read_bytes() == b"old" * 100
         assert mount.status()["downloads"]["by_path"]["d/old.txt"] == 2
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_cache_ls_evict_and_clear_on_a_live_mount(mounter, container):
@@ -225,8 +201,7 @@ def test_cache_ls_evict_and_clear_on_a_live_mount(mounter, container):
     # Downloads are counted exactly here: no read-ahead of neighbours.
     config = mounter.config([{"local": "d", "container": name, "upload": "async"}],
                             upload_batch_window=60, read_ahead_files=0)
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         for path in ("d/a.txt", "d/sub/b.txt", "d/sub/c.txt"):
             mount.path(path).read_bytes()
         mount.path("d/pending.txt").write_bytes(b"closed, not uploaded")
@@ -271,29 +246,18 @@ def test_cache_ls_evict_and_clear_on_a_live_mount(mounter, container):
         assert mount.path("d/pending.txt").read_bytes() == b"closed, not uploaded"
         assert mount.status()["downloads"]["total"] == before + 2
         Client(mount.mountpoint).sync()
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_a_cache_file_deleted_by_hand_is_downloaded_again(mounter, container):
     container.upload_blob("doc.txt", b"the document")
     config = mounter.config([{"local": "d", "container": container.container_name}])
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         assert mount.path("d/doc.txt").read_bytes() == b"the document"
         copy = cache_file(mounter, "d", container.container_name, "doc.txt")
         copy.unlink()
         assert mount.path("d/doc.txt").read_bytes() == b"the document"
         assert copy.read_bytes() == b"the document"
         assert mount.status()["downloads"]["by_path"] == {"d/doc.txt": 2}
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_stats_match_what_the_sdk_lists(mounter, container):
@@ -305,8 +269,7 @@ def test_stats_match_what_the_sdk_lists(mounter, container):
     config = mounter.config([{"local": "all", "container": name},
                              {"local": "nested/x", "container": name, "remote": "x"}],
                             cache_max_bytes="10MiB")
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         mount.path("all/x/deep/2.bin").read_bytes()
         rows = {row["path"]: row for row in json.loads(blobmount(
             "stats", str(mount.mountpoint), "--json", check=True).stdout)}
@@ -332,11 +295,6 @@ def test_stats_match_what_the_sdk_lists(mounter, container):
         fs = os.statvfs(mount.mountpoint)
         assert fs.f_blocks * fs.f_frsize == 20 * MiB
         assert fs.f_blocks - fs.f_bfree == 2  # 5000 bytes, in 4 KiB blocks rounded up
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_copies_on_dev_shm_go_once_uploaded(mounter, container):
@@ -345,8 +303,7 @@ def test_copies_on_dev_shm_go_once_uploaded(mounter, container):
     config = mounter.config([{"local": "d", "container": container.container_name,
                               "cache": str(shm)}])
     try:
-        mount = mounter.mount(config)
-        try:
+        with mounter.mounted(config) as mount:
             assert mount.status()["cache"][0]["drop_after_upload"] is True
             mount.path("d/new.txt").write_bytes(b"written to memory")
             assert container.download_blob("new.txt").readall() == b"written to memory"
@@ -357,10 +314,5 @@ def test_copies_on_dev_shm_go_once_uploaded(mounter, container):
             assert mount.path("d/read.txt").read_bytes() == b"read, so kept"
             assert mount.path("d/new.txt").read_bytes() == b"written to memory"
             assert Client(mount.mountpoint).cache_ls("d/read.txt")[0]["state"] == "clean"
-        except BaseException:
-            mounter.cleanup()
-            raise
-        else:
-            mounter.unmount(mount)
     finally:
         shutil.rmtree(shm, ignore_errors=True)

@@ -75,18 +75,12 @@ def test_kill_9_after_close_loses_nothing(mounter, container):
     except BaseException:
         mounter.cleanup()
         raise
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         blobmount("sync", str(mount.mountpoint), check=True)
         assert blobs(container) == {**expected, "sub": b""}
         for name, data in expected.items():
             assert mount.path(f"d/{name}").read_bytes() == data
         assert mount.status()["uploads"]["count"] == 0
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_unmount_finishes_pending_uploads_unless_told_not_to_wait(mounter, container):
@@ -113,14 +107,8 @@ def test_unmount_finishes_pending_uploads_unless_told_not_to_wait(mounter, conta
     except BaseException:
         mounter.cleanup()
         raise
-    mount = mounter.mount(config)  # the next mount uploads what was left
-    try:
+    with mounter.mounted(config) as mount:  # the next mount uploads what was left
         assert blobs(container) == {**first, **second}
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 @pytest.fixture
@@ -143,8 +131,7 @@ def test_async_writes_while_the_account_is_down_arrive_after(tmp_path, own_azuri
     own_container.upload_blob("before.txt", b"there before\n")
     config = mounter.config([{"local": "d", "container": "outage", "upload": "async"}],
                             listing_ttl=3600)
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         root = mount.path("d")
         assert os.listdir(root) == ["before.txt"]
         assert (root / "before.txt").read_bytes() == b"there before\n"
@@ -182,11 +169,6 @@ def test_async_writes_while_the_account_is_down_arrive_after(tmp_path, own_azuri
         assert blobs(own_container) == expected
         assert mount.status()["uploads"] == {"count": 0, "bytes": 0, "oldest": None,
                                              "failed": [], "orphaned": []}
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_a_sync_write_while_the_account_is_down_fails_and_is_kept(tmp_path, own_azurite,
@@ -194,8 +176,7 @@ def test_a_sync_write_while_the_account_is_down_fails_and_is_kept(tmp_path, own_
     mounter = Mounter(tmp_path, own_azurite)
     own_container.upload_blob("existing.txt", b"there before\n")
     config = mounter.config([{"local": "d", "container": "outage"}], listing_ttl=3600)
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         root = mount.path("d")
         assert (root / "existing.txt").read_bytes() == b"there before\n"
         own_azurite.stop()
@@ -215,11 +196,6 @@ def test_a_sync_write_while_the_account_is_down_fails_and_is_kept(tmp_path, own_
         own_azurite.start()
         blobmount("sync", str(mount.mountpoint), check=True)
         assert blobs(own_container) == expected
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_pending_files_show_when_a_remount_cannot_upload_them(mounter, container):
@@ -268,13 +244,7 @@ def test_pending_files_show_when_a_remount_cannot_upload_them(mounter, container
         mounter.cleanup()
         raise
     assert blobs(container) == {"notes.txt": b"v1\n"}
-    mount = mounter.mount(writer)
-    try:
+    with mounter.mounted(writer) as mount:
         assert blobs(container) == {"notes.txt": b"v1\nv2\n", "new.txt": b"brand new\n",
                                     "sub/deep.txt": b"deep\n"}
         assert mount.status()["uploads"]["count"] == 0
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)

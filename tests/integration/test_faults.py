@@ -58,8 +58,7 @@ def test_an_unreachable_account_fails_uncached_reads_soon_and_serves_the_rest(
     # listing_ttl 0: every lookup and open below would ask the account.
     config = _config(mounter, proxy, container, remote_timeout=TIMEOUT, listing_ttl=0,
                      read_ahead_files=0)
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         data = mount.path("data")
         assert mount.path("data/kept.txt").read_bytes() == b"kept bytes"
         assert sorted(os.listdir(data / "sub")) == ["deep.txt"]
@@ -84,19 +83,13 @@ def test_an_unreachable_account_fails_uncached_reads_soon_and_serves_the_rest(
         wait_for(lambda: _read_error(mount.path("data/cold.txt"))[0] is None, timeout=30,
                  interval=0.5, what="cold.txt to read once the account is back")
         assert mount.path("data/cold.txt").read_bytes() == b"cold bytes"
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 @pytest.mark.slow
 def test_the_default_timeout_fails_a_stalled_read_well_within_a_minute(
         mounter, container, proxy):
     upload(container, {"cold.bin": b"x" * 1000})
-    mount = mounter.mount(_config(mounter, proxy, container, read_ahead_files=0))
-    try:
+    with mounter.mounted(_config(mounter, proxy, container, read_ahead_files=0)) as mount:
         assert os.listdir(mount.path("data")) == ["cold.bin"]
         proxy.set_mode("stall")
         failure, took = _read_error(mount.path("data/cold.bin"))
@@ -104,19 +97,13 @@ def test_the_default_timeout_fails_a_stalled_read_well_within_a_minute(
         # The default promise: 3 x 10 s plus the waits, about 32 s; with a margin.
         assert took < 45, f"EIO after {took:.1f} s"
         proxy.set_mode("forward")
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_a_large_file_through_azcopy_fails_soon_too(mounter, container, proxy):
     upload(container, {"big.bin": os.urandom(2 * 1024 * 1024)})
     config = _config(mounter, proxy, container, remote_timeout=TIMEOUT,
                      sdk_download_max="1MiB", read_ahead_files=0)
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         assert os.listdir(mount.path("data")) == ["big.bin"]
         proxy.set_mode("drop")
         failure, took = _read_error(mount.path("data/big.bin"))
@@ -124,11 +111,6 @@ def test_a_large_file_through_azcopy_fails_soon_too(mounter, container, proxy):
         assert took < BOUND, f"EIO after {took:.1f} s"
         assert mount.status()["azcopy_jobs"] == 0  # no job left retrying for minutes
         proxy.set_mode("forward")
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def _azcopy_processes(parent: int) -> set[int]:
@@ -148,8 +130,7 @@ def test_an_azcopy_job_that_stalls_midway_is_stopped(mounter, container, proxy):
     upload(container, {"big.bin": os.urandom(2 * 1024 * 1024)})
     config = _config(mounter, proxy, container, remote_timeout=TIMEOUT,
                      sdk_download_max="1MiB", read_ahead_files=0)
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         assert os.listdir(mount.path("data")) == ["big.bin"]
                 # The HEADs go through (the SDK's look first, then AzCopy's); the bytes never do.
         proxy.stall_next(times=1000, method="GET")
@@ -162,67 +143,44 @@ def test_an_azcopy_job_that_stalls_midway_is_stopped(mounter, container, proxy):
         assert "no progress for 12 s; stopped" in mount.log()
         assert not _azcopy_processes(mount.pid)  # the job's AzCopy is gone
         proxy.set_mode("forward")
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 @pytest.mark.parametrize("status", [503, 500, 429, 408])
 def test_temporary_errors_are_retried(mounter, container, proxy, status):
     upload(container, {"f.txt": b"retried"})
-    mount = mounter.mount(_config(mounter, proxy, container, remote_timeout=TIMEOUT,
-                                  read_ahead_files=0))
-    try:
+    with mounter.mounted(_config(mounter, proxy, container, remote_timeout=TIMEOUT,
+                                 read_ahead_files=0)) as mount:
         assert os.listdir(mount.path("data")) == ["f.txt"]
         before = proxy.count("GET", "/f.txt")
         proxy.fail_next(status, times=2)
         assert mount.path("data/f.txt").read_bytes() == b"retried"
         assert proxy.count("GET", "/f.txt") - before == 3  # two failures, then the bytes
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 @pytest.mark.parametrize(("status", "expected"), [(403, errno.EACCES), (404, errno.ENOENT)])
 def test_permanent_errors_are_not_retried(mounter, container, proxy, status, expected):
     upload(container, {"f.txt": b"refused"})
-    mount = mounter.mount(_config(mounter, proxy, container, remote_timeout=TIMEOUT,
-                                  read_ahead_files=0))
-    try:
+    with mounter.mounted(_config(mounter, proxy, container, remote_timeout=TIMEOUT,
+                                 read_ahead_files=0)) as mount:
         assert os.listdir(mount.path("data")) == ["f.txt"]
         before = proxy.count("GET", "/f.txt")
         proxy.fail_next(status, times=1)
         assert _read_error(mount.path("data/f.txt"))[0] == expected
         assert proxy.count("GET", "/f.txt") - before == 1
         assert mount.path("data/f.txt").read_bytes() == b"refused"  # nothing bad was kept
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_a_download_cut_short_is_tried_again_and_never_served_short(
         mounter, container, proxy):
     payload = os.urandom(3 * 1024 * 1024)
     upload(container, {"cut.bin": payload})
-    mount = mounter.mount(_config(mounter, proxy, container, remote_timeout=TIMEOUT,
-                                  read_ahead_files=0))
-    try:
+    with mounter.mounted(_config(mounter, proxy, container, remote_timeout=TIMEOUT,
+                                 read_ahead_files=0)) as mount:
         assert os.listdir(mount.path("data")) == ["cut.bin"]
         before = proxy.count("GET", "/cut.bin")
         proxy.cut_next(after=100_000)
         assert mount.path("data/cut.bin").read_bytes() == payload
         assert proxy.count("GET", "/cut.bin") - before >= 2
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_a_large_file_reads_from_its_first_bytes_while_the_rest_is_held_up(
@@ -230,8 +188,7 @@ def test_a_large_file_reads_from_its_first_bytes_while_the_rest_is_held_up(
     payload = os.urandom(24 * 1024 * 1024)  # four ranges of 6 MiB
     upload(container, {"large.bin": payload})
     # A long timeout: the held ranges stay held until the test lets them go.
-    mount = mounter.mount(_config(mounter, proxy, container, remote_timeout=60))
-    try:
+    with mounter.mounted(_config(mounter, proxy, container, remote_timeout=60)) as mount:
         assert os.listdir(mount.path("data")) == ["large.bin"]
         before = proxy.count("GET", "/large.bin")
         proxy.forward_next(method="GET")      # the first range comes ...
@@ -246,11 +203,6 @@ def test_a_large_file_reads_from_its_first_bytes_while_the_rest_is_held_up(
             assert reader.read() == payload[1024 * 1024:]
         assert mount.path("data/large.bin").read_bytes() == payload
         assert mount.status()["downloads"]["by_path"] == {"data/large.bin": 1}
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def _in_thread(action, timeout: float = 20):
@@ -267,8 +219,7 @@ def _in_thread(action, timeout: float = 20):
 def test_a_range_cut_short_asks_for_what_it_lacks(mounter, container, proxy):
     payload = os.urandom(24 * 1024 * 1024)
     upload(container, {"large.bin": payload})
-    mount = mounter.mount(_config(mounter, proxy, container, remote_timeout=TIMEOUT))
-    try:
+    with mounter.mounted(_config(mounter, proxy, container, remote_timeout=TIMEOUT)) as mount:
         assert os.listdir(mount.path("data")) == ["large.bin"]
         before = proxy.count("GET", "/large.bin")
         proxy.forward_next(method="GET")
@@ -276,19 +227,13 @@ def test_a_range_cut_short_asks_for_what_it_lacks(mounter, container, proxy):
         assert mount.path("data/large.bin").read_bytes() == payload
         # Four ranges, and one more request for the rest of each of the two cut.
         assert proxy.count("GET", "/large.bin") - before == 6
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_async_writes_are_journaled_while_away_and_go_up_when_it_is_back(
         mounter, container, proxy):
     config = _config(mounter, proxy, container, remote_timeout=TIMEOUT,
                      entry={"upload": "async"})
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         assert os.listdir(mount.path("data")) == []
         proxy.set_mode("drop")
         written = {f"w{i}.txt": f"written while away {i}".encode() for i in range(5)}
@@ -307,18 +252,12 @@ def test_async_writes_are_journaled_while_away_and_go_up_when_it_is_back(
             assert container.download_blob(name).readall() == data
         wait_for(lambda: mount.status()["uploads"]["count"] == 0, timeout=10,
                  what="the journal to empty")
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_sync_status_reports_pending_uploads_while_away(mounter, container, proxy):
     config = _config(mounter, proxy, container, remote_timeout=TIMEOUT,
                      entry={"upload": "async"})
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         mount.path("data/late.txt").write_bytes(b"late")
         wait_for(lambda: {b.name for b in container.list_blobs()} == {"late.txt"},
                  what="the first upload")
@@ -330,18 +269,12 @@ def test_sync_status_reports_pending_uploads_while_away(mounter, container, prox
         proxy.set_mode("forward")
         wait_for(lambda: container.download_blob("late.txt").readall() == b"later",
                  timeout=60, interval=0.25, what="the second version in the container")
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_an_upload_whose_answer_is_lost_is_no_conflict(mounter, container, proxy, mode):
-    mount = mounter.mount(_config(mounter, proxy, container, remote_timeout=TIMEOUT,
-                                  entry={"upload": mode}))
-    try:
+    with mounter.mounted(_config(mounter, proxy, container, remote_timeout=TIMEOUT,
+                                 entry={"upload": mode})) as mount:
         for version in (b"first", b"second"):
             before = proxy.count("PUT", "/new.txt")
             # Azurite stores the bytes, but the answer never arrives: the retry finds
@@ -356,8 +289,3 @@ def test_an_upload_whose_answer_is_lost_is_no_conflict(mounter, container, proxy
             assert proxy.count("PUT", "/new.txt") - before >= 2  # the lost try, and a retry
         assert "conflict" not in mount.log()
         assert {b.name for b in container.list_blobs()} == {"new.txt"}
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)

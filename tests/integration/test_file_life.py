@@ -133,9 +133,8 @@ def test_a_rename_onto_a_file_being_read_keeps_the_renamed_bytes(mounter, contai
     # Over 4 MiB: it comes by SDK ranges, readable as they arrive (two ranges here).
     old = os.urandom(5 * MiB)
     container.upload_blob("target", old)
-    mount = mounter.mount(proxied(mounter, proxy, container, "async",
-                                  upload_batch_window=HOLD_UPLOADS))
-    try:
+    with mounter.mounted(proxied(mounter, proxy, container, "async",
+                                 upload_batch_window=HOLD_UPLOADS)) as mount:
         root = mount.path("d")
         assert os.listdir(root) == ["target"]
         # The first range goes through, the second is held: the download stays under way.
@@ -163,11 +162,6 @@ def test_a_rename_onto_a_file_being_read_keeps_the_renamed_bytes(mounter, contai
         sync(mount)
         assert summary(blob(container, "target")) == summary(new)
         assert names(container) == {"target"}
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_a_rename_onto_a_file_whose_download_is_in_flight(mounter, container, proxy):
@@ -176,9 +170,8 @@ def test_a_rename_onto_a_file_whose_download_is_in_flight(mounter, container, pr
     waits for; async, where the rename is the mount's alone until the upload)."""
     old = os.urandom(MiB)
     container.upload_blob("target", old)
-    mount = mounter.mount(proxied(mounter, proxy, container, "async",
-                                  upload_batch_window=HOLD_UPLOADS))
-    try:
+    with mounter.mounted(proxied(mounter, proxy, container, "async",
+                                 upload_batch_window=HOLD_UPLOADS)) as mount:
         root = mount.path("d")
         assert os.listdir(root) == ["target"]
         proxy.stall_next(1, method="GET")
@@ -207,11 +200,6 @@ def test_a_rename_onto_a_file_whose_download_is_in_flight(mounter, container, pr
         sync(mount)
         assert summary(blob(container, "target")) == summary(new)
         assert names(container) == {"target"}
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 # -- 2, 11: a file's version follows it through a rename of its folder --------------
@@ -220,8 +208,7 @@ def test_a_rename_onto_a_file_whose_download_is_in_flight(mounter, container, pr
 @pytest.mark.parametrize("mode", MODES)
 def test_a_file_written_again_after_its_folder_moved_is_no_conflict(mounter, container, mode):
     """Issue 13, scenario 2: mkdir d; echo a > d/f; sync; mv d d2; echo b > d2/f; sync."""
-    mount = mounter.mount(mounter.config([entry(container, mode)]))
-    try:
+    with mounter.mounted(mounter.config([entry(container, mode)])) as mount:
         root = mount.path("d")
         os.mkdir(root / "d")
         (root / "d/f").write_bytes(b"a\n")
@@ -234,11 +221,6 @@ def test_a_file_written_again_after_its_folder_moved_is_no_conflict(mounter, con
         assert blob(container, "d2/f") == b"b\n"
         assert not [name for name in names(container) if name == "d" or name.startswith("d/")]
         assert (root / "d2/f").read_bytes() == b"b\n"
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_a_folder_rename_keeps_the_versions_of_its_files(mounter, container):
@@ -248,8 +230,7 @@ def test_a_folder_rename_keeps_the_versions_of_its_files(mounter, container):
     small, large = b"small file\n" * 100, os.urandom(2 * MiB)
     container.upload_blob("d/small.txt", small)
     container.upload_blob("d/large.bin", large)
-    mount = mounter.mount(mounter.config([entry(container)], sdk_download_max="1MiB"))
-    try:
+    with mounter.mounted(mounter.config([entry(container)], sdk_download_max="1MiB")) as mount:
         root = mount.path("d")
         assert (root / "d/small.txt").read_bytes() == small
         assert summary((root / "d/large.bin").read_bytes()) == summary(large)
@@ -263,11 +244,6 @@ def test_a_folder_rename_keeps_the_versions_of_its_files(mounter, container):
         assert summary(blob(container, "d2/large.bin")) == summary(
             large[:5] + b"#" + large[6:])
         assert names(container) - {"d2"} == {"d2/small.txt", "d2/large.bin"}
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 # -- 3: a write to a file whose blob vanished ----------------------------------------
@@ -277,8 +253,7 @@ def test_a_folder_rename_keeps_the_versions_of_its_files(mounter, container):
 def test_appending_to_a_file_whose_blob_was_deleted_recreates_it(mounter, container, mode):
     """Issue 13, scenario 3 (another host cleans up while a log is being appended)."""
     container.upload_blob("app.log", b"line 1\n")
-    mount = mounter.mount(mounter.config([entry(container, mode)]))
-    try:
+    with mounter.mounted(mounter.config([entry(container, mode)])) as mount:
         path = mount.path("d/app.log")
         with open(path, "ab") as log:
             log.write(b"line 2\n")
@@ -294,11 +269,6 @@ def test_appending_to_a_file_whose_blob_was_deleted_recreates_it(mounter, contai
         assert blob(container, "app.log") == expected
         assert conflicts(container) == set()
         assert path.read_bytes() == expected
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_a_conflict_found_while_the_file_stays_open_keeps_every_later_byte(mounter,
@@ -307,8 +277,7 @@ def test_a_conflict_found_while_the_file_stays_open_keeps_every_later_byte(mount
     becomes the conflict copy, and what it writes later goes up there too; the other
     host's version stays."""
     container.upload_blob("report.txt", b"v0")
-    mount = mounter.mount(mounter.config([entry(container, "sync")]))
-    try:
+    with mounter.mounted(mounter.config([entry(container, "sync")])) as mount:
         with open(mount.path("d/report.txt"), "r+b") as report:
             report.write(b"mine 1")
             report.flush()
@@ -328,11 +297,6 @@ def test_a_conflict_found_while_the_file_stays_open_keeps_every_later_byte(mount
         assert conflicts(container) == {copy}
         wait_for(lambda: mount.path("d/report.txt").read_bytes() == b"theirs", timeout=30)
         assert mount.path(f"d/{copy}").read_bytes() == b"mine 2 and more"
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 @pytest.mark.parametrize("what", ["file", "folder"])
@@ -341,8 +305,7 @@ def test_an_open_file_whose_blob_was_deleted_can_be_renamed(mounter, container, 
     file (or its folder) is renamed: the bytes are here, so they go up under the new
     name, though the container has nothing to copy."""
     container.upload_blob("old/f.txt", b"v0")
-    mount = mounter.mount(mounter.config([entry(container, "sync")]))
-    try:
+    with mounter.mounted(mounter.config([entry(container, "sync")])) as mount:
         with open(mount.path("d/old/f.txt"), "r+b") as f:
             f.write(b"v1")
             f.flush()
@@ -361,11 +324,6 @@ def test_an_open_file_whose_blob_was_deleted_can_be_renamed(mounter, container, 
         assert blob(container, "old/f.txt") is None
         assert conflicts(container) == set()
         assert mount.path(f"d/{moved}").read_bytes() == b"v1 v2"
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 # -- 4, 8: unlinked while open ---------------------------------------------------------
@@ -375,8 +333,7 @@ def test_an_open_file_whose_blob_was_deleted_can_be_renamed(mounter, container, 
 def test_a_file_unlinked_while_open_works_until_its_last_close(mounter, container, mode):
     """Issue 13, scenario 4: the tmpfile() pattern (create, unlink, keep writing, read
     back, close)."""
-    mount = mounter.mount(mounter.config([entry(container, mode)]))
-    try:
+    with mounter.mounted(mounter.config([entry(container, mode)])) as mount:
         root = mount.path("d")
         fd = os.open(root / "scratch", os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         try:
@@ -403,19 +360,13 @@ def test_a_file_unlinked_while_open_works_until_its_last_close(mounter, containe
         sync(mount)
         assert os.listdir(root) == []
         assert names(container) == set()
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_descriptor_of_a_deleted_file_leaves_other_files_alone(mounter, container, mode):
     """Issue 13: inode numbers reused while the kernel still holds them, so "a
     descriptor of a deleted file can act on another file's record"."""
-    mount = mounter.mount(mounter.config([entry(container, mode)]))
-    try:
+    with mounter.mounted(mounter.config([entry(container, mode)])) as mount:
         root = mount.path("d")
         fd = os.open(root / "old.txt", os.O_CREAT | os.O_RDWR, 0o644)
         os.write(fd, b"the old file\n")
@@ -443,11 +394,6 @@ def test_a_descriptor_of_a_deleted_file_leaves_other_files_alone(mounter, contai
         assert names(container) == set(others)
         assert {name: blob(container, name) for name in others} == others
         assert failures == []
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 # -- 5: saves by rename ------------------------------------------------------------------
@@ -456,8 +402,7 @@ def test_a_descriptor_of_a_deleted_file_leaves_other_files_alone(mounter, contai
 @pytest.mark.slow
 def test_300_saves_by_rename_leave_no_temporary_blob(mounter, container):
     """Issue 13, scenario 5: async, the worker uploading while the saves go on."""
-    mount = mounter.mount(mounter.config([entry(container, "async")]))
-    try:
+    with mounter.mounted(mounter.config([entry(container, "async")])) as mount:
         root = mount.path("d")
         for number in range(300):
             (root / "f.tmp").write_bytes(f"save {number}\n".encode())
@@ -469,11 +414,6 @@ def test_300_saves_by_rename_leave_no_temporary_blob(mounter, container):
         assert left == {"f"}
         assert blob(container, "f") == b"save 299\n"
         assert os.listdir(root) == ["f"]
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 # -- 6: a folder removed while the kernel holds it ----------------------------------
@@ -485,8 +425,7 @@ def test_a_folder_made_after_one_removed_while_held_is_usable(mounter, container
     """Issue 13, scenario 6: mkdir a, hold it (or a file that was in it), rmdir a,
     mkdir b (a new name each round, so one sync checks them all), create b/f; 20
     times."""
-    mount = mounter.mount(mounter.config([entry(container, mode)]))
-    try:
+    with mounter.mounted(mounter.config([entry(container, mode)])) as mount:
         root = mount.path("d")
         made = {}
         for number in range(20):
@@ -508,11 +447,6 @@ def test_a_folder_made_after_one_removed_while_held_is_usable(mounter, container
         assert sorted(os.listdir(root)) == sorted(f"b{number}" for number in range(20))
         assert {name: blob(container, name) for name in made} == made
         assert {name for name in names(container) if "/" in name} == set(made)
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 # -- 7: an upload that ends while the file is still open for writing ---------------
@@ -526,8 +460,7 @@ def test_an_upload_while_the_file_is_still_written_marks_nothing_clean(
     marks the copy clean"; a reader opening it next must not download over the
     writer's copy."""
     parts = [b"part one\n" * 100, b"part two\n" * 100, b"part three\n" * 100]
-    mount = mounter.mount(mounter.config([entry(container, mode)]))
-    try:
+    with mounter.mounted(mounter.config([entry(container, mode)])) as mount:
         path = mount.path("d/grow.log")
         writer = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
         try:
@@ -552,11 +485,6 @@ def test_an_upload_while_the_file_is_still_written_marks_nothing_clean(
         assert summary(blob(container, "grow.log")) == summary(b"".join(parts))
         assert path.read_bytes() == b"".join(parts)
         assert conflicts(container) == set()
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 # -- 10: mkdir over a blob made elsewhere ------------------------------------------
@@ -565,8 +493,7 @@ def test_an_upload_while_the_file_is_still_written_marks_nothing_clean(
 def test_mkdir_does_not_overwrite_a_blob_made_since_the_listing(mounter, container):
     """Issue 13: "`mkdir x` overwrites a blob `x` created elsewhere since the last
     listing". The blob is kept, and mkdir says the name is taken."""
-    mount = mounter.mount(mounter.config([entry(container)], listing_ttl=3600))
-    try:
+    with mounter.mounted(mounter.config([entry(container)], listing_ttl=3600)) as mount:
         root = mount.path("d")
         assert os.listdir(root) == []
         container.upload_blob("x", b"made elsewhere\n")
@@ -575,11 +502,6 @@ def test_mkdir_does_not_overwrite_a_blob_made_since_the_listing(mounter, contain
         props = container.get_blob_client("x").get_blob_properties()
         assert (props.metadata or {}).get("hdi_isfolder") is None
         assert names(container) == {"x"}
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 # -- 12: a file open for writing when the daemon dies --------------------------------
@@ -615,8 +537,7 @@ def test_a_file_open_for_writing_at_a_kill_9_is_not_left_dirty(mounter, containe
         mounter.cleanup()
         raise
     container.upload_blob("open.txt", b"version 2, from elsewhere\n", overwrite=True)
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         root = mount.path("d")
         sync(mount)
         assert (root / "open.txt").read_bytes() == b"version 2, from elsewhere\n"
@@ -624,11 +545,6 @@ def test_a_file_open_for_writing_at_a_kill_9_is_not_left_dirty(mounter, containe
         assert blob(container, "closed.txt") == b"committed by close\n"
         assert names(container) == {"open.txt", "closed.txt"}
         assert mount.status()["uploads"]["count"] == 0
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 # -- and: a download by AzCopy is based on the version it fetched --------------------
@@ -639,9 +555,8 @@ def test_a_file_fetched_by_azcopy_is_based_on_the_version_fetched(mounter, conta
     version fetched". The blob changed after the listing and before the download: the
     change made here is on the bytes fetched, so it is no conflict."""
     container.upload_blob("big.bin", os.urandom(2 * MiB))
-    mount = mounter.mount(mounter.config([entry(container)], sdk_download_max="1MiB",
-                                         listing_ttl=3600, read_ahead_files=0))
-    try:
+    with mounter.mounted(mounter.config([entry(container)], sdk_download_max="1MiB",
+                                        listing_ttl=3600, read_ahead_files=0)) as mount:
         root = mount.path("d")
         assert os.listdir(root) == ["big.bin"]
         changed = os.urandom(2 * MiB)
@@ -653,8 +568,3 @@ def test_a_file_fetched_by_azcopy_is_based_on_the_version_fetched(mounter, conta
         assert fetched == changed[:16]
         assert conflicts(container) == set()
         assert summary(blob(container, "big.bin")) == summary(changed[:5] + b"#" + changed[6:])
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)

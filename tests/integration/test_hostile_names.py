@@ -104,8 +104,7 @@ def test_hostile_names(mounter, azurite, container, tmp_path):
     before = _snapshot(tmp_path, skip)
     tmp_before = set(os.listdir("/tmp"))
     passwd = Path("/etc/passwd").stat()
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         root = mount.path("data")
         assert sorted(os.listdir(root)) == sorted(
             ["a", "ok", "nl\nname", "pct%2Fx", "comb e\u0301", "rtl\u202eabc.txt",
@@ -138,11 +137,6 @@ def test_hostile_names(mounter, azurite, container, tmp_path):
         for empty in ("x", "dir", "long", "dot"):
             os.listdir(root / empty)
         assert mount.log().count("hiding blob") == log.count("hiding blob")
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
     # Nothing outside the cache folder was made, changed or deleted...
     assert _snapshot(tmp_path, skip) == before

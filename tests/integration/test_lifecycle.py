@@ -146,8 +146,7 @@ def test_status_reports_the_mount_table_cache_and_downloads(mounter, container, 
         {"local": "whole", "container": name},
         {"local": "sub/x", "container": name, "remote": "x", "read_only": True},
     ])
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         status = mount.status()
         assert set(status) >= STATUS_KEYS
         assert status["pid"] == mount.pid and pid_alive(mount.pid)
@@ -177,11 +176,6 @@ def test_status_reports_the_mount_table_cache_and_downloads(mounter, container, 
         text = blobmount("status", str(mount.mountpoint), check=True).stdout
         assert str(mount.pid) in text and str(config) in text
         assert "whole/" in text and "sub/x/" in text
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_unmounting_one_mount_leaves_another_serving(mounter, container, tmp_path):
@@ -221,18 +215,12 @@ def test_secrets_stay_out_of_logs_status_and_cache(mounter, container, tmp_path)
     config = mounter.config([{"local": "d", "container": container.container_name}],
                             sdk_download_max="1MiB")
     # -vvv: the SDK's own request logging too, which is where a key would leak first.
-    mount = mounter.mount(config, None, "-vv", "-v")
-    try:
+    with mounter.mounted(config, None, "-vv", "-v") as mount:
         assert mount.path("d/small.txt").read_bytes() == small
         assert mount.path("d/big/large.bin").read_bytes() == large  # by AzCopy, with a SAS
         outputs = [blobmount("status", str(mount.mountpoint), "--json", check=True).stdout,
                    blobmount("status", str(mount.mountpoint), check=True).stdout]
         assert mount.status()["downloads"]["total"] == 2
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
     assert "azcopy" in mount.log().lower(), "the large file should have gone through AzCopy"
     texts = {"log": mount.log(), "status --json": outputs[0], "status": outputs[1]}
     for path in (tmp_path / "cache").rglob("*"):

@@ -64,8 +64,7 @@ def test_a_known_workload_costs_known_requests(mounter, container):
     # A long TTL: no listing expires during the test, however slow the machine.
     config = mounter.config([{"local": "e", "container": container.container_name}],
                             listing_ttl=3600, metrics_address="127.0.0.1:0")
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         url = mount.status()["metrics"]
         assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics")
         steps = Steps(url)
@@ -127,11 +126,6 @@ def test_a_known_workload_costs_known_requests(mounter, container):
         shown = blobmount("status", str(mount.mountpoint), check=True).stdout
         assert f"requests to the account: {status['total']} (" in shown
         assert f"metrics: {url}" in shown
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_an_azcopy_download_counts_as_a_job(mounter, container):
@@ -139,8 +133,7 @@ def test_an_azcopy_download_counts_as_a_job(mounter, container):
     config = mounter.config([{"local": "e", "container": container.container_name}],
                             listing_ttl=3600, sdk_download_max=1024,
                             metrics_address="127.0.0.1:0")
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         steps = Steps(mount.status()["metrics"])
         assert os.listdir(mount.path("e")) == ["big.bin"]
         steps.step()
@@ -150,11 +143,6 @@ def test_an_azcopy_download_counts_as_a_job(mounter, container):
         assert value(changed, "blobmount_remote_bytes_total", direction="down") == 2048
         assert made.get(("get", "200"), 0) == 0  # the bytes came by AzCopy, not the SDK
         assert mount.status()["requests"]["azcopy_jobs"] == {"download": 1}
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_every_sdk_request_is_named_where_it_is_sent(azurite, container, tmp_path):

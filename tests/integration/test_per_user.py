@@ -59,8 +59,7 @@ def test_read_only_sas_mounts_reads_and_refuses_writes(mounter, container, tmp_p
     assert not token.startswith("?")
     assert fields["sp"] == ["rl"] and fields["sr"] == ["c"] and "sig" in fields
 
-    mount = mounter.mount(sas_config(mounter, tmp_path, token, name, "reader.yaml"))
-    try:
+    with mounter.mounted(sas_config(mounter, tmp_path, token, name, "reader.yaml")) as mount:
         root = mount.path("d")
         assert sorted(os.listdir(root)) == ["shared", "top.txt"]
         assert (root / "shared/report.txt").read_bytes() == b"quarterly numbers\n"
@@ -74,11 +73,6 @@ def test_read_only_sas_mounts_reads_and_refuses_writes(mounter, container, tmp_p
                 attempt()
             assert refused.value.errno in (errno.EROFS, errno.EACCES)
         assert mount.status()["uploads"]["count"] == 0
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
     assert container_state(container) == blobs
 
 
@@ -91,8 +85,7 @@ def test_write_refused_by_the_sas_fails_at_close_and_is_kept(mounter, container,
     admin = mounter.config([{"local": "d", "container": name}], name="admin.yaml")
     reader = sas_config(mounter, tmp_path, mint(admin, name, "--permissions", "rl"), name,
                         "reader.yaml", read_only=False, upload="sync")
-    mount = mounter.mount(reader)
-    try:
+    with mounter.mounted(reader) as mount:
         path = mount.path("d/notes.txt")
         handle = open(path, "ab")  # noqa: SIM115 (close() is what is under test)
         handle.write(b"v2\n")
@@ -104,26 +97,15 @@ def test_write_refused_by_the_sas_fails_at_close_and_is_kept(mounter, container,
         uploads = mount.status()["uploads"]
         assert uploads["count"] == 2 and len(uploads["failed"]) == 2
         assert "access denied" in uploads["failed"][0]["error"]
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
     assert container_state(container) == {"notes.txt": b"v1\n"}
 
     # The same cache folder, now with a SAS that may write: the journal goes up at mount.
     writer = sas_config(mounter, tmp_path, mint(admin, name, "--permissions", "racwdl"), name,
                         "writer.yaml")
-    mount = mounter.mount(writer)
-    try:
+    with mounter.mounted(writer) as mount:
         assert mount.status()["uploads"]["count"] == 0
         assert container_state(container) == {"notes.txt": b"v1\nv2\n",
                                               "new.txt": b"brand new\n"}
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_sas_command_errors(mounter, tmp_path):

@@ -57,8 +57,7 @@ def test_owner_and_mode_come_from_the_settings_and_o_wins(mounter, container):
     config = mounter.config([{"local": "rw", "container": name},
                              {"local": "ro", "container": name, "read_only": True}],
                             uid=1, gid=1, umask="077", permissions="fixed")
-    mount = mounter.mount(config, None, "-o", "uid=1234,gid=2345,umask=027")
-    try:
+    with mounter.mounted(config, None, "-o", "uid=1234,gid=2345,umask=027") as mount:
         assert mode_and_owner(mount.path("rw/sub/f.txt")) == (0o640, 1234, 2345)
         assert mode_and_owner(mount.path("rw/sub")) == (0o750, 1234, 2345)
         assert mode_and_owner(mount.path("rw")) == (0o750, 1234, 2345)
@@ -80,11 +79,6 @@ def test_owner_and_mode_come_from_the_settings_and_o_wins(mounter, container):
         assert container.get_blob_client("sub/f.txt").get_blob_properties().metadata == (
             metadata)
         assert container.download_blob("new.txt").readall() == b"new\n"
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 @as_root
@@ -95,19 +89,13 @@ def test_without_allow_other_only_the_mounting_user_gets_in(open_folder, mounter
     mountpoint.mkdir()
     # Before the mount, nobody reaches the mount point: what refuses later is FUSE.
     assert as_nobody("stat", str(mountpoint)).returncode == 0
-    mount = mounter.mount(config, mountpoint)
-    try:
+    with mounter.mounted(config, mountpoint) as mount:
         assert mode_and_owner(mount.path("d/f.txt"))[0] == 0o644  # readable by all, yet:
         assert refused(as_nobody("stat", str(mountpoint)))
         assert refused(as_nobody("cat", str(mount.path("d/f.txt"))))
         assert mount.path("d/f.txt").read_bytes() == b"private\n"
         # The kernel refused nobody before anything reached the daemon.
         assert mount.status()["downloads"]["by_path"] == {"d/f.txt": 1}
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 @as_root
@@ -121,8 +109,7 @@ def test_allow_other_lets_others_in_as_far_as_the_shown_mode_allows(open_folder,
     options = ("-o", "allow_other,default_permissions")
 
     readable = mounter.config([{"local": "d", "container": name}], name="readable.yaml")
-    mount = mounter.mount(readable, mountpoint, *options)
-    try:
+    with mounter.mounted(readable, mountpoint, *options) as mount:
         assert as_nobody("cat", str(mount.path("d/f.txt"))).stdout == data
         # 0644 and owned by root: nobody reads and cannot write.
         assert refused(as_nobody("sh", "-c", 'echo changed > "$1"', "sh",
@@ -130,23 +117,12 @@ def test_allow_other_lets_others_in_as_far_as_the_shown_mode_allows(open_folder,
         assert refused(as_nobody("mkdir", str(mount.path("d/new"))))
         assert container.download_blob("f.txt").readall() == data
         assert [blob.name for blob in container.list_blobs()] == ["f.txt"]
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
     private = mounter.config([{"local": "d", "container": name}], name="private.yaml",
                              umask="077")
-    mount = mounter.mount(private, mountpoint, *options)
-    try:
+    with mounter.mounted(private, mountpoint, *options) as mount:
         assert mode_and_owner(mount.path("d/f.txt"))[0] == 0o600
         assert as_nobody("stat", str(mountpoint)).returncode == 0  # allow_other: in,
         assert refused(as_nobody("stat", str(mount.path("d"))))  # but the mode says no
         assert refused(as_nobody("cat", str(mount.path("d/f.txt"))))
         assert mount.path("d/f.txt").read_bytes() == data
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)

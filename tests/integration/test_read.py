@@ -30,8 +30,7 @@ def test_tree_three_folders_deep(mounter, container):
     }
     upload(container, blobs)
     config = mounter.config([{"local": "data", "container": container.container_name}])
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         root = mount.path("data")
         assert sorted(os.listdir(mount.mountpoint)) == ["data"]
         assert sorted(os.listdir(root)) == ["a", "top.txt", "x"]
@@ -48,11 +47,6 @@ def test_tree_three_folders_deep(mounter, container):
                                  text=True, check=True).stdout
         assert "two.txt" in listing and str(len(blobs["a/b/two.txt"])) in listing
         assert (root / "a/b").is_dir() and (root / "a/b/c").is_dir()
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_prefix_entries_side_by_side(mounter, service, container):
@@ -64,19 +58,13 @@ def test_prefix_entries_side_by_side(mounter, service, container):
         {"local": "nested/models", "container": name, "remote": "models/", "read_only": True},
         {"local": "whole", "container": name},
     ])
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         assert sorted(os.listdir(mount.mountpoint)) == ["datasets", "nested", "whole"]
         assert os.listdir(mount.path("datasets")) == ["train.csv"]
         assert mount.path("datasets/train.csv").read_bytes() == b"x,y\n1,2\n"
         assert mount.path("nested/models/m.bin").read_bytes() == b"weights"
         assert sorted(os.listdir(mount.path("whole"))) == ["datasets", "models", "outside.txt"]
         assert mount.path("nested/models/m.bin").stat().st_mode & 0o222 == 0
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 @pytest.mark.slow
@@ -84,8 +72,7 @@ def test_folder_of_5000_blobs_lists_completely_in_order(mounter, container):
     names = [f"f{i:05d}-{random.randrange(10**6)}.txt" for i in range(5000)]
     upload(container, {f"big/{name}": name.encode() for name in names}, workers=32)
     config = mounter.config([{"local": "d", "container": container.container_name}])
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         listing = subprocess.run(["ls", "-1", "-f", str(mount.path("d/big"))], check=True,
                                  capture_output=True, text=True).stdout.split("\n")
         shown = [name for name in listing if name and name not in (".", "..")]
@@ -93,11 +80,6 @@ def test_folder_of_5000_blobs_lists_completely_in_order(mounter, container):
         sizes = {entry.name: entry.stat().st_size for entry in os.scandir(mount.path("d/big"))}
         assert sizes == {name: len(name) for name in names}
         assert mount.path(f"d/big/{names[4321]}").read_text() == names[4321]
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 @pytest.mark.parametrize("through", ["ranges", "azcopy"])
@@ -108,8 +90,7 @@ def test_large_blob_random_seeks_then_whole(mounter, container, through):
     # land on bytes not all there yet); above it, an AzCopy job, waited for at open.
     config = mounter.config([{"local": "d", "container": container.container_name}],
                             sdk_download_max="1MiB" if through == "azcopy" else "1GiB")
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         path = mount.path("d/big.bin")
         rng = random.Random(7)
         fd = os.open(path, os.O_RDONLY)
@@ -133,11 +114,6 @@ def test_large_blob_random_seeks_then_whole(mounter, container, through):
         assert status["downloads"]["by_path"] == {"d/big.bin": 1}
         assert status["azcopy_jobs"] == (1 if through == "azcopy" else 0)
         assert not list((mounter.tmp_path / "cache").rglob("*.tmp"))
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 @pytest.mark.parametrize(("size", "sdk_max"), [(200_000, "1MiB"), (8 * MiB, "1MiB"),
@@ -149,8 +125,7 @@ def test_eight_readers_of_one_cold_blob_share_one_download(mounter, container, s
     container.upload_blob("shared.bin", data)
     config = mounter.config([{"local": "d", "container": container.container_name}],
                             sdk_download_max=sdk_max)
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         os.listdir(mount.path("d"))  # list first, so the readers race on the open only
         results: list[bytes | BaseException] = [b""] * 8
         barrier = threading.Barrier(8)
@@ -169,11 +144,6 @@ def test_eight_readers_of_one_cold_blob_share_one_download(mounter, container, s
             thread.join(timeout=120)
         assert all(result == data for result in results)
         assert mount.status()["downloads"] == {"total": 1, "by_path": {"d/shared.bin": 1}}
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root may set a device's read-ahead")
@@ -181,20 +151,14 @@ def test_eight_readers_of_one_cold_blob_share_one_download(mounter, container, s
 def test_the_kernel_reads_ahead_as_far_as_read_ahead_kb_says(mounter, container, setting,
                                                              expected):
     extra = {} if setting is None else {"read_ahead_kb": setting}
-    mount = mounter.mount(mounter.config(
-        [{"local": "d", "container": container.container_name}], **extra))
-    try:
+    with mounter.mounted(mounter.config(
+       [{"local": "d", "container": container.container_name}], **extra)) as mount:
         device = os.stat(mount.mountpoint).st_dev
         read_ahead = Path(f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}"
                           "/read_ahead_kb")
         # Set beside the first requests, just after the mount is ready.
         wait_for(lambda: read_ahead.read_text().strip() == expected, timeout=10,
                  what=f"read_ahead_kb {expected}")
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_remount_reuses_the_cache_without_downloading(mounter, container):
@@ -202,36 +166,23 @@ def test_remount_reuses_the_cache_without_downloading(mounter, container):
     upload(container, blobs)
     config = mounter.config([{"local": "d", "container": container.container_name}],
                             sdk_download_max="1MiB")
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         for name, data in blobs.items():
             assert mount.path(f"d/{name}").read_bytes() == data
         assert mount.status()["downloads"]["total"] == 2
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         for name, data in blobs.items():
             assert mount.path(f"d/{name}").read_bytes() == data
         status = mount.status()
         assert status["downloads"]["total"] == 0
         assert status["cache_bytes"] == sum(len(data) for data in blobs.values())
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_blob_changed_behind_the_mounts_back(mounter, container):
     container.upload_blob("news.txt", b"old news")
     config = mounter.config([{"local": "d", "container": container.container_name}],
                             listing_ttl=1)
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         path = mount.path("d/news.txt")
         assert path.read_bytes() == b"old news"
         container.upload_blob("news.txt", b"fresh news, and longer", overwrite=True)
@@ -244,11 +195,6 @@ def test_blob_changed_behind_the_mounts_back(mounter, container):
         wait_for(lambda: "added.txt" not in os.listdir(mount.path("d")), timeout=20,
                  what="the deleted blob to go")
         assert mount.status()["downloads"]["by_path"]["d/news.txt"] == 2
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_posix_errors_and_markers(mounter, container):
@@ -256,8 +202,7 @@ def test_posix_errors_and_markers(mounter, container):
     container.upload_blob("empty", b"", metadata={"hdi_isfolder": "true"})
     container.upload_blob("dir/marked", b"", metadata={"hdi_isfolder": "true"})
     config = mounter.config([{"local": "d", "container": container.container_name}])
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         root = mount.path("d")
         assert sorted(os.listdir(root)) == ["dir", "empty", "file.txt"]
         assert (root / "empty").is_dir() and os.listdir(root / "empty") == []
@@ -277,19 +222,13 @@ def test_posix_errors_and_markers(mounter, container):
             reader.seek(2)
             assert reader.read(1) == b"t"
             assert reader.read() == b"a"
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_missing_blob_at_open_gives_enoent_and_no_partial_file(mounter, container):
     container.upload_blob("vanishing.txt", b"soon gone")
     config = mounter.config([{"local": "d", "container": container.container_name}],
                             listing_ttl=0)
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         assert "vanishing.txt" in os.listdir(mount.path("d"))
         container.delete_blob("vanishing.txt")
         with pytest.raises(OSError) as caught:
@@ -297,11 +236,6 @@ def test_missing_blob_at_open_gives_enoent_and_no_partial_file(mounter, containe
         assert caught.value.errno == errno.ENOENT
         assert not [p for p in (mounter.tmp_path / "cache").rglob("*") if p.is_file()
                     and "blobs" in p.parts]
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_walking_a_folder_of_small_files_reads_ahead(mounter, container):
@@ -309,8 +243,7 @@ def test_walking_a_folder_of_small_files_reads_ahead(mounter, container):
     upload(container, {f"walk/{name}": data for name, data in files.items()})
     config = mounter.config([{"local": "d", "container": container.container_name}],
                             read_ahead_files=8)
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         names = sorted(os.listdir(mount.path("d/walk")))
         assert mount.path(f"d/walk/{names[0]}").read_bytes() == files[names[0]]
         # Opening the first cold file fetches the next eight in the background...
@@ -322,8 +255,3 @@ def test_walking_a_folder_of_small_files_reads_ahead(mounter, container):
             assert mount.path(f"d/walk/{name}").read_bytes() == files[name]
         by_path = mount.status()["downloads"]["by_path"]
         assert by_path == {f"d/walk/{name}": 1 for name in names}  # each file once
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)

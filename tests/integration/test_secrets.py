@@ -56,8 +56,7 @@ def test_no_secret_in_logs_outputs_or_leftovers(mounter, azurite, container, tmp
                                      "endpoint": azurite.endpoint}
     config.write_text(yaml.safe_dump(document))
     outputs: list[str] = []
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         for entry in ("key", "sas"):
             root = mount.path(entry)
             assert (root / "d/big.bin").stat().st_size == 300_000
@@ -76,11 +75,6 @@ def test_no_secret_in_logs_outputs_or_leftovers(mounter, azurite, container, tmp
         container.delete_blob("s/big.bin")
         with contextlib.suppress(OSError):
             (mount.path("key") / "s/big.bin").read_bytes()
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
     # A mount that fails: a container that does not exist, and a refused key.
     for name, account in (("missing", {}), ("badkey", {"account_key": AZURITE_KEY[:-8] + "A" * 8})):

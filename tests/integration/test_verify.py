@@ -29,8 +29,7 @@ def test_bytes_that_do_not_match_content_md5_are_never_served(mounter, container
         .content_settings.content_md5 == hashlib.md5(b"other bytes").digest()
     config = mounter.config([{"local": "data", "container": container.container_name}],
                             sdk_download_max="64KiB" if through == "azcopy" else "64MiB")
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         root = mount.path("data")
         assert (root / "d/good.bin").read_bytes() == good
         for _ in range(2):  # and again: nothing was kept from the first try
@@ -42,11 +41,6 @@ def test_bytes_that_do_not_match_content_md5_are_never_served(mounter, container
         assert len(cached) == 1, cached  # good.bin only: no copy, no temporary file
         assert "d/bad.bin" in mount.log() and "MD5" in mount.log()
         assert mount.status()["azcopy_jobs"] >= (2 if through == "azcopy" else 0)
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_a_large_blob_without_content_md5_reads_whole(mounter, container):
@@ -55,13 +49,7 @@ def test_a_large_blob_without_content_md5_reads_whole(mounter, container):
     container.get_blob_client("plain.bin").set_http_headers(ContentSettings())
     assert container.get_blob_client("plain.bin").get_blob_properties() \
         .content_settings.content_md5 is None
-    mount = mounter.mount(mounter.config([{"local": "data",
-                                           "container": container.container_name}]))
-    try:
+    with mounter.mounted(mounter.config([{"local": "data",
+                                          "container": container.container_name}])) as mount:
         assert mount.path("data/plain.bin").read_bytes() == data
         assert mount.status()["downloads"]["by_path"] == {"data/plain.bin": 1}
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)

@@ -63,8 +63,7 @@ def test_create_write_read_back_and_overwrite(mounter, container):
     container.upload_blob("old.txt", b"0123456789")
     container.upload_blob("replaced.txt", b"the old content, longer than the new")
     config = mounter.config([{"local": "d", "container": container.container_name}])
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         root = mount.path("d")
         # O_TRUNC replaces a blob whole: nothing to download. (First, before any open
         # for reading makes the folder's read-ahead fetch it.)
@@ -95,11 +94,6 @@ def test_create_write_read_back_and_overwrite(mounter, container):
         assert blob(container, "empty") == b""
         assert not is_marker(container, "empty")
         assert (root / "empty").is_file()
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_append_truncate_and_ftruncate(mounter, container):
@@ -107,8 +101,7 @@ def test_append_truncate_and_ftruncate(mounter, container):
     container.upload_blob("shrink.bin", bytes(range(256)) * 4)
     container.upload_blob("cut.txt", b"cut me to nothing")
     config = mounter.config([{"local": "d", "container": container.container_name}])
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         root = mount.path("d")
         with open(root / "log.txt", "ab") as writer:  # O_APPEND on an uncached blob
             writer.write(b"line 2\n")
@@ -136,17 +129,11 @@ def test_append_truncate_and_ftruncate(mounter, container):
             os.close(fd)
         assert blob(container, "fresh.txt") == b"hello" + bytes(7) + b"!"
         assert (root / "fresh.txt").read_bytes() == b"hello" + bytes(7) + b"!"
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_fsync_uploads_before_close(mounter, container):
     config = mounter.config([{"local": "d", "container": container.container_name}])
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         with open(mount.path("d/journal.txt"), "wb") as writer:
             writer.write(b"first part\n")
             writer.flush()
@@ -154,19 +141,13 @@ def test_fsync_uploads_before_close(mounter, container):
             assert blob(container, "journal.txt") == b"first part\n"
             writer.write(b"second part\n")
         assert blob(container, "journal.txt") == b"first part\nsecond part\n"
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_large_files_upload_through_azcopy(mounter, container):
     container.upload_blob("big.bin", os.urandom(3 * MiB))
     config = mounter.config([{"local": "d", "container": container.container_name}],
                             sdk_upload_max="1MiB")
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         root = mount.path("d")
         data = os.urandom(3 * MiB + 123)
         (root / "new.bin").write_bytes(data)
@@ -179,19 +160,8 @@ def test_large_files_upload_through_azcopy(mounter, container):
         changed = blob(container, "big.bin")
         assert changed[MiB:MiB + 12] == b"changed here" and len(changed) == 3 * MiB
         assert mount.status()["azcopy_jobs"] == 2  # one upload job each
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         assert mount.path("d/new.bin").stat().st_mtime_ns == written
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_replacing_a_file_while_it_downloads_keeps_the_new_bytes(mounter, container):
@@ -202,8 +172,7 @@ def test_replacing_a_file_while_it_downloads_keeps_the_new_bytes(mounter, contai
     config = mounter.config([{"local": "d", "container": container.container_name,
                               "upload": "async"}], sdk_download_max="1MiB",
                             upload_batch_window=600)
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         path = mount.path("d/big.bin")
         os.listdir(mount.path("d"))
         read: list[bytes] = []
@@ -220,18 +189,12 @@ def test_replacing_a_file_while_it_downloads_keeps_the_new_bytes(mounter, contai
         blobmount("sync", str(mount.mountpoint), check=True)
         assert blob(container, "big.bin") == b"new bytes"
         assert path.read_bytes() == b"new bytes"
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_unlink_mkdir_rmdir(mounter, container):
     upload(container, {"gone.txt": b"x", "full/inner.txt": b"y", "virtual/only.txt": b"z"})
     config = mounter.config([{"local": "d", "container": container.container_name}])
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         root = mount.path("d")
         os.unlink(root / "gone.txt")
         assert "gone.txt" not in names(container)
@@ -260,18 +223,12 @@ def test_unlink_mkdir_rmdir(mounter, container):
         os.rmdir(root / "virtual")
         assert names(container) == {"full/inner.txt"}
         assert sorted(os.listdir(root)) == ["full"]
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_errors_are_those_of_a_local_filesystem(mounter, container):
     upload(container, {"file.txt": b"data", "dir/inner.txt": b"inner"})
     config = mounter.config([{"local": "d", "container": container.container_name}])
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         root = mount.path("d")
         long_name = "n" * 256
         cases = [
@@ -307,11 +264,6 @@ def test_errors_are_those_of_a_local_filesystem(mounter, container):
             assert errno_of(action) == expected, f"case {number}"
         assert names(container) == {"file.txt", "dir/inner.txt"}
         assert (root / "file.txt").read_bytes() == b"data"
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_read_only_entry_refuses_every_change(mounter, container):
@@ -319,8 +271,7 @@ def test_read_only_entry_refuses_every_change(mounter, container):
     container.upload_blob("empty", b"", metadata={"hdi_isfolder": "true"})
     config = mounter.config([{"local": "d", "container": container.container_name,
                               "read_only": True}])
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         root = mount.path("d")
         cases = [
             lambda: open_and_close(root / "new.txt", "wb"),
@@ -340,11 +291,6 @@ def test_read_only_entry_refuses_every_change(mounter, container):
             assert errno_of(action) == errno.EROFS, f"case {number}"
         assert blobs(container) == {"file.txt": b"data", "dir/inner.txt": b"inner",
                                     "empty": b""}
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_rename_files_and_folders(mounter, container):
@@ -354,8 +300,7 @@ def test_rename_files_and_folders(mounter, container):
     container.upload_blob("tree/sub/empty", b"", metadata={"hdi_isfolder": "true"})
     container.upload_blob("emptydir", b"", metadata={"hdi_isfolder": "true"})
     config = mounter.config([{"local": "d", "container": container.container_name}])
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         root = mount.path("d")
         os.rename(root / "a.txt", root / "renamed.txt")
         assert blob(container, "renamed.txt") == b"alpha"
@@ -393,11 +338,6 @@ def test_rename_files_and_folders(mounter, container):
         assert blob(container, "emptydir/sub/two.txt") == b"2"
         assert names(container, "keep/forest") == set()
         assert (root / "emptydir/one.txt").read_bytes() == b"1"
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def mtime_metadata(container, name: str) -> str | None:
@@ -408,8 +348,7 @@ def test_utimens_is_kept_as_blob_metadata(mounter, container):
     container.upload_blob("old.txt", b"made elsewhere")
     config = mounter.config([{"local": "d", "container": container.container_name}],
                             listing_ttl=0)
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         root = mount.path("d")
         when = 1_500_000_000_123_456_789
         (root / "new.txt").write_bytes(b"new")
@@ -434,20 +373,9 @@ def test_utimens_is_kept_as_blob_metadata(mounter, container):
         # chmod and chown are accepted (and not kept: blobs have no owner or mode).
         os.chmod(root / "old.txt", 0o600)
         os.chown(root / "old.txt", os.getuid(), os.getgid())
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         assert mount.path("d/old.txt").stat().st_mtime_ns == when
         assert mount.path("d/new.txt").stat().st_mtime_ns == written
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def make_tree(root: Path) -> dict[str, bytes]:
@@ -483,8 +411,7 @@ def test_tar_extracts_a_tree(mounter, container, tmp_path):
     with tarfile.open(archive, "w") as tar:
         tar.add(source, arcname="tree")
     config = mounter.config([{"local": "d", "container": container.container_name}])
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         subprocess.run(["tar", "-x", "-f", str(archive), "-C", str(mount.path("d"))],
                        check=True, capture_output=True, text=True)
         assert_tree_in_container(container, "tree/", files)
@@ -494,11 +421,6 @@ def test_tar_extracts_a_tree(mounter, container, tmp_path):
         compared = subprocess.run(["diff", "-r", str(source), str(mount.path("d/tree"))],
                                   capture_output=True, text=True)
         assert compared.returncode == 0, compared.stdout + compared.stderr
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 @pytest.mark.parametrize(("command", "mode"), [
@@ -510,8 +432,7 @@ def test_copy_a_tree_in(mounter, container, tmp_path, command, mode):
     files = make_tree(source)
     config = mounter.config([{"local": "d", "container": container.container_name,
                               "upload": mode}])
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         result = subprocess.run([*command, f"{source}/", str(mount.path("d/copy"))],
                                 capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
@@ -527,11 +448,6 @@ def test_copy_a_tree_in(mounter, container, tmp_path, command, mode):
         assert result.returncode == 0, result.stderr
         blobmount("sync", str(mount.mountpoint), check=True)
         assert_tree_in_container(container, "copy/", files)
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def git(*args: str, cwd: Path) -> str:
@@ -544,8 +460,7 @@ def git(*args: str, cwd: Path) -> str:
 
 def test_git_init_add_commit_log(mounter, container):
     config = mounter.config([{"local": "d", "container": container.container_name}])
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         repo = mount.path("d/repo")
         repo.mkdir()
         git("init", "-q", cwd=repo)
@@ -565,18 +480,12 @@ def test_git_init_add_commit_log(mounter, container):
         assert not [name for name in stored if name.endswith(".lock")]
         head = blob(container, "repo/.git/refs/heads/main").decode().strip()
         assert head == git("rev-parse", "HEAD", cwd=repo).strip()
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_editor_saves_by_rename(mounter, container):
     container.upload_blob("notes.txt", b"version 1\n")
     config = mounter.config([{"local": "d", "container": container.container_name}])
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         root = mount.path("d")
         for version in (2, 3):
             assert (root / "notes.txt").read_bytes() == f"version {version - 1}\n".encode()
@@ -597,11 +506,6 @@ def test_editor_saves_by_rename(mounter, container):
         (root / "notes.txt").write_bytes(b"version 4\n")
         os.unlink(root / "notes.txt~")
         assert blobs(container) == {"notes.txt": b"version 4\n"}
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 APPENDER = textwrap.dedent("""
@@ -615,8 +519,7 @@ APPENDER = textwrap.dedent("""
 
 def test_a_program_appends_to_a_log_across_opens(mounter, container):
     config = mounter.config([{"local": "d", "container": container.container_name}])
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         path = mount.path("d/logs/app.log")
         path.parent.mkdir()
         for start in (0, 20):  # two runs of the program, each opening the file 20 times
@@ -625,18 +528,12 @@ def test_a_program_appends_to_a_log_across_opens(mounter, container):
         expected = "".join(f"line {n}\n" for n in range(40)).encode()
         assert path.read_bytes() == expected
         assert blob(container, "logs/app.log") == expected
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_200_small_files_in_async_mode(mounter, container):
     config = mounter.config([{"local": "d", "container": container.container_name,
                               "upload": "async"}])
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         root = mount.path("d/many")
         root.mkdir()
         expected = {f"many/f{n:03d}.txt": f"file {n}\n".encode() * (n + 1) for n in range(200)}
@@ -649,19 +546,13 @@ def test_200_small_files_in_async_mode(mounter, container):
         assert blobs(container, "many") == {"many": b"", **expected}
         status = mount.status()["uploads"]
         assert (status["count"], status["bytes"], status["failed"]) == (0, 0, [])
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_a_blob_changed_in_the_container_is_never_overwritten(mounter, container):
     container.upload_blob("shared.txt", b"original\n")
     config = mounter.config([{"local": "d", "container": container.container_name}],
                             listing_ttl=3600)
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         path = mount.path("d/shared.txt")
         assert path.read_bytes() == b"original\n"  # cached now
         container.upload_blob("shared.txt", b"changed elsewhere\n", overwrite=True)
@@ -678,19 +569,13 @@ def test_a_blob_changed_in_the_container_is_never_overwritten(mounter, container
         assert path.read_bytes() == b"changed elsewhere\n"
         assert sorted(os.listdir(mount.path("d"))) == sorted(stored)
         assert mount.path(f"d/{conflicts[0]}").read_bytes() == b"original\nappended here\n"
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_entries_with_prefixes_and_moves_between_them(mounter, container):
     name = container.container_name
     config = mounter.config([{"local": "a", "container": name, "remote": "left"},
                              {"local": "b", "container": name, "remote": "right/side"}])
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         (mount.path("a/one.txt")).write_bytes(b"one")
         os.mkdir(mount.path("b/folder"))
         assert blobs(container) == {"left/one.txt": b"one", "right/side/folder": b""}
@@ -702,17 +587,11 @@ def test_entries_with_prefixes_and_moves_between_them(mounter, container):
         assert blobs(container) == {"right/side/folder": b"",
                                     "right/side/folder/one.txt": b"one"}
         assert os.listdir(mount.path("a")) == []
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_a_log_renamed_while_open_keeps_what_is_written_after(mounter, container):
     config = mounter.config([{"local": "d", "container": container.container_name}])
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         root = mount.path("d")
         with open(root / "app.log", "w") as log:  # logrotate's way: rename, write on
             log.write("before the rotation\n")
@@ -722,18 +601,12 @@ def test_a_log_renamed_while_open_keeps_what_is_written_after(mounter, container
         assert blobs(container) == {"app.log.1": b"before the rotation\nafter the rotation\n"}
         assert (root / "app.log.1").read_text() == "before the rotation\nafter the rotation\n"
         assert not (root / "app.log").exists()
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_handles_that_outlive_or_skip_their_writes(mounter, container):
     container.upload_blob("untouched.txt", b"as it was")
     config = mounter.config([{"local": "d", "container": container.container_name}])
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         root = mount.path("d")
         # Unlinked while open: writing on and closing are fine, and nothing goes up.
         with open(root / "doomed.txt", "wb") as writer:
@@ -752,8 +625,3 @@ def test_handles_that_outlive_or_skip_their_writes(mounter, container):
         subprocess.run(f"echo one >> {root}/appended.txt; echo two >> {root}/appended.txt",
                        shell=True, check=True)
         assert blob(container, "appended.txt") == b"one\ntwo\n"
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)

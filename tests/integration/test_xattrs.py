@@ -26,8 +26,7 @@ def test_extended_attributes(mounter, container):
                           content_settings=ContentSettings(content_type="text/plain"))
     name = container.container_name
     config = mounter.config([{"local": "d", "container": name}], xattrs=True)
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         path = str(mount.path("d/f.txt"))
         props = container.get_blob_client("f.txt").get_blob_properties()
         names = set(os.listxattr(path))
@@ -82,19 +81,13 @@ def test_extended_attributes(mounter, container):
         assert 'user.meta.owner="alice"' in dump and "user.blob.etag=" in dump
         # Folders have none.
         assert os.listxattr(mount.path("d")) == []
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_metadata_set_through_the_mount_survives_a_rewrite(mounter, container):
     container.upload_blob("notes.txt", b"first\n", metadata={"origin": "sdk"})
     config = mounter.config([{"local": "d", "container": container.container_name}],
                             xattrs=True)
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         path = mount.path("d/notes.txt")
         os.setxattr(path, "user.meta.owner", b"alice")
         with open(path, "a") as log:
@@ -104,18 +97,12 @@ def test_metadata_set_through_the_mount_survives_a_rewrite(mounter, container):
         assert props.metadata["owner"] == "alice"
         assert props.metadata["origin"] == "sdk"
         assert "mtime" in props.metadata
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
 
 
 def test_xattrs_off_by_default_the_kernel_stops_asking(mounter, container):
     container.upload_blob("plain.txt", b"plain")
     config = mounter.config([{"local": "d", "container": container.container_name}])
-    mount = mounter.mount(config)
-    try:
+    with mounter.mounted(config) as mount:
         path = mount.path("d/plain.txt")
         for action in (lambda: os.getxattr(path, "user.blob.etag"),
                        lambda: os.listxattr(path),
@@ -126,8 +113,3 @@ def test_xattrs_off_by_default_the_kernel_stops_asking(mounter, container):
         assert path.read_bytes() == b"plain"
         assert "owner" not in (container.get_blob_client("plain.txt")
                                .get_blob_properties().metadata or {})
-    except BaseException:
-        mounter.cleanup()
-        raise
-    else:
-        mounter.unmount(mount)
