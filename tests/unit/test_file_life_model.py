@@ -311,6 +311,10 @@ class FileLife(RuleBasedStateMachine):
             if (file.changed and not self._writers(file) and file.uploaded == file.content
                     and not self._journaled(file)):
                 file.changed = False
+                if file.vanished:
+                    # Deleted elsewhere, and nothing written here since: nothing made
+                    # it again, so the next listing drops it.
+                    file.name, file.gone_elsewhere = None, True
 
     def _journaled(self, file: File) -> bool:
         path = str(self.cache.path_for(self.entry, file.name or ""))
@@ -769,7 +773,11 @@ class FileLife(RuleBasedStateMachine):
         file = self._file_at(path)
         if file is not None and file.changed:
             file.conflict = True
-        self.remote.put_elsewhere(path, b"elsewhere" + self._data())
+        data = b"elsewhere" + self._data()
+        self.remote.put_elsewhere(path, data)
+        if file is not None and not file.changed and self.held is not None and (
+                self.held["file"] is file and not self.held["done"].is_set()):
+            file.versions.add(data)  # an open still under way may see the new version
 
     @precondition(lambda self: self.ready and set(self.remote.files()) & set(PATHS))
     @rule(data=st.data())
