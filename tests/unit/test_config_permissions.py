@@ -10,9 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from blobmount import config as cfg
 from blobmount.cli import _mount_options
-from blobmount.config import Settings, load_config, parse_umask, setting_option
+from blobmount.config import Settings, load_config, locate, parse_umask, setting_option
 from blobmount.errors import BlobmountError, ConfigError
 from blobmount.fs import BlobFS
 from blobmount.helper import HelperUsage, mount_arguments
@@ -31,7 +30,7 @@ mounts:
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(cfg, "_SYSTEM_CACHE", tmp_path / "var-cache")
+    monkeypatch.setattr(locate, "_SYSTEM_CACHE", tmp_path / "var-cache")
 
 
 def settings(tmp_path: Path, top: str) -> Settings:
