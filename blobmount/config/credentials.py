@@ -84,10 +84,10 @@ def parse_connection_string(text: str) -> tuple[str, str, str | None, str | None
     for part in text.split(";"):
         if not part.strip():
             continue
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip():
+        label, sep, value = part.partition("=")
+        if not sep or not label.strip():
             raise ValueError("malformed: expected Key=Value pairs separated by ';'")
-        pairs[key.strip().lower()] = value.strip()
+        pairs[label.strip().lower()] = value.strip()
     if not pairs:
         raise ValueError("empty")
     if pairs.get("usedevelopmentstorage", "").lower() == "true":
@@ -142,7 +142,7 @@ def _is_ip(host: str) -> bool:
 
 def sas_signatures(token: str) -> list[str]:
     """The sig= values of a SAS, as written and decoded: what logs would show of it."""
-    found = []
+    found: list[str] = []
     for part in token.split("&"):
         if part.lower().startswith("sig="):
             raw = part[len("sig=") :]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs
 
 from blobmount.log import register_secret
@@ -151,7 +152,7 @@ class Config:
         accounts = [*self.accounts.values(), *(m.account for m in self.mounts)]
         return unique(secret for account in accounts for secret in account.secrets())
 
-    def with_settings(self, **changes: object) -> Config:
+    def with_settings(self, **changes: Any) -> Config:
         """This config with some settings changed (mount options override the file)."""
         return replace(self, settings=replace(self.settings, **changes))
 

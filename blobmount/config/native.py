@@ -35,7 +35,7 @@ from .reader import (
 )
 
 _T = TypeVar("_T")
-_V = TypeVar("_V")
+_D = TypeVar("_D")
 
 _UPLOAD_MODES = ("sync", "async")
 _PERMISSION_MODES = ("kept", "fixed")  # posix.PERMISSION_MODES (config is layer 0)
@@ -103,16 +103,15 @@ def _read_settings(top: Section) -> Settings:
         cache_max_bytes=_cache_max_bytes(top, None),
         cache_max_age=_cache_max_age(top, None),
         cache_low_watermark=_fraction(top, "cache_low_watermark", defaults.cache_low_watermark),
-        uid=_optional(top, "uid", parse_id),
-        gid=_optional(top, "gid", parse_id),
+        uid=_optional(top, "uid", parse_id, None),
+        gid=_optional(top, "gid", parse_id, None),
         umask=_optional(top, "umask", parse_umask, defaults.umask),
         permissions=top.choice("permissions", _PERMISSION_MODES, defaults.permissions),
-        metrics_address=_optional(top, "metrics_address", parse_address),
+        metrics_address=_optional(top, "metrics_address", parse_address, None),
     )
 
 
-def _optional(s: Section, key: str, parse: Callable[[_V], _T],
-              default: _T | None = None) -> _T | None:
+def _optional(s: Section, key: str, parse: Callable[[object], _T], default: _D) -> _T | _D:
     """`parse` of the value at `key`, or `default` when it is absent."""
     value = s.data.get(key)
     return default if value is None else s.checked(key, parse, value)

@@ -37,7 +37,7 @@ _SIZE_UNITS = {
 }  # fmt: skip
 
 
-def parse_size(value: int | str) -> int:
+def parse_size(value: object) -> int:
     """A byte count from an int or a string such as "32MiB", "1.5GiB", "100MB" or "4096".
 
     KiB/MiB/GiB/TiB and bare K/M/G/T are powers of 1024; KB/MB/GB/TB powers of 1000.
@@ -59,7 +59,7 @@ def parse_size(value: int | str) -> int:
     return int(float(match.group(1)) * unit)
 
 
-def parse_address(value: str) -> tuple[str, int]:
+def parse_address(value: object) -> tuple[str, int]:
     """HOST:PORT ("127.0.0.1:9464", "[::1]:9464", "0.0.0.0:9464"; port 0: any free
     one) as (host, port); ValueError fit for the user."""
     if not isinstance(value, str):
@@ -72,7 +72,7 @@ def parse_address(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def parse_id(value: int | str) -> int:
+def parse_id(value: object) -> int:
     """A uid or gid from an int or a string of digits; ValueError fit for the user."""
     if isinstance(value, str) and _DIGITS.fullmatch(value):
         value = int(value)
@@ -83,7 +83,7 @@ def parse_id(value: int | str) -> int:
     return value
 
 
-def parse_umask(value: int | str) -> int:
+def parse_umask(value: object) -> int:
     """A umask from an int or an octal string ("022", "0027", "0o077").
 
     A string is always octal, as mount(8) and libfuse read `umask=`; an int is taken as
@@ -207,8 +207,9 @@ class Section:
         value = self.data.get(key)
         if value is not None and not isinstance(value, str):
             raise self.error(key, f"expected a string, got {kind(value)}")
-        if value is not None and self.variables is not None and key in TEMPLATED_KEYS:
-            value = self.checked(key, lambda text: fill(text, self.variables), value)
+        variables = self.variables
+        if value is not None and variables is not None and key in TEMPLATED_KEYS:
+            value = self.checked(key, lambda text: fill(text, variables), value)
         return value
 
     def required(self, key: str, missing: str = "missing") -> str:
