@@ -159,7 +159,7 @@ class _Entry:
 
 def _node(inode: int, *, is_dir: bool, entry: int | None) -> Node:
     return Node(inode=inode, parent=1, name="x", is_dir=is_dir, entry=entry, blob="x",
-                size=3, mtime_ns=0, etag=None, checked=None, listed=None, local=False)
+                size=3, mtime_ns=0, etag=None, checked=None, listed=None, unuploaded=False)
 
 
 def _fs(entries: list[_Entry], **owners: int) -> BlobFS:
