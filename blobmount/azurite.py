@@ -23,14 +23,13 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from blobmount.config.credentials import AZURITE_ACCOUNT, AZURITE_KEY
 from blobmount.errors import BlobmountError
 from blobmount.tools import find_azurite
 
 #: Azurite's single account and its published, well-known key (not a secret).
-ACCOUNT_NAME = "devstoreaccount1"
-ACCOUNT_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
+ACCOUNT_NAME = AZURITE_ACCOUNT
+ACCOUNT_KEY = AZURITE_KEY
 
 _POLL_INTERVAL = 0.05
 _LOG_TAIL_BYTES = 2000

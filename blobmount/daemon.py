@@ -29,7 +29,8 @@ import trio
 from .azcopy import AzCopy
 from .azurite import Azurite
 from .cache import ENTRY_ITEMS, TOP_ITEMS, Cache, SharedFolder, make_private
-from .config import Config, MountEntry, embedded_config, xdg_dir
+from .config import Config, MountEntry, embedded_config
+from .config.locate import data_dir, embedded_cache_dir
 from .control import ControlServer, socket_path
 from .errors import BlobmountError, MountPointError, ToolNotFound
 from .eviction import Evictor
@@ -61,20 +62,6 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 AZCOPY_STALLS = 6
 # Where fusermount3 reads whether users other than root may give allow_other.
 FUSE_CONF = Path("/etc/fuse.conf")
-
-
-def data_dir() -> Path:
-    """Where the embedded Azurite keeps its data: $XDG_DATA_HOME/blobmount."""
-    return xdg_dir("XDG_DATA_HOME", ".local/share") / "blobmount"
-
-
-def embedded_cache_dir() -> Path:
-    """The embedded default's cache: $XDG_CACHE_HOME/blobmount, for root too.
-
-    Like its Azurite's data, it belongs to the user who started it; the system-wide
-    /var/cache/blobmount is for the mounts of root's config.
-    """
-    return xdg_dir("XDG_CACHE_HOME", ".cache") / "blobmount"
 
 
 def check_mountpoint(path: str | os.PathLike) -> Path:

@@ -218,7 +218,7 @@ class Files:
         """The cache file holding the file's bytes (downloaded if need be), whether it
         was downloaded now, and (only if `readable`) the Filling of a large file handed
         over while it downloads, or the BlockReader of one read by blocks."""
-        if not node.local:
+        if not node.unuploaded:
             node = await self.namespace.fresh_file(node)
         entry, remote = self.entries[node.entry], self.namespace.remotes[node.entry]
         shown_path = self.namespace.path_of(node)
@@ -276,7 +276,7 @@ class Files:
     def _recheck(self, inode: int) -> None:
         """The blob changed since the file was opened: the next open asks for it."""
         node = self.store.node(inode)
-        if node is not None and not node.local:
+        if node is not None and not node.unuploaded:
             self.store.update_file(inode, size=node.size, mtime_ns=node.mtime_ns,
                                    etag=node.etag or "", checked=0.0)
 
@@ -423,7 +423,7 @@ class Files:
                               gid=kept["gid"]), **changes})
             return
         path = self._path(node)
-        if node.local:
+        if node.unuploaded:
             if any(isinstance(h, Writing) and h.inode == node.inode and h.written
                    for h in self.handles.values()):
                 return  # its flush journals the new metadata with the bytes
@@ -510,7 +510,7 @@ class Files:
             if target_path is not None:
                 await held.enter_async_context(self.uploads.holding(target_path))
             here_only = await self._only_here(node)
-            if node.local and not here_only:
+            if node.unuploaded and not here_only:
                 await self._upload_pending(node)
             base = None
             if target_path is not None:
@@ -564,7 +564,7 @@ class Files:
         upload = self.store.upload(str(self._path(node)))
         now = self.store.node(node.inode)
         return (upload is not None and upload.base_etag == "" and now is not None
-                and now.local and not now.etag)
+                and now.unuploaded and not now.etag)
 
     def _moved(self, old_path: Path, new_path: Path) -> None:
         """A cache file took a new name: the handles on it follow."""

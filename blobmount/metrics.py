@@ -111,7 +111,7 @@ class _Live(Collector):
 
     @staticmethod
     def _families(snapshot: Snapshot) -> list[Metric]:
-        families = []
+        families: list[Metric] = []
         for name, doc, values in (
             ("blobmount_cache_bytes", "Bytes of cached copies, by mount entry.",
              snapshot.cache_bytes),

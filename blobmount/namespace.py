@@ -239,7 +239,7 @@ class Namespace:
                 if node is None:  # a folder that only its pending files make
                     self.store.add_folder(folder.inode, first, entry=folder.entry,
                                           blob=f"{prefix}{first}/", listed=None)
-            elif node is None or not (node.local or node.is_dir):
+            elif node is None or not (node.unuploaded or node.is_dir):
                 try:
                     size = os.stat(row.path).st_size
                 except FileNotFoundError:

@@ -39,7 +39,7 @@ class Node:
     etag: str | None
     checked: float | None
     listed: float | None
-    local: bool
+    unuploaded: bool  # the cache holds bytes the container lacks (column `local`)
     mode: int | None = None      # permission bits kept in metadata; None: the defaults
     uid: int | None = None
     gid: int | None = None
@@ -123,10 +123,10 @@ _UPLOAD_COLUMNS = ("path, account, container, blob, base_etag, version, queued, 
 def _node(row: tuple | None) -> Node | None:
     if row is None:
         return None
-    (inode, parent, name, is_dir, entry, blob, size, mtime_ns, etag, checked, listed, local,
+    (inode, parent, name, is_dir, entry, blob, size, mtime_ns, etag, checked, listed, unuploaded,
      mode, uid, gid, atime_ns, ctime_ns, is_link, link, subfolders, special, rdev) = row
     return Node(inode, parent, name, bool(is_dir), entry, blob, size, mtime_ns, etag,
-                checked, listed, bool(local), mode, uid, gid, atime_ns, ctime_ns,
+                checked, listed, bool(unuploaded), mode, uid, gid, atime_ns, ctime_ns,
                 bool(is_link), link, subfolders, special, rdev)
 
 

@@ -130,7 +130,7 @@ class Xattrs:
     async def _props(self, node: Node) -> BlobProperties | None:
         """The blob's properties (None: no blob yet), from a recent HEAD if there was one."""
         seen = self._seen.get(node.inode)
-        if seen is not None and seen.etag == node.etag and not node.local and (
+        if seen is not None and seen.etag == node.etag and not node.unuploaded and (
                 time.monotonic() - seen.when < self.namespace.ttl):
             return seen.props
         remote = self.namespace.remotes[node.entry]
@@ -236,7 +236,7 @@ class Xattrs:
 
     async def _uploaded(self, node: Node) -> Node:
         """The node, once the blob holds its bytes: metadata goes on the blob."""
-        if not node.local:
+        if not node.unuploaded:
             return node
         path = self.cache.path_for(self.entries[node.entry], node.blob)
         row = self.store.upload(str(path))
@@ -244,7 +244,7 @@ class Xattrs:
             raise XattrError(errno.EBUSY, f"{node.name} is open for writing")
         await self.uploads.upload_now(Path(row.path), row.version)
         node = self.namespace.node(node.inode)
-        if node.local:
+        if node.unuploaded:
             raise XattrError(errno.EBUSY, f"{node.name} is being written")
         return node
 

@@ -16,6 +16,7 @@ config are plain local files, as in azfuse.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import datetime as dt
 import logging
@@ -279,8 +280,9 @@ class File:
         `size_in_bytes` and `last_modified`. Listed through the mount."""
         return _listing(cls._real(folder), os.fspath(folder), recursive, return_info)
 
+    # builtins.list: inside the class, `list` is the method above.
     @classmethod
-    def walk(cls, folder: str | os.PathLike, return_info: bool = False) -> list[Any]:
+    def walk(cls, folder: str | os.PathLike, return_info: bool = False) -> builtins.list[Any]:
         """Every file under the folder: `list(folder, recursive=True)`."""
         return cls.list(folder, recursive=True, return_info=return_info)
 

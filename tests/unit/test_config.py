@@ -27,6 +27,7 @@ from blobmount.config import (
     embedded_config,
     find_config,
     load_config,
+    locate,
     parse_size,
 )
 from blobmount.errors import ConfigError
@@ -56,8 +57,8 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    monkeypatch.setattr(cfg, "_SYSTEM_CONFIG", tmp_path / "etc" / "config.yaml")
-    monkeypatch.setattr(cfg, "_SYSTEM_CACHE", tmp_path / "var-cache")
+    monkeypatch.setattr(locate, "_SYSTEM_CONFIG", tmp_path / "etc" / "config.yaml")
+    monkeypatch.setattr(locate, "_SYSTEM_CACHE", tmp_path / "var-cache")
     return home
 
 
@@ -457,7 +458,7 @@ def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, isolated: Path) -> N
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
     assert default_cache_dir() == isolated / ".cache" / "blobmount"
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    assert default_cache_dir() == cfg._SYSTEM_CACHE
+    assert default_cache_dir() == locate._SYSTEM_CACHE
 
 
 # --------------------------------------------------------------------------- find_config
@@ -505,7 +506,7 @@ def test_find_config_as_root_uses_the_system_file(
     monkeypatch.delenv("BLOBMOUNT_CONFIG")
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     assert find_config(None) == all_configs["azfuse"]  # the user's file is not root's
-    system = write(cfg._SYSTEM_CONFIG, minimal())
+    system = write(locate._SYSTEM_CONFIG, minimal())
     assert find_config(None) == system
 
 

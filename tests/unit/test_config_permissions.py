@@ -10,9 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from blobmount import config as cfg
 from blobmount.cli import _mount_options
-from blobmount.config import Settings, load_config, parse_umask, setting_option
+from blobmount.config import Settings, load_config, locate, parse_umask, setting_option
 from blobmount.errors import BlobmountError, ConfigError
 from blobmount.fs import BlobFS
 from blobmount.helper import HelperUsage, mount_arguments
@@ -31,7 +30,7 @@ mounts:
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(cfg, "_SYSTEM_CACHE", tmp_path / "var-cache")
+    monkeypatch.setattr(locate, "_SYSTEM_CACHE", tmp_path / "var-cache")
 
 
 def settings(tmp_path: Path, top: str) -> Settings:
@@ -160,7 +159,7 @@ class _Entry:
 
 def _node(inode: int, *, is_dir: bool, entry: int | None) -> Node:
     return Node(inode=inode, parent=1, name="x", is_dir=is_dir, entry=entry, blob="x",
-                size=3, mtime_ns=0, etag=None, checked=None, listed=None, local=False)
+                size=3, mtime_ns=0, etag=None, checked=None, listed=None, unuploaded=False)
 
 
 def _fs(entries: list[_Entry], **owners: int) -> BlobFS:

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from blobmount import config as cfg
-from blobmount.config import default_cache_dir, default_variables, load_config
+from blobmount.config import default_cache_dir, default_variables, load_config, locate
 from blobmount.errors import ConfigError
 
 KEY = base64.b64encode(b"template-test-account-key-" + b"t" * 38).decode()
@@ -23,7 +22,7 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in ("BLOBMOUNT_USER", "CACHE_DIRECTORY", "XDG_CACHE_HOME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(cfg, "_SYSTEM_CACHE", tmp_path / "var-cache")
+    monkeypatch.setattr(locate, "_SYSTEM_CACHE", tmp_path / "var-cache")
 
 
 def write_config(tmp_path: Path, mounts: list[dict], account: dict | None = None,
