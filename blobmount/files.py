@@ -304,7 +304,13 @@ class Files:
             return
         node = self.store.node(handle.inode)
         sync = node is not None and self.entries[node.entry].upload == "sync"
-        if handle.written or (sync and self.store.upload(str(handle.path)) is not None):
+        # fsync(2) makes the file's bytes durable, whichever descriptor wrote them.
+        writers = [other for other in self.handles.values()
+                   if isinstance(other, Writing) and other.inode == handle.inode]
+        if (any(writer.written for writer in writers)
+                or (sync and self.store.upload(str(handle.path)) is not None)):
+            for writer in writers:
+                writer.written = False
             await self._commit(handle, wait=None)
 
     async def release(self, number: int) -> None:

@@ -626,9 +626,14 @@ class FileLife(RuleBasedStateMachine):
         number = data.draw(st.sampled_from(
             sorted(n for n, h in self.handles.items() if h.writing)))
         handle = self.handles[number]
+        # fsync(2) covers what every descriptor of the file wrote.
+        handle.written = any(other.written for other in self.handles.values()
+                             if other.writing and other.file is handle.file)
         self.loop.call(self.life.fsync, number)
         self._committed(handle)
-        handle.written = False
+        for other in self.handles.values():
+            if other.writing and other.file is handle.file:
+                other.written = False
 
     @precondition(lambda self: self.handles)
     @rule(data=st.data())
@@ -988,3 +993,16 @@ def test_an_open_whose_file_is_unlinked_while_it_waits_fails_with_enoent() -> No
         assert isinstance(state.held.get("error"), NotFound)  # was: a handle reading b''
         state.held = None
         state._finish()
+
+
+def test_fsync_through_one_descriptor_makes_another_ones_writes_durable() -> None:
+    """fsync(2) is of the file, not of the descriptor: it used to upload nothing when
+    the bytes came through another descriptor of the same file."""
+    with machine("sync", seeds={"x"}) as state:
+        first = state.loop.call(state._open, "x", os.O_RDWR)
+        second = state.loop.call(state._open, "x", os.O_RDWR)
+        state.loop.call(state.life.write, first, 0, b"through the first")
+        state.loop.call(state.life.fsync, second)
+        assert state.remote.files()["x"].data == b"through the first"
+        state.loop.call(state._close, first)
+        state.loop.call(state._close, second)
