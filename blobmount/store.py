@@ -596,6 +596,8 @@ class Store:
             self._db.execute("UPDATE cached_blocks SET path = ? WHERE path = ?", (new, old))
 
     def set_cache_state(self, path: str, state: str) -> None:
+        if state == "clean" and self.patch(path) is not None:
+            state = "partial"  # an edit's copy (patch.py) holds only some blocks
         self._db.execute("UPDATE cached_files SET state = ? WHERE path = ?", (state, path))
 
     def cached_bytes(self, under: str | None = None) -> int:

@@ -33,8 +33,9 @@ LAYERS: dict[int, frozenset[str]] = {
     # `uploads` (the write path's journal and worker) sits with `transfers`.
     # `eviction` (cache limits), `catalog` (mount paths to blobs), `xattrs` sit with `cache`.
     # `blocks`: large files read by blocks into sparse copies, beside `transfers`.
+    # `patch`: edits of those files uploaded by blocks, beside `uploads`.
     2: frozenset({"namespace", "cache", "transfers", "uploads", "eviction", "catalog",
-                  "xattrs", "readahead", "blocks"}),
+                  "xattrs", "readahead", "blocks", "patch"}),
     # `manage`: the control requests for the cache (prefetch, cache ls/evict, stats).
     # `files`: a file's life (handles, local changes, renames); `fs` forwards to it.
     3: frozenset({"files", "fs", "control", "manage"}),
