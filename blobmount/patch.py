@@ -118,6 +118,7 @@ class Patches:
         self.remotes: dict[tuple[str, str], Remote] = {}
         self._limiter = trio.CapacityLimiter(PARALLEL)
         self._background: trio.Nursery | None = None
+        self._doomed: list[tuple[Remote, str, str]] = []  # snapshots to delete
         #: bytes staged since the mount: sent from here, and copied server-side
         self.staged = {"sent": 0, "copied": 0}
         self.on_changed: Callable[[], None] = lambda: None
@@ -303,12 +304,20 @@ class Patches:
         remote = edit.remote if edit else self.remotes.get((row.account, row.container))
         snapshot = edit.snapshot if edit else row.snapshot
         blob = edit.blob if edit else row.blob
-        if remote is not None and snapshot and self._background is not None:
-            self._background.start_soon(self._delete_snapshot, remote, blob, snapshot)
+        if remote is not None and snapshot:
+            self._doomed.append((remote, blob, snapshot))
+            self._delete_doomed()
 
     def run_in(self, nursery: trio.Nursery) -> None:
         """Where snapshots of edits that ended are deleted: the daemon's nursery."""
         self._background = nursery
+        self._delete_doomed()
+
+    def _delete_doomed(self) -> None:
+        """Delete, in the background, the snapshots no edit needs any more (kept until
+        there is a background: uploads at start-up may end before it)."""
+        while self._background is not None and self._doomed:
+            self._background.start_soon(self._delete_snapshot, *self._doomed.pop())
 
     async def sweep(self) -> None:
         """At mount: edits left by an earlier daemon whose change was dropped (never
@@ -330,6 +339,7 @@ class Patches:
     async def _delete_snapshot(self, remote: Remote, blob: str, snapshot: str) -> None:
         try:
             await trio.to_thread.run_sync(remote.delete_snapshot, blob, snapshot)
+            log.debug("deleted snapshot %s of %s/%s", snapshot, remote.label, blob)
         except BlobmountError as exc:
             log.warning("snapshot %s of %s/%s could not be deleted: %s", snapshot,
                         remote.label, blob, exc)
@@ -365,13 +375,16 @@ class Patches:
         if not any(piece.copy for piece in pieces):
             md5 = await trio.to_thread.run_sync(file_md5, edit.path, limiter=self._limiter)
         fd = os.open(edit.path, os.O_RDONLY)
+        failures: list[BlobmountError] = []
         try:
             async with trio.open_nursery() as nursery:
                 for block_id, piece in zip(ids, pieces, strict=True):
                     nursery.start_soon(self._stage, remote, blob, block_id, piece, source,
-                                       edit.etag, fd)
+                                       edit.etag, fd, failures)
         finally:
             os.close(fd)
+        if failures:
+            raise failures[0]
         edit.sent = sent  # before the commit: its answer may be lost, the commit not
         etag = await trio.to_thread.run_sync(lambda: remote.commit_blocks(
             blob, ids, base_etag=base_etag, content_type=content_type, md5=md5,
@@ -383,7 +396,15 @@ class Patches:
         return BlobItem(blob, False, size, mtime, etag)
 
     async def _stage(self, remote: Remote, blob: str, block_id: str, piece: Piece,
-                     source: str, source_etag: str, fd: int) -> None:
+                     source: str, source_etag: str, fd: int,
+                     failures: list[BlobmountError]) -> None:
+        try:
+            await self._stage_one(remote, blob, block_id, piece, source, source_etag, fd)
+        except BlobmountError as exc:
+            failures.append(exc)  # the first says why the upload failed
+
+    async def _stage_one(self, remote: Remote, blob: str, block_id: str, piece: Piece,
+                         source: str, source_etag: str, fd: int) -> None:
         async with self._limiter:
             if piece.copy:
                 await trio.to_thread.run_sync(lambda: remote.stage_block_from_url(

@@ -1043,7 +1043,7 @@ class Remote:
         still the version `base_etag` ('' = only if there is no blob): RemoteConflict
         otherwise. The new ETag."""
         condition = ({"etag": f'"{base_etag}"', "match_condition": MatchConditions.IfNotModified}
-                     if base_etag else {"etag": "*", "match_condition": MatchConditions.IfMissing})
+                     if base_etag else {"match_condition": MatchConditions.IfMissing})
         settings = ContentSettings(content_type=content_type,
                                    content_md5=bytearray.fromhex(md5) if md5 else None)
         with self._call(f"commit of {self.label}/{blob}"):
