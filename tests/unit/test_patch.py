@@ -28,9 +28,12 @@ def test_an_append_sends_only_the_bytes_past_the_old_end():
     size = old + 9 * MiB
     pieces = plan(size, old, set())
     _covers(pieces, size)
-    assert [piece.copy for piece in pieces] == [True] + [False] * 3
-    assert pieces[0] == Piece(0, old, True)  # the old last block, copied up to its end
-    assert all(piece.length <= PUT_MAX for piece in pieces[1:])
+    copied = [piece for piece in pieces if piece.copy]
+    sent = [piece for piece in pieces if not piece.copy]
+    # The old last block is copied up to the old end; only what is past it is sent.
+    assert pieces[:len(copied)] == copied and copied[-1].offset + copied[-1].length == old
+    assert sent[0].offset == old and all(piece.length <= PUT_MAX for piece in sent)
+    assert all(piece.length <= COPY_MAX for piece in copied)
 
 
 def test_a_written_last_block_goes_whole_and_nothing_past_a_truncate_is_copied():
