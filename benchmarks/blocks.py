@@ -9,7 +9,9 @@ puts one blob of --size, and measures, each run on a cold cache:
 - 100 random 4 KiB reads (the same offsets for every tool): blobmount, the same reads
   as ranged SDK GETs, rclone mount; with the bytes blobmount fetched;
 - a sequential read (dd, 1 MiB) through a --cache limit, against AzCopy downloading
-  the blob and rclone mount; with blobmount's peak cache size (sampled) and peak RSS.
+  the blob and rclone mount; with blobmount's peak cache size (sampled) and peak RSS;
+- a 4 KiB edit in the middle of the blob, and an append of 1 MiB, each until the blob
+  holds it (close() in sync mode), against AzCopy uploading a file of the blob's size.
 Prints a Markdown table of medians with ratios (run.py's), and the figures.
 """
 
@@ -169,6 +171,38 @@ def sequential(bench: BlockBench, results: base.Results, size: int, cache_max: i
         f" {max(peaks) / MiB:.0f} MiB, daemon peak RSS {max(rss) / MiB:.0f} MiB")
 
 
+def edits(bench: BlockBench, results: base.Results, size: int) -> None:
+    """Edits by blocks (patch.py): only the changed blocks go up, the rest is copied
+    server-side; against AzCopy uploading the whole file (to another blob)."""
+    local = bench.work / "upload.bin"
+    with open(local, "wb") as out:  # sparse: AzCopy reads it all the same
+        out.truncate(size)
+    blob = bench.container.get_blob_client(BLOB)
+    middle = size // 2 + 100
+
+    def edit(root: Path) -> None:
+        with open(root / BLOB, "r+b", buffering=0) as file:
+            file.seek(middle)
+            file.write(os.urandom(4096))
+
+    def append(root: Path) -> None:
+        with open(root / BLOB, "ab", buffering=0) as file:
+            file.write(os.urandom(MiB))
+
+    try:
+        for _ in range(bench.scale.runs):
+            for workload, change in (("edit_4k_middle", edit), ("append_1m", append)):
+                with bench.mounted() as root:
+                    (root / BLOB).stat()
+                    before = blob.get_blob_properties().etag
+                    results.add(workload, "blobmount", base.timed(lambda: change(root)))
+                    assert blob.get_blob_properties().etag != before, "the blob did not change"
+                results.add(workload, "azcopy upload", base.timed(
+                    lambda: bench.azcopy_upload(local, "huge/upload.bin")))
+    finally:
+        local.unlink(missing_ok=True)
+
+
 def _dd(path: Path) -> None:
     subprocess.run(["dd", f"if={path}", "of=/dev/null", "bs=1M"], check=True,
                    capture_output=True)
@@ -208,7 +242,8 @@ def main() -> int:
     parser.add_argument("--cache", default="512MiB", help="cache_max_bytes for the"
                         " sequential read (default 512MiB)")
     parser.add_argument("--runs", type=int, default=3, help="runs per tool (median taken)")
-    parser.add_argument("--only", nargs="*", choices=("first_byte", "random", "sequential"))
+    parser.add_argument("--only", nargs="*",
+                        choices=("first_byte", "random", "sequential", "edits"))
     parser.add_argument("--block-read-min", help="the mount's block_read_min (default: its"
                         " own, 1 GiB); the suite's smoke run reads a small blob by blocks")
     args = parser.parse_args()
@@ -216,7 +251,7 @@ def main() -> int:
     scale = base.Scale(0, 0, 0, 0, 0, 0, 0, 0, args.runs)
     results = base.Results()
     started = time.monotonic()
-    only = args.only or ("first_byte", "random", "sequential")
+    only = args.only or ("first_byte", "random", "sequential", "edits")
     with tempfile.TemporaryDirectory(prefix="blobmount-blocks-") as scratch, \
             Azurite(location=Path(scratch) / "azurite") as azurite:
         bench = BlockBench(azurite, Path(scratch), scale)
@@ -230,6 +265,8 @@ def main() -> int:
             random_reads(bench, results, size)
         if "sequential" in only:
             sequential(bench, results, size, cache_max)
+        if "edits" in only:
+            edits(bench, results, size)
     print(f"{base.table(results)}\n\n{base.rclone_version(bench.rclone)}; {base.machine()};"
           f" {time.monotonic() - started:.0f} s in all")
     return 0

@@ -121,6 +121,10 @@ class Blocks:
         """Whether a blob of this size and version is read by blocks."""
         return self._background is not None and bool(etag) and size > self.min_size
 
+    def is_open(self, path: Path) -> bool:
+        """Whether a reader has the partial copy at `path` open."""
+        return path in self._files
+
     def in_use(self) -> set[str]:
         """Blocks (cache.block_key) being read or fetched: not to be evicted."""
         return {block_key(file.key, start) for file in self._files.values()

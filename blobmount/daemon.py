@@ -321,6 +321,7 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
                       on_conflict=lambda target, blob: (metrics.conflicts.inc(),
                                                         namespace.conflicted(target.index,
                                                                              blob)))
+    uploads.use_patches(downloads.patches)
     # One list, read by the file system and switched by the control request hold_async.
     entries = list(config.mounts)
     files = Files(namespace, cache, downloads, uploads, entries,

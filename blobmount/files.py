@@ -228,8 +228,8 @@ class Files:
             path, downloaded, filling = await self.downloads.readable_copy(
                 entry, remote, node.blob, **wanted)
         else:
-            path, downloaded = await self.downloads.cached_copy(entry, remote, node.blob,
-                                                                **wanted)
+            path, downloaded = await self.downloads.writable_copy(entry, remote, node.blob,
+                                                                  **wanted)
         self.on_copy(downloaded)
         if (self.read_ahead.files and node.size <= READ_AHEAD_MAX_SIZE
                 and self.downloads.walking(path, downloaded)):
@@ -271,6 +271,8 @@ class Files:
                 raise
         if isinstance(handle, Reading) and handle.filling is not None:
             await handle.filling.wait_for(offset + size)
+        if isinstance(handle, Writing):
+            await self.downloads.before_read(handle.path, offset, size)
         return os.pread(handle.fd, size, offset)
 
     def _recheck(self, inode: int) -> None:
@@ -284,6 +286,7 @@ class Files:
         handle = self.handles[number]
         if not isinstance(handle, Writing):
             raise OSError(errno.EBADF, "not open for writing")
+        await self.downloads.before_write(handle.path, offset, len(data))
         written = self.downloads.write(handle.fd, handle.path, data, offset)
         handle.written = True
         node = self.store.node(handle.inode)
@@ -383,6 +386,7 @@ class Files:
     async def truncate(self, node: Node, size: int, number: int | None) -> None:
         handle = self.handles.get(number) if number else None
         if isinstance(handle, Writing):
+            await self.downloads.before_truncate(handle.path, size)
             os.ftruncate(handle.fd, size)
             handle.written = True
             self.store.set_local(node.inode, size=size, mtime_ns=time.time_ns())
@@ -393,6 +397,7 @@ class Files:
         else:
             path, _, _ = await self._cached_copy(node)
             await self._start_writing(node, path, truncate=False)
+            await self.downloads.before_truncate(path, size)
             os.truncate(path, size)
         fd = os.open(path, os.O_RDWR)
         # A handle of its own for the length of the call, so that an upload ending

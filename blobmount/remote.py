@@ -42,6 +42,7 @@ from azure.core.exceptions import (
 from azure.core.pipeline.transport import RequestsTransport
 from azure.core.rest import HttpRequest, HttpResponse
 from azure.storage.blob import (
+    BlobBlock,
     BlobSasPermissions,
     BlobServiceClient,
     ContainerClient,
@@ -51,6 +52,7 @@ from azure.storage.blob import (
     generate_blob_sas,
     generate_container_sas,
 )
+from azure.storage.blob._generated.models import SourceModifiedAccessConditions
 
 from . import posix
 from .access import (
@@ -1084,6 +1086,80 @@ class Remote:
         with self._delegation_key_lock:
             self._delegation_key = fresh
         return fresh
+
+    # -- edits by blocks (patch.py) --------------------------------------------------
+
+    def snapshot(self, blob: str, etag: str) -> str:
+        """Take a snapshot of the blob's version `etag` (RemoteConflict if the blob is
+        another now); the snapshot's time stamp, which names it."""
+        with self._call(f"snapshot of {self.label}/{blob}"):
+            result = self._client.get_blob_client(blob).create_snapshot(
+                etag=f'"{etag}"', match_condition=MatchConditions.IfNotModified)
+        return str(result["snapshot"])
+
+    def delete_snapshot(self, blob: str, snapshot: str) -> None:
+        """Delete one snapshot of a blob; one already gone is fine."""
+        with self._call(f"delete of a snapshot of {self.label}/{blob}"), contextlib.suppress(
+                ResourceNotFoundError):
+            self._client.get_blob_client(blob, snapshot=snapshot).delete_blob()
+
+    def snapshot_source(self, blob: str, snapshot: str) -> str:
+        """The URL Put Block From URL reads a snapshot by: with a SAS of that snapshot
+        alone, read-only, for AZCOPY_SAS_LIFETIME (or the account's own SAS token)."""
+        key = self._key()
+        if key:
+            now = dt.datetime.now(dt.UTC)
+            token = generate_blob_sas(
+                self.account.account_name, self.container, blob, snapshot=snapshot,
+                account_key=key, permission=BlobSasPermissions(read=True),
+                start=now - dt.timedelta(minutes=5), expiry=now + AZCOPY_SAS_LIFETIME)
+        elif self.account.sas_token:
+            token = self.account.sas_token.lstrip("?")
+        else:
+            raise RemoteAuthError(f"account {self.account.name}: no key or SAS token to"
+                                  " copy blocks with")
+        return f"{self.blob_url(blob)}?snapshot={quote(snapshot)}&{token}"
+
+    def stage_block_from_url(self, blob: str, block_id: str, source_url: str, offset: int,
+                             length: int, source_etag: str, *,
+                             retries: int | None = None) -> None:
+        """Stage bytes [offset, offset + length) of `source_url` (of version
+        `source_etag`: If-Match) as an uncommitted block of `blob`, server-side."""
+        with self._call(f"copy of blocks of {self.label}/{blob}"):
+            self._client.get_blob_client(blob).stage_block_from_url(
+                block_id, source_url, source_offset=offset, source_length=length,
+                source_modified_access_conditions=SourceModifiedAccessConditions(
+                    source_if_match=f'"{source_etag}"'), **_retries(retries))
+
+    def stage_block(self, blob: str, block_id: str, data: bytes, *,
+                    retries: int | None = None) -> None:
+        """Stage `data` as an uncommitted block of `blob` (its MD5 checked on arrival)."""
+        with self._call(f"upload of blocks of {self.label}/{blob}"):
+            self._client.get_blob_client(blob).stage_block(
+                block_id, data, length=len(data), validate_content=True, **_retries(retries))
+
+    def commit_blocks(self, blob: str, block_ids: list[str], *, base_etag: str,
+                      content_type: str | None, md5: str | None, metadata: dict[str, str],
+                      retries: int | None = None) -> str:
+        """Make the staged blocks, in this order, the blob's bytes, only if the blob is
+        still the version `base_etag` ('' = only if there is no blob): RemoteConflict
+        otherwise. The new ETag."""
+        condition = ({"etag": f'"{base_etag}"', "match_condition": MatchConditions.IfNotModified}
+                     if base_etag else {"match_condition": MatchConditions.IfMissing})
+        settings = ContentSettings(content_type=content_type,
+                                   content_md5=bytearray.fromhex(md5) if md5 else None)
+        with self._call(f"commit of {self.label}/{blob}"):
+            result = self._client.get_blob_client(blob).commit_block_list(
+                [BlobBlock(block_id) for block_id in block_ids], content_settings=settings,
+                metadata=metadata, **condition, **_retries(retries))
+        return _etag(result.get("etag")) or ""
+
+    def committed_blocks(self, blob: str) -> list[str]:
+        """The IDs of the blob's committed blocks, in order."""
+        with self._call(f"block list of {self.label}/{blob}"):
+            committed, _ = self._client.get_blob_client(blob).get_block_list("committed")
+        return [block.id for block in committed or []]
+
 
 
 def file_md5(path: Path) -> str:

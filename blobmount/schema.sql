@@ -2,7 +2,7 @@
 --
 -- One sqlite database per cache folder (<cache_dir>/blobmount.sqlite, WAL mode),
 -- opened by one daemon at a time (the daemon holds a lock file beside it).
--- `meta.schema_version` says which version of this file made the database (now 6);
+-- `meta.schema_version` says which version of this file made the database (now 7);
 -- store.py migrates older ones forward, step by step.
 
 CREATE TABLE IF NOT EXISTS meta (
@@ -87,6 +87,28 @@ CREATE TABLE IF NOT EXISTS cached_blocks (
                                     -- daemon wrote is checked against it before use
                                     -- (blocks are not fsynced one by one)
     last_access REAL NOT NULL,      -- wall time of the last read, for eviction
+    PRIMARY KEY (path, start)
+) WITHOUT ROWID;
+
+-- Edits of large copies uploaded by blocks (schema 7, patch.py): a copy being written
+-- whose bytes are only partly here. The bytes not here are those of `etag` (the
+-- blocks of cached_blocks are, and the rest is read from the blob's snapshot).
+CREATE TABLE IF NOT EXISTS patches (
+    path      TEXT PRIMARY KEY,     -- cached_files.path of the copy
+    account   TEXT NOT NULL,        -- where the snapshot is
+    container TEXT NOT NULL,
+    blob      TEXT NOT NULL,
+    etag      TEXT NOT NULL,        -- the version the unchanged bytes are of
+    size      INTEGER NOT NULL,     -- bytes from the start that are that version's where
+                                    -- not changed (its size, less by a truncate)
+    snapshot  TEXT NOT NULL         -- the snapshot of that version the commit copies
+                                    -- unchanged ranges from ('' = none)
+);
+
+-- The blocks (BLOCK-aligned starts) of a patch's copy written here: they go up whole.
+CREATE TABLE IF NOT EXISTS patch_blocks (
+    path  TEXT NOT NULL,            -- patches.path
+    start INTEGER NOT NULL,
     PRIMARY KEY (path, start)
 ) WITHOUT ROWID;
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from .errors import StoreError
 from .posix import Kept
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 ROOT_INODE = 1
 #: the parent of files unlinked while open; no folder has this inode
 ORPHANS = 0
@@ -80,6 +80,19 @@ class CachedFile:
     size: int
     state: str
     last_access: float
+
+
+@dataclass(frozen=True, slots=True)
+class Patch:
+    """An edit of a large copy uploaded by blocks (see schema.sql)."""
+
+    path: str
+    account: str
+    container: str
+    blob: str
+    etag: str
+    size: int
+    snapshot: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +199,8 @@ class Store:
                 self._db.execute("DROP TABLE IF EXISTS nodes")
             # 4 -> 5: cached_blocks, the blocks of partial copies; schema.sql below makes
             # the table (nothing older changes, so this step needs no statement).
+            # 6 -> 7: patches and patch_blocks, edits of large copies uploaded by
+            # blocks; made by schema.sql the same way.
             schema = resources.files("blobmount").joinpath("schema.sql").read_text()
             self._db.executescript(schema)
             self._db.execute(
@@ -463,9 +478,9 @@ class Store:
     def put_cached_file(self, path: str, *, blob: str, etag: str, size: int,
                         state: str = "clean") -> None:
         """Record a copy. Blocks of an earlier record go unless it stays partial (its
-        ETag changed with the same bytes: utimens)."""
+        ETag changed with the same bytes: utimens), or it is a patch's (patch.py)."""
         with self._db:
-            if state != "partial":
+            if state != "partial" and not (state == "dirty" and self.patch(path)):
                 self._db.execute("DELETE FROM cached_blocks WHERE path = ?", (path,))
             self._db.execute(
                 "INSERT OR REPLACE INTO cached_files (path, blob, etag, size, state,"
@@ -532,7 +547,57 @@ class Store:
             " WHERE substr(path, 1, ?) = ? ORDER BY last_access", (len(under), under))
         return [CachedBlock(*row) for row in rows]
 
+    # -- patches: edits of large copies uploaded by blocks (patch.py) ----------------
+
+    def patch(self, path: str) -> Patch | None:
+        row = self._db.execute(
+            "SELECT path, account, container, blob, etag, size, snapshot FROM patches"
+            " WHERE path = ?", (path,)).fetchone()
+        return Patch(*row) if row else None
+
+    def patches(self) -> list[Patch]:
+        return [Patch(*row) for row in self._db.execute(
+            "SELECT path, account, container, blob, etag, size, snapshot FROM patches")]
+
+    def put_patch(self, patch: Patch) -> None:
+        """Record a patch (a new one, or its new base: its written blocks stay)."""
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO patches (path, account, container, blob, etag, size,"
+                " snapshot) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (patch.path, patch.account, patch.container, patch.blob, patch.etag,
+                 patch.size, patch.snapshot))
+
+    def drop_patch(self, path: str) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM patch_blocks WHERE path = ?", (path,))
+            self._db.execute("DELETE FROM patches WHERE path = ?", (path,))
+
+    def patch_blocks(self, path: str) -> set[int]:
+        return {row[0] for row in self._db.execute(
+            "SELECT start FROM patch_blocks WHERE path = ?", (path,))}
+
+    def add_patch_blocks(self, path: str, starts: Iterable[int]) -> None:
+        with self._db:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO patch_blocks (path, start) VALUES (?, ?)",
+                [(path, start) for start in starts])
+
+    def drop_patch_blocks(self, path: str, starts: Iterable[int]) -> None:
+        with self._db:
+            self._db.executemany("DELETE FROM patch_blocks WHERE path = ? AND start = ?",
+                                 [(path, start) for start in starts])
+
+    def move_patch(self, old: str, new: str) -> None:
+        """A patch's copy got another path (a conflict copy): its rows and blocks follow."""
+        with self._db:
+            self._db.execute("UPDATE patches SET path = ? WHERE path = ?", (new, old))
+            self._db.execute("UPDATE patch_blocks SET path = ? WHERE path = ?", (new, old))
+            self._db.execute("UPDATE cached_blocks SET path = ? WHERE path = ?", (new, old))
+
     def set_cache_state(self, path: str, state: str) -> None:
+        if state == "clean" and self.patch(path) is not None:
+            state = "partial"  # an edit's copy (patch.py) holds only some blocks
         self._db.execute("UPDATE cached_files SET state = ? WHERE path = ?", (state, path))
 
     def cached_bytes(self, under: str | None = None) -> int:

@@ -33,6 +33,7 @@ from .cache import Cache, fsync_file, fsync_folder
 from .config import MountEntry
 from .errors import BlobmountError, RemoteError, RemoteUnreachable
 from .eviction import ROOM_MARGIN, free_bytes
+from .patch import Patches
 from .remote import SMALL_GET_MAX, Remote
 from .singleflight import SingleFlight
 from .supervise import fault
@@ -154,6 +155,9 @@ class Downloads:
         #: large files, read by blocks (blocks.py)
         self.blocks = Blocks(cache, min_size=block_min)
         self.blocks.on_fetched = lambda: self.on_downloaded()
+        #: large files edited by blocks (patch.py)
+        self.patches = Patches(cache, self.blocks)
+        self.patches.on_changed = lambda: self.on_downloaded()
         self._azcopy_for = azcopy_for
         self.sdk_max = sdk_max
         self._limiter = limiter
@@ -195,6 +199,7 @@ class Downloads:
         """Where background downloads (read-ahead) run: the daemon's nursery."""
         self._background = nursery
         self.blocks.run_in(nursery)
+        self.patches.run_in(nursery)
 
     def read_ahead(self, entry: MountEntry, remote: Remote, wanted: Sequence[Wanted]) -> None:
         """Fetch these files in the background, a few at a time.
@@ -253,6 +258,8 @@ class Downloads:
             with contextlib.suppress(Exception):
                 await self._flights.run(path, _nothing)
         await self.blocks.settle(path)
+        # Renamed or replaced: an edit by blocks becomes a whole copy first.
+        await self.patches.complete(path)
 
     async def cached_copy(self, entry: MountEntry, remote: Remote, blob: str, *, size: int,
                           etag: str | None, shown_path: str) -> tuple[Path, bool]:
@@ -296,6 +303,8 @@ class Downloads:
         larger than `block_min`, at once, with the BlockReader to read it through
         (unless a whole copy is there, or on its way)."""
         path = self.cache.path_for(entry, blob)
+        # Being edited by blocks: another reader gets the whole file (the rest fetched).
+        await self.patches.complete(path)
         filling = self._fillings.get(path)
         if (filling is None and etag and self.blocks.takes(size, etag)
                 and not self._flights.running(path)):
@@ -322,6 +331,33 @@ class Downloads:
         await filling.started.wait()
         filling.check()
         return path, True, filling
+
+    async def writable_copy(self, entry: MountEntry, remote: Remote, blob: str, *, size: int,
+                            etag: str | None, shown_path: str) -> tuple[Path, bool]:
+        """Like cached_copy, for a writer: a blob read by blocks is edited by blocks
+        (patch.py), with no download, when a snapshot of it can be taken, nothing else
+        has its copy open, and AzCopy's signing (a SAS) can reach its snapshot."""
+        path = self.cache.path_for(entry, blob)
+        if self.patches.get(path) is not None:
+            return path, False
+        if (etag and self.blocks.takes(size, etag) and remote.azcopy_can_sign
+                and not self._flights.running(path) and path not in self._fillings
+                and not self.blocks.is_open(path) and not self.cache.usable(path, etag)
+                and await self.patches.start(remote, blob, path, size=size, etag=etag)):
+            self._count(shown_path)
+            return path, True
+        return await self.cached_copy(entry, remote, blob, size=size, etag=etag,
+                                      shown_path=shown_path)
+
+    async def before_read(self, path: Path, offset: int, size: int) -> None:
+        """A writer's read: the bytes it asks for are in the copy once this returns."""
+        await self.patches.before_read(path, offset, size)
+
+    async def before_write(self, path: Path, offset: int, size: int) -> None:
+        await self.patches.before_write(path, offset, size)
+
+    async def before_truncate(self, path: Path, size: int) -> None:
+        await self.patches.before_truncate(path, size)
 
     async def _fill(self, entry: MountEntry, remote: Remote, blob: str, size: int,
                     etag: str | None, shown_path: str, path: Path, *,

@@ -28,7 +28,8 @@ import trio
 from .azcopy import AzCopy
 from .cache import Cache, fsync_file, fsync_folder
 from .config import MountEntry, Settings
-from .errors import BlobmountError, RemoteConflict, RemoteNotFound
+from .errors import BlobmountError, RemoteConflict, RemoteError, RemoteNotFound
+from .patch import Edit, Patches
 from .posix import ATIME_KEY, to_metadata
 from .remote import MTIME_KEY, BlobItem, BlobProperties, Remote, backoff, file_md5, format_mtime
 from .singleflight import SingleFlight
@@ -118,6 +119,19 @@ class Uploads:
         self._writing: Callable[[str], bool] = lambda path: False
         self._kept_open: Callable[[Path, int, str, BlobItem], None] = (
             lambda path, index, blob, item: self.cache.forget(path))
+        #: edits of large files, uploaded by blocks (patch.py)
+        self.patches: Patches | None = None
+
+    def use_patches(self, patches: Patches) -> None:
+        """Upload the files edited by blocks by blocks (the journal's rows of them
+        name the container: their remotes are these entries')."""
+        self.patches = patches
+        for target in self._targets:
+            patches.remotes[(target.entry.account.account_name, target.entry.container)] = (
+                target.remote)
+
+    def _edit(self, path: Path) -> Edit | None:
+        return self.patches.get(path) if self.patches is not None else None
 
     def watch_writers(self, writing: Callable[[str], bool],
                       kept_open: Callable[[Path, int, str, BlobItem], None]) -> None:
@@ -133,7 +147,8 @@ class Uploads:
         """The last writer of `path` closed with nothing more to upload, after an upload
         of its bytes (as version `etag`) ended while it was open: clean now."""
         size = path.stat().st_size
-        self.cache.record(path, blob=blob, etag=etag, size=size)
+        if self.patches is None or not self.patches.finished(path, blob, etag):
+            self.cache.record(path, blob=blob, etag=etag, size=size)
         self._on_uploaded(self._targets[index], blob, size, mtime_ns, etag)
 
     @contextlib.asynccontextmanager
@@ -189,6 +204,8 @@ class Uploads:
         self.store.drop_upload(str(path))
         self._tried.pop(str(path), None)
         await self.settle(path)
+        if self.patches is not None:
+            await self.patches.drop(path)  # its snapshot too: the blob may go now
 
     async def settle(self, path: Path) -> None:
         """Return once no upload of `path` is under way (whatever its outcome)."""
@@ -204,6 +221,8 @@ class Uploads:
 
     async def run(self) -> None:
         """Upload what the journal holds, batching files closed close together."""
+        if self.patches is not None:
+            await self.patches.sweep()
         while True:
             due = self._uploadable(self.store.uploads(due_by=time.time()))
             if not due:
@@ -298,10 +317,16 @@ class Uploads:
                       row.blob)
             self.store.drop_upload(row.path)
             return
+        edit = self._edit(path)
         try:
-            item = await self._put(target, row.blob, path, row.base_etag, row.mtime_ns,
-                                   self._tried.setdefault(row.path, set()),
-                                   journaled_metadata(row))
+            if edit is not None:
+                item = await self._put_edit(target, row.blob, edit, row.base_etag,
+                                            row.mtime_ns, self._tried.setdefault(row.path, set()),
+                                            journaled_metadata(row))
+            else:
+                item = await self._put(target, row.blob, path, row.base_etag, row.mtime_ns,
+                                       self._tried.setdefault(row.path, set()),
+                                       journaled_metadata(row))
         except RemoteConflict:
             self._tried.pop(row.path, None)
             await self._keep_both(target, row, path)
@@ -311,15 +336,20 @@ class Uploads:
             if self._writing(row.path):
                 # Still open for writing: the copy stays dirty, now based on this version,
                 # and the writer's last close says whether it is clean.
+                if edit is not None:
+                    await self.patches.rebase(path, item)
                 self.cache.record(path, blob=row.blob, etag=item.etag, size=item.size,
                                   state="dirty")
             else:
-                self.cache.record(path, blob=row.blob, etag=item.etag, size=item.size)
+                if edit is None or not self.patches.finished(path, row.blob, item.etag or ""):
+                    self.cache.record(path, blob=row.blob, etag=item.etag, size=item.size)
                 self._on_uploaded(target, row.blob, item.size, item.mtime_ns, item.etag)
             log.info("uploaded %s/%s (%d bytes)", target.remote.label, row.blob, item.size)
         else:
             # Written again meanwhile (or being journaled again now): the next upload
             # replaces the one just made.
+            if edit is not None:
+                await self.patches.rebase(path, item)
             self.store.rebase_upload(row.path, item.etag)
 
     def _target(self, row: Upload) -> Target | None:
@@ -374,6 +404,44 @@ class Uploads:
             return BlobItem(blob, False, current.size, current.mtime_ns, current.etag)
         return await self._put_bytes(target, blob, path, current.etag, md5, metadata)
 
+    async def _put_edit(self, target: Target, blob: str, edit: Edit, base_etag: str,
+                        mtime_ns: int | None, tried: set[str],
+                        kept: Mapping[str, str]) -> BlobItem:
+        """Like _put, for a file edited by blocks: only the blocks written here go up
+        (patch.py). `tried` holds the block ID prefixes of earlier tries: a blob whose
+        block list starts with one is a try of ours whose answer was lost."""
+        assert self.patches is not None
+        remote = target.remote
+        metadata = {**kept, MTIME_KEY: format_mtime(mtime_ns)} if mtime_ns else dict(kept)
+        current = await self._head(remote, blob)
+        if base_etag and current is None:
+            raise RemoteError(f"{remote.label}/{blob} was deleted in the container, and its"
+                              " snapshot with it: the bytes of the edited file that are not"
+                              " here are gone")
+        if current is not None and current.etag != base_etag:
+            if not await self.patches.landed(remote, blob, tried):
+                raise RemoteConflict(f"{remote.label}/{blob} changed in the container")
+            return BlobItem(blob, False, current.size, current.mtime_ns, current.etag)
+        content_type = None
+        if current is not None:
+            ours = {key.lower() for key in metadata}
+            metadata = {**{key: value for key, value in current.metadata.items()
+                           if key.lower() not in ours}, **metadata}
+            content_type = current.content_type
+        try:
+            return await self.patches.put(edit, blob, base_etag=base_etag,
+                                          content_type=content_type, metadata=metadata,
+                                          tried=tried)
+        except RemoteConflict:
+            if not await self.patches.landed(remote, blob, tried):
+                raise
+        current = await self._head(remote, blob)
+        if current is None:
+            raise RemoteError(f"{remote.label}/{blob}: gone just after its commit")
+        log.info("%s/%s: a try whose answer was lost had committed our blocks", remote.label,
+                 blob)
+        return BlobItem(blob, False, current.size, current.mtime_ns, current.etag)
+
     async def _head(self, remote: Remote, blob: str) -> BlobProperties | None:
         try:
             return await trio.to_thread.run_sync(
@@ -406,15 +474,26 @@ class Uploads:
     async def _keep_both(self, target: Target, row: Upload, path: Path) -> None:
         """The blob changed in the container: put the local bytes beside it."""
         conflict = conflict_name(row.blob)
-        item = await self._put(target, conflict, path, "", row.mtime_ns, set(),
-                               journaled_metadata(row))
+        edit = self._edit(path)
+        if edit is not None:
+            # The unchanged blocks come from the snapshot of the version it edited.
+            item = await self._put_edit(target, conflict, edit, "", row.mtime_ns, set(),
+                                        journaled_metadata(row))
+        else:
+            item = await self._put(target, conflict, path, "", row.mtime_ns, set(),
+                                   journaled_metadata(row))
         log.warning("conflict: %s/%s changed in the container since it was cached; the local"
                     " version is kept as %s", target.remote.label, row.blob, conflict)
         self.store.drop_upload(row.path)
         if self._writing(row.path):
             # Still open for writing: what the writer writes later goes to the copy too.
+            if edit is not None:
+                await self.patches.rebase(path, item)
+                self.patches.moved(path, self.cache.path_for(target.entry, conflict))
             self._kept_open(path, target.index, conflict, item)
         else:
+            if edit is not None:
+                await self.patches.drop(path)
             self.cache.forget(path)
         self._on_conflict(target, row.blob)
 
@@ -425,7 +504,8 @@ class Uploads:
         sizes = []
         for row in rows:
             try:
-                sizes.append(os.stat(row.path).st_size)
+                edited = self.patches.pending_bytes(Path(row.path)) if self.patches else None
+                sizes.append(os.stat(row.path).st_size if edited is None else edited)
             except FileNotFoundError:
                 sizes.append(0)
         return {

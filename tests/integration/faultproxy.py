@@ -46,6 +46,8 @@ class FaultProxy:
         self.requests: Counter[str] = Counter()
         #: connections accepted so far, whatever became of them
         self.connections = 0
+        #: bytes of requests passed on to Azurite (head and body), by method
+        self.sent: Counter[str] = Counter()
         # ("status", code, method) or ("cut", bytes, method); method None: any request
         self._next: list[tuple[str, int, str | None]] = []
         self._lock = threading.Lock()
@@ -166,8 +168,11 @@ class FaultProxy:
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             with self._lock:
                 self._open.add(upstream)
-            upstream.sendall(_close_after(head) + rest)
-            pump = threading.Thread(target=_pump, args=(client, upstream, None), daemon=True)
+            first = _close_after(head) + rest
+            upstream.sendall(first)
+            self._count_sent(method, len(first))
+            pump = threading.Thread(target=_pump, args=(client, upstream, None), daemon=True,
+                                    kwargs={"on_bytes": lambda n: self._count_sent(method, n)})
             pump.start()
             _pump(upstream, client, value if fault == "cut" else None,
                   corrupt=fault == "corrupt")
@@ -180,6 +185,10 @@ class FaultProxy:
                         self._open.discard(connection)
                     _close(connection)
 
+
+    def _count_sent(self, method: str, count: int) -> None:
+        with self._lock:
+            self.sent[method] += count
 
     def _fault_for(self, method: str) -> tuple[str, int]:
         """What to do with a request: the first queued fault that fits it, else the mode.
@@ -211,7 +220,7 @@ def _close_after(head: bytes) -> bytes:
 
 
 def _pump(source: socket.socket, sink: socket.socket, limit: int | None, *,
-          corrupt: bool = False) -> None:
+          corrupt: bool = False, on_bytes=lambda count: None) -> None:
     """Copy bytes until `source` ends, passing only the first `limit` of them (all, if
     None), then close both directions, so the other pump ends too. Reading `source` to
     its end lets Azurite finish what the request asked, as a server would when only
@@ -231,6 +240,7 @@ def _pump(source: socket.socket, sink: socket.socket, limit: int | None, *,
                 chunk = chunk[:max(0, limit - passed)]
             if chunk:
                 sink.sendall(chunk)
+                on_bytes(len(chunk))
             passed += len(chunk)
     except OSError:
         pass
