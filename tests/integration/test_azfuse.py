@@ -84,6 +84,9 @@ def project(tmp_path, azurite, container, monkeypatch) -> Iterator[Project]:
     # Short: control sockets live under HOME and a socket's path has at most 107 bytes.
     home = Path(tempfile.mkdtemp(prefix="bmaz", dir="/tmp"))
     monkeypatch.setenv("HOME", str(home))  # the mounter's mounts and our Clients too
+    # As root, an azfuse config (which names no cache_dir) keeps its store in
+    # /var/cache/blobmount, which another suite on the machine may hold: this test's own.
+    monkeypatch.setenv("CACHE_DIRECTORY", str(tmp_path / "state"))
     root = tmp_path / "work"
     root.mkdir()
     made = Project(root, home, azurite.endpoint, container.container_name)
