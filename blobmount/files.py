@@ -308,8 +308,7 @@ class Files:
         node = self.store.node(handle.inode)
         sync = node is not None and self.entries[node.entry].upload == "sync"
         # fsync(2) makes the file's bytes durable, whichever descriptor wrote them.
-        writers = [other for other in self.handles.values()
-                   if isinstance(other, Writing) and other.inode == handle.inode]
+        writers = self._writers(handle.inode)
         if (any(writer.written for writer in writers)
                 or (sync and self.store.upload(str(handle.path)) is not None)):
             for writer in writers:
@@ -435,8 +434,7 @@ class Files:
             return
         path = self._path(node)
         if node.unuploaded:
-            if any(isinstance(h, Writing) and h.inode == node.inode and h.written
-                   for h in self.handles.values()):
+            if any(writer.written for writer in self._writers(node.inode)):
                 return  # its flush journals the new metadata with the bytes
             upload = self.store.upload(str(path))
             if upload is not None:
@@ -569,13 +567,22 @@ class Files:
         Call it holding the file's uploads."""
         if self.entries[node.entry].upload != "async" or node.etag:
             return False
-        for handle in list(self.handles.values()):
-            if isinstance(handle, Writing) and handle.inode == node.inode and handle.written:
-                await self._commit(handle, wait=False)
+        await self._commit_writers(node.inode)
         upload = self.store.upload(str(self._path(node)))
         now = self.store.node(node.inode)
         return (upload is not None and upload.base_etag == "" and now is not None
                 and now.unuploaded and not now.etag)
+
+    def _writers(self, inode: int) -> list[Writing]:
+        """The handles open for writing on the file `inode`."""
+        return [handle for handle in self.handles.values()
+                if isinstance(handle, Writing) and handle.inode == inode]
+
+    async def _commit_writers(self, inode: int) -> None:
+        """Journal what the file's writers wrote since their last commit (no upload)."""
+        for handle in self._writers(inode):
+            if handle.written:
+                await self._commit(handle, wait=False)
 
     def _moved(self, old_path: Path, new_path: Path) -> None:
         """A cache file took a new name: the handles on it follow."""
@@ -600,9 +607,7 @@ class Files:
     async def _upload_pending(self, node: Node) -> None:
         """A file about to move must be in the container first: the move copies the blob."""
         path = self._path(node)
-        for handle in list(self.handles.values()):
-            if isinstance(handle, Writing) and handle.inode == node.inode and handle.written:
-                await self._commit(handle, wait=False)
+        await self._commit_writers(node.inode)
         upload = self.store.upload(str(path))
         if upload is not None:
             await self.uploads.upload_now(path, upload.version)
