@@ -1,4 +1,4 @@
-"""An in-memory stand-in for `blobmount.remote.Remote`: one container, no network.
+"""An in-memory stand-in for `blobmount.azure.Remote`: one container, no network.
 
 Blobs are name -> `Blob` (bytes, ETag, metadata, Content-MD5). The methods the core
 calls answer with the same types (BlobItem, BlobProperties) and raise the same errors
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from blobmount import posix
+from blobmount.azure import FOLDER_MARKER_KEY, BlobItem, BlobProperties, parse_mtime
 from blobmount.errors import RemoteConflict, RemoteNotFound
-from blobmount.remote import FOLDER_MARKER_KEY, BlobItem, BlobProperties, parse_mtime
 
 #: Seconds a held download waits for its release: only a test that hangs reaches it.
 HOLD_TIMEOUT = 60.0

@@ -11,10 +11,10 @@ import pytest
 import trio
 import trio.testing
 
+from blobmount.azure import BlobItem, range_size
 from blobmount.cache import Cache
 from blobmount.config import Account, MountEntry
 from blobmount.errors import RemoteError, RemoteUnreachable
-from blobmount.remote import BlobItem, range_size
 from blobmount.store import Store
 from blobmount.transfers import Downloads, Filling
 

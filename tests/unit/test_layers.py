@@ -35,7 +35,10 @@ LAYERS: dict[int, frozenset[str]] = {
                   "config.native", "config.azfuse", "log", "tools", "singleflight",
                   "sdnotify", "progress", "versions", "supervise", "children", "metrics",
                   "posix", "access"}),
-    1: frozenset({"store", "remote", "azcopy", "azurite"}),
+    # `azure` (a package): the storage client, one module per job (see its __init__).
+    1: frozenset({"store", "azure", "azure.transport", "azure.listing", "azure.base",
+                  "azure.ranges", "azure.staging", "azure.sas", "azure.container",
+                  "azcopy", "azurite"}),
     # `uploads` (the write path's journal and worker) sits with `transfers`.
     # `eviction` (cache limits), `catalog` (mount paths to blobs), `xattrs` sit with `cache`.
     # `blocks`: large files read by blocks into sparse copies, beside `transfers`.
