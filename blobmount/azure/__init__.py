@@ -4,6 +4,7 @@ Its modules, in the order they import each other: `transport` (the SDK's transpo
 retries, metrics, error translation), `listing` (BlobItem, the List Blobs parser, the
 `mtime` convention), `base` (what the parts of Remote share), `ranges` (downloads),
 `staging` (snapshots and blocks), `sas` (the one SAS signer, AzCopy's access),
+`protocol` (`RemoteContainer`: what the core calls on a Remote, for fakes to declare),
 `container` (`Remote`, composing them). This module re-exports what callers use.
 """
 
@@ -17,6 +18,7 @@ from .listing import (
     parse_listing,
     parse_mtime,
 )
+from .protocol import RemoteContainer
 from .ranges import RANGE_MD5_MAX, SMALL_GET_MAX, range_size
 from .sas import mint_sas
 from .transport import RETRIES, backoff, translate_errors
@@ -30,6 +32,7 @@ __all__ = [
     "BlobItem",
     "BlobProperties",
     "Remote",
+    "RemoteContainer",
     "backoff",
     "file_md5",
     "format_mtime",

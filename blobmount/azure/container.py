@@ -34,6 +34,7 @@ from .listing import (
     is_folder_marker,
     parse_listing,
 )
+from .protocol import RemoteContainer
 from .ranges import Downloads
 from .sas import SasAccess
 from .staging import Staging
@@ -45,7 +46,7 @@ _UNSUPPORTED_CODES = ("FeatureNotSupported", "NotImplemented", "FeatureNotYetSup
 METADATA_TRIES = 5
 
 
-class Remote(Downloads, Staging, SasAccess):
+class Remote(Downloads, Staging, SasAccess, RemoteContainer):
     """One container of an account: list, stat, download, upload, and SAS for AzCopy."""
 
     def __init__(self, account: Account, container: str, *, timeout: float = 10.0,

@@ -11,6 +11,7 @@ Its methods are called from trio's worker threads, so one lock guards the blobs.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import itertools
 import os
@@ -22,7 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from blobmount import posix
-from blobmount.azure import FOLDER_MARKER_KEY, BlobItem, BlobProperties, parse_mtime
+from blobmount.access import AZCOPY_SAS_LIFETIME
+from blobmount.azure import (
+    FOLDER_MARKER_KEY,
+    BlobItem,
+    BlobProperties,
+    RemoteContainer,
+    parse_mtime,
+)
 from blobmount.errors import RemoteConflict, RemoteNotFound
 
 #: Seconds a held download waits for its release: only a test that hangs reaches it.
@@ -57,8 +65,8 @@ class Hold:
     data: bytes | None = None  # what it read, for the test to know
 
 
-class FakeRemote:
-    """One container, in memory."""
+class FakeRemote(RemoteContainer):
+    """One container, in memory (the type checker holds it to RemoteContainer)."""
 
     azcopy_can_sign = False
     azcopy_usable = False
@@ -297,5 +305,6 @@ class FakeRemote:
         base = f"https://acct.blob.core.windows.net/{self.container}"
         return f"{base}/{blob}" if blob else base
 
-    def sas_for_azcopy(self, *, blob: str | None = None, write: bool = False) -> str:
+    def sas_for_azcopy(self, *, blob: str | None = None, write: bool = False,
+                       lifetime: dt.timedelta = AZCOPY_SAS_LIFETIME) -> str:
         raise AssertionError("AzCopy is not used with the fake remote")

@@ -37,8 +37,8 @@ LAYERS: dict[int, frozenset[str]] = {
                   "posix", "access"}),
     # `azure` (a package): the storage client, one module per job (see its __init__).
     1: frozenset({"store", "azure", "azure.transport", "azure.listing", "azure.base",
-                  "azure.ranges", "azure.staging", "azure.sas", "azure.container",
-                  "azcopy", "azurite"}),
+                  "azure.ranges", "azure.staging", "azure.sas", "azure.protocol",
+                  "azure.container", "azcopy", "azurite"}),
     # `uploads` (the write path's journal and worker) sits with `transfers`.
     # `eviction` (cache limits), `catalog` (mount paths to blobs), `xattrs` sit with `cache`.
     # `blocks`: large files read by blocks into sparse copies, beside `transfers`.
@@ -59,7 +59,7 @@ LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in mod
 #: The storage client's own order, lowest first: each of its modules imports only the
 #: ones before it (the transport knows nothing of downloads; `Remote` composes all).
 AZURE_ORDER = ["azure.transport", "azure.listing", "azure.base", "azure.ranges",
-               "azure.staging", "azure.sas", "azure.container", "azure"]
+               "azure.staging", "azure.sas", "azure.protocol", "azure.container", "azure"]
 
 
 def module_name(path: Path, root: Path = PACKAGE_DIR) -> str:
