@@ -2,16 +2,21 @@
 
 `Remote` declares it, and so do the unit tests' fakes, so that the type checker holds
 each of them to the same signatures. A fake that leaves a method out gets this one,
-which raises NotImplementedError: a test that reaches it says what the fake lacks.
-Every method blocks; see `Remote` (container.py) and its parts for what each does.
+which raises NotImplementedError: a test that reaches it says what the fake lacks
+(but for `download_async`, which has a default made of `download`).
+Every method but `download_async` blocks; see `Remote` (container.py) and its parts
+for what each does.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Protocol
+
+import trio
 
 from ..access import AZCOPY_SAS_LIFETIME, AzcopyAccess
 from ..config import Account
@@ -77,6 +82,16 @@ class RemoteContainer(Protocol):
                  concurrency: int = 4, on_progress: Callable[[int], None] | None = None,
                  ) -> BlobItem:
         raise NotImplementedError
+
+    async def download_async(self, blob: str, destination: Path, *, size: int | None = None,
+                             concurrency: int = 4,
+                             on_progress: Callable[[int], None] | None = None,
+                             limiter: trio.CapacityLimiter) -> BlobItem:
+        """By default, `download` in one worker thread under `limiter` (what a fake
+        needs); Remote's own runs each range under it."""
+        return await trio.to_thread.run_sync(
+            partial(self.download, blob, destination, size=size, concurrency=concurrency,
+                    on_progress=on_progress), limiter=limiter)
 
     def read_blocks(self, blob: str, fd: int, start: int, end: int, etag: str,
                     block: int) -> list[int]:

@@ -12,9 +12,9 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import trio
 from azure.core.exceptions import HttpResponseError, IncompleteReadError, ServiceResponseError
 from azure.core.rest import HttpResponse
 
@@ -53,6 +53,11 @@ def _wait_after_cut(cuts: int, what: str) -> None:
         raise RemoteUnreachable(f"{what}: the answer was cut short {cuts} times")
     log.debug("%s: answer cut short, asking again for what is missing", what)
     time.sleep(backoff(cuts))
+
+
+#: A download's result: the blob as read, its Content-MD5 (None: it has none) and the
+#: MD5 of the bytes written (None: not computed, as there is nothing to match).
+_Result = tuple[BlobItem, str | None, str | None]
 
 
 def _ignore_progress(_ready: int) -> None:
@@ -95,88 +100,133 @@ class Downloads(ContainerBase):
                 base64.b64decode(md5).hex() if md5 else None,
                 hashlib.md5(body, usedforsecurity=False).hexdigest())
 
-    def _get_ranges(self, blob: str, destination: Path, size: int | None, concurrency: int,
-                    on_progress: Callable[[int], None],
-                    ) -> tuple[BlobItem, str | None, str | None]:
+    async def _get_ranges(self, blob: str, destination: Path, size: int | None,
+                          concurrency: int, on_progress: Callable[[int], None],
+                          limiter: trio.CapacityLimiter) -> _Result:
         """A large blob in `concurrency` ranges side by side (see range_size), each
         streamed into place, so that the file's first bytes can be read while the rest
-        arrive: `on_progress(n)` says the first n bytes are written. A thread of its own
-        hashes that prefix as it grows. Ranges after the first ask for the version the
-        first one got (If-Match); a range cut short asks again for what it lacks. The
-        blob as read, its Content-MD5 and the bytes' MD5 (both None: it has none)."""
+        arrive: `on_progress(n)` says the first n bytes are written. Each range is a trio
+        task whose GET runs in a worker thread under `limiter`, from the request to the
+        end of its body, so that the limiter counts every connection; another task
+        hashes the prefix as it grows. The first range's answer says how large the blob
+        is; the ranges after it ask for the version it got (If-Match); a range cut short
+        asks again for what it lacks. The blob as read, its Content-MD5 and the bytes'
+        MD5 (both None: it has none)."""
         url, what = self._blob_request_url(blob), f"download of {self.label}/{blob}"
         step = range_size(size or 0, concurrency)
-        try:
-            first = self._send_get(url, {"x-ms-range": f"bytes=0-{step - 1}"})
-        except HttpResponseError as exc:
-            if exc.status_code != RANGE_NOT_SATISFIABLE:
-                raise
-            return self._get_whole(blob, destination)  # empty since it was listed
-        headers = first.headers
-        total = int(headers.get("Content-Range", "/0").rpartition("/")[2])
-        # On a range, Content-MD5 would be the range's (if asked for): the blob's is here.
-        md5 = headers.get("x-ms-blob-content-md5")
-        if_match = {"If-Match": headers.get("ETag", "*")}
-        starts = list(range(0, total, step))
-        written = dict.fromkeys(starts, 0)  # range start -> bytes of it written
-        state = threading.Condition()
+        # What the first answer says (set by `plan`, before any range but the first runs).
+        headers: Mapping[str, str] = {}
+        total = 0
+        md5: str | None = None  # on a range, Content-MD5 would be the range's: not that
+        if_match: dict[str, str] = {}
+        written: dict[int, int] = {}  # range start -> bytes of it written
+        lock = threading.Lock()  # over `written` and `prefix`: the ranges' threads write
         prefix = 0     # the first `prefix` bytes are written
-        failed = False
+        failures: list[Exception] = []
+        whole: _Result | None = None  # the answer of an empty blob, by one GET
         digest = hashlib.md5(usedforsecurity=False)
+        token = trio.lowlevel.current_trio_token()
+        grown = trio.Event()  # set when `prefix` grows; a new one for each wait
 
-        with open(destination, "w+b") as out:  # read too: the hash reads back
-            fd = out.fileno()
+        def wrote(start: int, count: int) -> None:  # in a range's worker thread
+            nonlocal prefix
+            with lock:
+                written[start] += count
+                base, moved = prefix - prefix % step, prefix  # the first range not all in
+                while base < total:
+                    moved = base + written[base]
+                    if moved < min(base + step, total):
+                        break
+                    base += step
+                if moved <= prefix:
+                    return
+                prefix = moved
+                on_progress(moved)
+            token.run_sync_soon(lambda: grown.set())  # it reads `grown` in trio's thread
 
-            def wrote(start: int, count: int) -> None:
-                nonlocal prefix
-                with state:
-                    written[start] += count
-                    base, moved = prefix - prefix % step, prefix  # the first range not all in
-                    while base < total:
-                        moved = base + written[base]
-                        if moved < min(base + step, total):
-                            break
-                        base += step
-                    if moved > prefix:
-                        prefix = moved
-                        state.notify_all()
-                        on_progress(moved)
+        def stopped() -> bool:
+            return bool(failures)
 
-            def fetch(start: int) -> None:
-                nonlocal failed
-                try:
-                    end = min(start + step, total)
-                    self._stream_range(url, fd, start, end, if_match, what, wrote,
-                                       first if start == 0 else None, lambda: failed)
-                except BaseException:
-                    with state:
-                        failed = True
-                        state.notify_all()
+        def plan(first: Mapping[str, str]) -> None:  # in trio's thread
+            nonlocal headers, total, md5, if_match
+            headers = first
+            total = int(first.get("Content-Range", "/0").rpartition("/")[2])
+            md5 = first.get("x-ms-blob-content-md5")
+            if_match = {"If-Match": first.get("ETag", "*")}
+            written.update(dict.fromkeys(range(0, total, step), 0))
+            # A blob with no Content-MD5 (most put in blocks) has nothing to match.
+            if md5:
+                hashing.start_soon(hash_prefix)
+            for start in range(step, total, step):
+                ranges.start_soon(fetch, start)
+
+        def first_range() -> _Result | None:  # in a worker thread
+            try:
+                first = self._send_get(url, {"x-ms-range": f"bytes=0-{step - 1}"})
+            except HttpResponseError as exc:
+                if exc.status_code != RANGE_NOT_SATISFIABLE:
                     raise
+                return self._get_whole(blob, destination)  # empty since it was listed
+            try:
+                trio.from_thread.run_sync(plan, first.headers, trio_token=token)
+                self._stream_range(url, fd, 0, min(step, total), if_match, what, wrote,
+                                   first, stopped)
+            finally:
+                first.close()  # closed already, unless the blob is empty
+            return None
 
-            def hash_prefix() -> None:
-                done = 0
+        async def fetch(start: int) -> None:
+            try:
+                await trio.to_thread.run_sync(
+                    self._stream_range, url, fd, start, min(start + step, total), if_match,
+                    what, wrote, None, stopped, limiter=limiter)
+            except Exception as exc:  # the others stop at their next block (stopped())
+                failures.append(exc)
+
+        async def fetch_first() -> None:
+            nonlocal whole
+            try:
+                whole = await trio.to_thread.run_sync(first_range, limiter=limiter)
+            except Exception as exc:
+                failures.append(exc)
+
+        def hash_from(done: int, upto: int) -> int:
+            while done < upto:
+                block = os.pread(fd, min(HASH_BLOCK, upto - done), done)
+                digest.update(block)
+                done += len(block)
+            return done
+
+        async def hash_prefix() -> None:
+            nonlocal grown
+            done = 0
+            try:
                 while done < total:
-                    with state:
-                        while prefix <= done and not failed:
-                            state.wait()
-                        if failed:
-                            return
+                    grown = trio.Event()
+                    with lock:
                         upto = prefix
-                    while done < upto:
-                        block = os.pread(fd, min(HASH_BLOCK, upto - done), done)
-                        digest.update(block)
-                        done += len(block)
+                    if upto <= done:
+                        await grown.wait()
+                    else:  # hashing is no connection: trio's own limiter, not the caller's
+                        done = await trio.to_thread.run_sync(hash_from, done, upto)
+            except Exception as exc:
+                failures.append(exc)
 
-            with ThreadPoolExecutor(concurrency + 1) as pool:
-                # A blob with no Content-MD5 (most put in blocks) has nothing to match.
-                hashing = pool.submit(hash_prefix) if md5 else None
-                for _ in pool.map(fetch, starts):
-                    pass
-                if hashing is not None:
-                    hashing.result()
-            if not starts:
-                first.close()
+        # read too: the hash reads back
+        out = await trio.to_thread.run_sync(open, destination, "w+b", limiter=limiter)
+        fd = out.fileno()
+        try:
+            async with trio.open_nursery() as hashing:
+                async with trio.open_nursery() as ranges:
+                    ranges.start_soon(fetch_first)  # which starts the others (`plan`)
+                if failures:
+                    hashing.cancel_scope.cancel()  # the hash waits for bytes that won't come
+        finally:
+            out.close()
+        if failures:
+            raise failures[0]
+        if whole is not None:
+            return whole
         if not md5:
             return item_from_headers(blob, headers, total), None, None
         return (item_from_headers(blob, headers, total), base64.b64decode(md5).hex(),
@@ -291,23 +341,58 @@ class Downloads(ContainerBase):
         it is called (from worker threads) with n whenever the first n bytes are
         written. Such a download is tried once, since bytes already read cannot be
         taken back.
+
+        The ranges are trio tasks, here in a trio loop of this thread's own, under a
+        limiter of their own; `download_async` puts them under the caller's.
         """
         tries = 1 if on_progress else DOWNLOAD_TRIES
-        actual: str | None
         for attempt in range(tries):
             with self._call(f"download of {self.label}/{blob}"):
                 if size is not None and size <= SMALL_GET_MAX:
-                    item, expected, actual = self._get_whole(blob, destination)
+                    result: _Result = self._get_whole(blob, destination)
                 else:
-                    item, expected, actual = self._get_ranges(
-                        blob, destination, size, concurrency, on_progress or _ignore_progress)
-            if expected is None or actual == expected:
-                return item
-            log.warning("download of %s/%s: the bytes do not match its Content-MD5%s",
-                        self.label, blob, "; trying again" if attempt + 1 < tries else "")
+                    result = trio.run(self._get_ranges, blob, destination, size, concurrency,
+                                      on_progress or _ignore_progress,
+                                      trio.CapacityLimiter(concurrency))
+            if self._matches(blob, result, retrying=attempt + 1 < tries):
+                return result[0]
+        raise self._corrupt(blob, destination, result, tries)
+
+    async def download_async(self, blob: str, destination: Path, *, size: int | None = None,
+                             concurrency: int = 4,
+                             on_progress: Callable[[int], None] | None = None,
+                             limiter: trio.CapacityLimiter) -> BlobItem:
+        """`download`, from trio: each blocking call (the one GET of a small blob, each
+        range's of a large one) runs in a worker thread under `limiter`, so that it
+        counts every connection the download makes (`concurrency` at most)."""
+        tries = 1 if on_progress else DOWNLOAD_TRIES
+        for attempt in range(tries):
+            with self._call(f"download of {self.label}/{blob}"):
+                if size is not None and size <= SMALL_GET_MAX:
+                    result: _Result = await trio.to_thread.run_sync(
+                        self._get_whole, blob, destination, limiter=limiter)
+                else:
+                    result = await self._get_ranges(blob, destination, size, concurrency,
+                                                    on_progress or _ignore_progress, limiter)
+            if self._matches(blob, result, retrying=attempt + 1 < tries):
+                return result[0]
+        raise self._corrupt(blob, destination, result, tries)
+
+    def _matches(self, blob: str, result: _Result, *, retrying: bool) -> bool:
+        """Whether a download's bytes match the blob's Content-MD5 (or it has none)."""
+        _, expected, actual = result
+        if expected is None or actual == expected:
+            return True
+        log.warning("download of %s/%s: the bytes do not match its Content-MD5%s",
+                    self.label, blob, "; trying again" if retrying else "")
+        return False
+
+    def _corrupt(self, blob: str, destination: Path, result: _Result, tries: int,
+                 ) -> RemoteCorrupt:
+        """The error of a download whose every try mismatched; its bytes are deleted."""
         destination.unlink(missing_ok=True)
-        raise RemoteCorrupt(f"download of {self.label}/{blob}: the bytes do not match the"
-                            f" blob's Content-MD5 {expected} (tried {tries} times)")
+        return RemoteCorrupt(f"download of {self.label}/{blob}: the bytes do not match the"
+                             f" blob's Content-MD5 {result[1]} (tried {tries} times)")
 
     def read_range(self, blob: str, offset: int, length: int | None) -> bytes:
         """`length` bytes of the blob from `offset` (None: to its end), by one GET."""
