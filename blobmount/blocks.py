@@ -23,9 +23,9 @@ from pathlib import Path
 
 import trio
 
+from .azure import RANGE_MD5_MAX, Remote
 from .cache import Cache, block_key
 from .errors import BlobmountError, RemoteError, RemoteUnreachable
-from .remote import RANGE_MD5_MAX, Remote
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .azure import BlobItem, Remote
 from .config import MountEntry
 from .errors import BlobmountError, RemoteNotFound
 from .namespace import NotFound, shown_name
-from .remote import BlobItem, Remote
 
 
 class OutsideTheMount(BlobmountError):

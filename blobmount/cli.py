@@ -481,7 +481,7 @@ def sas(config_file: str | None, account_name: str | None, container: str, permi
     Only the token is printed, without a leading '?' (as `az storage container
     generate-sas` prints it); a config's sas_token takes it with or without one.
     """
-    from .remote import mint_sas
+    from .azure import mint_sas
 
     config_path = find_config(config_file)
     if config_path is None:

@@ -27,6 +27,7 @@ import pyfuse3
 import trio
 
 from .azcopy import AzCopy
+from .azure import Remote
 from .azurite import Azurite
 from .cache import ENTRY_ITEMS, TOP_ITEMS, Cache, SharedFolder, make_private
 from .config import Config, MountEntry, embedded_config
@@ -39,7 +40,6 @@ from .fs import BlobFS
 from .manage import Manager
 from .metrics import Metrics
 from .namespace import Namespace
-from .remote import Remote
 from .sdnotify import Notifier
 from .store import Store
 from .supervise import guarded, supervised

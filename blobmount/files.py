@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .azure import MTIME_KEY, BlobItem, format_mtime
 from .blocks import BlockReader
 from .cache import Cache
 from .config import MountEntry
@@ -35,7 +36,6 @@ from .moves import CacheMoves
 from .namespace import IsADirectory, Namespace, NotFound
 from .posix import ATIME_KEY, Kept, to_metadata
 from .readahead import ReadAhead
-from .remote import MTIME_KEY, BlobItem, format_mtime
 from .store import ORPHANS, Node
 from .transfers import READ_AHEAD_MAX_SIZE, Downloads, Filling
 from .uploads import Uploads, node_metadata

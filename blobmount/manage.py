@@ -21,13 +21,13 @@ from typing import Any
 import trio
 
 from . import azcopy
+from .azure import BlobItem, Remote
 from .cache import Cache
 from .catalog import Place, files_under, inside, places, shown_path
 from .config import MountEntry
 from .errors import BlobmountError
 from .eviction import Evictor, blobs_prefix
 from .metrics import Snapshot
-from .remote import BlobItem, Remote
 from .store import CachedFile, Store
 from .transfers import STAGING_FOLDER, Downloads, Wanted
 from .uploads import Uploads

@@ -3,9 +3,9 @@ and the Prometheus endpoint (`metrics_address`) that shows it.
 
 Each daemon has its own `Metrics` and registry (never prometheus_client's global one).
 Counters are bumped where things happen: the FUSE handlers' decorator (fs.py), the
-SDK's HTTP transport (remote.py: every try of every request, retries included), AzCopy
-jobs (azcopy.py). What the store knows (cached bytes, the journal) is read when
-Prometheus asks, on the daemon's trio thread (see `watch`).
+SDK's HTTP transport (azure/transport.py: every try of every request, retries
+included), AzCopy jobs (azcopy.py). What the store knows (cached bytes, the journal) is
+read when Prometheus asks, on the daemon's trio thread (see `watch`).
 """
 
 from __future__ import annotations

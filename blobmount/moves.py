@@ -17,10 +17,10 @@ from pathlib import Path
 
 import trio
 
+from .azure import Remote
 from .cache import Cache
 from .config import MountEntry
 from .errors import RemoteNotFound
-from .remote import Remote
 from .store import Node, Store
 from .uploads import Uploads, journaled_metadata, node_metadata
 

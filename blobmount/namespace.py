@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 import trio
 
+from .azure import MTIME_KEY, BlobItem, Remote, format_mtime
 from .config import MountEntry
 from .errors import BlobmountError, RemoteConflict, RemoteNotFound, RemoteUnreachable
 from .posix import RDEV_KEY, SYMLINK_KEY, Kept, to_metadata
-from .remote import MTIME_KEY, BlobItem, Remote, format_mtime
 from .singleflight import SingleFlight
 from .store import NEVER_STALE, ROOT_INODE, ListedItem, Node, Store
 

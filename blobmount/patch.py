@@ -32,10 +32,10 @@ from pathlib import Path
 
 import trio
 
+from .azure import MTIME_KEY, BlobItem, Remote, file_md5, parse_mtime
 from .blocks import BLOCK, BlockFile, Blocks, block_start
 from .cache import Cache
 from .errors import BlobmountError, RemoteError
-from .remote import MTIME_KEY, BlobItem, Remote, file_md5, parse_mtime
 from .store import Patch
 
 log = logging.getLogger(__name__)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import inventory
+from .azure import Remote
 from .config import Account, Config, MountEntry, default_variables, find_config, load_config
 from .daemon import (
     EMBEDDED_CONTAINER,
@@ -33,7 +34,6 @@ from .daemon import (
 from .errors import BlobmountError, ToolNotFound
 from .metrics import check_address
 from .progress import human_bytes
-from .remote import Remote
 from .tools import find_azcopy, find_azurite
 from .versions import azcopy_version
 

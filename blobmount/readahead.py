@@ -3,8 +3,8 @@ ones already on their way."""
 
 from __future__ import annotations
 
+from .azure import Remote
 from .config import MountEntry
-from .remote import Remote
 from .store import Node, Store
 from .transfers import READ_AHEAD_MAX_SIZE, Downloads, Wanted
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import trio
 
 from .azcopy import AzCopy, JobSummary
+from .azure import SMALL_GET_MAX, Remote
 from .blocks import WINDOW_MAX as BLOCKS_WINDOW_MAX
 from .blocks import BlockReader, Blocks
 from .cache import Cache, fsync_file, fsync_folder
@@ -34,7 +35,6 @@ from .config import MountEntry
 from .errors import BlobmountError, RemoteError, RemoteUnreachable
 from .eviction import ROOM_MARGIN, free_bytes
 from .patch import Patches
-from .remote import SMALL_GET_MAX, Remote
 from .singleflight import SingleFlight
 from .supervise import fault
 

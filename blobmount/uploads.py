@@ -26,12 +26,12 @@ from pathlib import Path
 import trio
 
 from .azcopy import AzCopy
+from .azure import MTIME_KEY, BlobItem, BlobProperties, Remote, backoff, file_md5, format_mtime
 from .cache import Cache, fsync_file, fsync_folder
 from .config import MountEntry, Settings
 from .errors import BlobmountError, RemoteConflict, RemoteError, RemoteNotFound
 from .patch import Edit, Patches
 from .posix import ATIME_KEY, to_metadata
-from .remote import MTIME_KEY, BlobItem, BlobProperties, Remote, backoff, file_md5, format_mtime
 from .singleflight import SingleFlight
 from .store import Node, Store, Upload
 from .supervise import fault

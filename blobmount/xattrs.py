@@ -23,11 +23,11 @@ from pathlib import Path
 
 import trio
 
+from .azure import FOLDER_MARKER_KEY, BlobProperties
 from .cache import Cache
 from .config import MountEntry
 from .errors import BlobmountError, RemoteNotFound, RemoteUnsupported
 from .namespace import Namespace
-from .remote import FOLDER_MARKER_KEY, BlobProperties
 from .store import Node
 from .uploads import Uploads
 

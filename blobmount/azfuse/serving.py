@@ -25,10 +25,10 @@ from typing import Any
 import yaml
 
 from .. import control, inventory
+from ..azure import Remote
 from ..client import Client
 from ..config import EMBEDDED_SOURCE, load_config
 from ..errors import BlobmountError
-from ..remote import Remote
 
 log = logging.getLogger("blobmount.azfuse")
 

@@ -115,7 +115,7 @@ class Settings:
     upload_batch_window: float = 0.2
     max_parallel_transfers: int = 8
     # Seconds a call waits for the account to connect, or to send the next bytes of an
-    # answer, before that try fails; a call gets three tries (remote.RETRIES), so one
+    # answer, before that try fails; a call gets three tries (azure.RETRIES), so one
     # that needs an account that does not answer fails (EIO) after about 32 s.
     remote_timeout: float = 10.0
     # Defaults for every entry's cache folder: evict clean copies when the folder holds

@@ -11,9 +11,9 @@ from collections import Counter
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from blobmount.azure import Remote
 from blobmount.config import AZURITE_ACCOUNT, AZURITE_KEY, Account
 from blobmount.metrics import Metrics
-from blobmount.remote import Remote
 
 from .conftest import blobmount, is_mounted, upload
 

@@ -1,4 +1,4 @@
-"""An in-memory stand-in for `blobmount.remote.Remote`: one container, no network.
+"""An in-memory stand-in for `blobmount.azure.Remote`: one container, no network.
 
 Blobs are name -> `Blob` (bytes, ETag, metadata, Content-MD5). The methods the core
 calls answer with the same types (BlobItem, BlobProperties) and raise the same errors
@@ -11,6 +11,7 @@ Its methods are called from trio's worker threads, so one lock guards the blobs.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import itertools
 import os
@@ -22,8 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from blobmount import posix
+from blobmount.access import AZCOPY_SAS_LIFETIME
+from blobmount.azure import (
+    FOLDER_MARKER_KEY,
+    BlobItem,
+    BlobProperties,
+    RemoteContainer,
+    parse_mtime,
+)
 from blobmount.errors import RemoteConflict, RemoteNotFound
-from blobmount.remote import FOLDER_MARKER_KEY, BlobItem, BlobProperties, parse_mtime
 
 #: Seconds a held download waits for its release: only a test that hangs reaches it.
 HOLD_TIMEOUT = 60.0
@@ -57,8 +65,8 @@ class Hold:
     data: bytes | None = None  # what it read, for the test to know
 
 
-class FakeRemote:
-    """One container, in memory."""
+class FakeRemote(RemoteContainer):
+    """One container, in memory (the type checker holds it to RemoteContainer)."""
 
     azcopy_can_sign = False
     azcopy_usable = False
@@ -297,5 +305,6 @@ class FakeRemote:
         base = f"https://acct.blob.core.windows.net/{self.container}"
         return f"{base}/{blob}" if blob else base
 
-    def sas_for_azcopy(self, *, blob: str | None = None, write: bool = False) -> str:
+    def sas_for_azcopy(self, *, blob: str | None = None, write: bool = False,
+                       lifetime: dt.timedelta = AZCOPY_SAS_LIFETIME) -> str:
         raise AssertionError("AzCopy is not used with the fake remote")

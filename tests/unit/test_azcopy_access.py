@@ -13,7 +13,6 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import trio
 
-from blobmount import remote as remote_module
 from blobmount.access import (
     AZCOPY_SAS_BASE,
     AZCOPY_SAS_MIN_RATE,
@@ -21,10 +20,12 @@ from blobmount.access import (
     azcopy_login,
 )
 from blobmount.azcopy import AzCopy
+from blobmount.azure import BlobItem, Remote
+from blobmount.azure import container as container_module
+from blobmount.azure import sas as sas_module
 from blobmount.cache import Cache
 from blobmount.config import AZURITE_KEY, Account, MountEntry
 from blobmount.log import redact
-from blobmount.remote import BlobItem, Remote
 from blobmount.store import Store
 from blobmount.transfers import Downloads, Wanted
 
@@ -156,7 +157,7 @@ def test_azcopy_may_hand_its_token_only_to_the_endpoint_of_the_config(identity_r
                                                                      monkeypatch):
     monkeypatch.setenv("AZCOPY_AUTO_LOGIN_TYPE", "MSI")
     assert identity_remote().azcopy_blob("a", size=1).args == ()  # Azure's own domain
-    monkeypatch.setattr(remote_module, "_service_client", lambda *a, **k: _NoService())
+    monkeypatch.setattr(container_module, "service_client", lambda *a, **k: _NoService())
     private = Remote(Account(name="id", account_name="acct", use_identity=True,
                              endpoint="https://10.1.2.3:8443/acct"), "data")
     assert private.azcopy_folder("", size=1).args == (
@@ -236,7 +237,7 @@ class _HeadOnly(Remote):
 def test_downloads_hand_azcopy_the_access_of_the_remote(tmp_path, monkeypatch,
                                                         identity_remote):
     monkeypatch.setenv("IDENTITY_ENDPOINT", "http://127.0.0.1:9/token")
-    monkeypatch.setattr(remote_module, "_service_client", lambda *a, **k: _NoService())
+    monkeypatch.setattr(container_module, "service_client", lambda *a, **k: _NoService())
     remote = _HeadOnly(Account(name="id", account_name="acct", endpoint=ENDPOINT,
                                use_identity=True), "data")
     entry = MountEntry(local="data", account=remote.account, container="data", prefix="",
@@ -295,7 +296,7 @@ class _DelegatingService(_NoService):
 
 def test_a_copy_source_on_an_identity_account_gets_a_user_delegation_sas(monkeypatch):
     service = _DelegatingService()
-    monkeypatch.setattr(remote_module, "_service_client", lambda *a, **k: service)
+    monkeypatch.setattr(container_module, "service_client", lambda *a, **k: service)
     remote = Remote(Account(name="id", account_name="acct", endpoint=ENDPOINT,
                             use_identity=True), "data")
     first = query("?" + remote._copy_source_sas("a/b.bin"))
@@ -305,7 +306,7 @@ def test_a_copy_source_on_an_identity_account_gets_a_user_delegation_sas(monkeyp
     remote._copy_source_sas("c.bin")
     assert len(service.asked) == 1  # the key is kept for the next rename
     # One about to expire is asked for again.
-    monkeypatch.setattr(remote_module, "DELEGATION_KEY_LIFETIME", dt.timedelta(minutes=1))
+    monkeypatch.setattr(sas_module, "DELEGATION_KEY_LIFETIME", dt.timedelta(minutes=1))
     remote._delegation_key = None
     remote._copy_source_sas("d.bin")
     remote._copy_source_sas("e.bin")

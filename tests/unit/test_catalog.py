@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from blobmount.azure import BlobItem
 from blobmount.catalog import OutsideTheMount, inside, normalized, places, shown_files
 from blobmount.config import Account, MountEntry
-from blobmount.remote import BlobItem
 
 ACCOUNT = Account(name="a", account_name="acct", endpoint="https://acct.blob.core.windows.net")
 

@@ -4,17 +4,17 @@ temporary name and never left half-done, with a stand-in for Remote (SDK path on
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
+from blobmount.azure import BlobItem, RemoteContainer, range_size
 from blobmount.cache import Cache
 from blobmount.config import Account, MountEntry
 from blobmount.errors import RemoteError, RemoteUnreachable
-from blobmount.remote import BlobItem, range_size
 from blobmount.store import Store
 from blobmount.transfers import Downloads, Filling
 
@@ -22,7 +22,7 @@ READERS = 8
 TIMEOUT = 10
 
 
-class FakeRemote:
+class FakeRemote(RemoteContainer):
     """Remote's download: writes the blob's bytes, optionally held until released."""
 
     label = "acct/cont"
@@ -40,7 +40,8 @@ class FakeRemote:
         return self.away
 
     def download(self, blob: str, destination: Path, *, size: int | None = None,
-                 concurrency: int = 4) -> BlobItem:
+                 concurrency: int = 4, on_progress: Callable[[int], None] | None = None,
+                 ) -> BlobItem:
         with self._lock:
             self.calls.append(blob)
         data, etag = self.blobs[blob]
@@ -51,6 +52,8 @@ class FakeRemote:
             if self.fail_with is not None:
                 raise self.fail_with
             out.write(data[len(data) // 2:])
+        if on_progress is not None:
+            on_progress(len(data))
         return BlobItem(blob, False, len(data), 1_000, etag)
 
     def blob_url(self, blob: str = "") -> str:  # pragma: no cover - AzCopy path only

@@ -35,7 +35,10 @@ LAYERS: dict[int, frozenset[str]] = {
                   "config.native", "config.azfuse", "log", "tools", "singleflight",
                   "sdnotify", "progress", "versions", "supervise", "children", "metrics",
                   "posix", "access"}),
-    1: frozenset({"store", "remote", "azcopy", "azurite"}),
+    # `azure` (a package): the storage client, one module per job (see its __init__).
+    1: frozenset({"store", "azure", "azure.transport", "azure.listing", "azure.base",
+                  "azure.ranges", "azure.staging", "azure.sas", "azure.protocol",
+                  "azure.container", "azcopy", "azurite"}),
     # `uploads` (the write path's journal and worker) sits with `transfers`.
     # `eviction` (cache limits), `catalog` (mount paths to blobs), `xattrs` sit with `cache`.
     # `blocks`: large files read by blocks into sparse copies, beside `transfers`.
@@ -52,6 +55,11 @@ LAYERS: dict[int, frozenset[str]] = {
                   "preflight", "azfuse"}),
 }
 LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
+
+#: The storage client's own order, lowest first: each of its modules imports only the
+#: ones before it (the transport knows nothing of downloads; `Remote` composes all).
+AZURE_ORDER = ["azure.transport", "azure.listing", "azure.base", "azure.ranges",
+               "azure.staging", "azure.sas", "azure.protocol", "azure.container", "azure"]
 
 
 def module_name(path: Path, root: Path = PACKAGE_DIR) -> str:
@@ -188,6 +196,17 @@ def test_imports_go_down_the_layers(name: str) -> None:
 def test_no_import_cycles() -> None:
     cycles = import_cycles(our_graph())
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_storage_client_imports_in_one_direction() -> None:
+    graph = our_graph()
+    package = {name for name in graph if _top(name) == "azure"}
+    assert package == set(AZURE_ORDER), "place every module of azure/ in AZURE_ORDER"
+    upward = {
+        name: sorted(graph[name] & set(AZURE_ORDER[index + 1:]))
+        for index, name in enumerate(AZURE_ORDER)
+    }
+    assert not any(upward.values()), f"azure modules importing later ones: {upward}"
 
 
 def test_the_checker_sees_every_import_form(tmp_path: Path) -> None:

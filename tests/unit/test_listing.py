@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from blobmount.remote import parse_listing
+from blobmount.azure import parse_listing
 
 REPLY = b"""<?xml version="1.0" encoding="utf-8"?>
 <EnumerationResults ServiceEndpoint="http://127.0.0.1:1/devstoreaccount1" ContainerName="c">

@@ -194,8 +194,8 @@ def _listed(tmp_path, pages: list[list], caplog) -> dict[str, bool]:
 
     import trio
 
+    from blobmount.azure import BlobItem
     from blobmount.namespace import Namespace
-    from blobmount.remote import BlobItem
     from blobmount.store import ROOT_INODE, Store
 
     store = Store(tmp_path / "meta.sqlite")
@@ -257,9 +257,9 @@ def test_a_stale_listing_is_served_while_the_account_is_unreachable(tmp_path, ca
 
     import trio
 
+    from blobmount.azure import BlobItem
     from blobmount.errors import RemoteUnreachable
     from blobmount.namespace import Namespace
-    from blobmount.remote import BlobItem
     from blobmount.store import ROOT_INODE, Store
 
     store = Store(tmp_path / "meta.sqlite")

@@ -9,6 +9,7 @@ import stat
 
 import pytest
 
+from blobmount.azure import parse_listing
 from blobmount.posix import (
     FIXED,
     KEPT,
@@ -20,7 +21,6 @@ from blobmount.posix import (
     from_metadata,
     to_metadata,
 )
-from blobmount.remote import parse_listing
 
 ROOT = Caller(uid=0, gid=0)
 USER = Caller(uid=1000, gid=1000, pid=os.getpid())

@@ -1,4 +1,4 @@
-"""`blobmount sas` and remote.mint_sas: what the token says, and every refusal."""
+"""`blobmount sas` and azure.mint_sas: what the token says, and every refusal."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from blobmount.azure import mint_sas
 from blobmount.cli import cli
 from blobmount.config import AZURITE_KEY, Account
+from blobmount.config.credentials import parse_connection_string
 from blobmount.errors import RemoteAuthError
-from blobmount.remote import mint_sas
 
 EXPIRY = dt.datetime(2999, 1, 1, tzinfo=dt.UTC)
 
@@ -37,7 +38,9 @@ def test_container_sas():
 def test_http_endpoint_and_connection_string_key():
     conn = ("DefaultEndpointsProtocol=http;AccountName=acct;"
             f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:1/acct;")
-    token = fields(mint_sas(account("http://127.0.0.1:1/acct", connection_string=conn),
+    # The key is the one the config read out of the connection string.
+    _, endpoint, key, _ = parse_connection_string(conn)
+    token = fields(mint_sas(account(endpoint, account_key=key, connection_string=conn),
                             "data", permissions="racwdl", expiry=EXPIRY))
     assert token["sp"] == "racwdl" and "spr" not in token
 
@@ -87,7 +90,7 @@ def test_cli_picks_the_only_account_and_asks_among_several(tmp_path):
 # ------------------------------------------------------------ the SAS of an AzCopy job
 
 def _azcopy_sas(**scope) -> dict[str, str]:
-    from blobmount.remote import Remote
+    from blobmount.azure import Remote
 
     remote = Remote(account("http://127.0.0.1:1/acct", account_key=AZURITE_KEY), "data")
     try:

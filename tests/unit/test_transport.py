@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from blobmount.remote import _ThrottleAwareTransport
+from blobmount.azure.transport import _ThrottleAwareTransport
 
 ENDPOINT = "https://acct.blob.core.windows.net"
 

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blobmount.remote import _mtime_ns, format_mtime, parse_mtime
+from blobmount.azure import format_mtime, parse_mtime
+from blobmount.azure.listing import blob_mtime_ns
 from blobmount.uploads import conflict_name
 
 
@@ -38,10 +39,10 @@ def test_parse_examples(text: str | None, expected: int | None) -> None:
 def test_metadata_wins_over_last_modified_unless_it_is_not_a_time() -> None:
     modified = dt.datetime(2020, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
     exact = int(modified.replace(microsecond=0).timestamp()) * 10**9 + 678_901_000
-    assert _mtime_ns(modified) == exact
-    assert _mtime_ns(modified, {"mtime": "2017-07-14T02:40:00Z"}) == 1_500_000_000 * 10**9
-    assert _mtime_ns(modified, {"mtime": "garbage"}) == exact
-    assert _mtime_ns(None) == 0
+    assert blob_mtime_ns(modified) == exact
+    assert blob_mtime_ns(modified, {"mtime": "2017-07-14T02:40:00Z"}) == 1_500_000_000 * 10**9
+    assert blob_mtime_ns(modified, {"mtime": "garbage"}) == exact
+    assert blob_mtime_ns(None) == 0
 
 
 @pytest.mark.parametrize(("blob", "expected"), [

@@ -1,0 +1,44 @@
+"""The storage client: one container of one account, through the azure-storage-blob SDK.
+
+Its modules, in the order they import each other: `transport` (the SDK's transport,
+retries, metrics, error translation), `listing` (BlobItem, the List Blobs parser, the
+`mtime` convention), `base` (what the parts of Remote share), `ranges` (downloads),
+`staging` (snapshots and blocks), `sas` (the one SAS signer, AzCopy's access),
+`protocol` (`RemoteContainer`: what the core calls on a Remote, for fakes to declare),
+`container` (`Remote`, composing them). This module re-exports what callers use.
+"""
+
+from .container import Remote, file_md5
+from .listing import (
+    FOLDER_MARKER_KEY,
+    MTIME_KEY,
+    BlobItem,
+    BlobProperties,
+    format_mtime,
+    parse_listing,
+    parse_mtime,
+)
+from .protocol import RemoteContainer
+from .ranges import RANGE_MD5_MAX, SMALL_GET_MAX, range_size
+from .sas import mint_sas
+from .transport import RETRIES, backoff, translate_errors
+
+__all__ = [
+    "FOLDER_MARKER_KEY",
+    "MTIME_KEY",
+    "RANGE_MD5_MAX",
+    "RETRIES",
+    "SMALL_GET_MAX",
+    "BlobItem",
+    "BlobProperties",
+    "Remote",
+    "RemoteContainer",
+    "backoff",
+    "file_md5",
+    "format_mtime",
+    "mint_sas",
+    "parse_listing",
+    "parse_mtime",
+    "range_size",
+    "translate_errors",
+]

@@ -1,0 +1,172 @@
+"""`RemoteContainer`: what the core calls on a `Remote`, as a `typing.Protocol`.
+
+`Remote` declares it, and so do the unit tests' fakes, so that the type checker holds
+each of them to the same signatures. A fake that leaves a method out gets this one,
+which raises NotImplementedError: a test that reaches it says what the fake lacks
+(but for `download_async`, which has a default made of `download`).
+Every method but `download_async` blocks; see `Remote` (container.py) and its parts
+for what each does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Protocol
+
+import trio
+
+from ..access import AZCOPY_SAS_LIFETIME, AzcopyAccess
+from ..config import Account
+from .listing import BlobItem, BlobProperties
+
+
+class RemoteContainer(Protocol):
+    """One container of one storage account."""
+
+    account: Account
+    container: str
+    label: str  # 'account/container', for messages
+
+    # -- the account ---------------------------------------------------------------
+
+    def offline(self) -> bool:
+        raise NotImplementedError
+
+    def check(self) -> None:
+        raise NotImplementedError
+
+    def create_if_missing(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def blob_url(self, blob: str = "") -> str:
+        raise NotImplementedError
+
+    # -- listings and properties ---------------------------------------------------
+
+    def list_pages(self, prefix: str, page_size: int = 5000) -> Iterator[list[BlobItem]]:
+        raise NotImplementedError
+
+    def list_files(self, prefix: str) -> Iterator[BlobItem]:
+        raise NotImplementedError
+
+    def list_all(self, prefix: str) -> list[str]:
+        raise NotImplementedError
+
+    def properties(self, blob: str, *, retries: int | None = None) -> BlobItem:
+        raise NotImplementedError
+
+    def head(self, blob: str, *, retries: int | None = None) -> BlobProperties:
+        raise NotImplementedError
+
+    def update_metadata(self, blob: str, changes: Mapping[str, str | None]) -> tuple[str, str]:
+        raise NotImplementedError
+
+    def tags(self, blob: str) -> dict[str, str]:
+        raise NotImplementedError
+
+    def update_tags(self, blob: str, changes: Mapping[str, str | None]) -> dict[str, str]:
+        raise NotImplementedError
+
+    def set_tier(self, blob: str, tier: str) -> None:
+        raise NotImplementedError
+
+    # -- reads ---------------------------------------------------------------------
+
+    def download(self, blob: str, destination: Path, *, size: int | None = None,
+                 concurrency: int = 4, on_progress: Callable[[int], None] | None = None,
+                 ) -> BlobItem:
+        raise NotImplementedError
+
+    async def download_async(self, blob: str, destination: Path, *, size: int | None = None,
+                             concurrency: int = 4,
+                             on_progress: Callable[[int], None] | None = None,
+                             limiter: trio.CapacityLimiter) -> BlobItem:
+        """By default, `download` in one worker thread under `limiter` (what a fake
+        needs); Remote's own runs each range under it."""
+        return await trio.to_thread.run_sync(
+            partial(self.download, blob, destination, size=size, concurrency=concurrency,
+                    on_progress=on_progress), limiter=limiter)
+
+    def read_blocks(self, blob: str, fd: int, start: int, end: int, etag: str,
+                    block: int) -> list[int]:
+        raise NotImplementedError
+
+    def read_range(self, blob: str, offset: int, length: int | None) -> bytes:
+        raise NotImplementedError
+
+    def read_small(self, blob: str) -> bytes:
+        raise NotImplementedError
+
+    # -- writes --------------------------------------------------------------------
+
+    def upload(self, blob: str, source: Path, *, base_etag: str, md5: str,
+               metadata: dict[str, str] | None = None, concurrency: int = 4,
+               retries: int | None = None) -> BlobItem:
+        raise NotImplementedError
+
+    def put_small(self, blob: str, data: bytes, metadata: Mapping[str, str]) -> BlobItem:
+        raise NotImplementedError
+
+    def make_folder(self, prefix: str, *, exclusive: bool = False,
+                    metadata: Mapping[str, str] | None = None) -> BlobItem:
+        raise NotImplementedError
+
+    def delete(self, blob: str) -> None:
+        raise NotImplementedError
+
+    def copy(self, source: str, destination: str, *, poll: float = 0.2) -> str | None:
+        raise NotImplementedError
+
+    # -- edits by blocks -----------------------------------------------------------
+
+    def snapshot(self, blob: str, etag: str) -> str:
+        raise NotImplementedError
+
+    def delete_snapshot(self, blob: str, snapshot: str) -> None:
+        raise NotImplementedError
+
+    def snapshot_source(self, blob: str, snapshot: str) -> str:
+        raise NotImplementedError
+
+    def stage_block(self, blob: str, block_id: str, data: bytes, *,
+                    retries: int | None = None) -> None:
+        raise NotImplementedError
+
+    def stage_block_from_url(self, blob: str, block_id: str, source_url: str, offset: int,
+                             length: int, source_etag: str, *,
+                             retries: int | None = None) -> None:
+        raise NotImplementedError
+
+    def commit_blocks(self, blob: str, block_ids: list[str], *, base_etag: str,
+                      content_type: str | None, md5: str | None, metadata: dict[str, str],
+                      retries: int | None = None) -> str:
+        raise NotImplementedError
+
+    def committed_blocks(self, blob: str) -> list[str]:
+        raise NotImplementedError
+
+    # -- AzCopy's access -----------------------------------------------------------
+
+    @property
+    def azcopy_can_sign(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def azcopy_usable(self) -> bool:
+        raise NotImplementedError
+
+    def azcopy_blob(self, blob: str, *, size: int | None) -> AzcopyAccess:
+        raise NotImplementedError
+
+    def azcopy_folder(self, folder: str, *, size: int | None) -> AzcopyAccess:
+        raise NotImplementedError
+
+    def sas_for_azcopy(self, *, blob: str | None = None, write: bool = False,
+                       lifetime: dt.timedelta = AZCOPY_SAS_LIFETIME) -> str:
+        raise NotImplementedError
