@@ -1160,6 +1160,49 @@ class Remote:
             committed, _ = self._client.get_blob_client(blob).get_block_list("committed")
         return [block.id for block in committed or []]
 
+    def block_list(self, blob: str, snapshot: str = "") -> list[tuple[str, int]]:
+        """The committed blocks of the blob (of that snapshot of it), in order: each
+        one's name as the service gives it (the base64 of its ID) and its size. Empty
+        for a blob put in one request."""
+        client = self._client.get_blob_client(blob, snapshot=snapshot or None)
+        with self._call(f"block list of {self.label}/{blob}"):
+            # The generated layer: the SDK's get_block_list decodes the IDs to text,
+            # and IDs of raw bytes (AzCopy's) do not survive that.
+            listed = client._client.block_blob.get_block_list(
+                list_type="committed", snapshot=snapshot or None)
+        return [(block.name, block.size) for block in listed.committed_blocks or []]
+
+    def commit_block_names(self, blob: str, names: list[str], *, base_etag: str,
+                           content_type: str | None, md5: str | None,
+                           metadata: dict[str, str], retries: int | None = None) -> str:
+        """commit_blocks, the blocks named as block_list names them (each the newest
+        block of that name: one staged, else one committed), so that committed blocks
+        of any ID can be kept as they are. The new ETag."""
+        from azure.storage.blob._generated.models import (  # here: remote.py is being split
+            BlobHTTPHeaders,
+            BlockLookupList,
+            ModifiedAccessConditions,
+        )
+
+        condition = (ModifiedAccessConditions(if_match=f'"{base_etag}"') if base_etag
+                     else ModifiedAccessConditions(if_none_match="*"))
+        settings = BlobHTTPHeaders(blob_content_type=content_type,
+                                   blob_content_md5=bytearray.fromhex(md5) if md5 else None)
+        client = self._client.get_blob_client(blob)
+        with self._call(f"commit of {self.label}/{blob}"):
+            try:
+                result = client._client.block_blob.commit_block_list(
+                    blocks=BlockLookupList(latest=names), blob_http_headers=settings,
+                    headers={f"x-ms-meta-{key}": value for key, value in metadata.items()},
+                    modified_access_conditions=condition,
+                    cls=lambda _response, _body, answer: answer, **_retries(retries))
+            except HttpResponseError as exc:
+                if exc.status_code == PRECONDITION_FAILED:  # the generated layer's 412
+                    raise RemoteConflict(f"commit of {self.label}/{blob}: changed in the"
+                                         " container") from None
+                raise
+        return _etag(result.get("ETag")) or ""
+
 
 
 def file_md5(path: Path) -> str:
