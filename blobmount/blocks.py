@@ -380,7 +380,9 @@ class BlockReader:
             self.window, self._next, self._ahead = 0, end, 0
             return
         start = max(self._ahead, block_start(end - 1) + BLOCK)
-        stop = min(block_start(end + self.window - 1) + BLOCK, self.file.size)
+        # Up to the next RUN_MAX edge: the window moves on a block at a time, and one
+        # GET per block would cost Azurite several times what one per RUN_MAX does.
+        stop = min(-(-(end + self.window) // RUN_MAX) * RUN_MAX, self.file.size)
         if stop > start:
             self.blocks.fetch_ahead(self.file, start, stop)
             self._ahead = block_start(stop - 1) + BLOCK

@@ -8,11 +8,14 @@ fetches it first, and so does a read through the writer), and the rest, which is
 here. Bytes past where the version ends (an append), or past a truncate, are the
 copy's own.
 
-The upload (`put`) stages the written ranges as new blocks (Put Block) and the others
-as copies of the snapshot's ranges (Put Block From URL, If-Match on its ETag), then
-commits the list with If-Match on the version edited: a blob changed meanwhile is a
-conflict, and the conflict copy is made the same way from the snapshot, which nobody
-else changes. The snapshot goes once no edit needs it.
+The upload (`put`) commits a block list (`plan`) with If-Match on the version edited:
+a blob changed meanwhile is a conflict. A version written by blocks (AzCopy, the SDK,
+an earlier edit) keeps every committed block that holds no written byte, named as it
+is: nothing of it moves. A committed block that holds some is sent again whole (its
+bytes not here are fetched first). The unchanged ranges of a blob put in one request
+(no block list), and of a conflict copy (another blob, which cannot name our blob's
+blocks), are copied from the snapshot instead, server-side (Put Block From URL, If-Match
+on its ETag); nobody else changes a snapshot. It goes once no edit needs it.
 
 Whatever must see the copy whole (a reader opening it, a rename, an O_TRUNC open)
 first `complete`s it: the blocks not here are fetched, and it becomes a whole copy.
@@ -24,7 +27,6 @@ import contextlib
 import logging
 import os
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -33,6 +35,18 @@ from pathlib import Path
 import trio
 
 from .azure import MTIME_KEY, BlobItem, Remote, file_md5, parse_mtime
+from .blocklist import (
+    COPY,
+    ID_LENGTH,
+    KEEP,
+    SEND,
+    Piece,
+    block_name,
+    fingerprint,
+    id_length,
+    new_ids,
+    plan,
+)
 from .blocks import BLOCK, BlockFile, Blocks, block_start
 from .cache import Cache
 from .errors import BlobmountError, RemoteError
@@ -40,19 +54,8 @@ from .store import Patch
 
 log = logging.getLogger(__name__)
 
-#: The most one Put Block From URL copies (more for files so large that the list
-#: would pass BLOCKS_MAX). Azurite copies about 20-25 MB/s here, whatever the size and
-#: however many side by side: 8 side by side of 100 MiB each outlasted the 10 s read
-#: timeout; 8 MiB ones take about 3 s.
-COPY_MAX = 8 * 1024 * 1024
-#: Blocks a blob may have (Azure's limit is 50,000): room is left for written ones.
-BLOCKS_MAX = 40_000
-#: The most one Put Block sends of the bytes written here.
-PUT_MAX = 4 * 1024 * 1024
 #: Blocks staged side by side by one upload.
 PARALLEL = 8
-#: Length of the prefix of block IDs that names one upload attempt (hex).
-ATTEMPT_ID = 16
 
 
 @dataclass
@@ -76,39 +79,6 @@ class Edit:
     def row(self, account: str, container: str) -> Patch:
         return Patch(str(self.path), account, container, self.blob, self.etag, self.size,
                      self.snapshot)
-
-
-@dataclass(frozen=True, slots=True)
-class Piece:
-    """One block of the list to commit: `length` bytes from `offset`, copied from the
-    snapshot (`copy`) or sent from the copy here."""
-
-    offset: int
-    length: int
-    copy: bool
-
-
-def plan(size: int, limit: int, written: Iterable[int]) -> list[Piece]:
-    """The block list of a file of `size` bytes whose bytes before `limit` are the
-    source's except in the `written` blocks."""
-    written = set(written)
-    copy_max = max(COPY_MAX, -(-size // BLOCKS_MAX // BLOCK) * BLOCK)
-    pieces: list[Piece] = []
-    offset = 0
-    while offset < size:
-        start = block_start(offset)
-        copy = offset < limit and start not in written
-        end = min(start + BLOCK, size)
-        if copy:
-            end = min(end, limit)
-        if pieces and pieces[-1].copy == copy and pieces[-1].offset + pieces[-1].length == offset \
-                and pieces[-1].length + end - offset <= (copy_max if copy else PUT_MAX):
-            last = pieces.pop()
-            pieces.append(Piece(last.offset, last.length + end - offset, copy))
-        else:
-            pieces.append(Piece(offset, end - offset, copy))
-        offset = end
-    return pieces
 
 
 class Patches:
@@ -358,47 +328,92 @@ class Patches:
             return None
         size = os.stat(path).st_size
         return sum(piece.length for piece in plan(size, edit.size, edit.written)
-                   if not piece.copy)
+                   if piece.kind == SEND)
 
     async def put(self, edit: Edit, blob: str, *, base_etag: str, content_type: str | None,
                   metadata: dict[str, str], tried: set[str]) -> BlobItem:
         """Commit the copy as `blob` over version `base_etag` ('' = a new blob): the
-        written ranges sent, the rest copied from the snapshot. RemoteConflict if the
-        blob is another version. `tried` gets this attempt's block ID prefix."""
-        if not edit.snapshot:
-            raise RemoteError(f"{edit.remote.label}/{edit.blob}: the edited version has no"
-                              " snapshot to copy the unchanged blocks from")
+        blocks of that version holding no written byte kept, the rest sent (or copied
+        from the snapshot). RemoteConflict if the blob is another version. `tried` gets
+        the fingerprint of the list this try commits."""
         remote = edit.remote
         sent = {start: edit.writes[start] for start in edit.written}
         size = os.stat(edit.path).st_size
-        pieces = plan(size, edit.size, edit.written)
-        attempt = uuid.uuid4().hex[:ATTEMPT_ID]
-        tried.add(attempt)
-        ids = [f"{attempt}{index:06d}" for index in range(len(pieces))]
-        source = await trio.to_thread.run_sync(remote.snapshot_source, edit.blob, edit.snapshot)
+        committed = await self._committed(edit, blob, base_etag)
+        pieces = plan(size, edit.size, edit.written, committed)
+        new = [piece for piece in pieces if piece.kind != KEEP]
+        ids = dict(zip(new, new_ids(len(new), id_length(committed) or ID_LENGTH,
+                                    (name for name, _ in committed)), strict=True))
+        names = [piece.name if piece.kind == KEEP else block_name(ids[piece])
+                 for piece in pieces]
+        await self._fetch_sent(edit, pieces)
+        source = ""
+        if any(piece.kind == COPY for piece in pieces):
+            if not edit.snapshot:
+                raise RemoteError(f"{remote.label}/{edit.blob}: the edited version has no"
+                                  " snapshot to copy the unchanged blocks from")
+            source = await trio.to_thread.run_sync(remote.snapshot_source, edit.blob,
+                                                   edit.snapshot)
         md5 = None
-        if not any(piece.copy for piece in pieces):
+        if all(piece.kind == SEND for piece in pieces):
             md5 = await trio.to_thread.run_sync(file_md5, edit.path, limiter=self._limiter)
         fd = os.open(edit.path, os.O_RDONLY)
         failures: list[BlobmountError] = []
         try:
             async with trio.open_nursery() as nursery:
-                for block_id, piece in zip(ids, pieces, strict=True):
+                for piece, block_id in ids.items():
                     nursery.start_soon(self._stage, remote, blob, block_id, piece, source,
                                        edit.etag, fd, failures)
         finally:
             os.close(fd)
         if failures:
             raise failures[0]
+        tried.add(fingerprint(names))
         edit.sent = sent  # before the commit: its answer may be lost, the commit not
-        etag = await trio.to_thread.run_sync(lambda: remote.commit_blocks(
-            blob, ids, base_etag=base_etag, content_type=content_type, md5=md5,
+        etag = await trio.to_thread.run_sync(lambda: remote.commit_block_names(
+            blob, names, base_etag=base_etag, content_type=content_type, md5=md5,
             metadata=metadata, retries=1))
-        log.info("committed %s/%s by %d blocks: %d bytes sent, %d copied", remote.label, blob,
-                 len(pieces), sum(p.length for p in pieces if not p.copy),
-                 sum(p.length for p in pieces if p.copy))
+        moved: Counter[str] = Counter()
+        for piece in pieces:
+            moved[piece.kind] += piece.length
+        log.info("committed %s/%s by %d blocks: %d bytes sent, %d copied, %d kept (%d"
+                 " blocks)", remote.label, blob, len(pieces), moved[SEND], moved[COPY],
+                 moved[KEEP], len(pieces) - len(new))
         mtime = parse_mtime(metadata.get(MTIME_KEY)) or time.time_ns()
         return BlobItem(blob, False, size, mtime, etag)
+
+    async def _committed(self, edit: Edit, blob: str, base_etag: str,
+                         ) -> list[tuple[str, int]]:
+        """The block list of the version edited, when the commit can keep its blocks:
+        it goes over that version of that blob, and its IDs are ones ours can match.
+        Read from the snapshot (the version's own), after a restart too."""
+        if blob != edit.blob or not base_etag or base_etag != edit.etag:
+            return []  # a conflict copy, another blob: it cannot name these blocks
+        committed = await trio.to_thread.run_sync(edit.remote.block_list, edit.blob,
+                                                  edit.snapshot, limiter=self._limiter)
+        if committed and id_length(committed) is None:
+            log.info("%s/%s: its block IDs differ in length or are too short; the"
+                     " unchanged bytes are copied", edit.remote.label, blob)
+            return []
+        return committed
+
+    async def _fetch_sent(self, edit: Edit, pieces: list[Piece]) -> None:
+        """Fetch the bytes of the version that pieces to send hold and the copy lacks
+        (those of committed blocks that are sent again whole)."""
+        wanted: set[int] = set()
+        for piece in pieces:
+            stop = min(piece.end, edit.size)  # the version's bytes end there
+            if piece.kind == SEND and piece.offset < stop:
+                wanted.update(range(block_start(piece.offset), stop, BLOCK))
+        runs: list[list[int]] = []
+        for start in sorted(wanted - edit.written):
+            if runs and start == runs[-1][-1] + BLOCK:
+                runs[-1].append(start)
+            else:
+                runs.append([start])
+        async with trio.open_nursery() as nursery:
+            for run in runs:
+                nursery.start_soon(self._ensure, edit, run[0], run[-1])
 
     async def _stage(self, remote: Remote, blob: str, block_id: str, piece: Piece,
                      source: str, source_etag: str, fd: int,
@@ -411,7 +426,7 @@ class Patches:
     async def _stage_one(self, remote: Remote, blob: str, block_id: str, piece: Piece,
                          source: str, source_etag: str, fd: int) -> None:
         async with self._limiter:
-            if piece.copy:
+            if piece.kind == COPY:
                 await trio.to_thread.run_sync(lambda: remote.stage_block_from_url(
                     blob, block_id, source, piece.offset, piece.length, source_etag,
                     retries=1))
@@ -428,10 +443,11 @@ class Patches:
     async def landed(remote: Remote, blob: str, tried: set[str]) -> bool:
         """Whether the blob is a commit of ours whose answer was lost."""
         try:
-            ids = await trio.to_thread.run_sync(remote.committed_blocks, blob)
+            names = [name for name, _ in await trio.to_thread.run_sync(remote.block_list,
+                                                                       blob)]
         except BlobmountError:
             return False
-        return bool(ids) and ids[0][:ATTEMPT_ID] in tried
+        return bool(names) and fingerprint(names) in tried
 
     async def rebase(self, path: Path, item: BlobItem) -> None:
         """An upload of the edit made version `item`, and the file may change again:

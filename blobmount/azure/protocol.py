@@ -143,12 +143,12 @@ class RemoteContainer(Protocol):
                              retries: int | None = None) -> None:
         raise NotImplementedError
 
-    def commit_blocks(self, blob: str, block_ids: list[str], *, base_etag: str,
-                      content_type: str | None, md5: str | None, metadata: dict[str, str],
-                      retries: int | None = None) -> str:
+    def block_list(self, blob: str, snapshot: str = "") -> list[tuple[str, int]]:
         raise NotImplementedError
 
-    def committed_blocks(self, blob: str) -> list[str]:
+    def commit_block_names(self, blob: str, names: list[str], *, base_etag: str,
+                           content_type: str | None, md5: str | None,
+                           metadata: dict[str, str], retries: int | None = None) -> str:
         raise NotImplementedError
 
     # -- AzCopy's access -----------------------------------------------------------

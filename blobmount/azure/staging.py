@@ -6,11 +6,17 @@ from __future__ import annotations
 import contextlib
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceNotFoundError
-from azure.storage.blob import BlobBlock, ContentSettings
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.storage.blob._generated.models import (
+    BlobHTTPHeaders,
+    BlockLookupList,
+    ModifiedAccessConditions,
+)
 
+from ..errors import RemoteConflict
 from .base import ContainerBase
 from .listing import bare_etag
+from .ranges import PRECONDITION_FAILED
 from .transport import retry_options
 
 
@@ -50,24 +56,42 @@ class Staging(ContainerBase):
             self._client.get_blob_client(blob).stage_block(
                 block_id, data, length=len(data), validate_content=True, **retry_options(retries))
 
-    def commit_blocks(self, blob: str, block_ids: list[str], *, base_etag: str,
-                      content_type: str | None, md5: str | None, metadata: dict[str, str],
-                      retries: int | None = None) -> str:
-        """Make the staged blocks, in this order, the blob's bytes, only if the blob is
-        still the version `base_etag` ('' = only if there is no blob): RemoteConflict
-        otherwise. The new ETag."""
-        condition = ({"etag": f'"{base_etag}"', "match_condition": MatchConditions.IfNotModified}
-                     if base_etag else {"match_condition": MatchConditions.IfMissing})
-        settings = ContentSettings(content_type=content_type,
-                                   content_md5=bytearray.fromhex(md5) if md5 else None)
-        with self._call(f"commit of {self.label}/{blob}"):
-            result = self._client.get_blob_client(blob).commit_block_list(
-                [BlobBlock(block_id) for block_id in block_ids], content_settings=settings,
-                metadata=metadata, **condition, **retry_options(retries))
-        return bare_etag(result.get("etag")) or ""
-
-    def committed_blocks(self, blob: str) -> list[str]:
-        """The IDs of the blob's committed blocks, in order."""
+    def block_list(self, blob: str, snapshot: str = "") -> list[tuple[str, int]]:
+        """The committed blocks of the blob (of that snapshot of it), in order: each
+        one's name as the service gives it (the base64 of its ID) and its size. Empty
+        for a blob put in one request."""
+        client = self._client.get_blob_client(blob, snapshot=snapshot or None)
         with self._call(f"block list of {self.label}/{blob}"):
-            committed, _ = self._client.get_blob_client(blob).get_block_list("committed")
-        return [block.id for block in committed or []]
+            # The generated layer: the SDK's get_block_list decodes the IDs to text,
+            # and IDs of raw bytes (AzCopy's) do not survive that.
+            listed = client._client.block_blob.get_block_list(
+                list_type="committed", snapshot=snapshot or None)
+        return [(block.name, block.size) for block in listed.committed_blocks or []]
+
+    def commit_block_names(self, blob: str, names: list[str], *, base_etag: str,
+                           content_type: str | None, md5: str | None,
+                           metadata: dict[str, str], retries: int | None = None) -> str:
+        """Make the blocks named as block_list names them (each the newest block of
+        that name: one staged, else one committed), in this order, the blob's bytes, so
+        that committed blocks of any ID are kept as they are; only if the blob is still
+        the version `base_etag` ('' = only if there is no blob): RemoteConflict
+        otherwise. The new ETag."""
+        condition = (ModifiedAccessConditions(if_match=f'"{base_etag}"') if base_etag
+                     else ModifiedAccessConditions(if_none_match="*"))
+        settings = BlobHTTPHeaders(blob_content_type=content_type,
+                                   blob_content_md5=bytes.fromhex(md5) if md5 else None)
+        client = self._client.get_blob_client(blob)
+        with self._call(f"commit of {self.label}/{blob}"):
+            try:
+                # The generated layer, for names as block_list gives them (see there).
+                result = client._client.block_blob.commit_block_list(
+                    blocks=BlockLookupList(latest=names), blob_http_headers=settings,
+                    headers={f"x-ms-meta-{key}": value for key, value in metadata.items()},
+                    modified_access_conditions=condition,
+                    cls=lambda _response, _body, answer: answer, **retry_options(retries))
+            except HttpResponseError as exc:
+                if exc.status_code == PRECONDITION_FAILED:  # the generated layer's 412
+                    raise RemoteConflict(f"commit of {self.label}/{blob}: changed in the"
+                                         " container") from None
+                raise
+        return bare_etag(result.get("ETag")) or ""

@@ -48,6 +48,9 @@ class FaultProxy:
         self.connections = 0
         #: bytes of requests passed on to Azurite (head and body), by method
         self.sent: Counter[str] = Counter()
+        #: requests that copy from another blob server-side (an x-ms-copy-source header:
+        #: Put Block From URL, Copy Blob), by "METHOD path"
+        self.copies: Counter[str] = Counter()
         # ("status", code, method) or ("cut", bytes, method); method None: any request
         self._next: list[tuple[str, int, str | None]] = []
         self._lock = threading.Lock()
@@ -154,6 +157,8 @@ class FaultProxy:
             method, target = (request_line.split(" ") + ["", ""])[:2]
             with self._lock:
                 self.requests[f"{method} {target.split('?', 1)[0]}"] += 1
+                if b"\r\nx-ms-copy-source:" in head.lower():
+                    self.copies[f"{method} {target.split('?', 1)[0]}"] += 1
                 fault, value = self._fault_for(method)
                 epoch = self._epoch
             if fault == "status":

@@ -137,11 +137,16 @@ def test_reads_in_order_get_a_window_that_doubles(parts):
             assert windows[:6] == [0, BLOCK, 2 * BLOCK, 4 * BLOCK, 8 * BLOCK, 8 * BLOCK]
             await _idle(blocks)
             gets = _gets(remote)
-            # Every block once, in GETs of at most RUN_MAX, up to the window's end.
+            # Every block once, in GETs of at most RUN_MAX, up to the window's end
+            # (rounded up to a RUN_MAX edge).
             covered = sorted(block for start, end in gets for block in range(start, end, BLOCK))
             assert covered == sorted(set(covered))
             assert all(end - start <= RUN_MAX for start, end in gets)
-            assert max(end for _, end in gets) <= 12 * BLOCK + 8 * BLOCK + BLOCK
+            assert max(end for _, end in gets) <= -(-(12 + 8) * BLOCK // RUN_MAX) * RUN_MAX
+            # Once the window is on its way, it goes by whole RUN_MAX stretches, not a
+            # GET per block as the reads move it on.
+            assert [(start, end) for start, end in gets if start >= RUN_MAX] == [
+                (start, start + RUN_MAX) for start in range(RUN_MAX, 3 * RUN_MAX, RUN_MAX)]
             # A jump drops the window: nothing is fetched ahead of a random read.
             before = len(gets)
             assert await reader.read(30 * BLOCK + 7, 10) == data[30 * BLOCK + 7:30 * BLOCK + 17]

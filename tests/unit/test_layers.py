@@ -43,9 +43,10 @@ LAYERS: dict[int, frozenset[str]] = {
     # `eviction` (cache limits), `catalog` (mount paths to blobs), `xattrs` sit with `cache`.
     # `blocks`: large files read by blocks into sparse copies, beside `transfers`.
     # `moves`: the local half of a rename (cached copies and journal rows follow).
-    # `patch`: edits of those files uploaded by blocks, beside `uploads`.
+    # `patch`: edits of those files uploaded by blocks, beside `uploads`; `blocklist`:
+    # the block list an edit commits, planned (pure).
     2: frozenset({"namespace", "cache", "transfers", "uploads", "eviction", "catalog",
-                  "xattrs", "readahead", "blocks", "moves", "patch"}),
+                  "xattrs", "readahead", "blocks", "moves", "patch", "blocklist"}),
     # `manage`: the control requests for the cache (prefetch, cache ls/evict, stats).
     # `files`: a file's life (handles, local changes, renames); `fs` forwards to it.
     3: frozenset({"files", "fs", "control", "manage"}),
