@@ -13,13 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .config import MountEntry
-from .errors import BlobmountError, RemoteNotFound
-from .namespace import NotFound, shown_name
+from .errors import NotFound, OutsideTheMount, RemoteNotFound
+from .namespace import shown_name
 from .remote import BlobItem, Remote
-
-
-class OutsideTheMount(BlobmountError):
-    """A path that leaves the mount point."""
 
 
 @dataclass(frozen=True, slots=True)

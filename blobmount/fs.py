@@ -1,9 +1,8 @@
-"""The FUSE handlers: thin, and every failure a `FUSEError` with the right errno."""
+"""The FUSE handlers: thin, and every failure a `FUSEError` with its type's errno."""
 
 from __future__ import annotations
 
 import dataclasses
-import errno
 import functools
 import itertools
 import logging
@@ -15,14 +14,25 @@ from collections.abc import Sequence
 import pyfuse3
 
 from .config import MountEntry
-from .errors import BlobmountError
+from .errors import (
+    ANSWERS,
+    BlobmountError,
+    InvalidArgument,
+    InvalidName,
+    IsADirectory,
+    NoSuchAttribute,
+    NotFound,
+    NotPermitted,
+    Unimplemented,
+    errno_of,
+)
 from .eviction import cache_space
 from .files import Files
 from .metrics import Metrics
 from .namespace import Namespace
 from .posix import KEPT, SPECIAL_TYPES, Caller, Kept, Permissions
 from .store import ORPHANS, Node
-from .xattrs import XattrError, Xattrs
+from .xattrs import Xattrs
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +43,8 @@ STATFS_BLOCK = 4096
 
 
 def _fuse_errors(handler):
-    """Answer the kernel with an errno, never a traceback; count the request, its time
-    and its errno (the one place every handler passes through)."""
+    """Answer the kernel with an errno (errors.ERRNO's), never a traceback; count the
+    request, its time and its errno (the one place every handler passes through)."""
     op = handler.__name__
 
     @functools.wraps(handler)
@@ -43,31 +53,21 @@ def _fuse_errors(handler):
         failed = None
         try:
             return await handler(self, *args, **kwargs)
-        except pyfuse3.FUSEError as exc:
-            failed = exc.errno
-            raise
-        except BlobmountError as exc:
-            level = logging.DEBUG if exc.errno == errno.ENOENT else logging.WARNING
-            log.log(level, "%s: %s", op, exc)
-            failed = exc.errno
-            raise pyfuse3.FUSEError(exc.errno) from None
-        except OSError as exc:
-            log.warning("%s: %s", op, exc)
-            failed = exc.errno or errno.EIO
+        except Exception as exc:
+            failed = errno_of(exc)
+            if isinstance(exc, BlobmountError):
+                log.log(logging.DEBUG if failed in ANSWERS else logging.WARNING,
+                        "%s: %s", op, exc)
+            elif isinstance(exc, OSError):
+                log.warning("%s: %s", op, exc)
+            else:
+                log.exception("%s failed", op)
             raise pyfuse3.FUSEError(failed) from None
-        except Exception:
-            log.exception("%s failed", op)
-            failed = errno.EIO
-            raise pyfuse3.FUSEError(errno.EIO) from None
         finally:
             if self.metrics is not None:
                 self.metrics.fuse_request(op, time.perf_counter() - started, failed)
 
     return wrapper
-
-
-def _not_supported(*_args, **_kwargs):
-    raise pyfuse3.FUSEError(errno.EPERM)
 
 
 class BlobFS(pyfuse3.Operations):
@@ -121,7 +121,7 @@ class BlobFS(pyfuse3.Operations):
         try:
             text = name.decode("utf-8")
         except UnicodeDecodeError:
-            raise pyfuse3.FUSEError(errno.ENOENT) from None
+            raise NotFound("a name that is not UTF-8") from None
         parent = self.namespace.node(parent_inode)
         if text == ".":
             return self._handed(parent)
@@ -220,7 +220,7 @@ class BlobFS(pyfuse3.Operations):
             self.namespace.writable_file(node)
         if fields.update_size:
             if node.is_dir:
-                raise pyfuse3.FUSEError(errno.EISDIR)
+                raise IsADirectory(node.name)
             await self.files.truncate(node, attr.st_size, fh)
         shown = self._attributes(node)
         changes = self.permissions.changes(
@@ -254,7 +254,7 @@ class BlobFS(pyfuse3.Operations):
             await self.files.release(handle)
             return self._handed(self.namespace.node(node.inode))
         if kind not in SPECIAL_TYPES:
-            raise pyfuse3.FUSEError(errno.EPERM)
+            raise NotPermitted(f"mknod of type {kind:o}: blobs cannot hold it")
         kept = self._new(parent_inode, mode, ctx, is_dir=False)
         if kept.mode is None:  # permissions: fixed; the blob still says what it is
             kept = dataclasses.replace(kept, mode=stat.S_IMODE(mode) & ~ctx.umask)
@@ -275,7 +275,7 @@ class BlobFS(pyfuse3.Operations):
     async def readlink(self, inode, ctx):
         node = self.namespace.node(inode)
         if not node.is_link:
-            raise pyfuse3.FUSEError(errno.EINVAL)
+            raise InvalidArgument(f"{node.name} is not a symlink")
         return (await self.namespace.link_target(node)).encode("utf-8", "surrogateescape")
 
     @_fuse_errors
@@ -289,7 +289,7 @@ class BlobFS(pyfuse3.Operations):
     @_fuse_errors
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
         if flags & RENAME_EXCHANGE:
-            raise pyfuse3.FUSEError(errno.EINVAL)
+            raise InvalidArgument("rename: an exchange of two names is not supported")
         await self.files.rename(self.namespace.node(parent_inode_old), self._name(name_old),
                                 self.namespace.node(parent_inode_new), self._name(name_new),
                                 replace=not flags & RENAME_NOREPLACE)
@@ -299,7 +299,7 @@ class BlobFS(pyfuse3.Operations):
         try:
             return name.decode("utf-8")
         except UnicodeDecodeError:
-            raise pyfuse3.FUSEError(errno.EINVAL) from None
+            raise InvalidName(f"{name!r} is not UTF-8") from None
 
     @_fuse_errors
     async def statfs(self, ctx):
@@ -319,42 +319,40 @@ class BlobFS(pyfuse3.Operations):
     @_fuse_errors
     async def getxattr(self, inode, name, ctx):
         if self.xattrs is None:
-            raise pyfuse3.FUSEError(errno.ENOSYS)  # the kernel stops asking
+            raise Unimplemented("extended attributes are off")  # the kernel stops asking
         text = name.decode("utf-8", "surrogateescape")
         if not text.startswith("user."):
             # security.*, system.*: `ls -l` asks for them on every file; no network.
-            raise pyfuse3.FUSEError(errno.ENODATA)
+            raise NoSuchAttribute(f"no attribute {text}")
         return await self._xattr(self.xattrs.get, inode, text)
 
     @_fuse_errors
     async def listxattr(self, inode, ctx):
         if self.xattrs is None:
-            raise pyfuse3.FUSEError(errno.ENOSYS)
+            raise Unimplemented("extended attributes are off")
         names = await self._xattr(self.xattrs.names, inode)
         return [name.encode("utf-8", "surrogateescape") for name in names]
 
     @_fuse_errors
     async def setxattr(self, inode, name, value, ctx):
         if self.xattrs is None:
-            raise pyfuse3.FUSEError(errno.ENOSYS)
+            raise Unimplemented("extended attributes are off")
         await self._xattr(self.xattrs.set, inode, name.decode("utf-8", "surrogateescape"),
                           value)
 
     @_fuse_errors
     async def removexattr(self, inode, name, ctx):
         if self.xattrs is None:
-            raise pyfuse3.FUSEError(errno.ENOSYS)
+            raise Unimplemented("extended attributes are off")
         await self._xattr(self.xattrs.remove, inode, name.decode("utf-8", "surrogateescape"))
 
     async def _xattr(self, call, inode, *args):
-        try:
-            return await call(self.namespace.node(inode), *args)
-        except XattrError as exc:
-            # ENODATA, EPERM, ENOTSUP: answers, not failures worth a log line.
-            raise pyfuse3.FUSEError(exc.errno) from None
+        return await call(self.namespace.node(inode), *args)
 
-    # Blobs hold no hard links (EPERM: git, for one, then renames instead of linking).
-    link = _not_supported
+    @_fuse_errors
+    async def link(self, inode, new_parent_inode, new_name, ctx):
+        # EPERM: git, for one, then renames instead of linking.
+        raise NotPermitted("blobs hold no hard links")
 
 
 def _caller(ctx) -> Caller:

@@ -11,7 +11,6 @@ folder `a/` both exist, the folder keeps the name and the blob is hidden.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import stat
@@ -23,7 +22,21 @@ from dataclasses import dataclass
 import trio
 
 from .config import MountEntry
-from .errors import BlobmountError, RemoteConflict, RemoteNotFound, RemoteUnreachable
+from .errors import (
+    CrossDevice,
+    Exists,
+    InvalidName,
+    IsADirectory,
+    NameTooLong,
+    NotADirectory,
+    NotEmpty,
+    NotFound,
+    PermissionDenied,
+    ReadOnly,
+    RemoteConflict,
+    RemoteNotFound,
+    RemoteUnreachable,
+)
 from .posix import RDEV_KEY, SYMLINK_KEY, Kept, to_metadata
 from .remote import MTIME_KEY, BlobItem, Remote, format_mtime
 from .singleflight import SingleFlight
@@ -32,46 +45,6 @@ from .store import NEVER_STALE, ROOT_INODE, ListedItem, Node, Store
 log = logging.getLogger(__name__)
 
 NAME_MAX = 255
-
-
-class NotFound(BlobmountError):
-    errno = errno.ENOENT
-
-
-class NotADirectory(BlobmountError):
-    errno = errno.ENOTDIR
-
-
-class IsADirectory(BlobmountError):
-    errno = errno.EISDIR
-
-
-class Exists(BlobmountError):
-    errno = errno.EEXIST
-
-
-class NotEmpty(BlobmountError):
-    errno = errno.ENOTEMPTY
-
-
-class NameTooLong(BlobmountError):
-    errno = errno.ENAMETOOLONG
-
-
-class InvalidName(BlobmountError):
-    errno = errno.EINVAL
-
-
-class ReadOnly(BlobmountError):
-    errno = errno.EROFS
-
-
-class PermissionDenied(BlobmountError):
-    errno = errno.EACCES
-
-
-class CrossDevice(BlobmountError):
-    errno = errno.EXDEV
 
 
 def shown_name(segment: str) -> str | None:
