@@ -45,7 +45,8 @@ LAYERS: dict[int, frozenset[str]] = {
                   "xattrs", "readahead", "blocks", "moves", "patch"}),
     # `manage`: the control requests for the cache (prefetch, cache ls/evict, stats).
     # `files`: a file's life (handles, local changes, renames); `fs` forwards to it.
-    3: frozenset({"files", "fs", "control", "manage"}),
+    # `attrs`: what stat and statfs show, and what setattr, mknod and create keep.
+    3: frozenset({"files", "fs", "attrs", "control", "manage"}),
     # `preflight`: `blobmount check`, the mount's own checks run without mounting.
     # `azfuse` (a package): azfuse's File API and command line, on `client`.
     4: frozenset({"daemon", "cli", "__main__", "helper", "inventory", "client", "commands",
