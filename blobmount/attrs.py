@@ -16,7 +16,8 @@ from .config import MountEntry
 from .errors import IsADirectory, NotPermitted
 from .eviction import cache_space
 from .files import Files
-from .namespace import NAME_MAX, Namespace
+from .listing import NAME_MAX
+from .namespace import Namespace
 from .posix import SPECIAL_TYPES, Caller, Kept, Permissions
 from .store import ORPHANS, Node
 

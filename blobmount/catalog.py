@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .config import MountEntry
 from .errors import NotFound, OutsideTheMount, RemoteNotFound
-from .namespace import shown_name
+from .listing import shown_name
 from .remote import BlobItem, Remote
 
 

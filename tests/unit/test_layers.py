@@ -41,7 +41,8 @@ LAYERS: dict[int, frozenset[str]] = {
     # `blocks`: large files read by blocks into sparse copies, beside `transfers`.
     # `moves`: the local half of a rename (cached copies and journal rows follow).
     # `patch`: edits of those files uploaded by blocks, beside `uploads`.
-    2: frozenset({"namespace", "cache", "transfers", "uploads", "eviction", "catalog",
+    # `listing`: a container folder listed into the store, the names POSIX can show.
+    2: frozenset({"namespace", "listing", "cache", "transfers", "uploads", "eviction", "catalog",
                   "xattrs", "readahead", "blocks", "moves", "patch"}),
     # `manage`: the control requests for the cache (prefetch, cache ls/evict, stats).
     # `files`: a file's life (handles, local changes, renames); `fs` forwards to it.
