@@ -231,10 +231,16 @@ ERRNO: dict[type, int] = {
     SyncFailed: codes.EIO,
 }
 
-#: Errnos that answer a question (no such name, no such attribute, not offered) rather
-#: than report a failure: a FUSE handler logs them at debug level only (`ls -l` asks
-#: for security.* on every file; a shell looks up names that are not there).
-ANSWERS = frozenset({codes.ENOENT, codes.ENODATA, codes.ENOSYS, codes.ENOTSUP})
+#: The POSIX answers to a caller's request (no such name, it exists, read-only, not
+#: offered, ...), not failures of the mount: a FUSE handler logs them at debug level
+#: only (`ls -l` asks for security.* on every file, git tries a hard link, a shell
+#: looks up names that are not there). The rest (the account, the store, a transfer,
+#: a bug) are logged as warnings.
+ANSWERS: tuple[type, ...] = (
+    NotFound, NotADirectory, IsADirectory, Exists, NotEmpty, NameTooLong, InvalidName,
+    InvalidArgument, ReadOnly, PermissionDenied, NotPermitted, CrossDevice, NotSupported,
+    Unimplemented, NoSuchAttribute, Busy, RemoteNotFound, RemoteUnsupported,
+)
 
 
 def errno_of(exc: BaseException) -> int:

@@ -53,10 +53,9 @@ def _fuse_errors(handler):
             return await handler(self, *args, **kwargs)
         except Exception as exc:
             failed = errno_of(exc)
-            if isinstance(exc, BlobmountError):
-                log.log(logging.DEBUG if failed in ANSWERS else logging.WARNING,
-                        "%s: %s", op, exc)
-            elif isinstance(exc, OSError):
+            if isinstance(exc, ANSWERS):
+                log.debug("%s: %s", op, exc)
+            elif isinstance(exc, (BlobmountError, OSError)):
                 log.warning("%s: %s", op, exc)
             else:
                 log.exception("%s failed", op)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import stat
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from typing import Any
 import pyfuse3
 import pytest
 
+from blobmount.errors import RemoteAuthError
 from blobmount.fs import BlobFS
 from blobmount.store import ROOT_INODE
 
@@ -212,3 +214,24 @@ def test_setattr_mknod_and_xattrs_answer_with_their_errnos() -> None:
         assert k.errno_of(k.fs.listxattr, folder, CALLER) == errno.ENOSYS
         stats = k.call(k.fs.statfs, CALLER)
         assert stats.f_namemax == 255 and stats.f_blocks >= stats.f_bfree > 0
+
+
+def test_answers_are_logged_quietly_and_failures_as_warnings(caplog) -> None:
+    with kernel("sync") as k:
+        k.create(b"file", b"x")
+        k.call(k.fs.mkdir, k.root, b"folder", 0o40755, CALLER)
+        with caplog.at_level(logging.DEBUG, logger="blobmount.fs"):
+            assert k.errno_of(k.fs.mkdir, k.root, b"folder", 0o40755, CALLER) == errno.EEXIST
+            assert k.errno_of(k.fs.link, 0, k.root, b"x", CALLER) == errno.EPERM
+            assert k.errno_of(k.fs.lookup, k.root, b"missing") == errno.ENOENT
+        assert [r.levelname for r in caplog.records if r.name == "blobmount.fs"] == [
+            "DEBUG"] * 3
+
+        def refused(blob: str) -> None:
+            raise RemoteAuthError(f"delete of {blob}: this request is not authorized")
+
+        k.state.remote.delete = refused
+        caplog.clear()
+        assert k.errno_of(k.fs.unlink, k.root, b"file", CALLER) == errno.EACCES
+        (warning,) = [r for r in caplog.records if r.name == "blobmount.fs"]
+        assert warning.levelname == "WARNING" and "not authorized" in warning.getMessage()
