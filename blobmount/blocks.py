@@ -67,9 +67,7 @@ class _Flight:
 
     def check(self) -> None:
         if self.error is not None:
-            failure = type(self.error)(*self.error.args)  # one object per raise
-            if isinstance(self.error, BlobmountError):
-                failure.errno = self.error.errno
+            failure = type(self.error)(*self.error.args)  # one object per raise: same errno
             raise failure
 
 

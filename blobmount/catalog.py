@@ -14,12 +14,8 @@ from dataclasses import dataclass
 
 from .azure import BlobItem, Remote
 from .config import MountEntry
-from .errors import BlobmountError, RemoteNotFound
-from .namespace import NotFound, shown_name
-
-
-class OutsideTheMount(BlobmountError):
-    """A path that leaves the mount point."""
+from .errors import NotFound, OutsideTheMount, RemoteNotFound
+from .listing import shown_name
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,34 +19,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from . import control
-from .errors import BlobmountError
+from .errors import NotUnderAMount, PrefetchFailed, SyncFailed
 from .inventory import blobmount_mounts
-
-#: The filesystem type blobmount mounts show in /proc/self/mounts.
-
-
-class NotUnderAMount(BlobmountError):
-    """A path that is not under any blobmount mount point."""
-
-
-class PrefetchFailed(BlobmountError):
-    """Some paths could not be prefetched; `result` says which and why."""
-
-    def __init__(self, result: dict[str, Any]) -> None:
-        failed = result["failed"]
-        first = failed[0]
-        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-        super().__init__(f"cannot prefetch {first['path']}: {first['error']}{more}")
-        self.result = result
-
-
-class SyncFailed(BlobmountError):
-    """Some uploads are still not in the container; `failed` lists them."""
-
-    def __init__(self, failed: list[dict[str, str]]) -> None:
-        super().__init__(f"{len(failed)} uploads failed; the first: {failed[0]['blob']}:"
-                         f" {failed[0]['error']}")
-        self.failed = failed
 
 
 def find_mount(path: str | os.PathLike) -> tuple[str, str]:

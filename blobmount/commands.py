@@ -1,23 +1,33 @@
-"""The CLI commands for a live mount's cache: prefetch, cache ls/evict/clear, stats.
+"""The CLI commands on a live mount: unmount, sync, status, and its cache: prefetch,
+cache ls/evict/clear, stats.
 
-cli.py adds them to its group (`add_to(cli)`). Each finds the mount from the path it
-is given (the deepest blobmount mount point holding it) and asks that mount's daemon
-through `Client`. Problems go to stderr as `blobmount: ...` lines, and the exit status
+cli.py adds them to its group (`add_to(cli)`). Each asks the daemon of the mount at
+(or holding) the path it is given, on its control socket or through `Client`; the
+cache's commands find the mount from the path (the deepest blobmount mount point
+holding it). Problems go to stderr as `blobmount: ...` lines, and the exit status
 is 1 when anything failed.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import Any
 
 import click
 
+from . import control, inventory
 from .client import Client, NotUnderAMount, find_mount
+from .errors import BlobmountError
 from .progress import ProgressBar, human_bytes
+
+UNMOUNT_TIMEOUT = 60.0
 
 
 def _by_mount(paths: Iterable[str]) -> tuple[dict[str, list[str]], int]:
@@ -181,7 +191,144 @@ def stats(path: str, as_json: bool) -> None:
                    f" {row['pending_uploads']:>8}  {row['path']}")
 
 
+# -- the daemon of a mount ----------------------------------------------------------
+
+
+@click.command()
+@click.argument("mountpoint", type=click.Path())
+@click.option("--no-wait", is_flag=True,
+              help="Leave pending uploads in the journal for the next mount.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=UNMOUNT_TIMEOUT,
+              show_default=True, metavar="SECONDS",
+              help="How long to wait for the daemon to upload and exit; 0: no limit.")
+def unmount(mountpoint: str, no_wait: bool, timeout: float) -> None:
+    """Unmount MOUNTPOINT and wait for its daemon to exit (after pending uploads)."""
+    where = os.path.realpath(mountpoint)  # as the kernel lists it
+    try:
+        pid = control.request(where, "status", timeout=5)["pid"]
+        if no_wait:
+            control.request(where, "no_wait", timeout=5)
+    except BlobmountError:
+        pid = None
+    if not is_mounted(where):
+        raise BlobmountError(f"{where} is not mounted")
+    fusermount = shutil.which("fusermount3") or shutil.which("fusermount") or "fusermount3"
+    result = subprocess.run([fusermount, "-u", where], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise BlobmountError(f"cannot unmount {where}: {result.stderr.strip()}")
+    if pid is not None:
+        _wait_for_exit(pid, timeout or float("inf"))
+
+
+def is_mounted(path: str) -> bool:
+    """True when `path` is a mount point, even one whose daemon died."""
+    with open("/proc/self/mounts", encoding="utf-8", errors="surrogateescape") as mounts:
+        for line in mounts:
+            if inventory.unescape(line.split(" ")[1]) == path:
+                return True
+    return False
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` runs; an exited daemon that its parent has not reaped yet does not.
+
+    The daemon's parent is whatever adopted it (PID 1, a subreaper), which may reap
+    late or, as some container inits, never.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def _wait_for_exit(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _running(pid):
+            return
+        time.sleep(0.05)
+    raise BlobmountError(f"the daemon (pid {pid}) is still running after {timeout:.0f} s")
+
+
+@click.command()
+@click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the uploads that failed (blob, error) as JSON.")
+def sync(mountpoint: str, as_json: bool) -> None:
+    """Wait until every pending upload of MOUNTPOINT is in the container."""
+    failed = Client(mountpoint).sync(check=False)
+    if as_json:
+        click.echo(json.dumps({"failed": failed}, indent=2, sort_keys=True))
+    else:
+        for upload in failed:
+            click.echo(f"blobmount: not uploaded: {upload['blob']}: {upload['error']}",
+                       err=True)
+    if failed:
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("mountpoint", type=click.Path(), required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the daemon's view as JSON.")
+def status(mountpoint: str | None, as_json: bool) -> None:
+    """Show what the daemon serving MOUNTPOINT is doing; with no MOUNTPOINT, list every
+    blobmount mount on this machine (live, or dead with no daemon) and its config."""
+    if mountpoint is None:
+        print_mounts(as_json)
+        return
+    reply = control.request(os.path.abspath(mountpoint), "status")
+    if as_json:
+        click.echo(json.dumps(reply, indent=2, sort_keys=True))
+        return
+    click.echo(f"{reply['mountpoint']}: daemon pid {reply['pid']}, config {reply['config']}")
+    for entry in reply["mounts"]:
+        mode = "read-only" if entry["read_only"] else f"read-write, upload {entry['upload']}"
+        click.echo(f"  {entry['local']}/ -> {entry['account']}/{entry['container']}/"
+                   f"{entry['prefix']} ({mode}; cache {entry['cache']})")
+    click.echo(f"  cache: {reply['cache_bytes']} bytes;"
+               f" downloads since mount: {reply['downloads']['total']};"
+               f" pending uploads: {reply['uploads']['count']}"
+               f" ({len(reply['uploads']['failed'])} failing)")
+    for upload in reply["uploads"].get("orphaned", []):
+        click.echo(f"  upload not tried: {upload['error']}")
+    requests = reply.get("requests")
+    if requests is not None:
+        click.echo(f"  requests to the account: {_request_counts(requests)}")
+    if reply.get("metrics"):
+        click.echo(f"  metrics: {reply['metrics']}")
+
+
+def _request_counts(requests: dict[str, Any]) -> str:
+    """'12 (get 3, list 2, put 1); 4096 bytes down, 1024 up; AzCopy jobs: 1 download'"""
+    ops = ", ".join(f"{op} {count}" for op, count in sorted(requests["by_op"].items(),
+                                                            key=lambda item: -item[1]))
+    failed = sum(count for status, count in requests["by_status"].items()
+                 if status == "error" or int(status) >= 400)
+    text = f"{requests['total']}" + (f" ({ops})" if ops else "")
+    if failed:
+        text += f", {failed} answered with an error or not at all"
+    moved = requests["bytes"]
+    text += f"; {moved['down']} bytes down, {moved['up']} up"
+    if requests["azcopy_jobs"]:
+        text += "; AzCopy jobs: " + ", ".join(
+            f"{count} {kind}" for kind, count in sorted(requests["azcopy_jobs"].items()))
+    return text
+
+
+def print_mounts(as_json: bool) -> None:
+    """Every blobmount mount on this machine (`status`, `mount --list`)."""
+    records = inventory.every_mount()
+    if as_json:
+        click.echo(json.dumps([record.as_json() for record in records], indent=2,
+                              sort_keys=True))
+    elif not records:
+        click.echo("no blobmount mounts on this machine")
+    for record in records if not as_json else ():
+        click.echo(inventory.describe(record))
+
+
 def add_to(group: click.Group) -> None:
     """Add these commands to the `blobmount` group."""
-    for command in (prefetch, cache, stats):
+    for command in (unmount, sync, status, prefetch, cache, stats):
         group.add_command(command)

@@ -25,7 +25,7 @@ from typing import Any
 
 import trio
 
-from .errors import BlobmountError
+from .errors import BlobmountError, DaemonNotRunning
 from .supervise import fault
 
 log = logging.getLogger(__name__)
@@ -48,10 +48,6 @@ def socket_path(mountpoint: str | os.PathLike) -> Path:
     """The control socket of the daemon serving `mountpoint`."""
     key = hashlib.sha256(os.path.realpath(mountpoint).encode()).hexdigest()[:16]
     return state_dir() / "run" / f"{key}.sock"
-
-
-class DaemonNotRunning(BlobmountError):
-    """No blobmount daemon answers for this mount point."""
 
 
 def request(mountpoint: str | os.PathLike, op: str, timeout: float | None = 30.0, *,

@@ -1,9 +1,9 @@
-"""The FUSE handlers: thin, and every failure a `FUSEError` with the right errno."""
+"""The FUSE handlers: each decodes the kernel's request and forwards it to the core (a
+file's life to `Files`, the tree to the namespace, attributes to `Attributes`, xattrs to
+`Xattrs`), and answers every failure with its type's errno (errors.ERRNO)."""
 
 from __future__ import annotations
 
-import dataclasses
-import errno
 import functools
 import itertools
 import logging
@@ -14,27 +14,35 @@ from collections.abc import Sequence
 
 import pyfuse3
 
+from .attrs import Attributes, Wanted, caller_of
 from .config import MountEntry
-from .errors import BlobmountError
-from .eviction import cache_space
+from .errors import (
+    ANSWERS,
+    BlobmountError,
+    InvalidArgument,
+    InvalidName,
+    NotFound,
+    NotPermitted,
+    Unimplemented,
+    errno_of,
+)
 from .files import Files
 from .metrics import Metrics
 from .namespace import Namespace
-from .posix import KEPT, SPECIAL_TYPES, Caller, Kept, Permissions
-from .store import ORPHANS, Node
-from .xattrs import XattrError, Xattrs
+from .posix import KEPT, Permissions
+from .store import Node
+from .xattrs import Xattrs
 
 log = logging.getLogger(__name__)
 
 READDIR_CHUNK = 256
 RENAME_EXCHANGE = 2  # linux/fs.h
 RENAME_NOREPLACE = 1
-STATFS_BLOCK = 4096
 
 
 def _fuse_errors(handler):
-    """Answer the kernel with an errno, never a traceback; count the request, its time
-    and its errno (the one place every handler passes through)."""
+    """Answer the kernel with an errno (errors.ERRNO's), never a traceback; count the
+    request, its time and its errno (the one place every handler passes through)."""
     op = handler.__name__
 
     @functools.wraps(handler)
@@ -43,22 +51,15 @@ def _fuse_errors(handler):
         failed = None
         try:
             return await handler(self, *args, **kwargs)
-        except pyfuse3.FUSEError as exc:
-            failed = exc.errno
-            raise
-        except BlobmountError as exc:
-            level = logging.DEBUG if exc.errno == errno.ENOENT else logging.WARNING
-            log.log(level, "%s: %s", op, exc)
-            failed = exc.errno
-            raise pyfuse3.FUSEError(exc.errno) from None
-        except OSError as exc:
-            log.warning("%s: %s", op, exc)
-            failed = exc.errno or errno.EIO
+        except Exception as exc:
+            failed = errno_of(exc)
+            if isinstance(exc, ANSWERS):
+                log.debug("%s: %s", op, exc)
+            elif isinstance(exc, (BlobmountError, OSError)):
+                log.warning("%s: %s", op, exc)
+            else:
+                log.exception("%s failed", op)
             raise pyfuse3.FUSEError(failed) from None
-        except Exception:
-            log.exception("%s failed", op)
-            failed = errno.EIO
-            raise pyfuse3.FUSEError(errno.EIO) from None
         finally:
             if self.metrics is not None:
                 self.metrics.fuse_request(op, time.perf_counter() - started, failed)
@@ -66,13 +67,19 @@ def _fuse_errors(handler):
     return wrapper
 
 
-def _not_supported(*_args, **_kwargs):
-    raise pyfuse3.FUSEError(errno.EPERM)
+def _name(name: bytes) -> str:
+    try:
+        return name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidName(f"{name!r} is not UTF-8") from None
+
+
+def _xattr_name(name: bytes) -> str:
+    return name.decode("utf-8", "surrogateescape")
 
 
 class BlobFS(pyfuse3.Operations):
-    """Decodes the kernel's requests and forwards them: a file's life to `Files`, the
-    tree to the namespace."""
+    """Decodes the kernel's requests and forwards them to the core."""
 
     enable_writeback_cache = False
     #: where requests are counted (the daemon sets it)
@@ -84,44 +91,27 @@ class BlobFS(pyfuse3.Operations):
         super().__init__()
         self.namespace = namespace
         self.files = files
-        self.entries = entries
-        self.attr_timeout = attr_timeout
         self.xattrs = xattrs
-        self.permissions = Permissions(mode=permissions,
-                                       uid=os.getuid() if uid is None else uid,
-                                       gid=os.getgid() if gid is None else gid, umask=umask)
+        self.attrs = Attributes(namespace, files, entries, timeout=attr_timeout,
+                                permissions=Permissions(
+                                    mode=permissions, uid=os.getuid() if uid is None else uid,
+                                    gid=os.getgid() if gid is None else gid, umask=umask))
         self._dir_handles = itertools.count(1)
         self._open_dirs: dict[int, list[int]] = {}
 
-    def _attributes(self, node: Node) -> pyfuse3.EntryAttributes:
-        attrs = pyfuse3.EntryAttributes()
-        attrs.st_ino = node.inode
-        writable = node.entry is not None and not self.entries[node.entry].read_only
-        attrs.st_mode, attrs.st_uid, attrs.st_gid = self.permissions.shown(
-            is_dir=node.is_dir, is_link=node.is_link, mode=node.mode, uid=node.uid,
-            gid=node.gid, writable=writable, special=node.special)
-        attrs.st_rdev = node.rdev
-        # A folder's ".." in each subfolder is a link to it, as on local filesystems.
-        if node.is_dir:
-            attrs.st_nlink = 2 + node.subfolders
-        else:
-            attrs.st_nlink = 0 if node.parent == ORPHANS else 1  # unlinked while open
-        attrs.st_size = node.size
-        attrs.st_blksize = 128 * 1024
-        attrs.st_blocks = (node.size + 511) // 512
-        attrs.st_mtime_ns = node.mtime_ns
-        attrs.st_atime_ns = node.mtime_ns if node.atime_ns is None else node.atime_ns
-        attrs.st_ctime_ns = max(node.ctime_ns, node.mtime_ns)
-        attrs.entry_timeout = self.attr_timeout
-        attrs.attr_timeout = self.attr_timeout
-        return attrs
+    def _handed(self, node: Node) -> pyfuse3.EntryAttributes:
+        """A node's attributes in an entry the kernel keeps: one more reference to it."""
+        self.files.looked_up(node.inode)
+        return self.attrs.of(node)
+
+    # -- the tree ---------------------------------------------------------------------
 
     @_fuse_errors
     async def lookup(self, parent_inode, name, ctx=None):
         try:
             text = name.decode("utf-8")
         except UnicodeDecodeError:
-            raise pyfuse3.FUSEError(errno.ENOENT) from None
+            raise NotFound("a name that is not UTF-8") from None
         parent = self.namespace.node(parent_inode)
         if text == ".":
             return self._handed(parent)
@@ -129,11 +119,6 @@ class BlobFS(pyfuse3.Operations):
             return self._handed(self.namespace.node(parent.parent))
         self.namespace.checked_length(text)
         return self._handed(await self.namespace.lookup(parent, text))
-
-    def _handed(self, node: Node) -> pyfuse3.EntryAttributes:
-        """A node's attributes in an entry the kernel keeps: one more reference to it."""
-        self.files.looked_up(node.inode)
-        return self._attributes(node)
 
     async def forget(self, inode_list):
         # The kernel takes no answer: nothing may be raised.
@@ -145,7 +130,18 @@ class BlobFS(pyfuse3.Operations):
 
     @_fuse_errors
     async def getattr(self, inode, ctx=None):
-        return self._attributes(self.namespace.node(inode))
+        return self.attrs.of(self.namespace.node(inode))
+
+    @_fuse_errors
+    async def setattr(self, inode, attr, fields, fh, ctx):
+        wanted = Wanted(size=attr.st_size if fields.update_size else None,
+                        mode=attr.st_mode if fields.update_mode else None,
+                        uid=attr.st_uid if fields.update_uid else None,
+                        gid=attr.st_gid if fields.update_gid else None,
+                        atime_ns=attr.st_atime_ns if fields.update_atime else None,
+                        mtime_ns=attr.st_mtime_ns if fields.update_mtime else None)
+        node = await self.attrs.set(self.namespace.node(inode), caller_of(ctx), wanted, fh)
+        return self.attrs.of(node)
 
     @_fuse_errors
     async def opendir(self, inode, ctx):
@@ -166,7 +162,7 @@ class BlobFS(pyfuse3.Operations):
             next_ids = {inode: offset + i + 1 for i, inode in enumerate(chunk)}
             for node in self.namespace.store.nodes(chunk):
                 if not pyfuse3.readdir_reply(token, node.name.encode("utf-8"),
-                                             self._attributes(node), next_ids[node.inode]):
+                                             self.attrs.of(node), next_ids[node.inode]):
                     return
                 self.files.looked_up(node.inode)  # the kernel keeps what it took
             offset += len(chunk)
@@ -176,21 +172,75 @@ class BlobFS(pyfuse3.Operations):
         self._open_dirs.pop(fh, None)
 
     @_fuse_errors
+    async def mkdir(self, parent_inode, name, mode, ctx):
+        parent = self.namespace.node(parent_inode)
+        kept = self.attrs.new(parent, caller_of(ctx), mode, is_dir=True)
+        return self._handed(await self.namespace.make_folder(parent, _name(name), kept))
+
+    @_fuse_errors
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        parent = self.namespace.node(parent_inode)
+        if stat.S_IFMT(mode) != stat.S_IFREG:
+            kept = self.attrs.special(parent, caller_of(ctx), mode, rdev)
+            return self._handed(await self.namespace.make_special(parent, _name(name), kept))
+        kept = self.attrs.new(parent, caller_of(ctx), mode, is_dir=False)
+        handle, node = await self.files.create(parent_inode, _name(name), kept)
+        await self.files.flush(handle)  # as a close would: up now in sync mode
+        await self.files.release(handle)
+        return self._handed(self.namespace.node(node.inode))
+
+    @_fuse_errors
+    async def symlink(self, parent_inode, name, target, ctx):
+        parent = self.namespace.node(parent_inode)
+        kept = self.attrs.new(parent, caller_of(ctx), 0o777, is_dir=False)
+        return self._handed(await self.namespace.make_link(
+            parent, _name(name), target.decode("utf-8", "surrogateescape"), kept))
+
+    @_fuse_errors
+    async def readlink(self, inode, ctx):
+        node = self.namespace.node(inode)
+        if not node.is_link:
+            raise InvalidArgument(f"{node.name} is not a symlink")
+        return (await self.namespace.link_target(node)).encode("utf-8", "surrogateescape")
+
+    @_fuse_errors
+    async def rmdir(self, parent_inode, name, ctx):
+        await self.namespace.remove_folder(self.namespace.node(parent_inode), _name(name))
+
+    @_fuse_errors
+    async def unlink(self, parent_inode, name, ctx):
+        await self.files.unlink(self.namespace.node(parent_inode), _name(name))
+
+    @_fuse_errors
+    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        if flags & RENAME_EXCHANGE:
+            raise InvalidArgument("rename: an exchange of two names is not supported")
+        await self.files.rename(self.namespace.node(parent_inode_old), _name(name_old),
+                                self.namespace.node(parent_inode_new), _name(name_new),
+                                replace=not flags & RENAME_NOREPLACE)
+
+    @_fuse_errors
+    async def link(self, inode, new_parent_inode, new_name, ctx):
+        # EPERM: git, for one, then renames instead of linking.
+        raise NotPermitted("blobs hold no hard links")
+
+    @_fuse_errors
+    async def statfs(self, ctx):
+        return self.attrs.statfs()
+
+    # -- a file's life ----------------------------------------------------------------
+
+    @_fuse_errors
     async def open(self, inode, flags, ctx):
         handle, keep_cache = await self.files.open(inode, flags)
         return pyfuse3.FileInfo(fh=handle, keep_cache=keep_cache)
 
     @_fuse_errors
     async def create(self, parent_inode, name, mode, flags, ctx):
-        kept = self._new(parent_inode, mode, ctx, is_dir=False)
-        handle, node = await self.files.create(parent_inode, self._name(name), kept)
+        kept = self.attrs.new(self.namespace.node(parent_inode), caller_of(ctx), mode,
+                              is_dir=False)
+        handle, node = await self.files.create(parent_inode, _name(name), kept)
         return pyfuse3.FileInfo(fh=handle, keep_cache=False), self._handed(node)
-
-    def _new(self, parent_inode: int, mode: int, ctx, *, is_dir: bool) -> Kept:
-        """The mode and owner a new file or folder keeps (posix.py says which)."""
-        parent = self._attributes(self.namespace.node(parent_inode))
-        return self.permissions.new(_caller(ctx), mode, parent_mode=parent.st_mode,
-                                    parent_gid=parent.st_gid, is_dir=is_dir)
 
     @_fuse_errors
     async def read(self, fh, off, size):
@@ -212,150 +262,26 @@ class BlobFS(pyfuse3.Operations):
     async def release(self, fh):
         await self.files.release(fh)
 
-    @_fuse_errors
-    async def setattr(self, inode, attr, fields, fh, ctx):
-        node = self.namespace.node(inode)
-        if any((fields.update_size, fields.update_mode, fields.update_uid, fields.update_gid,
-                fields.update_atime, fields.update_mtime)):
-            self.namespace.writable_file(node)
-        if fields.update_size:
-            if node.is_dir:
-                raise pyfuse3.FUSEError(errno.EISDIR)
-            await self.files.truncate(node, attr.st_size, fh)
-        shown = self._attributes(node)
-        changes = self.permissions.changes(
-            _caller(ctx), shown=(shown.st_mode, shown.st_uid, shown.st_gid),
-            mode=attr.st_mode if fields.update_mode else None,
-            uid=attr.st_uid if fields.update_uid else None,
-            gid=attr.st_gid if fields.update_gid else None)
-        if fields.update_atime:
-            changes["atime_ns"] = attr.st_atime_ns
-        if fields.update_mtime:
-            changes["mtime_ns"] = attr.st_mtime_ns
-        if changes:
-            await self.files.set_attributes(self.namespace.node(inode), **changes)
-        return self._attributes(self.namespace.node(inode))
-
-    @_fuse_errors
-    async def mkdir(self, parent_inode, name, mode, ctx):
-        kept = self._new(parent_inode, mode, ctx, is_dir=True)
-        folder = await self.namespace.make_folder(self.namespace.node(parent_inode),
-                                                  self._name(name), kept)
-        return self._handed(folder)
-
-    @_fuse_errors
-    async def mknod(self, parent_inode, name, mode, rdev, ctx):
-        kind = stat.S_IFMT(mode)
-        if kind == stat.S_IFREG:
-            handle, node = await self.files.create(parent_inode, self._name(name),
-                                                   self._new(parent_inode, mode, ctx,
-                                                             is_dir=False))
-            await self.files.flush(handle)  # as a close would: up now in sync mode
-            await self.files.release(handle)
-            return self._handed(self.namespace.node(node.inode))
-        if kind not in SPECIAL_TYPES:
-            raise pyfuse3.FUSEError(errno.EPERM)
-        kept = self._new(parent_inode, mode, ctx, is_dir=False)
-        if kept.mode is None:  # permissions: fixed; the blob still says what it is
-            kept = dataclasses.replace(kept, mode=stat.S_IMODE(mode) & ~ctx.umask)
-        kept = dataclasses.replace(kept, special=kind, rdev=rdev)
-        node = await self.namespace.make_special(self.namespace.node(parent_inode),
-                                                 self._name(name), kept)
-        return self._handed(node)
-
-    @_fuse_errors
-    async def symlink(self, parent_inode, name, target, ctx):
-        kept = self._new(parent_inode, 0o777, ctx, is_dir=False)
-        link = await self.namespace.make_link(self.namespace.node(parent_inode),
-                                              self._name(name),
-                                              target.decode("utf-8", "surrogateescape"), kept)
-        return self._handed(link)
-
-    @_fuse_errors
-    async def readlink(self, inode, ctx):
-        node = self.namespace.node(inode)
-        if not node.is_link:
-            raise pyfuse3.FUSEError(errno.EINVAL)
-        return (await self.namespace.link_target(node)).encode("utf-8", "surrogateescape")
-
-    @_fuse_errors
-    async def rmdir(self, parent_inode, name, ctx):
-        await self.namespace.remove_folder(self.namespace.node(parent_inode), self._name(name))
-
-    @_fuse_errors
-    async def unlink(self, parent_inode, name, ctx):
-        await self.files.unlink(self.namespace.node(parent_inode), self._name(name))
-
-    @_fuse_errors
-    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
-        if flags & RENAME_EXCHANGE:
-            raise pyfuse3.FUSEError(errno.EINVAL)
-        await self.files.rename(self.namespace.node(parent_inode_old), self._name(name_old),
-                                self.namespace.node(parent_inode_new), self._name(name_new),
-                                replace=not flags & RENAME_NOREPLACE)
-
-    @staticmethod
-    def _name(name: bytes) -> str:
-        try:
-            return name.decode("utf-8")
-        except UnicodeDecodeError:
-            raise pyfuse3.FUSEError(errno.EINVAL) from None
-
-    @_fuse_errors
-    async def statfs(self, ctx):
-        # Size and use are the caches' (their limits when set): what df should warn about.
-        stats = pyfuse3.StatvfsData()
-        total, free = cache_space(self.entries, self.namespace.store)
-        stats.f_bsize = stats.f_frsize = STATFS_BLOCK
-        stats.f_blocks = total // STATFS_BLOCK
-        stats.f_bfree = stats.f_bavail = free // STATFS_BLOCK
-        local = os.statvfs("/")
-        stats.f_files, stats.f_ffree, stats.f_favail = local.f_files, local.f_ffree, local.f_favail
-        stats.f_namemax = 255
-        return stats
-
     # -- extended attributes (see xattrs.py) ------------------------------------------
+
+    def _xattrs(self) -> Xattrs:
+        if self.xattrs is None:
+            raise Unimplemented("extended attributes are off")  # the kernel stops asking
+        return self.xattrs
 
     @_fuse_errors
     async def getxattr(self, inode, name, ctx):
-        if self.xattrs is None:
-            raise pyfuse3.FUSEError(errno.ENOSYS)  # the kernel stops asking
-        text = name.decode("utf-8", "surrogateescape")
-        if not text.startswith("user."):
-            # security.*, system.*: `ls -l` asks for them on every file; no network.
-            raise pyfuse3.FUSEError(errno.ENODATA)
-        return await self._xattr(self.xattrs.get, inode, text)
+        return await self._xattrs().get(self.namespace.node(inode), _xattr_name(name))
 
     @_fuse_errors
     async def listxattr(self, inode, ctx):
-        if self.xattrs is None:
-            raise pyfuse3.FUSEError(errno.ENOSYS)
-        names = await self._xattr(self.xattrs.names, inode)
+        names = await self._xattrs().names(self.namespace.node(inode))
         return [name.encode("utf-8", "surrogateescape") for name in names]
 
     @_fuse_errors
     async def setxattr(self, inode, name, value, ctx):
-        if self.xattrs is None:
-            raise pyfuse3.FUSEError(errno.ENOSYS)
-        await self._xattr(self.xattrs.set, inode, name.decode("utf-8", "surrogateescape"),
-                          value)
+        await self._xattrs().set(self.namespace.node(inode), _xattr_name(name), value)
 
     @_fuse_errors
     async def removexattr(self, inode, name, ctx):
-        if self.xattrs is None:
-            raise pyfuse3.FUSEError(errno.ENOSYS)
-        await self._xattr(self.xattrs.remove, inode, name.decode("utf-8", "surrogateescape"))
-
-    async def _xattr(self, call, inode, *args):
-        try:
-            return await call(self.namespace.node(inode), *args)
-        except XattrError as exc:
-            # ENODATA, EPERM, ENOTSUP: answers, not failures worth a log line.
-            raise pyfuse3.FUSEError(exc.errno) from None
-
-    # Blobs hold no hard links (EPERM: git, for one, then renames instead of linking).
-    link = _not_supported
-
-
-def _caller(ctx) -> Caller:
-    return Caller(uid=ctx.uid, gid=ctx.gid, pid=ctx.pid, umask=ctx.umask)
+        await self._xattrs().remove(self.namespace.node(inode), _xattr_name(name))

@@ -29,7 +29,7 @@ import sys
 from collections.abc import Callable, Collection, Sequence
 
 from .config import setting_option
-from .errors import BlobmountError
+from .errors import BlobmountError, HelperUsage
 
 HELPER_NAME = "mount.fuse.blobmount"
 FSTYPES = ("fuse.blobmount", "blobmount", "fuse")
@@ -49,10 +49,6 @@ OURS_FLAGS = {"blobmount.verbose": "-v"}
 
 EXIT_USAGE = 1
 EXIT_FAILURE = 32
-
-
-class HelperUsage(BlobmountError):
-    """The helper was called with arguments or options it cannot use."""
 
 
 def is_helper_call(argv: Sequence[str], commands: Collection[str]) -> bool:

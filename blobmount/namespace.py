@@ -1,19 +1,14 @@
-"""The mount table and blob names, mapped onto inodes.
+"""The mount table and blob names, mapped onto inodes, and the changes made to them.
 
 The tree under the mount point has two kinds of folders: those of the mount table
 itself (the root, and each entry's `local` path), which never change, and those of a
-container, listed one at a time with a '/' delimiter and trusted for `ttl` seconds.
-
-Blob names are not POSIX names. A name segment is shown only if POSIX can show it
-(`shown_name`); the rest are hidden with one warning each. When a blob `a` and a
-folder `a/` both exist, the folder keeps the name and the blob is hidden.
+container, listed one at a time with a '/' delimiter (listing.py: which names show)
+and trusted for `ttl` seconds.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
 import stat
 import time
 from collections import Counter
@@ -24,76 +19,27 @@ import trio
 
 from .azure import MTIME_KEY, BlobItem, Remote, format_mtime
 from .config import MountEntry
-from .errors import BlobmountError, RemoteConflict, RemoteNotFound, RemoteUnreachable
+from .errors import (
+    CrossDevice,
+    Exists,
+    InvalidName,
+    IsADirectory,
+    NameTooLong,
+    NotADirectory,
+    NotEmpty,
+    NotFound,
+    PermissionDenied,
+    ReadOnly,
+    RemoteConflict,
+    RemoteNotFound,
+    RemoteUnreachable,
+)
+from .listing import NAME_MAX, Lister, shown_name
 from .posix import RDEV_KEY, SYMLINK_KEY, Kept, to_metadata
 from .singleflight import SingleFlight
 from .store import NEVER_STALE, ROOT_INODE, ListedItem, Node, Store
 
 log = logging.getLogger(__name__)
-
-NAME_MAX = 255
-
-
-class NotFound(BlobmountError):
-    errno = errno.ENOENT
-
-
-class NotADirectory(BlobmountError):
-    errno = errno.ENOTDIR
-
-
-class IsADirectory(BlobmountError):
-    errno = errno.EISDIR
-
-
-class Exists(BlobmountError):
-    errno = errno.EEXIST
-
-
-class NotEmpty(BlobmountError):
-    errno = errno.ENOTEMPTY
-
-
-class NameTooLong(BlobmountError):
-    errno = errno.ENAMETOOLONG
-
-
-class InvalidName(BlobmountError):
-    errno = errno.EINVAL
-
-
-class ReadOnly(BlobmountError):
-    errno = errno.EROFS
-
-
-class PermissionDenied(BlobmountError):
-    errno = errno.EACCES
-
-
-class CrossDevice(BlobmountError):
-    errno = errno.EXDEV
-
-
-def shown_name(segment: str) -> str | None:
-    """The name a blob name segment shows as, or None when POSIX cannot show it."""
-    if segment in ("", ".", "..") or "\0" in segment or "/" in segment:
-        return None
-    try:
-        encoded = segment.encode("utf-8")
-    except UnicodeEncodeError:
-        return None
-    return segment if len(encoded) <= NAME_MAX else None
-
-
-def child_name(prefix: str, blob_name: str) -> str | None:
-    """The shown name of `blob_name` (a listing item under `prefix`), or None."""
-    if not blob_name.startswith(prefix):
-        return None
-    rest = blob_name[len(prefix):]
-    if rest.endswith("/"):
-        rest = rest[:-1]
-    return shown_name(rest)
-
 
 @dataclass(frozen=True)
 class Renamed:
@@ -120,9 +66,7 @@ class Namespace:
         # Removals and renames made through the mount, by folder inode: a listing under
         # way meanwhile may have seen what is gone, so it is not trusted.
         self._changes: Counter[int] = Counter()
-        self._warned: set[str] = set()
-        # Virtual folders (plain prefixes) have no time of their own: show the mount's.
-        self._mounted_ns = time.time_ns()
+        self._lister = Lister(store, entries, remotes, limiter)
 
     def build_mount_table(self) -> None:
         """A fresh tree holding the folders of the mount table."""
@@ -174,84 +118,10 @@ class Namespace:
         return self.node(folder.inode)
 
     async def _list(self, folder: Node) -> None:
-        remote = self.remotes[folder.entry]
-        prefix = folder.blob or ""
-        generation = self.store.begin_listing()
-        now = time.time()
         changes = self._changes[folder.inode]
-        pages = await trio.to_thread.run_sync(remote.list_pages, prefix, limiter=self.limiter)
-        # A blob `a` beside a folder `a/`: the folder wins. Azure lists the blob first
-        # (name order), maybe a page earlier, and the folder's row then replaces the
-        # file's (same parent and name); Azurite lists the folders first.
-        file_blobs: dict[str, str] = {}
-        folder_names: set[str] = set()
-        # A folder's marker blob keeps its mode and owner; the prefix of the same name
-        # (maybe on a later page) says nothing of them.
-        markers: dict[str, BlobItem] = {}
-        while True:
-            page = await trio.to_thread.run_sync(next, pages, None, limiter=self.limiter)
-            if page is None:
-                break
-            items: dict[str, ListedItem] = {}
-            for item in page:
-                name = child_name(prefix, item.name)
-                if name is None:
-                    self._warn_hidden(remote, item.name, "POSIX cannot show this name")
-                    continue
-                if item.is_dir:
-                    folder_names.add(name)
-                    if item.ctime_ns:  # a marker blob (a prefix has no Last-Modified)
-                        markers[name] = item
-                    item = markers.get(name, item)
-                    if name in file_blobs:
-                        self._warn_hidden(remote, file_blobs.pop(name),
-                                          "a folder of the same name exists")
-                elif name in folder_names:
-                    self._warn_hidden(remote, item.name, "a folder of the same name exists")
-                    continue
-                else:
-                    file_blobs[name] = item.name
-                items[name] = ListedItem(name, item.is_dir, item.name, item.size,
-                                         item.mtime_ns or self._mounted_ns, item.etag,
-                                         item.mode, item.uid, item.gid, item.atime_ns,
-                                         item.ctime_ns, item.is_link, item.special,
-                                         item.rdev)
-            self.store.add_listed(folder, generation, list(items.values()), now)
-        self.store.finish_listing(folder, generation, now)
-        self._show_pending(folder, prefix)
+        await self._lister.list(folder)
         if self._changes[folder.inode] != changes:
             self.store.forget_listing(folder.inode)
-
-    def _show_pending(self, folder: Node, prefix: str) -> None:
-        """Files whose upload is still in the journal show with the bytes in the cache,
-        whatever the listing saw: a write an earlier mount could not upload (the
-        account refused it, say) is not hidden until it goes up."""
-        if not self.store.upload_paths():
-            return
-        entry = self.entries[folder.entry]
-        for row in self.store.uploads_under(entry.account.account_name, entry.container,
-                                            prefix):
-            first, slash, _ = row.blob[len(prefix):].partition("/")
-            if shown_name(first) is None:
-                continue
-            node = self.store.child(folder.inode, first)
-            if slash:
-                if node is None:  # a folder that only its pending files make
-                    self.store.add_folder(folder.inode, first, entry=folder.entry,
-                                          blob=f"{prefix}{first}/", listed=None)
-            elif node is None or not (node.unuploaded or node.is_dir):
-                try:
-                    size = os.stat(row.path).st_size
-                except FileNotFoundError:
-                    continue
-                self.store.add_local_file(folder, first, row.blob, size=size,
-                                          mtime_ns=row.mtime_ns or self._mounted_ns)
-
-    def _warn_hidden(self, remote: Remote, blob: str, why: str) -> None:
-        key = f"{remote.label}/{blob}"
-        if key not in self._warned:
-            self._warned.add(key)
-            log.warning("hiding blob %r of %s: %s", blob, remote.label, why)
 
     async def lookup(self, parent: Node, name: str) -> Node:
         parent = await self.listed(parent)

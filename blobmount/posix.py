@@ -17,10 +17,11 @@ may give a file to whom.
 
 from __future__ import annotations
 
-import errno
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from .errors import NotPermitted
 
 MODE_KEY = "mode"
 UID_KEY = "uid"
@@ -37,13 +38,6 @@ PERMISSION_MODES = (KEPT, FIXED)
 #: a uid or gid of -1 in chown means "leave it"
 UNCHANGED = 0xFFFFFFFF
 ID_MAX = 0xFFFFFFFE
-
-
-class PosixError(OSError):
-    """A call POSIX refuses (EPERM and the like)."""
-
-    def __init__(self, code: int, why: str) -> None:
-        super().__init__(code, why)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +194,7 @@ class Permissions:
         if caller.uid == 0:
             return
         if uid != UNCHANGED and (caller.uid != owner or uid != owner):
-            raise PosixError(errno.EPERM, "only root gives a file to another user")
+            raise NotPermitted("only root gives a file to another user")
         if gid != UNCHANGED and (caller.uid != owner or (
                 gid != current_gid and gid not in caller_groups(caller))):
-            raise PosixError(errno.EPERM, "a file goes only to a group its owner is in")
+            raise NotPermitted("a file goes only to a group its owner is in")

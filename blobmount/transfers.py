@@ -122,8 +122,7 @@ class Filling:
     def check(self) -> None:
         """Raise the download's failure, if it failed."""
         if self.error is not None:
-            failure = type(self.error)(str(self.error))  # one object per raise
-            failure.errno = self.error.errno
+            failure = type(self.error)(str(self.error))  # one object per raise: same errno
             raise failure
 
     def open(self) -> int:

@@ -14,7 +14,6 @@ file) are answered ENODATA without any network. Folders have no attributes.
 from __future__ import annotations
 
 import datetime as dt
-import errno
 import re
 import time
 from collections.abc import Sequence
@@ -26,7 +25,16 @@ import trio
 from .azure import FOLDER_MARKER_KEY, BlobProperties
 from .cache import Cache
 from .config import MountEntry
-from .errors import BlobmountError, RemoteNotFound, RemoteUnsupported
+from .errors import (
+    Busy,
+    InvalidArgument,
+    NoSuchAttribute,
+    NotPermitted,
+    NotSupported,
+    ReadOnly,
+    RemoteNotFound,
+    RemoteUnsupported,
+)
 from .namespace import Namespace
 from .store import Node
 from .uploads import Uploads
@@ -46,14 +54,8 @@ _TAG_KEY = re.compile(r"[A-Za-z0-9 +\-./:=_]{1,128}")
 _TAG_VALUE = re.compile(r"[A-Za-z0-9 +\-./:=_]{0,256}")
 
 
-class XattrError(BlobmountError):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.errno = code
-
-
-def _no_data(name: str) -> XattrError:
-    return XattrError(errno.ENODATA, f"no attribute {name}")
+def _no_data(name: str) -> NoSuchAttribute:
+    return NoSuchAttribute(f"no attribute {name}")
 
 
 @dataclass
@@ -151,7 +153,7 @@ class Xattrs:
         if node.entry in self._no_tags:
             if quiet:
                 return {}
-            raise XattrError(errno.ENOTSUP, "the account has no blob index tags")
+            raise NotSupported("the account has no blob index tags")
         await self._props(node)
         seen = self._seen[node.inode]
         if seen.props is None:
@@ -173,11 +175,11 @@ class Xattrs:
         try:
             text = value.decode("ascii")
         except UnicodeDecodeError:
-            raise XattrError(errno.EINVAL, f"{name}: the value must be ASCII") from None
+            raise InvalidArgument(f"{name}: the value must be ASCII") from None
         if kind == "meta" and not _META_VALUE.fullmatch(text):
-            raise XattrError(errno.EINVAL, f"{name}: the value must be printable ASCII")
+            raise InvalidArgument(f"{name}: the value must be printable ASCII")
         if kind == "tag" and not _TAG_VALUE.fullmatch(text):
-            raise XattrError(errno.EINVAL, f"{name}: not a valid tag value")
+            raise InvalidArgument(f"{name}: not a valid tag value")
         await self._change(node, kind, key, text)
 
     async def remove(self, node: Node, name: str) -> None:
@@ -191,28 +193,29 @@ class Xattrs:
         await self._change(node, kind, key, None)
 
     def _writable(self, node: Node, name: str) -> tuple[str, str]:
-        """('meta' | 'tag', key) for a name that can be set on `node`; else the errno."""
+        """('meta' | 'tag', key) for a name that can be set on `node`; else the error
+        that says why not."""
         if name.startswith(BLOB) or name.startswith("user.blobmount."):
-            raise XattrError(errno.EPERM, f"{name} is read-only")
+            raise NotPermitted(f"{name} is read-only")
         if name.startswith(META):
             kind, key = "meta", name[len(META):]
             if not _META_NAME.fullmatch(key):
-                raise XattrError(errno.EINVAL, f"{name}: metadata names are letters, digits"
-                                               " and _, not starting with a digit")
+                raise InvalidArgument(f"{name}: metadata names are letters, digits"
+                                      " and _, not starting with a digit")
             if key.lower() == FOLDER_MARKER_KEY:
-                raise XattrError(errno.EPERM, f"{name} is kept by blobmount")
+                raise NotPermitted(f"{name} is kept by blobmount")
         elif name.startswith(TAG):
             kind, key = "tag", name[len(TAG):]
             if not _TAG_KEY.fullmatch(key):
-                raise XattrError(errno.EINVAL, f"{name}: not a valid tag name")
+                raise InvalidArgument(f"{name}: not a valid tag name")
             if node.entry in self._no_tags:
-                raise XattrError(errno.ENOTSUP, "the account has no blob index tags")
+                raise NotSupported("the account has no blob index tags")
         else:
-            raise XattrError(errno.ENOTSUP, f"{name}: only user.meta.* and user.tag.* can be set")
+            raise NotSupported(f"{name}: only user.meta.* and user.tag.* can be set")
         if node.is_dir or node.entry is None:
-            raise XattrError(errno.ENOTSUP, f"{node.name}: folders have no attributes")
+            raise NotSupported(f"{node.name}: folders have no attributes")
         if self.entries[node.entry].read_only:
-            raise XattrError(errno.EROFS, f"{node.name} is read-only")
+            raise ReadOnly(f"{node.name} is read-only")
         return kind, key
 
     async def _change(self, node: Node, kind: str, key: str, value: str | None) -> None:
@@ -241,11 +244,11 @@ class Xattrs:
         path = self.cache.path_for(self.entries[node.entry], node.blob)
         row = self.store.upload(str(path))
         if row is None:
-            raise XattrError(errno.EBUSY, f"{node.name} is open for writing")
+            raise Busy(f"{node.name} is open for writing")
         await self.uploads.upload_now(Path(row.path), row.version)
         node = self.namespace.node(node.inode)
         if node.unuploaded:
-            raise XattrError(errno.EBUSY, f"{node.name} is being written")
+            raise Busy(f"{node.name} is being written")
         return node
 
     def _rebase(self, node: Node, old: str, new: str) -> None:

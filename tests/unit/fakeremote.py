@@ -1,10 +1,11 @@
 """An in-memory stand-in for `blobmount.azure.Remote`: one container, no network.
 
-Blobs are name -> `Blob` (bytes, ETag, metadata, Content-MD5). The methods the core
-calls answer with the same types (BlobItem, BlobProperties) and raise the same errors
-(RemoteNotFound, RemoteConflict) as the real one. The test's own side: `put_elsewhere`
-and `delete_elsewhere` change the container behind the mount's back, and `hold` keeps
-the next download of a blob in flight until the test lets it go.
+Blobs are name -> `Blob` (bytes, ETag, metadata, Content-MD5), index tags beside them.
+The methods the core calls answer with the same types (BlobItem, BlobProperties) and
+raise the same errors (RemoteNotFound, RemoteConflict, RemoteUnsupported) as the real
+one. The test's own side: `put_elsewhere` and `delete_elsewhere` change the container
+behind the mount's back, and `hold` keeps the next download of a blob in flight until
+the test lets it go.
 
 Its methods are called from trio's worker threads, so one lock guards the blobs.
 """
@@ -31,7 +32,7 @@ from blobmount.azure import (
     RemoteContainer,
     parse_mtime,
 )
-from blobmount.errors import RemoteConflict, RemoteNotFound
+from blobmount.errors import RemoteConflict, RemoteNotFound, RemoteUnsupported
 
 #: Seconds a held download waits for its release: only a test that hangs reaches it.
 HOLD_TIMEOUT = 60.0
@@ -70,11 +71,15 @@ class FakeRemote(RemoteContainer):
 
     azcopy_can_sign = False
     azcopy_usable = False
+    #: False: an account without blob index tags (RemoteUnsupported, as some are)
+    tags_supported = True
 
     def __init__(self, container: str = "cont", account: str = "acct") -> None:
         self.container = container
         self.label = f"{account}/{container}"
         self.blobs: dict[str, Blob] = {}
+        #: blob -> its index tags (set apart from the blob: setting them keeps the ETag)
+        self.blob_tags: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
         self._etags = itertools.count(1)
         #: blob -> Hold for its next download; and those whose download waits now
@@ -250,6 +255,7 @@ class FakeRemote(RemoteContainer):
         with self._lock:
             self.calls.append(("delete", blob))
             self.blobs.pop(blob, None)
+            self.blob_tags.pop(blob, None)
 
     def make_folder(self, prefix: str, *, exclusive: bool = False,
                     metadata: Mapping[str, str] | None = None) -> BlobItem:
@@ -276,6 +282,42 @@ class FakeRemote(RemoteContainer):
         with self._lock:
             self.calls.append(("read_small", blob))
             return self._get(blob, "blob").data
+
+    def list_files(self, prefix: str) -> Iterator[BlobItem]:
+        """Every blob under `prefix` at any depth, in name order; markers as folders."""
+        with self._lock:
+            self.calls.append(("list_files", prefix))
+            found = [(name, blob) for name, blob in sorted(self.blobs.items())
+                     if name.startswith(prefix)]
+        for name, blob in found:
+            if blob.is_folder_marker:
+                yield BlobItem(name + "/", True, mtime_ns=blob.mtime_ns)
+            else:
+                yield BlobItem(name, False, len(blob.data), blob.mtime_ns, blob.etag)
+
+    def tags(self, blob: str) -> dict[str, str]:
+        with self._lock:
+            self.calls.append(("tags", blob))
+            self._tagged(blob)
+            return dict(self.blob_tags.get(blob, {}))
+
+    def update_tags(self, blob: str, changes: Mapping[str, str | None]) -> dict[str, str]:
+        with self._lock:
+            self.calls.append(("update_tags", blob))
+            self._tagged(blob)
+            tags = self.blob_tags.setdefault(blob, {})
+            for key, value in changes.items():
+                if value is None:
+                    tags.pop(key, None)
+                else:
+                    tags[key] = value
+            return dict(tags)
+
+    def _tagged(self, blob: str) -> None:
+        if not self.tags_supported:
+            raise RemoteUnsupported(f"tags of {self.label}/{blob}: the account has no blob"
+                                    " index tags (FeatureNotSupported)")
+        self._get(blob, "tags")
 
     def list_all(self, prefix: str) -> list[str]:
         with self._lock:

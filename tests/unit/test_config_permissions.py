@@ -163,13 +163,13 @@ def _node(inode: int, *, is_dir: bool, entry: int | None) -> Node:
 
 
 def _fs(entries: list[_Entry], **owners: int) -> BlobFS:
-    # _attributes needs only the entries; the rest stays unused here.
+    # Attributes.of needs only the entries; the rest stays unused here.
     return BlobFS(SimpleNamespace(store=None), None, entries, attr_timeout=1.0,
                   **owners)
 
 
 def _shown(fs: BlobFS, node: Node) -> tuple[int, int, int, int]:
-    attrs = fs._attributes(node)
+    attrs = fs.attrs.of(node)
     return stat.S_IFMT(attrs.st_mode), stat.S_IMODE(attrs.st_mode), attrs.st_uid, attrs.st_gid
 
 

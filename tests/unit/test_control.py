@@ -9,7 +9,7 @@ import os
 import shutil
 import socket
 import tempfile
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,9 @@ import trio.testing
 from blobmount import control
 from blobmount.control import ControlServer
 from blobmount.errors import BlobmountError
+
+#: a wait that only a broken test reaches (the condition never comes)
+HANG = 60.0
 
 
 @pytest.fixture(autouse=True)
@@ -73,26 +76,24 @@ def test_errors_are_one_line() -> None:
 
 
 def test_a_request_is_cancelled_when_its_client_leaves() -> None:
-    events = []
+    started, ended = threading.Event(), threading.Event()
 
     async def slow(_request):
+        started.set()
         try:
-            await trio.sleep(30)
+            await trio.sleep_forever()  # only a cancel ends it
         finally:
-            events.append("ended")
+            ended.set()
         return {}
 
     def client():
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.connect(str(control.socket_path("/mnt/x")))
             sock.sendall(json.dumps({"op": "slow"}).encode() + b"\n")
-        for _ in range(100):
-            if events:
-                return events
-            time.sleep(0.05)
-        return events
+            assert started.wait(HANG)
+        return ended.wait(HANG)  # the condition, not a time: HANG only if it never comes
 
-    assert serve_while({"slow": slow}, client, cancel_on_close={"slow"}) == ["ended"]
+    assert serve_while({"slow": slow}, client, cancel_on_close={"slow"})
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to connect as another user")

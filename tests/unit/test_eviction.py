@@ -7,10 +7,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 
 from blobmount.cache import Cache
 from blobmount.config import Account, MountEntry
-from blobmount.eviction import Evictor, Limits, blobs_prefix, cache_space, plan_eviction
+from blobmount.eviction import (
+    EVICT_INTERVAL,
+    Evictor,
+    Limits,
+    blobs_prefix,
+    cache_space,
+    plan_eviction,
+)
 from blobmount.store import CachedFile, Store
 
 NOW = 1_700_000_000.0
@@ -123,6 +132,48 @@ def test_the_task_drops_files_and_their_records(tmp_path: Path, store: Store) ->
     assert evictor.evicted == {"files": 2, "bytes": 200}
     # Still over only because a file is open: it tries again soon.
     assert evictor._interval() < 1
+
+
+def test_the_task_retries_a_blocked_folder_less_and_less_often(tmp_path: Path,
+                                                               store: Store) -> None:
+    """Over its limit only because a clean file is open: the task tries again after
+    0.5 s, then twice as long each time up to EVICT_INTERVAL; a wake (the file closed)
+    brings a pass at once. Time is the subject, so it runs on trio's virtual clock."""
+    mount = entry(tmp_path, cache_max_bytes=150)
+    cache = Cache(store)
+    opened = put(cache, mount, "open", 200)
+    in_use = {str(opened)}
+    evictor = Evictor(store, cache, [mount], low_watermark=0.8)
+    evictor.protect(lambda: in_use)
+    passes: list[float] = []
+    pass_once = evictor.pass_once
+
+    def timed(now: float | None = None) -> tuple[int, int]:
+        passes.append(trio.current_time())
+        return pass_once(now)
+
+    evictor.pass_once = timed  # type: ignore[method-assign]
+
+    async def main() -> list[float]:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(evictor.run)
+            await trio.sleep(40)
+            blocked = list(passes)
+            in_use.clear()  # closed: the kernel released it
+            evictor.wake()
+            await trio.sleep(70)
+            nursery.cancel_scope.cancel()
+        return blocked
+
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    start = clock.current_time()
+    blocked = trio.run(main, clock=clock)
+    assert [when - start for when in blocked] == [0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5]
+    # Woken at 40 s: the copy goes, the folder is within its limit, and the task
+    # comes back every EVICT_INTERVAL.
+    assert [when - start for when in passes[len(blocked):]] == [
+        40, 40 + EVICT_INTERVAL, 40 + 2 * EVICT_INTERVAL]
+    assert not opened.exists() and evictor.evicted == {"files": 1, "bytes": 200}
 
 
 def test_written_files_on_a_drop_after_upload_entry_go_once_clean(tmp_path: Path,

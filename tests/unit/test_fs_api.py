@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import stat
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from typing import Any
 import pyfuse3
 import pytest
 
+from blobmount.errors import RemoteAuthError
 from blobmount.fs import BlobFS
 from blobmount.store import ROOT_INODE
 
@@ -187,3 +189,49 @@ def test_forget_of_an_unknown_inode_raises_nothing() -> None:
     with kernel("sync") as k:
         k.call(k.fs.forget, [(999_999, 1)])  # the kernel takes no answer
         assert k.names(k.root) == []
+
+
+def test_setattr_mknod_and_xattrs_answer_with_their_errnos() -> None:
+    with kernel("sync") as k:
+        folder = k.call(k.fs.mkdir, k.root, b"folder", 0o40755, CALLER).st_ino
+        attr = pyfuse3.EntryAttributes()
+        attr.st_size = 0
+        assert k.errno_of(k.fs.setattr, folder, attr, fields(size=True), None,
+                          CALLER) == errno.EISDIR
+        mount_table = k.call(k.fs.lookup, ROOT_INODE, b".").st_ino  # belongs to no entry
+        assert k.errno_of(k.fs.setattr, mount_table, attr, fields(mode=True), None,
+                          CALLER) == errno.EROFS
+        # mknod: a FIFO is an empty blob whose mode has the type bits; a folder is not
+        # something mknod makes here.
+        fifo = k.call(k.fs.mknod, k.root, b"pipe", stat.S_IFIFO | 0o640, 0, CALLER)
+        assert stat.S_ISFIFO(fifo.st_mode) and stat.S_IMODE(fifo.st_mode) == 0o640
+        assert k.state.remote.files()["pipe"].metadata["mode"] == "10640"
+        assert k.errno_of(k.fs.mknod, k.root, b"odd", stat.S_IFDIR | 0o755, 0,
+                          CALLER) == errno.EPERM
+        assert k.errno_of(k.fs.mkdir, k.root, b"\xff", 0o40755, CALLER) == errno.EINVAL
+        # With xattrs off the kernel is told ENOSYS, once, and stops asking.
+        assert k.errno_of(k.fs.getxattr, folder, b"user.x", CALLER) == errno.ENOSYS
+        assert k.errno_of(k.fs.listxattr, folder, CALLER) == errno.ENOSYS
+        stats = k.call(k.fs.statfs, CALLER)
+        assert stats.f_namemax == 255 and stats.f_blocks >= stats.f_bfree > 0
+
+
+def test_answers_are_logged_quietly_and_failures_as_warnings(caplog) -> None:
+    with kernel("sync") as k:
+        k.create(b"file", b"x")
+        k.call(k.fs.mkdir, k.root, b"folder", 0o40755, CALLER)
+        with caplog.at_level(logging.DEBUG, logger="blobmount.fs"):
+            assert k.errno_of(k.fs.mkdir, k.root, b"folder", 0o40755, CALLER) == errno.EEXIST
+            assert k.errno_of(k.fs.link, 0, k.root, b"x", CALLER) == errno.EPERM
+            assert k.errno_of(k.fs.lookup, k.root, b"missing") == errno.ENOENT
+        assert [r.levelname for r in caplog.records if r.name == "blobmount.fs"] == [
+            "DEBUG"] * 3
+
+        def refused(blob: str) -> None:
+            raise RemoteAuthError(f"delete of {blob}: this request is not authorized")
+
+        k.state.remote.delete = refused
+        caplog.clear()
+        assert k.errno_of(k.fs.unlink, k.root, b"file", CALLER) == errno.EACCES
+        (warning,) = [r for r in caplog.records if r.name == "blobmount.fs"]
+        assert warning.levelname == "WARNING" and "not authorized" in warning.getMessage()

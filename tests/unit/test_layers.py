@@ -45,11 +45,13 @@ LAYERS: dict[int, frozenset[str]] = {
     # `moves`: the local half of a rename (cached copies and journal rows follow).
     # `patch`: edits of those files uploaded by blocks, beside `uploads`; `blocklist`:
     # the block list an edit commits, planned (pure).
-    2: frozenset({"namespace", "cache", "transfers", "uploads", "eviction", "catalog",
+    # `listing`: a container folder listed into the store, the names POSIX can show.
+    2: frozenset({"namespace", "listing", "cache", "transfers", "uploads", "eviction", "catalog",
                   "xattrs", "readahead", "blocks", "moves", "patch", "blocklist"}),
     # `manage`: the control requests for the cache (prefetch, cache ls/evict, stats).
     # `files`: a file's life (handles, local changes, renames); `fs` forwards to it.
-    3: frozenset({"files", "fs", "control", "manage"}),
+    # `attrs`: what stat and statfs show, and what setattr, mknod and create keep.
+    3: frozenset({"files", "fs", "attrs", "control", "manage"}),
     # `preflight`: `blobmount check`, the mount's own checks run without mounting.
     # `azfuse` (a package): azfuse's File API and command line, on `client`.
     4: frozenset({"daemon", "cli", "__main__", "helper", "inventory", "client", "commands",

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from blobmount.namespace import NAME_MAX, child_name, shown_name
+from blobmount.listing import NAME_MAX, child_name, shown_name
 
 # --------------------------------------------------------------------------- examples
 
@@ -205,7 +205,7 @@ def _listed(tmp_path, pages: list[list], caplog) -> dict[str, bool]:
         remote = _Pages([[BlobItem(name, name.endswith("/"), 1, 1, "e") for name in page]
                          for page in pages])
         space = Namespace(store, [], [remote], ttl=60, limiter=trio.CapacityLimiter(1))
-        with caplog.at_level(logging.WARNING, logger="blobmount.namespace"):
+        with caplog.at_level(logging.WARNING, logger="blobmount.listing"):
             trio.run(space.listed, store.node(inode))
             store.forget_listing(inode)
             trio.run(space.listed, store.node(inode))  # listed twice: warned once

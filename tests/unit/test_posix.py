@@ -10,6 +10,7 @@ import stat
 import pytest
 
 from blobmount.azure import parse_listing
+from blobmount.errors import NotPermitted
 from blobmount.posix import (
     FIXED,
     KEPT,
@@ -17,7 +18,6 @@ from blobmount.posix import (
     Caller,
     Kept,
     Permissions,
-    PosixError,
     from_metadata,
     to_metadata,
 )
@@ -95,7 +95,7 @@ def test_chown_root_gives_anything_others_only_their_own_to_their_groups() -> No
         {"owner": 5, "uid": UNCHANGED, "gid": 1000, "current_gid": 5},  # not its file
     ]
     for refused in refusals:
-        with pytest.raises(PosixError) as caught:
+        with pytest.raises(NotPermitted) as caught:
             check(USER, **refused)
         assert caught.value.errno == errno.EPERM
 
@@ -137,6 +137,6 @@ def test_chmod_and_chown_keep_mode_and_owner_together() -> None:
     assert rules.changes(ROOT, shown=link, mode=None, uid=5, gid=6) == {"uid": 5, "gid": 6}
     fixed = Permissions(mode=FIXED, uid=1, gid=2, umask=0o022)
     assert fixed.changes(ROOT, shown=shown, mode=0o600, uid=5, gid=6) == {}
-    with pytest.raises(PosixError):
+    with pytest.raises(NotPermitted):
         rules.changes(USER, shown=(stat.S_IFREG | 0o644, 1000, 1000), mode=None, uid=0,
                       gid=None)
