@@ -28,6 +28,7 @@ import trio
 from .azcopy import AzCopy
 from .cache import Cache, fsync_file, fsync_folder
 from .config import MountEntry, Settings
+from .decide import upload_jobs
 from .errors import BlobmountError, RemoteConflict, RemoteError, RemoteNotFound
 from .patch import Edit, Patches
 from .posix import ATIME_KEY, to_metadata
@@ -109,6 +110,10 @@ class Uploads:
         self._on_uploaded = on_uploaded
         self._on_conflict = on_conflict
         self._flights = SingleFlight()
+        #: how many uploads run side by side, each possibly an AzCopy job
+        self.workers = settings.max_parallel_transfers
+        #: cache paths handed to a worker and not finished yet
+        self._queued: set[str] = set()
         self._wake = trio.Event()
         #: cache path -> MD5s of the bytes tries of its journaled upload have put
         self._tried: dict[str, set[str]] = {}
@@ -220,18 +225,53 @@ class Uploads:
     # -- the worker ---------------------------------------------------------------
 
     async def run(self) -> None:
-        """Upload what the journal holds, batching files closed close together."""
+        """Upload what the journal holds, batching files closed close together, on
+        `workers` workers (`max_parallel_transfers`) fed by one unbuffered channel: the
+        scheduler's send waits while every worker is busy (s3ql's BlockCache shape)."""
         if self.patches is not None:
             await self.patches.sweep()
+        send, receive = trio.open_memory_channel[list[str]](0)
+        async with trio.open_nursery() as nursery:
+            async with receive:
+                for _ in range(self.workers):
+                    nursery.start_soon(self._worker, receive.clone())
+            async with send:
+                await self._schedule(send)
+
+    async def _schedule(self, send: trio.MemorySendChannel[list[str]]) -> None:
+        """Hand each due upload to a worker, once: none is queued twice."""
         while True:
-            due = self._uploadable(self.store.uploads(due_by=time.time()))
-            if not due:
+            if not self._waiting(time.time()):
                 await self._sleep_until_due()
                 continue
             # Files closed within the window go up together.
             await trio.sleep(self._settings.upload_batch_window)
             fault("upload_worker")
-            await self._attempt_all(self._uploadable(self.store.uploads(due_by=time.time())))
+            for job in upload_jobs([row.path for row in self._waiting(time.time())]):
+                self._queued.update(job)
+                try:
+                    await send.send(job)
+                except BaseException as exc:
+                    self._queued.difference_update(job)  # no worker took it
+                    if isinstance(exc, trio.BrokenResourceError):
+                        raise BlobmountError("every upload worker has stopped") from None
+                    raise
+
+    async def _worker(self, receive: trio.MemoryReceiveChannel[list[str]]) -> None:
+        async with receive:
+            async for job in receive:
+                try:
+                    for path in job:
+                        await self._attempt_quietly(path)
+                finally:
+                    self._queued.difference_update(job)
+                    self._wake.set()  # the scheduler looks again: a retry may be due
+
+    def _waiting(self, due_by: float | None = None) -> list[Upload]:
+        """The rows a worker may take (due by `due_by`): not queued already, and not
+        held by a rename (its end wakes the scheduler)."""
+        return [row for row in self._uploadable(self.store.uploads(due_by=due_by))
+                if row.path not in self._queued and row.path not in self._held]
 
     def _uploadable(self, rows: list[Upload]) -> list[Upload]:
         """The rows a mount entry of this config is for. The others (their entry left
@@ -251,16 +291,11 @@ class Uploads:
         return row.last_error or "not uploaded yet"
 
     async def _sleep_until_due(self) -> None:
-        pending = self._uploadable(self.store.uploads())
+        pending = self._waiting()
         delay = (min(row.next_try for row in pending) - time.time()) if pending else 3600
         with trio.move_on_after(max(0.0, delay)):
             await self._wake.wait()
         self._wake = trio.Event()
-
-    async def _attempt_all(self, rows: list[Upload]) -> None:
-        async with trio.open_nursery() as nursery:
-            for row in rows:
-                nursery.start_soon(self._attempt_quietly, row.path)
 
     async def _attempt_quietly(self, path: str) -> None:
         if path in self._held:

@@ -28,13 +28,14 @@ LAYERS: dict[int, frozenset[str]] = {
     # `metrics`: the daemon's counters and its Prometheus endpoint.
     # `posix`: modes, owners, symlinks and special nodes as blob metadata, and the rules.
     # `access`: AzCopy's login for an identity, SAS lifetimes, endpoints trusted with a token.
+    # `decide`: every size and tool choice of a transfer, each with its measurement.
     # `config` (a package): the model, where files are, the YAML reader, credentials,
     # placeholders, names and the mount table, and the two formats, one module each.
     0: frozenset({"__init__", "errors", "config", "config.model", "config.locate",
                   "config.reader", "config.credentials", "config.templates", "config.checks",
                   "config.native", "config.azfuse", "log", "tools", "singleflight",
                   "sdnotify", "progress", "versions", "supervise", "children", "metrics",
-                  "posix", "access"}),
+                  "posix", "access", "decide"}),
     1: frozenset({"store", "remote", "azcopy", "azurite"}),
     # `uploads` (the write path's journal and worker) sits with `transfers`.
     # `eviction` (cache limits), `catalog` (mount paths to blobs), `xattrs` sit with `cache`.
