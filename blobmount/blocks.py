@@ -24,6 +24,7 @@ from pathlib import Path
 import trio
 
 from .cache import Cache, block_key
+from .decide import read_by_blocks
 from .errors import BlobmountError, RemoteError, RemoteUnreachable
 from .remote import RANGE_MD5_MAX, Remote
 
@@ -119,7 +120,7 @@ class Blocks:
 
     def takes(self, size: int, etag: str | None) -> bool:
         """Whether a blob of this size and version is read by blocks."""
-        return self._background is not None and bool(etag) and size > self.min_size
+        return self._background is not None and bool(etag) and read_by_blocks(size, self.min_size)
 
     def is_open(self, path: Path) -> bool:
         """Whether a reader has the partial copy at `path` open."""

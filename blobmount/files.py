@@ -30,6 +30,7 @@ from pathlib import Path
 from .blocks import BlockReader
 from .cache import Cache
 from .config import MountEntry
+from .decide import read_ahead_takes
 from .errors import RemoteConflict, RemoteNotFound
 from .moves import CacheMoves
 from .namespace import IsADirectory, Namespace, NotFound
@@ -37,7 +38,7 @@ from .posix import ATIME_KEY, Kept, to_metadata
 from .readahead import ReadAhead
 from .remote import MTIME_KEY, BlobItem, format_mtime
 from .store import ORPHANS, Node
-from .transfers import READ_AHEAD_MAX_SIZE, Downloads, Filling
+from .transfers import Downloads, Filling
 from .uploads import Uploads, node_metadata
 
 log = logging.getLogger(__name__)
@@ -231,7 +232,7 @@ class Files:
             path, downloaded = await self.downloads.writable_copy(entry, remote, node.blob,
                                                                   **wanted)
         self.on_copy(downloaded)
-        if (self.read_ahead.files and node.size <= READ_AHEAD_MAX_SIZE
+        if (self.read_ahead.files and read_ahead_takes(node.size)
                 and self.downloads.walking(path, downloaded)):
             self.read_ahead.after(node, entry, remote, shown_path.rpartition("/")[0])
         return path, downloaded, filling

@@ -30,30 +30,30 @@ from .azcopy import AzCopy, JobSummary
 from .blocks import WINDOW_MAX as BLOCKS_WINDOW_MAX
 from .blocks import BlockReader, Blocks
 from .cache import Cache, fsync_file, fsync_folder
-from .config import MountEntry
+from .config import MountEntry, Settings
+from .decide import READ_AHEAD_MAX_SIZE as READ_AHEAD_MAX_SIZE  # readahead.py's
+from .decide import (
+    READ_AHEAD_PARALLEL,
+    batch_by_sdk,
+    blocks_window,
+    download_by_sdk,
+    fill_in_ranges,
+)
 from .errors import BlobmountError, RemoteError, RemoteUnreachable
 from .eviction import ROOM_MARGIN, free_bytes
 from .patch import Patches
-from .remote import SMALL_GET_MAX, Remote
+from .remote import Remote
 from .singleflight import SingleFlight
 from .supervise import fault
 
 log = logging.getLogger(__name__)
 
-#: A batch of at most this many files, each small enough for one GET, goes by the SDK:
-#: an AzCopy job costs about 2 s before its first byte, a GET a few milliseconds.
-BATCH_SDK_MAX_FILES = 8
-#: Read-ahead fetches files up to this size (one GET each), this many at a time.
-READ_AHEAD_MAX_SIZE = 4 * 1024 * 1024
-READ_AHEAD_PARALLEL = 8
 #: Bounds of what is remembered per path: downloads counted for `status`, and files
 #: fetched ahead that were not opened (yet).
 STARTED_PATHS_MAX = 10_000
 FETCHED_AHEAD_MAX = 4096
 #: Where a batch's AzCopy job writes, under the entry's cache folder.
 STAGING_FOLDER = "staging"
-#: Readers of blobs larger than this get blocks (blocks.py), not a whole copy.
-BLOCK_READ_MIN = 1024 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +150,7 @@ class Downloads:
 
     def __init__(self, cache: Cache, azcopy_for: Callable[[MountEntry], AzCopy] | None, *,
                  sdk_max: int, limiter: trio.CapacityLimiter,
-                 block_min: int = BLOCK_READ_MIN) -> None:
+                 block_min: int = Settings.block_read_min) -> None:
         self.cache = cache
         #: large files, read by blocks (blocks.py)
         self.blocks = Blocks(cache, min_size=block_min)
@@ -310,13 +310,13 @@ class Downloads:
                 and not self._flights.running(path)):
             if self.cache.usable(path, etag):
                 return path, False, None
-            window = entry.cache_max_bytes // 4 if entry.cache_max_bytes else BLOCKS_WINDOW_MAX
+            window = blocks_window(entry.cache_max_bytes, BLOCKS_WINDOW_MAX)
             reader, fresh = self.blocks.open(remote, blob, path, size=size, etag=etag,
                                              window_max=window)
             if fresh:
                 self._count(shown_path)
             return path, fresh, reader
-        if (filling is None and self._background is not None and size > SMALL_GET_MAX
+        if (filling is None and self._background is not None and fill_in_ranges(size)
                 and self._by_sdk(remote, size) and not self._flights.running(path)):
             if self.cache.usable(path, etag):  # asked once: a warm open's only question
                 return path, False, None
@@ -395,7 +395,8 @@ class Downloads:
                 del self._fillings[path]
 
     def _by_sdk(self, remote: Remote, size: int) -> bool:
-        return size <= self.sdk_max or self._azcopy_for is None or not remote.azcopy_usable
+        return download_by_sdk(size, self.sdk_max,
+                               azcopy_usable=self._azcopy_for is not None and remote.azcopy_usable)
 
     def write(self, fd: int, path: Path, data: bytes, offset: int) -> int:
         """Write to a cache file open for writing, making room on a full disk first:
@@ -503,7 +504,7 @@ class Downloads:
                 todo.append(item)
         if not todo:
             return result
-        small = len(todo) <= BATCH_SDK_MAX_FILES and all(i.size <= self.sdk_max for i in todo)
+        small = batch_by_sdk([item.size for item in todo], self.sdk_max)
         progress = _Progress(on_progress)
         done = trio.Event()
         installed: set[Path] = set()

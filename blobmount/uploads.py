@@ -28,7 +28,7 @@ import trio
 from .azcopy import AzCopy
 from .cache import Cache, fsync_file, fsync_folder
 from .config import MountEntry, Settings
-from .decide import upload_jobs
+from .decide import upload_by_sdk, upload_jobs
 from .errors import BlobmountError, RemoteConflict, RemoteError, RemoteNotFound
 from .patch import Edit, Patches
 from .posix import ATIME_KEY, to_metadata
@@ -488,8 +488,8 @@ class Uploads:
                          md5: str, metadata: dict[str, str]) -> BlobItem:
         remote = target.remote
         size = path.stat().st_size
-        if (size <= self._settings.sdk_upload_max or self._azcopy_for is None
-                or not remote.azcopy_can_sign):
+        if upload_by_sdk(size, self._settings.sdk_upload_max,
+                         azcopy_usable=self._azcopy_for is not None and remote.azcopy_can_sign):
             return await trio.to_thread.run_sync(
                 lambda: remote.upload(blob, path, base_etag=base_etag, md5=md5,
                                       metadata=metadata, retries=UPLOAD_RETRIES),
