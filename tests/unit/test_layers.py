@@ -36,17 +36,21 @@ LAYERS: dict[int, frozenset[str]] = {
                   "config.native", "config.azfuse", "log", "tools", "singleflight",
                   "sdnotify", "progress", "versions", "supervise", "children", "metrics",
                   "posix", "access", "decide"}),
-    1: frozenset({"store", "remote", "azcopy", "azurite"}),
+    # `journal`, `cachetables`, `patchtables`: the store's tables, one module each.
+    1: frozenset({"store", "journal", "cachetables", "patchtables", "remote", "azcopy",
+                  "azurite"}),
     # `uploads` (the write path's journal and worker) sits with `transfers`.
     # `eviction` (cache limits), `catalog` (mount paths to blobs), `xattrs` sit with `cache`.
     # `blocks`: large files read by blocks into sparse copies, beside `transfers`.
     # `moves`: the local half of a rename (cached copies and journal rows follow).
     # `patch`: edits of those files uploaded by blocks, beside `uploads`.
+    # `puts`: an upload's conditional puts; `batches`: prefetch batches, for `transfers`.
     2: frozenset({"namespace", "cache", "transfers", "uploads", "eviction", "catalog",
-                  "xattrs", "readahead", "blocks", "moves", "patch"}),
+                  "xattrs", "readahead", "blocks", "moves", "patch", "puts", "batches"}),
     # `manage`: the control requests for the cache (prefetch, cache ls/evict, stats).
     # `files`: a file's life (handles, local changes, renames); `fs` forwards to it.
-    3: frozenset({"files", "fs", "control", "manage"}),
+    # `renames`: unlink and rename for `files`; `handles`: its open files.
+    3: frozenset({"files", "renames", "handles", "fs", "control", "manage"}),
     # `preflight`: `blobmount check`, the mount's own checks run without mounting.
     # `azfuse` (a package): azfuse's File API and command line, on `client`.
     4: frozenset({"daemon", "cli", "__main__", "helper", "inventory", "client", "commands",
