@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -30,6 +31,19 @@ class Upload:
     metadata: str | None = None  # JSON: the mode and owner to keep with the bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Journaled:
+    """What a close journals: a written cache file and where its bytes go."""
+
+    path: str
+    account: str
+    container: str
+    blob: str
+    base_etag: str
+    mtime_ns: int | None = None
+    metadata: str | None = None  # JSON: the mode and owner to keep with the bytes
+
+
 _UPLOAD_COLUMNS = ("path, account, container, blob, base_etag, version, queued, attempts,"
                    " next_try, last_error, mtime_ns, metadata")
 
@@ -47,21 +61,28 @@ class UploadJournal:
                      base_etag: str, mtime_ns: int | None = None,
                      metadata: str | None = None) -> int:
         """Journal an upload durably (fsynced before this returns); its version."""
+        return self.queue_uploads([Journaled(path, account, container, blob, base_etag,
+                                             mtime_ns, metadata)])[0]
+
+    def queue_uploads(self, rows: Sequence[Journaled]) -> list[int]:
+        """Journal uploads durably, in one commit (fsynced before this returns); each
+        one's version. A path already journaled gets its next version (a path twice
+        in `rows`: two versions)."""
         self._db.execute("PRAGMA synchronous=FULL")
         try:
             with self._db:
-                row = self._db.execute(
+                versions = [self._db.execute(
                     "INSERT INTO uploads (path, account, container, blob, base_etag, version,"
                     " queued, mtime_ns, metadata) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?)"
                     " ON CONFLICT (path) DO UPDATE SET version = version + 1, blob ="
                     " excluded.blob, next_try = 0, mtime_ns = excluded.mtime_ns,"
                     " metadata = excluded.metadata RETURNING version",
-                    (path, account, container, blob, base_etag, time.time(), mtime_ns,
-                     metadata),
-                ).fetchone()
+                    (row.path, row.account, row.container, row.blob, row.base_etag,
+                     time.time(), row.mtime_ns, row.metadata),
+                ).fetchone()[0] for row in rows]
         finally:
             self._db.execute("PRAGMA synchronous=NORMAL")
-        return row[0]
+        return versions
 
     def upload(self, path: str) -> Upload | None:
         row = self._db.execute(

@@ -25,10 +25,12 @@ from pathlib import Path
 import trio
 
 from .azcopy import AzCopy
-from .cache import Cache, fsync_file, fsync_folder
+from .cache import Cache
+from .commits import GroupCommit
 from .config import MountEntry, Settings
 from .decide import upload_jobs
 from .errors import BlobmountError, RemoteConflict
+from .journal import Journaled
 from .patch import Edit, Patches
 from .posix import ATIME_KEY, to_metadata
 from .puts import Puts, Target
@@ -71,12 +73,6 @@ async def _nothing() -> None:
     pass
 
 
-def _fsync_with_folder(path: Path) -> None:
-    """fsync a file and its folder, so neither its bytes nor its name can be lost."""
-    fsync_file(path)
-    fsync_folder(path.parent)
-
-
 class Uploads(Puts):
     """The upload journal's worker, and the calls that wait for it."""
 
@@ -95,6 +91,8 @@ class Uploads(Puts):
         self._on_uploaded = on_uploaded
         self._on_conflict = on_conflict
         self._flights = SingleFlight()
+        #: closes that arrive together share one commit (and one fsync of each folder)
+        self._commits = GroupCommit(store, limiter)
         #: how many uploads run side by side, each possibly an AzCopy job
         self.workers = settings.max_parallel_transfers
         #: cache paths handed to a worker and not finished yet
@@ -161,18 +159,17 @@ class Uploads(Puts):
                       mtime_ns: int | None = None,
                       metadata: Mapping[str, str] | None = None) -> int:
         """Make the written file durable and journal its upload; the journal version.
-        `metadata` (mode, owner: see posix.py) goes up with the bytes.
+        `metadata` (mode, owner: see posix.py) goes up with the bytes. Closes that
+        arrive together share the commit (commits.py).
 
         `base_etag` counts only if the file has no journaled upload yet; an upload of
         it that ends meanwhile keeps its row (rebased), so the base cannot go stale.
         """
         self._journaling[str(path)] += 1
         try:
-            await trio.to_thread.run_sync(_fsync_with_folder, path, limiter=self._limiter)
-            version = self.store.queue_upload(
-                str(path), account=entry.account.account_name, container=entry.container,
-                blob=blob, base_etag=base_etag, mtime_ns=mtime_ns,
-                metadata=json.dumps(dict(metadata)) if metadata else None)
+            version = await self._commits.journal(Journaled(
+                str(path), entry.account.account_name, entry.container, blob, base_etag,
+                mtime_ns, json.dumps(dict(metadata)) if metadata else None))
         finally:
             self._journaling[str(path)] -= 1
             if not self._journaling[str(path)]:

@@ -45,8 +45,10 @@ LAYERS: dict[int, frozenset[str]] = {
     # `moves`: the local half of a rename (cached copies and journal rows follow).
     # `patch`: edits of those files uploaded by blocks, beside `uploads`.
     # `puts`: an upload's conditional puts; `batches`: prefetch batches, for `transfers`.
+    # `commits`: the journal's group commit, for `uploads`.
     2: frozenset({"namespace", "cache", "transfers", "uploads", "eviction", "catalog",
-                  "xattrs", "readahead", "blocks", "moves", "patch", "puts", "batches"}),
+                  "xattrs", "readahead", "blocks", "moves", "patch", "puts", "batches",
+                  "commits"}),
     # `manage`: the control requests for the cache (prefetch, cache ls/evict, stats).
     # `files`: a file's life (handles, local changes, renames); `fs` forwards to it.
     # `renames`: unlink and rename for `files`; `handles`: its open files.
