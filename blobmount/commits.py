@@ -4,7 +4,8 @@ commit and one fsync of each folder.
 Each close fsyncs its own file first, in a worker thread, side by side with the other
 closes' files, then joins the group that waits. One caller at a time commits: it takes
 every request waiting, fsyncs their folders (each once) and commits all their rows in
-one transaction (synchronous=FULL); closes that arrive meanwhile form the next group.
+one transaction (synchronous=FULL); closes that arrive meanwhile form the next group,
+led by one of them.
 A close returns once its own group is committed: the journal then holds its file
 durably, as when each close committed alone.
 """
@@ -43,6 +44,7 @@ class GroupCommit:
         self._limiter = limiter
         self._waiting: list[_Request] = []
         self._committing = False
+        self._committed = trio.Event()  # set at the end of each commit
         #: groups committed, and the rows they held (since the mount)
         self.groups = 0
         self.rows = 0
@@ -57,24 +59,28 @@ class GroupCommit:
         await trio.to_thread.run_sync(fsync_file, Path(row.path), limiter=self._limiter)
         request = _Request(row)
         self._waiting.append(request)
-        if not self._committing:
-            await self._lead()
-        await request.done.wait()
+        while not request.done.is_set():
+            if self._committing:
+                await self._committed.wait()
+            else:
+                await self._commit_waiting()
         if request.error is not None:
             raise request.error
         return request.version
 
-    async def _lead(self) -> None:
-        """Commit groups until none waits. Shielded: the other closes of a group wait
-        on it, whatever happens to the request that leads."""
+    async def _commit_waiting(self) -> None:
+        """Commit every request waiting now, as one group. Each caller leads one group
+        at most (none waits behind a stream of others' closes); shielded, since the
+        other closes of the group wait on it whatever happens to the one that leads."""
         self._committing = True
+        group, self._waiting = self._waiting, []
         try:
             with trio.CancelScope(shield=True):
-                while self._waiting:
-                    group, self._waiting = self._waiting, []
-                    await self._commit(group)
+                await self._commit(group)
         finally:
             self._committing = False
+            self._committed.set()
+            self._committed = trio.Event()
 
     async def _commit(self, group: list[_Request]) -> None:
         try:
