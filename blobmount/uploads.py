@@ -286,10 +286,17 @@ class Uploads(Puts):
             await self._flights.run(path, lambda: self._attempt(path))
 
     async def sync(self) -> list[Upload]:
-        """Try every journaled upload now; the ones that still failed."""
+        """Try every journaled upload now, as many at once as there are workers; the
+        ones that still failed."""
+        bound = trio.CapacityLimiter(self.workers)
+
+        async def attempt(path: str) -> None:
+            async with bound:
+                await self._attempt_fresh(path)
+
         async with trio.open_nursery() as nursery:
             for row in self._uploadable(self.store.uploads()):
-                nursery.start_soon(self._attempt_fresh, row.path)
+                nursery.start_soon(attempt, row.path)
         return self.store.uploads()
 
     async def _attempt_fresh(self, path: str) -> None:

@@ -147,6 +147,36 @@ def test_workers_bound_the_attempts_under_way(store: Store, entry: MountEntry) -
     assert store.uploads() == []
 
 
+def test_sync_tries_as_many_at_once_as_there_are_workers(store: Store,
+                                                          entry: MountEntry) -> None:
+    remote = CountingRemote()
+    harness = Harness(store, entry, remote, settings=Settings(
+        upload_batch_window=0.0, max_parallel_transfers=WORKERS))
+
+    async def main() -> None:
+        for number in range(3 * WORKERS):
+            await harness.journal(f"f{number}", f"bytes {number}".encode())
+        async with trio.open_nursery() as nursery:
+            left: list[object] = []
+            nursery.start_soon(lambda: _collect(harness.uploads.sync(), left))
+            with trio.fail_after(TIMEOUT):
+                while remote.running < WORKERS:
+                    await trio.sleep(0.01)
+                await trio.testing.wait_all_tasks_blocked()
+                under_way = remote.running
+                remote.gate.set()
+                assert under_way == WORKERS
+        assert left == [[]]
+
+    trio.run(main)
+    assert remote.most == WORKERS
+    assert len(harness.uploaded) == 3 * WORKERS
+
+
+async def _collect(call, into: list[object]) -> None:
+    into.append(await call)
+
+
 def test_journal_holds_the_upload_until_it_is_done(store: Store, entry: MountEntry,
                                                      tmp_path: Path) -> None:
     remote = FakeRemote()
