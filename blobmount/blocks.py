@@ -25,6 +25,7 @@ import trio
 
 from .azure import RANGE_MD5_MAX, Remote
 from .cache import Cache, block_key
+from .decide import read_by_blocks
 from .errors import BlobmountError, RemoteError, RemoteUnreachable
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ class Blocks:
 
     def takes(self, size: int, etag: str | None) -> bool:
         """Whether a blob of this size and version is read by blocks."""
-        return self._background is not None and bool(etag) and size > self.min_size
+        return self._background is not None and bool(etag) and read_by_blocks(size, self.min_size)
 
     def is_open(self, path: Path) -> bool:
         """Whether a reader has the partial copy at `path` open."""

@@ -16,7 +16,6 @@ mount. The rules it keeps are the README's "How it behaves":
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import itertools
 import logging
@@ -24,20 +23,22 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from .azure import MTIME_KEY, BlobItem, format_mtime
 from .blocks import BlockReader
 from .cache import Cache
 from .config import MountEntry
-from .errors import RemoteConflict, RemoteNotFound
+from .decide import read_ahead_takes
+from .errors import RemoteConflict
+from .handles import Handle, Reading, Writing
 from .moves import CacheMoves
 from .namespace import IsADirectory, Namespace, NotFound
 from .posix import ATIME_KEY, Kept, to_metadata
 from .readahead import ReadAhead
+from .renames import Renames
 from .store import ORPHANS, Node
-from .transfers import READ_AHEAD_MAX_SIZE, Downloads, Filling
+from .transfers import Downloads, Filling
 from .uploads import Uploads, node_metadata
 
 log = logging.getLogger(__name__)
@@ -45,28 +46,7 @@ log = logging.getLogger(__name__)
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 
 
-@dataclass
-class Reading:
-    fd: int
-    inode: int
-    path: Path
-    filling: Filling | None = None  # still downloading: reads wait for their bytes
-    blocks: BlockReader | None = None  # a large file: reads fetch the blocks they need
-
-
-@dataclass
-class Writing:
-    fd: int
-    inode: int
-    path: Path
-    written: bool = False    # changed since it was last journaled
-    journaled: bool = False  # journaled at least once through this handle
-
-
-Handle = Reading | Writing
-
-
-class Files:
+class Files(Renames):
     """Every open file and every local change; the handlers call nothing else for them."""
 
     def __init__(self, namespace: Namespace, cache: Cache, downloads: Downloads,
@@ -231,7 +211,7 @@ class Files:
             path, downloaded = await self.downloads.writable_copy(entry, remote, node.blob,
                                                                   **wanted)
         self.on_copy(downloaded)
-        if (self.read_ahead.files and node.size <= READ_AHEAD_MAX_SIZE
+        if (self.read_ahead.files and read_ahead_takes(node.size)
                 and self.downloads.walking(path, downloaded)):
             self.read_ahead.after(node, entry, remote, shown_path.rpartition("/")[0])
         return path, downloaded, filling
@@ -460,119 +440,6 @@ class Files:
                                etag=new_etag if fresh else (node.etag or ""),
                                checked=time.time() if fresh else 0.0)
 
-    # -- unlink and rename --------------------------------------------------------
-
-    async def unlink(self, parent: Node, name: str) -> None:
-        node = await self.namespace.lookup(parent, name)
-        if not node.is_dir:
-            self.namespace.writable_file(node)
-            # First, so no upload under way or to come can bring the blob back.
-            await self.uploads.forget(self._path(node))
-        node = await self.namespace.remove_file(parent, name)
-        self._drop_cached(node)
-
-    def _drop_cached(self, node: Node) -> None:
-        """The file is gone from its folder. Open handles keep reading and writing the
-        unlinked bytes, as POSIX says, through a node of their own until the last
-        closes; the cache path is free for a new file of the same name."""
-        path = self._path(node)
-        if any(handle.inode == node.inode for handle in self.handles.values()):
-            self.store.add_orphan(node)
-        self.cache.forget(path)
-
-    async def rename(self, old_parent: Node, old_name: str, new_parent: Node, new_name: str,
-                     *, replace: bool) -> None:
-        node = await self.namespace.lookup(old_parent, old_name)
-        self.namespace.writable_folder(old_parent)
-        self.namespace.writable_folder(new_parent)
-        if node.is_dir:
-            # The move copies blobs in the container: what is pending goes up first.
-            await self._upload_pending_under(node)
-            open_inside = self._written_under(node)
-            stale = await self.moves.changed_elsewhere(node.entry, open_inside)
-            renamed = await self.namespace.rename(old_parent, old_name, new_parent, new_name,
-                                                  replace=replace)
-            entry = self.entries[node.entry]
-            for old_blob, new_blob, etag in renamed.copies:
-                # A download into the old name lands first, so nothing comes there after.
-                await self.downloads.settle(self.cache.path_for(entry, old_blob))
-                await self.moves.follow(entry, old_blob, new_blob, etag, stale=old_blob in stale)
-            copied = {old_blob for old_blob, _, _ in renamed.copies}
-            for old_blob, inode in open_inside.items():
-                if old_blob not in copied:
-                    await self.moves.follow_vanished(entry, old_blob, self.store.node(inode))
-            return
-        source_path = self._path(node)
-        target = self.store.child(new_parent.inode, new_name)
-        replacing = (target is not None and not target.is_dir and target.inode != node.inode
-                     and replace)
-        target_path = self._path(target) if replacing else None
-        # A download that lands later must not bring back bytes this rename moved, nor
-        # land on them at the new name (whether or not a file is there to replace).
-        await self.downloads.settle(source_path)
-        await self.downloads.settle(self.cache.path_for(self.entries[new_parent.entry],
-                                                        f"{new_parent.blob}{new_name}"))
-        # The worker starts no upload of the source (its row moves here) or the target
-        # (replaced) meanwhile, and each upload under way ends first.
-        async with contextlib.AsyncExitStack() as held:
-            await held.enter_async_context(self.uploads.holding(source_path))
-            if target_path is not None:
-                await held.enter_async_context(self.uploads.holding(target_path))
-            here_only = await self._only_here(node)
-            if node.unuploaded and not here_only:
-                await self._upload_pending(node)
-            base = None
-            if target_path is not None:
-                # Replaced: its own pending upload must not land on top of the moved file,
-                # and the moved one replaces the version the container now holds.
-                pending = self.store.upload(str(target_path))
-                target = self.store.node(target.inode) or target
-                base = pending.base_etag if pending is not None else self._base_of(target,
-                                                                                   target_path)
-                await self.uploads.forget(target_path)
-            source = self.store.node(node.inode) or node  # as the copy will see it
-            stale = bool(not here_only and await self.moves.changed_elsewhere(node.entry,
-                                                                         [source.blob]))
-            try:
-                renamed = await self.namespace.rename(old_parent, node.name, new_parent,
-                                                      new_name, replace=replace,
-                                                      copy=not here_only)
-            except RemoteNotFound:
-                if here_only or not self.moves.holds_change(source_path):
-                    raise
-                # Deleted in the container meanwhile, but its bytes are here: it is
-                # renamed here alone, and goes up under the new name.
-                here_only = True
-                renamed = await self.namespace.rename(old_parent, node.name, new_parent,
-                                                      new_name, replace=replace, copy=False)
-            if renamed.replaced is not None and not renamed.replaced.is_dir:
-                self._drop_cached(renamed.replaced)
-            if renamed.node.blob != source.blob:
-                # A file only here goes up under its new name, replacing what `base` says.
-                await self.moves.move_cached(source, renamed.node,
-                                        base=(base or "") if here_only else None,
-                                        stale=stale)
-
-    def _base_of(self, node: Node, path: Path) -> str:
-        """The container's version a file with no pending upload is based on: an upload
-        that ended under an open writer rebased its dirty copy, not the node."""
-        record = self.store.cached_file(str(path))
-        if record is not None and record.state == "dirty" and record.etag:
-            return record.etag
-        return node.etag or ""
-
-    async def _only_here(self, node: Node) -> bool:
-        """Whether a file was written here and never uploaded, in an async entry: then
-        it is renamed here alone (its upload goes to the new name), with no network.
-        Call it holding the file's uploads."""
-        if self.entries[node.entry].upload != "async" or node.etag:
-            return False
-        await self._commit_writers(node.inode)
-        upload = self.store.upload(str(self._path(node)))
-        now = self.store.node(node.inode)
-        return (upload is not None and upload.base_etag == "" and now is not None
-                and now.unuploaded and not now.etag)
-
     def _writers(self, inode: int) -> list[Writing]:
         """The handles open for writing on the file `inode`."""
         return [handle for handle in self.handles.values()
@@ -590,34 +457,3 @@ class Files:
             if handle.path == old_path:
                 handle.path = new_path
 
-    def _writers_under(self, folder: Node) -> list[tuple[Writing, Node]]:
-        """The handles open for writing on files under a folder, with their nodes."""
-        found = []
-        for handle in list(self.handles.values()):
-            node = self.store.node(handle.inode)
-            if (isinstance(handle, Writing) and node is not None
-                    and node.entry == folder.entry and node.blob.startswith(folder.blob)):
-                found.append((handle, node))
-        return found
-
-    def _written_under(self, folder: Node) -> dict[str, int]:
-        """The blobs under a folder open for writing here, and their inodes."""
-        return {node.blob: node.inode for _, node in self._writers_under(folder)}
-
-    async def _upload_pending(self, node: Node) -> None:
-        """A file about to move must be in the container first: the move copies the blob."""
-        path = self._path(node)
-        await self._commit_writers(node.inode)
-        upload = self.store.upload(str(path))
-        if upload is not None:
-            await self.uploads.upload_now(path, upload.version)
-
-    async def _upload_pending_under(self, folder: Node) -> None:
-        """Every pending upload under a folder about to move goes up first."""
-        for handle, _ in self._writers_under(folder):
-            if handle.written:
-                await self._commit(handle, wait=False)
-        entry = self.entries[folder.entry]
-        for upload in self.uploads.pending(entry.account.account_name, entry.container,
-                                           folder.blob):
-            await self.uploads.upload_now(Path(upload.path), upload.version)

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from .cachetables import CachedBlock as CachedBlock  # re-exported
+from .cachetables import CachedFile as CachedFile  # re-exported
+from .cachetables import CacheTables
 from .errors import StoreError
+from .journal import Upload as Upload  # re-exported: the journal's rows
+from .journal import UploadJournal
+from .patchtables import Patch as Patch  # re-exported: patch.py's
+from .patchtables import PatchTables
 from .posix import Kept
 
 SCHEMA_VERSION = 7
@@ -72,67 +79,11 @@ class ListedItem:
     rdev: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class CachedFile:
-    path: str
-    blob: str
-    etag: str
-    size: int
-    state: str
-    last_access: float
-
-
-@dataclass(frozen=True, slots=True)
-class Patch:
-    """An edit of a large copy uploaded by blocks (see schema.sql)."""
-
-    path: str
-    account: str
-    container: str
-    blob: str
-    etag: str
-    size: int
-    snapshot: str
-
-
-@dataclass(frozen=True, slots=True)
-class CachedBlock:
-    """One block of a partial copy (see schema.sql)."""
-
-    path: str
-    start: int
-    size: int
-    crc32: int
-    last_access: float
-
-
-@dataclass(frozen=True, slots=True)
-class Upload:
-    """A row of the upload journal (see schema.sql)."""
-
-    path: str
-    account: str
-    container: str
-    blob: str
-    base_etag: str
-    version: int
-    queued: float
-    attempts: int
-    next_try: float
-    last_error: str | None
-    mtime_ns: int | None = None
-    metadata: str | None = None  # JSON: the mode and owner to keep with the bytes
-
-
 _NODE_COLUMNS = ("inode, parent, name, is_dir, entry, blob, size, mtime_ns, etag, checked,"
                  " listed, local, mode, uid, gid, atime_ns, ctime_ns, is_link, link,"
                  " CASE WHEN is_dir THEN (SELECT COUNT(*) FROM nodes AS child"
                  " WHERE child.parent = nodes.inode AND child.is_dir = 1"
                  " AND child.inode != 1) ELSE 0 END, special, rdev")
-_UPLOAD_COLUMNS = ("path, account, container, blob, base_etag, version, queued, attempts,"
-                   " next_try, last_error, mtime_ns, metadata")
-
-
 def _node(row: tuple | None) -> Node | None:
     if row is None:
         return None
@@ -143,7 +94,7 @@ def _node(row: tuple | None) -> Node | None:
                 bool(is_link), link, subfolders, special, rdev)
 
 
-class Store:
+class Store(CacheTables, UploadJournal, PatchTables):
     """The metadata of one mount, in one sqlite database."""
 
     def __init__(self, path: Path) -> None:
@@ -465,233 +416,3 @@ class Store:
             " AND substr(blob, 1, ?) = ?",
             (new_prefix, len(old_prefix) + 1, entry, len(old_prefix), old_prefix),
         )
-
-    # -- cached files ------------------------------------------------------------
-
-    def cached_file(self, path: str) -> CachedFile | None:
-        row = self._db.execute(
-            "SELECT path, blob, etag, size, state, last_access FROM cached_files"
-            " WHERE path = ?", (path,)
-        ).fetchone()
-        return CachedFile(*row) if row else None
-
-    def put_cached_file(self, path: str, *, blob: str, etag: str, size: int,
-                        state: str = "clean") -> None:
-        """Record a copy. Blocks of an earlier record go unless it stays partial (its
-        ETag changed with the same bytes: utimens), or it is a patch's (patch.py)."""
-        with self._db:
-            if state != "partial" and not (state == "dirty" and self.patch(path)):
-                self._db.execute("DELETE FROM cached_blocks WHERE path = ?", (path,))
-            self._db.execute(
-                "INSERT OR REPLACE INTO cached_files (path, blob, etag, size, state,"
-                " last_access) VALUES (?, ?, ?, ?, ?, ?)",
-                (path, blob, etag, size, state, time.time()),
-            )
-
-    def touch_cached_file(self, path: str) -> None:
-        self._db.execute(
-            "UPDATE cached_files SET last_access = ? WHERE path = ?", (time.time(), path)
-        )
-
-    def uncommitted_files(self) -> list[str]:
-        """Cached copies changed here whose change was never journaled (by a close or an
-        fsync) before the daemon stopped."""
-        return [row[0] for row in self._db.execute(
-            "SELECT path FROM cached_files WHERE state = 'dirty'"
-            " AND path NOT IN (SELECT path FROM uploads)")]
-
-    def drop_cached_file(self, path: str) -> None:
-        with self._db:
-            self._db.execute("DELETE FROM cached_blocks WHERE path = ?", (path,))
-            self._db.execute("DELETE FROM cached_files WHERE path = ?", (path,))
-
-    # -- blocks of partial copies ---------------------------------------------------
-
-    def cached_blocks_in(self, path: str, first: int, last: int) -> dict[int, int]:
-        """The blocks of a partial copy starting in [first, last]: start -> CRC-32."""
-        return dict(self._db.execute(
-            "SELECT start, crc32 FROM cached_blocks WHERE path = ? AND start BETWEEN ? AND ?",
-            (path, first, last)).fetchall())
-
-    def add_cached_blocks(self, path: str, blocks: Iterable[tuple[int, int, int]]) -> None:
-        """Record blocks (start, size, crc32) of the partial copy at `path`; its record's
-        size becomes the bytes of all its blocks."""
-        now = time.time()
-        with self._db:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO cached_blocks (path, start, size, crc32, last_access)"
-                " VALUES (?, ?, ?, ?, ?)",
-                [(path, start, size, crc32, now) for start, size, crc32 in blocks])
-            self._sum_blocks(path)
-
-    def drop_cached_block(self, path: str, start: int) -> None:
-        with self._db:
-            self._db.execute("DELETE FROM cached_blocks WHERE path = ? AND start = ?",
-                             (path, start))
-            self._sum_blocks(path)
-
-    def _sum_blocks(self, path: str) -> None:
-        self._db.execute(
-            "UPDATE cached_files SET size = (SELECT COALESCE(SUM(size), 0) FROM cached_blocks"
-            " WHERE path = ?), last_access = ? WHERE path = ?", (path, time.time(), path))
-
-    def touch_cached_blocks(self, path: str, first: int, last: int) -> None:
-        self._db.execute(
-            "UPDATE cached_blocks SET last_access = ? WHERE path = ? AND start BETWEEN ? AND ?",
-            (time.time(), path, first, last))
-
-    def cached_blocks(self, under: str) -> list[CachedBlock]:
-        """The blocks of partial copies whose path starts with `under`, oldest use first."""
-        rows = self._db.execute(
-            "SELECT path, start, size, crc32, last_access FROM cached_blocks"
-            " WHERE substr(path, 1, ?) = ? ORDER BY last_access", (len(under), under))
-        return [CachedBlock(*row) for row in rows]
-
-    # -- patches: edits of large copies uploaded by blocks (patch.py) ----------------
-
-    def patch(self, path: str) -> Patch | None:
-        row = self._db.execute(
-            "SELECT path, account, container, blob, etag, size, snapshot FROM patches"
-            " WHERE path = ?", (path,)).fetchone()
-        return Patch(*row) if row else None
-
-    def patches(self) -> list[Patch]:
-        return [Patch(*row) for row in self._db.execute(
-            "SELECT path, account, container, blob, etag, size, snapshot FROM patches")]
-
-    def put_patch(self, patch: Patch) -> None:
-        """Record a patch (a new one, or its new base: its written blocks stay)."""
-        with self._db:
-            self._db.execute(
-                "INSERT OR REPLACE INTO patches (path, account, container, blob, etag, size,"
-                " snapshot) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (patch.path, patch.account, patch.container, patch.blob, patch.etag,
-                 patch.size, patch.snapshot))
-
-    def drop_patch(self, path: str) -> None:
-        with self._db:
-            self._db.execute("DELETE FROM patch_blocks WHERE path = ?", (path,))
-            self._db.execute("DELETE FROM patches WHERE path = ?", (path,))
-
-    def patch_blocks(self, path: str) -> set[int]:
-        return {row[0] for row in self._db.execute(
-            "SELECT start FROM patch_blocks WHERE path = ?", (path,))}
-
-    def add_patch_blocks(self, path: str, starts: Iterable[int]) -> None:
-        with self._db:
-            self._db.executemany(
-                "INSERT OR IGNORE INTO patch_blocks (path, start) VALUES (?, ?)",
-                [(path, start) for start in starts])
-
-    def drop_patch_blocks(self, path: str, starts: Iterable[int]) -> None:
-        with self._db:
-            self._db.executemany("DELETE FROM patch_blocks WHERE path = ? AND start = ?",
-                                 [(path, start) for start in starts])
-
-    def move_patch(self, old: str, new: str) -> None:
-        """A patch's copy got another path (a conflict copy): its rows and blocks follow."""
-        with self._db:
-            self._db.execute("UPDATE patches SET path = ? WHERE path = ?", (new, old))
-            self._db.execute("UPDATE patch_blocks SET path = ? WHERE path = ?", (new, old))
-            self._db.execute("UPDATE cached_blocks SET path = ? WHERE path = ?", (new, old))
-
-    def set_cache_state(self, path: str, state: str) -> None:
-        if state == "clean" and self.patch(path) is not None:
-            state = "partial"  # an edit's copy (patch.py) holds only some blocks
-        self._db.execute("UPDATE cached_files SET state = ? WHERE path = ?", (state, path))
-
-    def cached_bytes(self, under: str | None = None) -> int:
-        """Bytes of cached files, all of them or those whose path starts with `under`."""
-        if under is None:
-            row = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM cached_files").fetchone()
-        else:
-            row = self._db.execute(
-                "SELECT COALESCE(SUM(size), 0) FROM cached_files WHERE substr(path, 1, ?) = ?",
-                (len(under), under),
-            ).fetchone()
-        return row[0]
-
-    def cached_files(self, under: str | None = None) -> list[CachedFile]:
-        """Every cached file, or those whose path starts with `under`, oldest use first."""
-        if under is None:
-            rows = self._db.execute(
-                "SELECT path, blob, etag, size, state, last_access FROM cached_files"
-                " ORDER BY last_access")
-        else:
-            rows = self._db.execute(
-                "SELECT path, blob, etag, size, state, last_access FROM cached_files"
-                " WHERE substr(path, 1, ?) = ? ORDER BY last_access", (len(under), under))
-        return [CachedFile(*row) for row in rows]
-
-    # -- the upload journal ------------------------------------------------------
-
-    def upload_paths(self) -> set[str]:
-        """The cache files that have an upload in the journal."""
-        return {row[0] for row in self._db.execute("SELECT path FROM uploads")}
-
-    def queue_upload(self, path: str, *, account: str, container: str, blob: str,
-                     base_etag: str, mtime_ns: int | None = None,
-                     metadata: str | None = None) -> int:
-        """Journal an upload durably (fsynced before this returns); its version."""
-        self._db.execute("PRAGMA synchronous=FULL")
-        try:
-            with self._db:
-                row = self._db.execute(
-                    "INSERT INTO uploads (path, account, container, blob, base_etag, version,"
-                    " queued, mtime_ns, metadata) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?)"
-                    " ON CONFLICT (path) DO UPDATE SET version = version + 1, blob ="
-                    " excluded.blob, next_try = 0, mtime_ns = excluded.mtime_ns,"
-                    " metadata = excluded.metadata RETURNING version",
-                    (path, account, container, blob, base_etag, time.time(), mtime_ns,
-                     metadata),
-                ).fetchone()
-        finally:
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        return row[0]
-
-    def upload(self, path: str) -> Upload | None:
-        row = self._db.execute(
-            f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE path = ?", (path,)
-        ).fetchone()
-        return Upload(*row) if row else None
-
-    def uploads(self, *, due_by: float | None = None) -> list[Upload]:
-        """Journaled uploads, oldest first; only those due by `due_by` if given."""
-        if due_by is None:
-            rows = self._db.execute(f"SELECT {_UPLOAD_COLUMNS} FROM uploads ORDER BY queued")
-        else:
-            rows = self._db.execute(
-                f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE next_try <= ? ORDER BY queued",
-                (due_by,),
-            )
-        return [Upload(*row) for row in rows]
-
-    def uploads_under(self, account: str, container: str, prefix: str) -> list[Upload]:
-        """Journaled uploads of blobs whose names start with `prefix` in one container."""
-        rows = self._db.execute(
-            f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE account = ? AND container = ?"
-            " AND substr(blob, 1, ?) = ? ORDER BY blob",
-            (account, container, len(prefix), prefix),
-        )
-        return [Upload(*row) for row in rows]
-
-    def upload_done(self, path: str, version: int) -> bool:
-        """Drop the row if no close came after the uploaded version; True if dropped."""
-        with self._db:
-            cursor = self._db.execute(
-                "DELETE FROM uploads WHERE path = ? AND version = ?", (path, version)
-            )
-        return cursor.rowcount == 1
-
-    def upload_failed(self, path: str, error: str, next_try: float) -> None:
-        self._db.execute(
-            "UPDATE uploads SET attempts = attempts + 1, last_error = ?, next_try = ?"
-            " WHERE path = ?", (error, next_try, path),
-        )
-
-    def rebase_upload(self, path: str, base_etag: str) -> None:
-        self._db.execute("UPDATE uploads SET base_etag = ? WHERE path = ?", (base_etag, path))
-
-    def drop_upload(self, path: str) -> None:
-        with self._db:
-            self._db.execute("DELETE FROM uploads WHERE path = ?", (path,))

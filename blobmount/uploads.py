@@ -20,29 +20,26 @@ import posixpath
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
 from .azcopy import AzCopy
-from .azure import MTIME_KEY, BlobItem, BlobProperties, Remote, backoff, file_md5, format_mtime
-from .cache import Cache, fsync_file, fsync_folder
+from .azure import BlobItem, Remote, backoff, format_mtime
+from .cache import Cache
+from .commits import GroupCommit
 from .config import MountEntry, Settings
-from .errors import BlobmountError, RemoteConflict, RemoteError, RemoteNotFound
+from .decide import upload_jobs
+from .errors import BlobmountError, RemoteConflict
+from .journal import Journaled
 from .patch import Edit, Patches
 from .posix import ATIME_KEY, to_metadata
+from .puts import Puts, Target
 from .singleflight import SingleFlight
 from .store import Node, Store, Upload
 from .supervise import fault
 
 log = logging.getLogger(__name__)
-
-# Retries of each SDK call of an upload attempt (one wait of about 0.5 s): the journal
-# retries on its own schedule, so an unreachable account fails an attempt (and a sync
-# close()) soon.
-UPLOAD_RETRIES = 1
-
 
 def conflict_name(blob: str, when: dt.datetime | None = None) -> str:
     """Where the local version of a conflicting file goes: beside it, clearly marked."""
@@ -76,22 +73,7 @@ async def _nothing() -> None:
     pass
 
 
-def _fsync_with_folder(path: Path) -> None:
-    """fsync a file and its folder, so neither its bytes nor its name can be lost."""
-    fsync_file(path)
-    fsync_folder(path.parent)
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where a journaled upload goes: a mount entry and its container."""
-
-    index: int
-    entry: MountEntry
-    remote: Remote
-
-
-class Uploads:
+class Uploads(Puts):
     """The upload journal's worker, and the calls that wait for it."""
 
     def __init__(self, store: Store, cache: Cache, entries: Sequence[MountEntry],
@@ -109,6 +91,12 @@ class Uploads:
         self._on_uploaded = on_uploaded
         self._on_conflict = on_conflict
         self._flights = SingleFlight()
+        #: closes that arrive together share one commit (and one fsync of each folder)
+        self._commits = GroupCommit(store, limiter)
+        #: how many uploads run side by side, each possibly an AzCopy job
+        self.workers = settings.max_parallel_transfers
+        #: cache paths handed to a worker and not finished yet
+        self._queued: set[str] = set()
         self._wake = trio.Event()
         #: cache path -> MD5s of the bytes tries of its journaled upload have put
         self._tried: dict[str, set[str]] = {}
@@ -171,18 +159,17 @@ class Uploads:
                       mtime_ns: int | None = None,
                       metadata: Mapping[str, str] | None = None) -> int:
         """Make the written file durable and journal its upload; the journal version.
-        `metadata` (mode, owner: see posix.py) goes up with the bytes.
+        `metadata` (mode, owner: see posix.py) goes up with the bytes. Closes that
+        arrive together share the commit (commits.py).
 
         `base_etag` counts only if the file has no journaled upload yet; an upload of
         it that ends meanwhile keeps its row (rebased), so the base cannot go stale.
         """
         self._journaling[str(path)] += 1
         try:
-            await trio.to_thread.run_sync(_fsync_with_folder, path, limiter=self._limiter)
-            version = self.store.queue_upload(
-                str(path), account=entry.account.account_name, container=entry.container,
-                blob=blob, base_etag=base_etag, mtime_ns=mtime_ns,
-                metadata=json.dumps(dict(metadata)) if metadata else None)
+            version = await self._commits.journal(Journaled(
+                str(path), entry.account.account_name, entry.container, blob, base_etag,
+                mtime_ns, json.dumps(dict(metadata)) if metadata else None))
         finally:
             self._journaling[str(path)] -= 1
             if not self._journaling[str(path)]:
@@ -220,18 +207,53 @@ class Uploads:
     # -- the worker ---------------------------------------------------------------
 
     async def run(self) -> None:
-        """Upload what the journal holds, batching files closed close together."""
+        """Upload what the journal holds, batching files closed close together, on
+        `workers` workers (`max_parallel_transfers`) fed by one unbuffered channel: the
+        scheduler's send waits while every worker is busy (s3ql's BlockCache shape)."""
         if self.patches is not None:
             await self.patches.sweep()
+        send, receive = trio.open_memory_channel[list[str]](0)
+        async with trio.open_nursery() as nursery:
+            async with receive:
+                for _ in range(self.workers):
+                    nursery.start_soon(self._worker, receive.clone())
+            async with send:
+                await self._schedule(send)
+
+    async def _schedule(self, send: trio.MemorySendChannel[list[str]]) -> None:
+        """Hand each due upload to a worker, once: none is queued twice."""
         while True:
-            due = self._uploadable(self.store.uploads(due_by=time.time()))
-            if not due:
+            if not self._waiting(time.time()):
                 await self._sleep_until_due()
                 continue
             # Files closed within the window go up together.
             await trio.sleep(self._settings.upload_batch_window)
             fault("upload_worker")
-            await self._attempt_all(self._uploadable(self.store.uploads(due_by=time.time())))
+            for job in upload_jobs([row.path for row in self._waiting(time.time())]):
+                self._queued.update(job)
+                try:
+                    await send.send(job)
+                except BaseException as exc:
+                    self._queued.difference_update(job)  # no worker took it
+                    if isinstance(exc, trio.BrokenResourceError):
+                        raise BlobmountError("every upload worker has stopped") from None
+                    raise
+
+    async def _worker(self, receive: trio.MemoryReceiveChannel[list[str]]) -> None:
+        async with receive:
+            async for job in receive:
+                try:
+                    for path in job:
+                        await self._attempt_quietly(path)
+                finally:
+                    self._queued.difference_update(job)
+                    self._wake.set()  # the scheduler looks again: a retry may be due
+
+    def _waiting(self, due_by: float | None = None) -> list[Upload]:
+        """The rows a worker may take (due by `due_by`): not queued already, and not
+        held by a rename (its end wakes the scheduler)."""
+        return [row for row in self._uploadable(self.store.uploads(due_by=due_by))
+                if row.path not in self._queued and row.path not in self._held]
 
     def _uploadable(self, rows: list[Upload]) -> list[Upload]:
         """The rows a mount entry of this config is for. The others (their entry left
@@ -251,16 +273,11 @@ class Uploads:
         return row.last_error or "not uploaded yet"
 
     async def _sleep_until_due(self) -> None:
-        pending = self._uploadable(self.store.uploads())
+        pending = self._waiting()
         delay = (min(row.next_try for row in pending) - time.time()) if pending else 3600
         with trio.move_on_after(max(0.0, delay)):
             await self._wake.wait()
         self._wake = trio.Event()
-
-    async def _attempt_all(self, rows: list[Upload]) -> None:
-        async with trio.open_nursery() as nursery:
-            for row in rows:
-                nursery.start_soon(self._attempt_quietly, row.path)
 
     async def _attempt_quietly(self, path: str) -> None:
         if path in self._held:
@@ -269,10 +286,17 @@ class Uploads:
             await self._flights.run(path, lambda: self._attempt(path))
 
     async def sync(self) -> list[Upload]:
-        """Try every journaled upload now; the ones that still failed."""
+        """Try every journaled upload now, as many at once as there are workers; the
+        ones that still failed."""
+        bound = trio.CapacityLimiter(self.workers)
+
+        async def attempt(path: str) -> None:
+            async with bound:
+                await self._attempt_fresh(path)
+
         async with trio.open_nursery() as nursery:
             for row in self._uploadable(self.store.uploads()):
-                nursery.start_soon(self._attempt_fresh, row.path)
+                nursery.start_soon(attempt, row.path)
         return self.store.uploads()
 
     async def _attempt_fresh(self, path: str) -> None:
@@ -360,116 +384,6 @@ class Uploads:
                    and target.entry.container == row.container
                    and row.blob.startswith(target.entry.prefix)]
         return max(matches, key=lambda target: len(target.entry.prefix), default=None)
-
-    async def _put(self, target: Target, blob: str, path: Path, base_etag: str,
-                   mtime_ns: int | None, tried: set[str], kept: Mapping[str, str]) -> BlobItem:
-        """Put the file as `blob` over version `base_etag` ('' = a new blob); the blob
-        as put. RemoteConflict when someone else changed the blob.
-
-        `tried` holds the MD5s of the bytes earlier tries of this upload put: a try
-        whose answer was lost may have put them anyway, and finding them in the
-        container later is no conflict.
-        """
-        remote = target.remote
-        metadata = {**kept, MTIME_KEY: format_mtime(mtime_ns)} if mtime_ns else dict(kept)
-        md5 = await trio.to_thread.run_sync(file_md5, path, limiter=self._limiter)
-        tried.add(md5)
-        if base_etag:
-            # A new version keeps the old one's metadata (user.meta.* set through the
-            # mount, say); the look also catches a conflict before any bytes move.
-            current = await self._head(remote, blob)
-            if current is None:
-                # Deleted in the container meanwhile: the write made here re-creates it
-                # (a program told its write succeeded expects to find the file).
-                log.info("%s/%s was deleted in the container; re-creating it",
-                         remote.label, blob)
-                base_etag = ""
-            elif current.etag != base_etag:
-                if current.content_md5 not in tried:
-                    raise RemoteConflict(f"{remote.label}/{blob} changed in the container")
-                base_etag = current.etag  # an earlier try of ours got there
-            if current is not None:
-                # Azure's keys ignore case: ours replace theirs, however spelled.
-                ours = {key.lower() for key in metadata}
-                metadata = {**{key: value for key, value in current.metadata.items()
-                               if key.lower() not in ours}, **metadata}
-        try:
-            return await self._put_bytes(target, blob, path, base_etag, md5, metadata)
-        except RemoteConflict:
-            current = await self._head(remote, blob)
-            if current is None or current.content_md5 not in tried:
-                raise
-        log.info("%s/%s: a try whose answer was lost had put our bytes", remote.label, blob)
-        if current.content_md5 == md5:
-            return BlobItem(blob, False, current.size, current.mtime_ns, current.etag)
-        return await self._put_bytes(target, blob, path, current.etag, md5, metadata)
-
-    async def _put_edit(self, target: Target, blob: str, edit: Edit, base_etag: str,
-                        mtime_ns: int | None, tried: set[str],
-                        kept: Mapping[str, str]) -> BlobItem:
-        """Like _put, for a file edited by blocks: only the blocks written here go up
-        (patch.py). `tried` holds the block ID prefixes of earlier tries: a blob whose
-        block list starts with one is a try of ours whose answer was lost."""
-        assert self.patches is not None
-        remote = target.remote
-        metadata = {**kept, MTIME_KEY: format_mtime(mtime_ns)} if mtime_ns else dict(kept)
-        current = await self._head(remote, blob)
-        if base_etag and current is None:
-            raise RemoteError(f"{remote.label}/{blob} was deleted in the container, and its"
-                              " snapshot with it: the bytes of the edited file that are not"
-                              " here are gone")
-        if current is not None and current.etag != base_etag:
-            if not await self.patches.landed(remote, blob, tried):
-                raise RemoteConflict(f"{remote.label}/{blob} changed in the container")
-            return BlobItem(blob, False, current.size, current.mtime_ns, current.etag)
-        content_type = None
-        if current is not None:
-            ours = {key.lower() for key in metadata}
-            metadata = {**{key: value for key, value in current.metadata.items()
-                           if key.lower() not in ours}, **metadata}
-            content_type = current.content_type
-        try:
-            return await self.patches.put(edit, blob, base_etag=base_etag,
-                                          content_type=content_type, metadata=metadata,
-                                          tried=tried)
-        except RemoteConflict:
-            if not await self.patches.landed(remote, blob, tried):
-                raise
-        current = await self._head(remote, blob)
-        if current is None:
-            raise RemoteError(f"{remote.label}/{blob}: gone just after its commit")
-        log.info("%s/%s: a try whose answer was lost had committed our blocks", remote.label,
-                 blob)
-        return BlobItem(blob, False, current.size, current.mtime_ns, current.etag)
-
-    async def _head(self, remote: Remote, blob: str) -> BlobProperties | None:
-        try:
-            return await trio.to_thread.run_sync(
-                lambda: remote.head(blob, retries=UPLOAD_RETRIES), limiter=self._limiter)
-        except RemoteNotFound:
-            return None
-
-    async def _put_bytes(self, target: Target, blob: str, path: Path, base_etag: str,
-                         md5: str, metadata: dict[str, str]) -> BlobItem:
-        remote = target.remote
-        size = path.stat().st_size
-        if (size <= self._settings.sdk_upload_max or self._azcopy_for is None
-                or not remote.azcopy_can_sign):
-            return await trio.to_thread.run_sync(
-                lambda: remote.upload(blob, path, base_etag=base_etag, md5=md5,
-                                      metadata=metadata, retries=UPLOAD_RETRIES),
-                limiter=self._limiter)
-        # AzCopy cannot upload conditionally: the caller's look is the check, and a new
-        # file must not exist yet.
-        if not base_etag and await self._head(remote, blob) is not None:
-            raise RemoteConflict(f"{remote.label}/{blob} was made in the container")
-        sas = await trio.to_thread.run_sync(lambda: remote.sas_for_azcopy(blob=blob, write=True))
-        # One flag: AzCopy keeps only the last of several; pairs are separated by ';'.
-        pairs = ";".join(f"{key}={value}" for key, value in metadata.items())
-        extra = [f"--metadata={pairs}"] if pairs else []
-        await self._azcopy_for(target.entry).copy(
-            str(path), f"{remote.blob_url(blob)}?{sas}", from_to="LocalBlob", extra_args=extra)
-        return await trio.to_thread.run_sync(remote.properties, blob, limiter=self._limiter)
 
     async def _keep_both(self, target: Target, row: Upload, path: Path) -> None:
         """The blob changed in the container: put the local bytes beside it."""

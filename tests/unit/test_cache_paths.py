@@ -14,7 +14,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from blobmount import store as store_module
+from blobmount import cachetables as cachetables_module
 from blobmount.cache import BLOBS_FOLDER, Cache
 from blobmount.config import Account, MountEntry
 from blobmount.store import Store
@@ -51,7 +51,7 @@ def cache(tmp_path: Path) -> Iterator[Cache]:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     now = [1_700_000_000.0]
-    monkeypatch.setattr(store_module, "time",
+    monkeypatch.setattr(cachetables_module, "time",  # the store's table of copies
                         types.SimpleNamespace(time=lambda: now[0], time_ns=time.time_ns))
     return now
 

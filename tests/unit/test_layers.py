@@ -28,17 +28,19 @@ LAYERS: dict[int, frozenset[str]] = {
     # `metrics`: the daemon's counters and its Prometheus endpoint.
     # `posix`: modes, owners, symlinks and special nodes as blob metadata, and the rules.
     # `access`: AzCopy's login for an identity, SAS lifetimes, endpoints trusted with a token.
+    # `decide`: every size and tool choice of a transfer, each with its measurement.
     # `config` (a package): the model, where files are, the YAML reader, credentials,
     # placeholders, names and the mount table, and the two formats, one module each.
     0: frozenset({"__init__", "errors", "config", "config.model", "config.locate",
                   "config.reader", "config.credentials", "config.templates", "config.checks",
                   "config.native", "config.azfuse", "log", "tools", "singleflight",
                   "sdnotify", "progress", "versions", "supervise", "children", "metrics",
-                  "posix", "access"}),
+                  "posix", "access", "decide"}),
     # `azure` (a package): the storage client, one module per job (see its __init__).
-    1: frozenset({"store", "azure", "azure.transport", "azure.listing", "azure.base",
-                  "azure.ranges", "azure.staging", "azure.sas", "azure.protocol",
-                  "azure.container", "azcopy", "azurite"}),
+    # `journal`, `cachetables`, `patchtables`: the store's tables, one module each.
+    1: frozenset({"store", "journal", "cachetables", "patchtables", "azure", "azure.transport",
+                  "azure.listing", "azure.base", "azure.ranges", "azure.staging", "azure.sas",
+                  "azure.protocol", "azure.container", "azcopy", "azurite"}),
     # `uploads` (the write path's journal and worker) sits with `transfers`.
     # `eviction` (cache limits), `catalog` (mount paths to blobs), `xattrs` sit with `cache`.
     # `blocks`: large files read by blocks into sparse copies, beside `transfers`.
@@ -46,12 +48,16 @@ LAYERS: dict[int, frozenset[str]] = {
     # `patch`: edits of those files uploaded by blocks, beside `uploads`; `blocklist`:
     # the block list an edit commits, planned (pure).
     # `listing`: a container folder listed into the store, the names POSIX can show.
+    # `puts`: an upload's conditional puts; `batches`: prefetch batches, for `transfers`.
+    # `commits`: the journal's group commit, for `uploads`.
     2: frozenset({"namespace", "listing", "cache", "transfers", "uploads", "eviction", "catalog",
-                  "xattrs", "readahead", "blocks", "moves", "patch", "blocklist"}),
+                  "xattrs", "readahead", "blocks", "moves", "patch", "blocklist", "puts",
+                  "batches", "commits"}),
     # `manage`: the control requests for the cache (prefetch, cache ls/evict, stats).
     # `files`: a file's life (handles, local changes, renames); `fs` forwards to it.
+    # `renames`: unlink and rename for `files`; `handles`: its open files.
     # `attrs`: what stat and statfs show, and what setattr, mknod and create keep.
-    3: frozenset({"files", "fs", "attrs", "control", "manage"}),
+    3: frozenset({"files", "renames", "handles", "fs", "attrs", "control", "manage"}),
     # `preflight`: `blobmount check`, the mount's own checks run without mounting.
     # `azfuse` (a package): azfuse's File API and command line, on `client`.
     4: frozenset({"daemon", "cli", "__main__", "helper", "inventory", "client", "commands",

@@ -16,6 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from blobmount import cachetables as cachetables_module
+from blobmount import journal as journal_module
 from blobmount import store as store_module
 from blobmount.errors import BlobmountError
 from blobmount.store import (
@@ -46,7 +48,8 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """A wall clock the store reads, set by the test: clock[0] = seconds."""
     now = [1_700_000_000.0]
     fake = types.SimpleNamespace(time=lambda: now[0], time_ns=time.time_ns)
-    monkeypatch.setattr(store_module, "time", fake)
+    for module in (store_module, journal_module, cachetables_module):  # the store's tables
+        monkeypatch.setattr(module, "time", fake)
     return now
 
 

@@ -1,0 +1,147 @@
+"""The tables of cached copies (`cached_files`, `cached_blocks`, see schema.sql), for
+`Store` (store.py): each copy's version, size, state and last use, and the blocks of
+partial copies (blocks.py) with their CRC-32s.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .patchtables import Patch
+
+
+@dataclass(frozen=True, slots=True)
+class CachedFile:
+    path: str
+    blob: str
+    etag: str
+    size: int
+    state: str
+    last_access: float
+
+
+@dataclass(frozen=True, slots=True)
+class CachedBlock:
+    """One block of a partial copy (see schema.sql)."""
+
+    path: str
+    start: int
+    size: int
+    crc32: int
+    last_access: float
+
+
+class CacheTables:
+    """The queries of cached copies (a mixin: the connection is Store's)."""
+
+    _db: sqlite3.Connection
+    #: PatchTables': the edit by blocks of a copy, if one is under way
+    patch: Callable[[str], Patch | None]
+
+    def cached_file(self, path: str) -> CachedFile | None:
+        row = self._db.execute(
+            "SELECT path, blob, etag, size, state, last_access FROM cached_files"
+            " WHERE path = ?", (path,)
+        ).fetchone()
+        return CachedFile(*row) if row else None
+
+    def put_cached_file(self, path: str, *, blob: str, etag: str, size: int,
+                        state: str = "clean") -> None:
+        """Record a copy. Blocks of an earlier record go unless it stays partial (its
+        ETag changed with the same bytes: utimens), or it is a patch's (patch.py)."""
+        with self._db:
+            if state != "partial" and not (state == "dirty" and self.patch(path)):
+                self._db.execute("DELETE FROM cached_blocks WHERE path = ?", (path,))
+            self._db.execute(
+                "INSERT OR REPLACE INTO cached_files (path, blob, etag, size, state,"
+                " last_access) VALUES (?, ?, ?, ?, ?, ?)",
+                (path, blob, etag, size, state, time.time()),
+            )
+
+    def touch_cached_file(self, path: str) -> None:
+        self._db.execute(
+            "UPDATE cached_files SET last_access = ? WHERE path = ?", (time.time(), path)
+        )
+
+    def uncommitted_files(self) -> list[str]:
+        """Cached copies changed here whose change was never journaled (by a close or an
+        fsync) before the daemon stopped."""
+        return [row[0] for row in self._db.execute(
+            "SELECT path FROM cached_files WHERE state = 'dirty'"
+            " AND path NOT IN (SELECT path FROM uploads)")]
+
+    def drop_cached_file(self, path: str) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM cached_blocks WHERE path = ?", (path,))
+            self._db.execute("DELETE FROM cached_files WHERE path = ?", (path,))
+
+    def cached_blocks_in(self, path: str, first: int, last: int) -> dict[int, int]:
+        """The blocks of a partial copy starting in [first, last]: start -> CRC-32."""
+        return dict(self._db.execute(
+            "SELECT start, crc32 FROM cached_blocks WHERE path = ? AND start BETWEEN ? AND ?",
+            (path, first, last)).fetchall())
+
+    def add_cached_blocks(self, path: str, blocks: Iterable[tuple[int, int, int]]) -> None:
+        """Record blocks (start, size, crc32) of the partial copy at `path`; its record's
+        size becomes the bytes of all its blocks."""
+        now = time.time()
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO cached_blocks (path, start, size, crc32, last_access)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(path, start, size, crc32, now) for start, size, crc32 in blocks])
+            self._sum_blocks(path)
+
+    def drop_cached_block(self, path: str, start: int) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM cached_blocks WHERE path = ? AND start = ?",
+                             (path, start))
+            self._sum_blocks(path)
+
+    def _sum_blocks(self, path: str) -> None:
+        self._db.execute(
+            "UPDATE cached_files SET size = (SELECT COALESCE(SUM(size), 0) FROM cached_blocks"
+            " WHERE path = ?), last_access = ? WHERE path = ?", (path, time.time(), path))
+
+    def touch_cached_blocks(self, path: str, first: int, last: int) -> None:
+        self._db.execute(
+            "UPDATE cached_blocks SET last_access = ? WHERE path = ? AND start BETWEEN ? AND ?",
+            (time.time(), path, first, last))
+
+    def cached_blocks(self, under: str) -> list[CachedBlock]:
+        """The blocks of partial copies whose path starts with `under`, oldest use first."""
+        rows = self._db.execute(
+            "SELECT path, start, size, crc32, last_access FROM cached_blocks"
+            " WHERE substr(path, 1, ?) = ? ORDER BY last_access", (len(under), under))
+        return [CachedBlock(*row) for row in rows]
+
+    def set_cache_state(self, path: str, state: str) -> None:
+        if state == "clean" and self.patch(path) is not None:
+            state = "partial"  # an edit's copy (patch.py) holds only some blocks
+        self._db.execute("UPDATE cached_files SET state = ? WHERE path = ?", (state, path))
+
+    def cached_bytes(self, under: str | None = None) -> int:
+        """Bytes of cached files, all of them or those whose path starts with `under`."""
+        if under is None:
+            row = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM cached_files").fetchone()
+        else:
+            row = self._db.execute(
+                "SELECT COALESCE(SUM(size), 0) FROM cached_files WHERE substr(path, 1, ?) = ?",
+                (len(under), under),
+            ).fetchone()
+        return row[0]
+
+    def cached_files(self, under: str | None = None) -> list[CachedFile]:
+        """Every cached file, or those whose path starts with `under`, oldest use first."""
+        if under is None:
+            rows = self._db.execute(
+                "SELECT path, blob, etag, size, state, last_access FROM cached_files"
+                " ORDER BY last_access")
+        else:
+            rows = self._db.execute(
+                "SELECT path, blob, etag, size, state, last_access FROM cached_files"
+                " WHERE substr(path, 1, ?) = ? ORDER BY last_access", (len(under), under))
+        return [CachedFile(*row) for row in rows]

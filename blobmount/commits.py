@@ -1,0 +1,99 @@
+"""Group commit of the upload journal: closes that arrive together share one sqlite
+commit and one fsync of each folder.
+
+Each close fsyncs its own file first, in a worker thread, side by side with the other
+closes' files, then joins the group that waits. One caller at a time commits: it takes
+every request waiting, fsyncs their folders (each once) and commits all their rows in
+one transaction (synchronous=FULL); closes that arrive meanwhile form the next group,
+led by one of them.
+A close returns once its own group is committed: the journal then holds its file
+durably, as when each close committed alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from .cache import fsync_file, fsync_folder
+from .journal import Journaled
+from .store import Store
+
+
+@dataclass
+class _Request:
+    row: Journaled
+    done: trio.Event = field(default_factory=trio.Event)
+    version: int = 0
+    error: Exception | None = None
+
+
+def _fsync_folders(folders: Iterable[Path]) -> None:
+    for folder in folders:
+        fsync_folder(folder)
+
+
+class GroupCommit:
+    """Journals written files durably, many closes to a commit."""
+
+    def __init__(self, store: Store, limiter: trio.CapacityLimiter) -> None:
+        self._store = store
+        self._limiter = limiter
+        self._waiting: list[_Request] = []
+        self._committing = False
+        self._committed = trio.Event()  # set at the end of each commit
+        #: groups committed, and the rows they held (since the mount)
+        self.groups = 0
+        self.rows = 0
+
+    @property
+    def waiting(self) -> int:
+        """Closes waiting for the next group."""
+        return len(self._waiting)
+
+    async def journal(self, row: Journaled) -> int:
+        """Make the file durable and its row committed; the row's version."""
+        await trio.to_thread.run_sync(fsync_file, Path(row.path), limiter=self._limiter)
+        request = _Request(row)
+        self._waiting.append(request)
+        while not request.done.is_set():
+            if self._committing:
+                await self._committed.wait()
+            else:
+                await self._commit_waiting()
+        if request.error is not None:
+            raise request.error
+        return request.version
+
+    async def _commit_waiting(self) -> None:
+        """Commit every request waiting now, as one group. Each caller leads one group
+        at most (none waits behind a stream of others' closes); shielded, since the
+        other closes of the group wait on it whatever happens to the one that leads."""
+        self._committing = True
+        group, self._waiting = self._waiting, []
+        try:
+            with trio.CancelScope(shield=True):
+                await self._commit(group)
+        finally:
+            self._committing = False
+            self._committed.set()
+            self._committed = trio.Event()
+
+    async def _commit(self, group: list[_Request]) -> None:
+        try:
+            folders = {Path(request.row.path).parent for request in group}
+            await trio.to_thread.run_sync(_fsync_folders, folders, limiter=self._limiter)
+            versions = self._store.queue_uploads([request.row for request in group])
+        except Exception as exc:  # a full disk, say: every close of the group fails
+            for request in group:
+                request.error = exc
+                request.done.set()
+            return
+        self.groups += 1
+        self.rows += len(group)
+        for request, version in zip(group, versions, strict=True):
+            request.version = version
+            request.done.set()

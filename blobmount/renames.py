@@ -1,0 +1,183 @@
+"""Unlink and rename of files and folders, for `Files` (files.py).
+
+A rename keeps a file's local change and the version it started from: what is pending
+goes up first when the move copies blobs in the container, a file only here moves here
+alone (its journal row follows), and the upload worker starts no upload of the source
+or a replaced target while the move is under way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+from .cache import Cache
+from .config import MountEntry
+from .errors import RemoteNotFound
+from .handles import Handle, Writing
+from .moves import CacheMoves
+from .namespace import Namespace
+from .store import Node, Store
+from .transfers import Downloads
+from .uploads import Uploads
+
+
+class Renames:
+    """The unlinks and renames of Files (a mixin: its handles are files.py's)."""
+
+    namespace: Namespace
+    store: Store
+    cache: Cache
+    downloads: Downloads
+    uploads: Uploads
+    entries: Sequence[MountEntry]
+    moves: CacheMoves
+    handles: dict[int, Handle]
+    #: Files' own: a node's cache path; journal a handle's bytes; journal every writer's
+    _path: Callable[[Node], Path]
+    _commit: Callable[..., Awaitable[None]]
+    _commit_writers: Callable[[int], Awaitable[None]]
+
+    async def unlink(self, parent: Node, name: str) -> None:
+        node = await self.namespace.lookup(parent, name)
+        if not node.is_dir:
+            self.namespace.writable_file(node)
+            # First, so no upload under way or to come can bring the blob back.
+            await self.uploads.forget(self._path(node))
+        node = await self.namespace.remove_file(parent, name)
+        self._drop_cached(node)
+
+    def _drop_cached(self, node: Node) -> None:
+        """The file is gone from its folder. Open handles keep reading and writing the
+        unlinked bytes, as POSIX says, through a node of their own until the last
+        closes; the cache path is free for a new file of the same name."""
+        path = self._path(node)
+        if any(handle.inode == node.inode for handle in self.handles.values()):
+            self.store.add_orphan(node)
+        self.cache.forget(path)
+
+    async def rename(self, old_parent: Node, old_name: str, new_parent: Node, new_name: str,
+                     *, replace: bool) -> None:
+        node = await self.namespace.lookup(old_parent, old_name)
+        self.namespace.writable_folder(old_parent)
+        self.namespace.writable_folder(new_parent)
+        if node.is_dir:
+            # The move copies blobs in the container: what is pending goes up first.
+            await self._upload_pending_under(node)
+            open_inside = self._written_under(node)
+            stale = await self.moves.changed_elsewhere(node.entry, open_inside)
+            renamed = await self.namespace.rename(old_parent, old_name, new_parent, new_name,
+                                                  replace=replace)
+            entry = self.entries[node.entry]
+            for old_blob, new_blob, etag in renamed.copies:
+                # A download into the old name lands first, so nothing comes there after.
+                await self.downloads.settle(self.cache.path_for(entry, old_blob))
+                await self.moves.follow(entry, old_blob, new_blob, etag, stale=old_blob in stale)
+            copied = {old_blob for old_blob, _, _ in renamed.copies}
+            for old_blob, inode in open_inside.items():
+                if old_blob not in copied:
+                    await self.moves.follow_vanished(entry, old_blob, self.store.node(inode))
+            return
+        source_path = self._path(node)
+        target = self.store.child(new_parent.inode, new_name)
+        replacing = (target is not None and not target.is_dir and target.inode != node.inode
+                     and replace)
+        target_path = self._path(target) if replacing else None
+        # A download that lands later must not bring back bytes this rename moved, nor
+        # land on them at the new name (whether or not a file is there to replace).
+        await self.downloads.settle(source_path)
+        await self.downloads.settle(self.cache.path_for(self.entries[new_parent.entry],
+                                                        f"{new_parent.blob}{new_name}"))
+        # The worker starts no upload of the source (its row moves here) or the target
+        # (replaced) meanwhile, and each upload under way ends first.
+        async with contextlib.AsyncExitStack() as held:
+            await held.enter_async_context(self.uploads.holding(source_path))
+            if target_path is not None:
+                await held.enter_async_context(self.uploads.holding(target_path))
+            here_only = await self._only_here(node)
+            if node.unuploaded and not here_only:
+                await self._upload_pending(node)
+            base = None
+            if target_path is not None:
+                # Replaced: its own pending upload must not land on top of the moved file,
+                # and the moved one replaces the version the container now holds.
+                pending = self.store.upload(str(target_path))
+                target = self.store.node(target.inode) or target
+                base = pending.base_etag if pending is not None else self._base_of(target,
+                                                                                   target_path)
+                await self.uploads.forget(target_path)
+            source = self.store.node(node.inode) or node  # as the copy will see it
+            stale = bool(not here_only and await self.moves.changed_elsewhere(node.entry,
+                                                                         [source.blob]))
+            try:
+                renamed = await self.namespace.rename(old_parent, node.name, new_parent,
+                                                      new_name, replace=replace,
+                                                      copy=not here_only)
+            except RemoteNotFound:
+                if here_only or not self.moves.holds_change(source_path):
+                    raise
+                # Deleted in the container meanwhile, but its bytes are here: it is
+                # renamed here alone, and goes up under the new name.
+                here_only = True
+                renamed = await self.namespace.rename(old_parent, node.name, new_parent,
+                                                      new_name, replace=replace, copy=False)
+            if renamed.replaced is not None and not renamed.replaced.is_dir:
+                self._drop_cached(renamed.replaced)
+            if renamed.node.blob != source.blob:
+                # A file only here goes up under its new name, replacing what `base` says.
+                await self.moves.move_cached(source, renamed.node,
+                                        base=(base or "") if here_only else None,
+                                        stale=stale)
+
+    def _base_of(self, node: Node, path: Path) -> str:
+        """The container's version a file with no pending upload is based on: an upload
+        that ended under an open writer rebased its dirty copy, not the node."""
+        record = self.store.cached_file(str(path))
+        if record is not None and record.state == "dirty" and record.etag:
+            return record.etag
+        return node.etag or ""
+
+    async def _only_here(self, node: Node) -> bool:
+        """Whether a file was written here and never uploaded, in an async entry: then
+        it is renamed here alone (its upload goes to the new name), with no network.
+        Call it holding the file's uploads."""
+        if self.entries[node.entry].upload != "async" or node.etag:
+            return False
+        await self._commit_writers(node.inode)
+        upload = self.store.upload(str(self._path(node)))
+        now = self.store.node(node.inode)
+        return (upload is not None and upload.base_etag == "" and now is not None
+                and now.unuploaded and not now.etag)
+
+    def _writers_under(self, folder: Node) -> list[tuple[Writing, Node]]:
+        """The handles open for writing on files under a folder, with their nodes."""
+        found = []
+        for handle in list(self.handles.values()):
+            node = self.store.node(handle.inode)
+            if (isinstance(handle, Writing) and node is not None
+                    and node.entry == folder.entry and node.blob.startswith(folder.blob)):
+                found.append((handle, node))
+        return found
+
+    def _written_under(self, folder: Node) -> dict[str, int]:
+        """The blobs under a folder open for writing here, and their inodes."""
+        return {node.blob: node.inode for _, node in self._writers_under(folder)}
+
+    async def _upload_pending(self, node: Node) -> None:
+        """A file about to move must be in the container first: the move copies the blob."""
+        path = self._path(node)
+        await self._commit_writers(node.inode)
+        upload = self.store.upload(str(path))
+        if upload is not None:
+            await self.uploads.upload_now(path, upload.version)
+
+    async def _upload_pending_under(self, folder: Node) -> None:
+        """Every pending upload under a folder about to move goes up first."""
+        for handle, _ in self._writers_under(folder):
+            if handle.written:
+                await self._commit(handle, wait=False)
+        entry = self.entries[folder.entry]
+        for upload in self.uploads.pending(entry.account.account_name, entry.container,
+                                           folder.blob):
+            await self.uploads.upload_now(Path(upload.path), upload.version)

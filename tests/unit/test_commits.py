@@ -1,0 +1,127 @@
+"""Group commit of the upload journal: closes that arrive together share one commit
+and one fsync of each folder, and each returns once its own row is committed."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from blobmount import commits as commits_module
+from blobmount.commits import GroupCommit
+from blobmount.journal import Journaled
+from blobmount.store import Store
+
+#: Seconds the held folder fsync waits: only a test that hangs reaches it.
+TIMEOUT = 30.0
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = Store(tmp_path / "meta" / "blobmount.sqlite")
+    yield store
+    store.close()
+
+
+def written(folder: Path, name: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(name.encode())
+    return path
+
+
+def row(path: Path) -> Journaled:
+    return Journaled(str(path), "acct", "cont", path.name, base_etag="")
+
+
+def test_closes_that_arrive_during_a_commit_share_the_next(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first close commits alone; the five that arrive while it does share one
+    commit, and each of their two folders is fsynced once for them."""
+    fsynced: list[Path] = []
+    first_done = threading.Event()
+
+    def fsync_folder(folder: Path) -> None:
+        fsynced.append(folder)
+        if len(fsynced) == 1 and not first_done.wait(TIMEOUT):
+            raise AssertionError("the test never let the first commit go on")
+
+    monkeypatch.setattr(commits_module, "fsync_folder", fsync_folder)
+    commits = GroupCommit(store, trio.CapacityLimiter(16))
+    a, b = tmp_path / "cache" / "a", tmp_path / "cache" / "b"
+    first = written(a, "first")
+    later = [written(a, f"a{number}") for number in range(3)] + [
+        written(b, f"b{number}") for number in range(2)]
+    versions: dict[Path, int] = {}
+
+    async def close(path: Path) -> None:
+        versions[path] = await commits.journal(row(path))
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(close, first)
+            with trio.fail_after(TIMEOUT):
+                while not fsynced:
+                    await trio.sleep(0.01)
+                for path in later:
+                    nursery.start_soon(close, path)
+                while commits.waiting < len(later):
+                    await trio.sleep(0.01)
+            assert first not in versions  # not returned before its commit
+            first_done.set()
+
+    trio.run(main)
+    assert (commits.groups, commits.rows) == (2, 6)
+    assert fsynced[0] == a and sorted(fsynced[1:]) == [a, b]
+    assert versions == {path: 1 for path in [first, *later]}
+    assert {upload.path for upload in store.uploads()} == {str(p) for p in [first, *later]}
+
+
+def test_a_file_journaled_twice_at_once_gets_two_versions(
+        store: Store, tmp_path: Path) -> None:
+    path = written(tmp_path / "cache", "f")
+    commits = GroupCommit(store, trio.CapacityLimiter(4))
+    store.queue_upload(str(path), account="acct", container="cont", blob="f", base_etag="")
+    versions: list[int] = []
+
+    async def close() -> None:
+        versions.append(await commits.journal(row(path)))
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(close)
+            nursery.start_soon(close)
+
+    trio.run(main)
+    assert sorted(versions) == [2, 3]
+    upload = store.upload(str(path))
+    assert upload is not None and upload.version == 3
+
+
+def test_a_failed_commit_fails_every_close_of_its_group(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(rows: object) -> list[int]:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "queue_uploads", full)
+    commits = GroupCommit(store, trio.CapacityLimiter(4))
+    paths = [written(tmp_path / "cache", f"f{number}") for number in range(3)]
+    failures: list[str] = []
+
+    async def close(path: Path) -> None:
+        try:
+            await commits.journal(row(path))
+        except OSError as exc:
+            failures.append(exc.strerror or "")
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for path in paths:
+                nursery.start_soon(close, path)
+
+    trio.run(main)
+    assert failures == ["No space left on device"] * 3
+    assert commits.groups == 0
