@@ -4,6 +4,10 @@ Keeps connections alive on both sides, as the peer would with Azurite itself, an
 names each request as blobmount's own metrics do (`blobmount.metrics.remote_op`), so
 the two tools' counts compare op by op. Each request is also logged (method, path,
 `comp`, status), to see which names a workload asked for.
+
+Azurite checks the source of a server-side copy by a HEAD of the source's URL, which
+names this proxy: those HEADs (axios's User-Agent) are Azurite's, a part of the copy
+that Azure does inside the service; they are logged as `service`, not counted.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ class CountingProxy:
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self._lock = threading.Lock()
-        #: requests by op since the last `take`
+        #: the client's requests by op since the last `take`
         self.counts: Counter[str] = Counter()
         #: (method, path, comp, status) of each request since the last `take`
         self.log: list[tuple[str, str, str, int]] = []
@@ -42,8 +46,10 @@ class CountingProxy:
         return f"http://127.0.0.1:{self.port}/{account}"
 
     def record(self, op: str, entry: tuple[str, str, str, int]) -> None:
+        """Count a request as `op` (not when `service`: Azurite's own) and log it."""
         with self._lock:
-            self.counts[op] += 1
+            if op != "service":
+                self.counts[op] += 1
             self.log.append(entry)
 
     def total(self) -> int:
@@ -86,8 +92,10 @@ def _handler(proxy: CountingProxy) -> type[BaseHTTPRequestHandler]:
             answer = self._send(body, headers)
             parts = urlsplit(self.path)
             comp = dict(parse_qsl(parts.query)).get("comp", "")
-            proxy.record(remote_op(self.command, self.path, self.headers),
-                         (self.command, parts.path, comp, answer.status))
+            op = remote_op(self.command, self.path, self.headers)
+            if self.headers.get("User-Agent", "").startswith("axios/"):
+                op, comp = "service", f"{comp} (Azurite's own, for a copy)"
+            proxy.record(op, (self.command, parts.path, comp, answer.status))
             self.send_response_only(answer.status, answer.reason)
             length = answer.getheader("Content-Length")
             whole = None

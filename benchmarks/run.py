@@ -150,6 +150,8 @@ class Bench:
         self.metrics_url = ""    # the mounted blobmount's /metrics
         self.rclone_rc_port = 0  # the mounted rclone's remote control, when asked for
         self.real: real.RealData | None = None
+        #: also run blobmount through the counting proxy, to log the names it asked for
+        self.request_logs = False
 
     # -- data ------------------------------------------------------------------------
 
@@ -173,28 +175,34 @@ class Bench:
 
     # -- mounts ----------------------------------------------------------------------
 
-    def blobmount_config(self, upload: str = "sync") -> Path:
+    def blobmount_config(self, upload: str = "sync", endpoint: str | None = None,
+                         options: dict | None = None) -> Path:
+        """The mount's config; `options`: more of its top-level settings."""
         path = self.work / f"blobmount-{upload}.yaml"
         path.write_text(yaml.safe_dump({
             "cache_dir": str(self.work / "bm-cache"),
             "metrics_address": "127.0.0.1:0",  # what each workload asked of the account
             "accounts": {"az": {"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY,
-                                "endpoint": self.azurite.endpoint}},
+                                "endpoint": endpoint or self.azurite.endpoint}},
             "mounts": [{"local": "c", "account": "az", "container": CONTAINER,
                         "upload": upload}],
+            **(options or {}),
         }))
         path.chmod(0o600)
         return path
 
     @contextlib.contextmanager
-    def blobmount(self, *, keep_cache: bool = False, upload: str = "sync") -> Iterator[Path]:
-        """A blobmount mount; its cache emptied first unless `keep_cache`."""
+    def blobmount(self, *, keep_cache: bool = False, upload: str = "sync",
+                  endpoint: str | None = None, options: dict | None = None) -> Iterator[Path]:
+        """A blobmount mount; its cache emptied first unless `keep_cache`; through
+        `endpoint` (a proxy) if given; `options`: more settings."""
         if not keep_cache:
             shutil.rmtree(self.work / "bm-cache", ignore_errors=True)
         mountpoint = self.work / "bm-mnt"
         mountpoint.mkdir(exist_ok=True)
         run(sys.executable, "-m", "blobmount", "mount", str(mountpoint), "--config",
-            str(self.blobmount_config(upload)), "--log-file", str(self.work / "bm.log"))
+            str(self.blobmount_config(upload, endpoint, options)), "--log-file",
+            str(self.work / "bm.log"))
         status = json.loads(run(sys.executable, "-m", "blobmount", "status", str(mountpoint),
                                 "--json").stdout)
         pid = self.blobmount_pid = status["pid"]
@@ -502,6 +510,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, help="runs per measurement (median taken)")
     parser.add_argument("--only", nargs="*", choices=sorted(WORKLOADS), help="workloads to run")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--request-logs", action="store_true",
+                        help="real workloads: one more blobmount run each through the "
+                             "counting proxy, its requests logged by name into --out")
     args = parser.parse_args()
     scale = SCALES["smoke" if args.smoke else "quick" if args.quick else "full"]
     if args.runs:
@@ -514,6 +525,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="blobmount-bench-") as scratch, \
             Azurite() as azurite:
         bench = Bench(azurite, Path(scratch), scale)
+        bench.request_logs = args.request_logs
         bench.seed()
         for name in names:
             if name == "memory" and not scale.rss_listing:
@@ -521,7 +533,7 @@ def main() -> int:
             print(f"running {name} ...", file=sys.stderr, flush=True)
             WORKLOADS[name](bench, results)
         args.out.mkdir(parents=True, exist_ok=True)
-        for log in Path(scratch).glob("requests-*.log"):  # the proxy's, of rclone
+        for log in Path(scratch).glob("requests-*.log"):  # the counting proxy's
             shutil.copy(log, args.out / log.name)
     peer = rclone_version(bench.rclone)
     where = machine()

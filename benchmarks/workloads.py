@@ -159,11 +159,17 @@ def measure(bench, results, workload: str, action: Callable[[Path, str], None], 
             writes: bool) -> None:
     """`action(root, name)` timed in a fresh mount of each tool, `bench.scale.runs`
     times; blobmount's requests from its metrics, rclone's in one more run through
-    the counting proxy. `name` is a folder name no other run used."""
-    modes = ("sync", "async") if writes else ("sync",)
-    tools: list[tuple[str, Mount]] = [
-        (f"blobmount {mode}" if writes else "blobmount", partial(bench.blobmount, upload=mode))
-        for mode in modes]
+    the counting proxy. `name` is a folder name no other run used. Writes go through
+    both of blobmount's upload modes; reads also with its read-ahead off (it fetches
+    files of a folder that the program may never open)."""
+    if writes:
+        tools: list[tuple[str, Mount]] = [
+            (f"blobmount {mode}", partial(bench.blobmount, upload=mode))
+            for mode in ("sync", "async")]
+    else:
+        tools = [("blobmount", bench.blobmount),
+                 ("blobmount no read-ahead", partial(bench.blobmount,
+                                                     options={"read_ahead_files": 0}))]
     if bench.rclone:
         tools.append(("rclone", bench.rclone_mount))
     for run_index in range(bench.scale.runs):
@@ -186,9 +192,30 @@ def measure(bench, results, workload: str, action: Callable[[Path, str], None], 
             rclone_settle(bench.rclone_rc_port)
             made, log = proxy.take()
         results.count(workload, "rclone", made)
-        (bench.work / f"requests-rclone-{workload}.log").write_text(
-            "".join(f"{method} {path} {comp} {status}\n"
-                    for method, path, comp, status in log))
+        _write_log(bench.work / f"requests-rclone-{workload}.log", log)
+    if bench.request_logs:
+        for tool, mount in tools:
+            if not tool.startswith("blobmount"):
+                continue
+            with CountingProxy(bench.azurite.port) as proxy, \
+                    mount(endpoint=proxy.endpoint(bench.account)) as root:
+                before = blobmount_requests(bench.metrics_url)
+                proxy.take()
+                action(root, f"{tool.replace(' ', '-')}-logged")
+                blobmount_settle(root)
+                made, log = proxy.take()
+                counted = blobmount_requests(bench.metrics_url)
+                counted.subtract(before)
+            slug = tool.replace(" ", "-")
+            _write_log(bench.work / f"requests-{slug}-{workload}.log", log)
+            if +counted != made:  # its metrics and the proxy should agree
+                results.notes[f"{workload} {tool}"] = \
+                    f"metrics counted {dict(+counted)}, the proxy saw {dict(made)}"
+
+
+def _write_log(path: Path, log: list[tuple[str, str, str, int]]) -> None:
+    path.write_text("".join(f"{method} {name} {comp} {status}\n"
+                            for method, name, comp, status in log))
 
 
 def git_clone(bench, results) -> None:
