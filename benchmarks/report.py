@@ -121,8 +121,28 @@ def chart(results: Results, path: Path, title: str) -> bool:
     axes.set_xticks(range(len(table)), list(table), rotation=30, ha="right", fontsize=8)
     axes.set_ylabel("median time / best peer's (lower is better; 1 = the best peer)")
     axes.set_yscale("log")
+    # Room above the highest bar for its label, and below the lowest.
+    values = [value for tools in table.values() for value in tools.values()]
+    axes.set_ylim(min(values) / 2, max(values) * 6)
     axes.set_title(title, fontsize=9)
     axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     return True
+
+
+def write_report(raw: dict, out: Path, source: Path) -> str:
+    """results.md and results.png in `out` from a run's raw results (the content of
+    `source`, its results.json); what to print."""
+    results = Results(raw["times"], raw["notes"], raw.get("requests", {}))
+    peer, where = raw.get("rclone", "no rclone"), raw.get("machine", "")
+    load = raw.get("load", "load not recorded")
+    counted = requests_table(results)
+    report = f"{table(results)}\n\n{peer}; {where}; {load}" + (
+        f"\n\nRequests to the account, per run:\n\n{counted}" if counted else "")
+    (out / "results.md").write_text(report + "\n")
+    has_chart = chart(results, out / "results.png",
+                      f"blobmount and its peers, as a ratio to the best peer ({peer}; {where})")
+    return report + (f"\n\nraw results: {source}"
+                     + (f"; chart: {out / 'results.png'}" if has_chart else
+                        "; no chart (pip install matplotlib)"))

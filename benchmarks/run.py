@@ -38,7 +38,7 @@ from blobmount.tools import find_azcopy
 
 sys.path.insert(0, str(Path(__file__).parent))  # report.py, workloads.py (beside this file)
 import workloads as real  # noqa: E402
-from report import Results, chart, requests_table, table  # noqa: E402,F401 (blocks.py's)
+from report import Results, table, write_report  # noqa: E402,F401 (table: blocks.py's)
 
 CONTAINER = "bench"
 WARM_RUNS = 9
@@ -513,7 +513,19 @@ def main() -> int:
     parser.add_argument("--request-logs", action="store_true",
                         help="real workloads: one more blobmount run each through the "
                              "counting proxy, its requests logged by name into --out")
+    parser.add_argument("--report", type=Path, metavar="RESULTS_JSON",
+                        help="run nothing: write results.md and the chart into --out again "
+                             "from a run's results.json")
     args = parser.parse_args()
+    if args.report:
+        try:
+            raw = json.loads(args.report.read_text())
+        except (OSError, ValueError) as exc:
+            print(f"run.py: cannot read {args.report}: {exc}", file=sys.stderr)
+            return 2
+        args.out.mkdir(parents=True, exist_ok=True)
+        print(write_report(raw, args.out, args.report))
+        return 0
     scale = SCALES["smoke" if args.smoke else "quick" if args.quick else "full"]
     if args.runs:
         scale.runs = args.runs
@@ -535,23 +547,12 @@ def main() -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         for log in Path(scratch).glob("requests-*.log"):  # the counting proxy's
             shutil.copy(log, args.out / log.name)
-    peer = rclone_version(bench.rclone)
-    where = machine()
     load = f"load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
-    (args.out / "results.json").write_text(json.dumps(
-        {"times": results.times, "notes": results.notes, "requests": results.requests,
-         "rclone": peer, "machine": where, "load": load,
-         "seconds": time.monotonic() - started}, indent=2))
-    counted = requests_table(results)
-    report = f"{table(results)}\n\n{peer}; {where}; {load}" + (
-        f"\n\nRequests to the account, per run:\n\n{counted}" if counted else "")
-    (args.out / "results.md").write_text(report + "\n")
-    has_chart = chart(results, args.out / "results.png",
-                      f"blobmount and its peers, as a ratio to the best peer ({peer}; {where})")
-    print(report)
-    print(f"\nraw results: {args.out / 'results.json'}"
-          + (f"; chart: {args.out / 'results.png'}" if has_chart else
-             "; no chart (pip install matplotlib)"))
+    raw = {"times": results.times, "notes": results.notes, "requests": results.requests,
+           "rclone": rclone_version(bench.rclone), "machine": machine(), "load": load,
+           "seconds": time.monotonic() - started}
+    (args.out / "results.json").write_text(json.dumps(raw, indent=2))
+    print(write_report(raw, args.out, args.out / "results.json"))
     return 0
 
 
