@@ -62,7 +62,9 @@ class Scale:
     packages: tuple[str, ...] = ("trio", "outcome", "sniffio", "sortedcontainers", "idna",
                                  "attr", "attrs", "yaml", "_yaml", "pyyaml", "click")
     imports: str = "trio, yaml, click"
-    git_depth: int = 0   # 0: the whole history
+    #: what `git clone` clones: "project" (this project's history), or "packages" (a
+    #: repository made of the package files, one commit: small)
+    git_repository: str = "project"
 
 
 SCALES = {
@@ -70,7 +72,8 @@ SCALES = {
     "quick": Scale(64 * MiB, 0, 300, 2_000, 2_000, 100, 64 * MiB, 0, 1),
     "smoke": Scale(4 * MiB, 0, 20, 50, 50, 10, 4 * MiB, 0, 1,
                    ("cold_read", "small_files", "git_clone", "untar", "ls_tree",
-                    "import_package"), packages=("click",), imports="click", git_depth=1),
+                    "import_package"), packages=("click",), imports="click",
+                   git_repository="packages"),
 }
 
 

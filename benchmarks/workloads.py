@@ -1,7 +1,8 @@
 """Real workloads for run.py, and what each one asks of the account.
 
 - `git clone` of this project's own history (a mirror made from the checkout the
-  benchmark runs from: no network) onto the mount;
+  benchmark runs from: no network; --smoke: a repository of the package files) onto
+  the mount, by git's pack protocol;
 - `tar x` of a tarball of real packages from the venv's site-packages (trio, yaml,
   click and trio's dependencies: a few hundred files);
 - `ls -lR` of the same tree (put in the container by the SDK, with each file's mtime
@@ -83,13 +84,25 @@ class RealData:
         _quiet("tar", "-C", str(self.site), "-cf", str(self.tarball),
                *map(str, self.files))
         self.repository = bench.work / "repository.git"
-        _quiet("git", "clone", "--quiet", "--mirror", "--no-local", str(ROOT),
-               str(self.repository), env=_git_env())
-        self.commits = int(subprocess.run(
-            ["git", "-C", str(self.repository), "rev-list", "--count", "--all"],
-            check=True, capture_output=True, text=True).stdout)
-        self.depth = scale.git_depth
+        if scale.git_repository == "project":
+            self.described = "this project's history"
+            _quiet("git", "clone", "--quiet", "--mirror", "--no-local", str(ROOT),
+                   str(self.repository), env=_git_env())
+        else:
+            self.described = "a repository of the packages' files"
+            self.package_repository()
         self.seed_tree()
+
+    def package_repository(self) -> None:
+        """A small repository (for --smoke): the packages' files, committed once."""
+        work = self.bench.work / "package-repository"
+        work.mkdir()
+        _quiet("tar", "-C", str(work), "-xf", str(self.tarball))
+        env = {**_git_env(), "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
+               "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}
+        for args in (("init", "--quiet"), ("add", "."), ("commit", "--quiet", "-m", "packages")):
+            _quiet("git", "-C", str(work), *args, env=env)
+        _quiet("git", "clone", "--quiet", "--mirror", str(work), str(self.repository), env=env)
 
     def seed_tree(self) -> None:
         """The package tree in the container, each file with its mtime as metadata (as
@@ -221,16 +234,16 @@ def _write_log(path: Path, log: list[tuple[str, str, str, int]]) -> None:
 def git_clone(bench, results) -> None:
     """`git clone` (by git's pack protocol, as from a server) onto the mount."""
     data = real_data(bench)
-    depth = ["--depth", str(data.depth)] if data.depth else []
 
     def clone(root: Path, name: str) -> None:
         (root / "git").mkdir(exist_ok=True)
-        _quiet("git", "clone", "--quiet", "--no-local", *depth, str(data.repository),
+        _quiet("git", "clone", "--quiet", "--no-local", str(data.repository),
                str(root / "git" / name), env=_git_env())
 
     measure(bench, results, "git_clone", clone, writes=True)
-    results.notes["git_clone"] = (f"this project's history, {data.commits} commits"
-                                  + (f", --depth {data.depth}" if data.depth else ""))
+    commits = subprocess.run(["git", "-C", str(data.repository), "rev-list", "--count", "HEAD"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    results.notes["git_clone"] = f"{data.described}: {commits} commits"
 
 
 def untar(bench, results) -> None:
