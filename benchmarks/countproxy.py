@@ -3,7 +3,7 @@
 Keeps connections alive on both sides, as the peer would with Azurite itself, and
 names each request as blobmount's own metrics do (`blobmount.metrics.remote_op`), so
 the two tools' counts compare op by op. Each request is also logged (method, path,
-`comp`, status), to see which names a workload asked for.
+`comp` and a listing's prefix, status), to see which names a workload asked for.
 
 Azurite checks the source of a server-side copy by a HEAD of the source's URL, which
 names this proxy: those HEADs (axios's User-Agent) are Azurite's, a part of the copy
@@ -91,7 +91,10 @@ def _handler(proxy: CountingProxy) -> type[BaseHTTPRequestHandler]:
                 headers["Content-Length"] = str(len(body))
             answer = self._send(body, headers)
             parts = urlsplit(self.path)
-            comp = dict(parse_qsl(parts.query)).get("comp", "")
+            query = dict(parse_qsl(parts.query))
+            comp = query.get("comp", "")
+            if comp == "list":
+                comp = f"list prefix={query.get('prefix', '')}"
             op = remote_op(self.command, self.path, self.headers)
             if self.headers.get("User-Agent", "").startswith("axios/"):
                 op, comp = "service", f"{comp} (Azurite's own, for a copy)"
