@@ -103,7 +103,7 @@ def chart(results: Results, path: Path, title: str) -> bool:
                       key=lambda family: (family != "blobmount", family))
     colours = dict(zip(families, plt.get_cmap("tab10").colors, strict=False))
     widest = max(len(tools) for tools in table.values())
-    figure, axes = plt.subplots(figsize=(max(8, len(table) * widest * 0.45), 5.5))
+    figure, axes = plt.subplots(figsize=(min(18, max(8, len(table) * widest * 0.45)), 6))
     width = 0.8 / widest
     shown: set[str] = set()
     for place, tools in enumerate(table.values()):
