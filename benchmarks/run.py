@@ -1,6 +1,8 @@
 """blobmount side by side with its peers, on the same data, in the same run.
 
     .venv/bin/python benchmarks/run.py [--quick | --smoke] [--runs N] [--out DIR]
+                                       [--only WORKLOAD ...] [--request-logs]
+    .venv/bin/python benchmarks/run.py --report RESULTS_JSON [--out DIR]
 
 Starts its own Azurite on loopback, seeds it, and runs each workload through
 blobmount and through AzCopy directly, the azure-storage-blob SDK directly and
@@ -8,7 +10,9 @@ blobmount and through AzCopy directly, the azure-storage-blob SDK directly and
 release, in the venv; else the rclone on PATH), where the peer can do it.
 Prints a Markdown table of medians with ratios to each peer, and writes the raw
 results as JSON and a PNG chart (when matplotlib is installed) into --out: per
-workload, each tool's median as a ratio to the best peer's.
+workload, each tool's median as a ratio to the best peer's. The real workloads
+(workloads.py: git clone, tar x, ls -lR, import) also count the requests each tool
+made to the account, printed under the table.
 """
 
 from __future__ import annotations
