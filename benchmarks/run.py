@@ -176,9 +176,13 @@ class Bench:
         self.put_many(blobs)
 
     def put_many(self, blobs: dict[str, bytes]) -> None:
-        with ThreadPoolExecutor(32) as pool:
+        pool = ThreadPoolExecutor(32)
+        try:
             list(pool.map(lambda item: self.container.upload_blob(*item, overwrite=True),
                           blobs.items()))
+        finally:
+            # Interrupted (Ctrl-C): the puts not started yet are dropped, not waited for.
+            pool.shutdown(cancel_futures=True)
 
     # -- mounts ----------------------------------------------------------------------
 
