@@ -31,17 +31,18 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
 from countproxy import CountingProxy
 from prometheus_client.parser import text_string_to_metric_families
 
-from blobmount.remote import MTIME_KEY, format_mtime
-
 ROOT = Path(__file__).resolve().parents[1]
 #: the seeded package tree, for `ls -lR` and `import`
 TREE = "pkgs"
+#: rclone's metadata key for a file's mtime, which blobmount reads too
+MTIME_KEY = "mtime"
 
 Mount = Callable[[], AbstractContextManager[Path]]
 
@@ -57,6 +58,13 @@ def _quiet(*args: str, **kwargs) -> None:
 
 
 # -- data ---------------------------------------------------------------------------------
+
+
+def rclone_mtime(mtime_ns: int) -> str:
+    """`mtime` metadata as rclone writes it: 2017-07-14T02:40:00.123456789Z."""
+    seconds, nanos = divmod(mtime_ns, 10**9)
+    stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{nanos:09d}Z"
 
 
 def package_files(names: tuple[str, ...]) -> list[Path]:
@@ -111,7 +119,7 @@ class RealData:
             source = self.site / relative
             self.bench.container.upload_blob(
                 f"{TREE}/{relative}", source.read_bytes(), overwrite=True,
-                metadata={MTIME_KEY: format_mtime(source.stat().st_mtime_ns)})
+                metadata={MTIME_KEY: rclone_mtime(source.stat().st_mtime_ns)})
 
         with ThreadPoolExecutor(32) as pool:
             list(pool.map(put, self.files))
