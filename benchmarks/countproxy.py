@@ -13,6 +13,7 @@ that Azure does inside the service; they are logged as `service`, not counted.
 from __future__ import annotations
 
 import http.client
+import sys
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,7 +37,7 @@ class CountingProxy:
         self.counts: Counter[str] = Counter()
         #: (method, path, comp, status) of each request since the last `take`
         self.log: list[tuple[str, str, str, int]] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server = _Server(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -73,6 +74,13 @@ class CountingProxy:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        """A client that hangs up (rclone, unmounted) is no error; the rest are."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _handler(proxy: CountingProxy) -> type[BaseHTTPRequestHandler]:
