@@ -1,6 +1,8 @@
 """blobmount side by side with its peers, on the same data, in the same run.
 
     .venv/bin/python benchmarks/run.py [--quick | --smoke] [--runs N] [--out DIR]
+                                       [--only WORKLOAD ...] [--request-logs]
+    .venv/bin/python benchmarks/run.py --report RESULTS_JSON [--out DIR]
 
 Starts its own Azurite on loopback, seeds it, and runs each workload through
 blobmount and through AzCopy directly, the azure-storage-blob SDK directly and
@@ -8,7 +10,9 @@ blobmount and through AzCopy directly, the azure-storage-blob SDK directly and
 release, in the venv; else the rclone on PATH), where the peer can do it.
 Prints a Markdown table of medians with ratios to each peer, and writes the raw
 results as JSON and a PNG chart (when matplotlib is installed) into --out: per
-workload, each tool's median as a ratio to the best peer's.
+workload, each tool's median as a ratio to the best peer's. The real workloads
+(workloads.py: git clone, tar x, ls -lR, import) also count the requests each tool
+made to the account, printed under the table.
 """
 
 from __future__ import annotations
@@ -19,23 +23,26 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import yaml
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
-from blobmount.azurite import Azurite
+from blobmount.azurite import Azurite, free_port
 from blobmount.config import AZURITE_ACCOUNT, AZURITE_KEY, MiB
 from blobmount.tools import find_azcopy
+
+sys.path.insert(0, str(Path(__file__).parent))  # report.py, workloads.py (beside this file)
+import workloads as real  # noqa: E402
+from report import Results, table, write_report  # noqa: E402,F401 (table: blocks.py's)
 
 CONTAINER = "bench"
 WARM_RUNS = 9
@@ -55,28 +62,23 @@ class Scale:
     rss_listing: int     # blobs listed for the memory figure (0: skipped)
     runs: int
     workloads: tuple[str, ...] = ()
+    #: site-packages' top-level names put in the tarball and the tree (workloads.py)
+    packages: tuple[str, ...] = ("trio", "outcome", "sniffio", "sortedcontainers", "idna",
+                                 "attr", "attrs", "yaml", "_yaml", "pyyaml", "click")
+    imports: str = "trio, yaml, click"
+    #: what `git clone` clones: "project" (this project's history), or "packages" (a
+    #: repository made of the package files, one commit: small)
+    git_repository: str = "project"
 
 
 SCALES = {
     "full": Scale(256 * MiB, 1024 * MiB, 1000, 10_000, 20_000, 200, 256 * MiB, 100_000, 3),
     "quick": Scale(64 * MiB, 0, 300, 2_000, 2_000, 100, 64 * MiB, 0, 1),
-    "smoke": Scale(4 * MiB, 0, 20, 50, 50, 10, 4 * MiB, 0, 1, ("cold_read", "small_files")),
+    "smoke": Scale(4 * MiB, 0, 20, 50, 50, 10, 4 * MiB, 0, 1,
+                   ("cold_read", "small_files", "git_clone", "untar", "ls_tree",
+                    "import_package"), packages=("click",), imports="click",
+                   git_repository="packages"),
 }
-
-
-@dataclass
-class Results:
-    """Seconds per (workload, tool), every run kept."""
-
-    times: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-    notes: dict[str, str] = field(default_factory=dict)
-
-    def add(self, workload: str, tool: str, seconds: float) -> None:
-        self.times.setdefault(workload, {}).setdefault(tool, []).append(seconds)
-
-    def median(self, workload: str, tool: str) -> float | None:
-        runs = self.times.get(workload, {}).get(tool)
-        return statistics.median(runs) if runs else None
 
 
 def timed(action: Callable[[], object]) -> float:
@@ -151,6 +153,12 @@ class Bench:
         self.container: ContainerClient = self.service.get_container_client(CONTAINER)
         self.azcopy = find_azcopy()
         self.rclone = find_rclone()
+        self.account = AZURITE_ACCOUNT
+        self.metrics_url = ""    # the mounted blobmount's /metrics
+        self.rclone_rc_port = 0  # the mounted rclone's remote control, when asked for
+        self.real: real.RealData | None = None
+        #: also run blobmount through the counting proxy, to log the names it asked for
+        self.request_logs = False
 
     # -- data ------------------------------------------------------------------------
 
@@ -168,47 +176,61 @@ class Bench:
         self.put_many(blobs)
 
     def put_many(self, blobs: dict[str, bytes]) -> None:
-        with ThreadPoolExecutor(32) as pool:
+        pool = ThreadPoolExecutor(32)
+        try:
             list(pool.map(lambda item: self.container.upload_blob(*item, overwrite=True),
                           blobs.items()))
+        finally:
+            # Interrupted (Ctrl-C): the puts not started yet are dropped, not waited for.
+            pool.shutdown(cancel_futures=True)
 
     # -- mounts ----------------------------------------------------------------------
 
-    def blobmount_config(self, upload: str = "sync") -> Path:
+    def blobmount_config(self, upload: str = "sync", endpoint: str | None = None,
+                         options: dict | None = None) -> Path:
+        """The mount's config; `options`: more of its top-level settings."""
         path = self.work / f"blobmount-{upload}.yaml"
         path.write_text(yaml.safe_dump({
             "cache_dir": str(self.work / "bm-cache"),
+            "metrics_address": "127.0.0.1:0",  # what each workload asked of the account
             "accounts": {"az": {"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY,
-                                "endpoint": self.azurite.endpoint}},
+                                "endpoint": endpoint or self.azurite.endpoint}},
             "mounts": [{"local": "c", "account": "az", "container": CONTAINER,
                         "upload": upload}],
+            **(options or {}),
         }))
         path.chmod(0o600)
         return path
 
     @contextlib.contextmanager
-    def blobmount(self, *, keep_cache: bool = False, upload: str = "sync") -> Iterator[Path]:
-        """A blobmount mount; its cache emptied first unless `keep_cache`."""
+    def blobmount(self, *, keep_cache: bool = False, upload: str = "sync",
+                  endpoint: str | None = None, options: dict | None = None) -> Iterator[Path]:
+        """A blobmount mount; its cache emptied first unless `keep_cache`; through
+        `endpoint` (a proxy) if given; `options`: more settings."""
         if not keep_cache:
             shutil.rmtree(self.work / "bm-cache", ignore_errors=True)
         mountpoint = self.work / "bm-mnt"
         mountpoint.mkdir(exist_ok=True)
         run(sys.executable, "-m", "blobmount", "mount", str(mountpoint), "--config",
-            str(self.blobmount_config(upload)), "--log-file", str(self.work / "bm.log"))
-        pid = json.loads(run(sys.executable, "-m", "blobmount", "status", str(mountpoint),
-                             "--json").stdout)["pid"]
-        self.blobmount_pid = pid
+            str(self.blobmount_config(upload, endpoint, options)), "--log-file",
+            str(self.work / "bm.log"))
+        status = json.loads(run(sys.executable, "-m", "blobmount", "status", str(mountpoint),
+                                "--json").stdout)
+        pid = self.blobmount_pid = status["pid"]
+        self.metrics_url = status["metrics"]
         try:
             yield mountpoint / "c"
         finally:
             unmount(mountpoint, pid)
 
     @contextlib.contextmanager
-    def rclone_mount(self, *, keep_cache: bool = False,
-                     write_back: str | None = None) -> Iterator[Path]:
+    def rclone_mount(self, *, keep_cache: bool = False, write_back: str | None = None,
+                     endpoint: str | None = None, rc: bool = False) -> Iterator[Path]:
+        """rclone mount; through `endpoint` (a proxy) if given, with its remote control
+        on a free loopback port (`rclone_rc_port`) if `rc`."""
         config = self.work / "rclone.conf"
         config.write_text("[azurite]\ntype = azureblob\nuse_emulator = true\n"
-                          f"endpoint = {self.azurite.endpoint}\n")
+                          f"endpoint = {endpoint or self.azurite.endpoint}\n")
         cache = self.work / "rclone-cache"
         if not keep_cache:
             shutil.rmtree(cache, ignore_errors=True)
@@ -219,6 +241,9 @@ class Bench:
                 "--daemon"]
         if write_back is not None:
             args += ["--vfs-write-back", write_back]
+        if rc:
+            self.rclone_rc_port = free_port()
+            args += ["--rc", "--rc-no-auth", "--rc-addr", f"127.0.0.1:{self.rclone_rc_port}"]
         run(*args)
         wait_for(lambda: is_mounted(mountpoint), timeout=30)
         try:
@@ -482,101 +507,36 @@ def memory(bench: Bench, results: Results) -> None:
 
 WORKLOADS = {"cold_read": cold_read, "warm_read": warm_read, "small_files": small_files,
              "listing": listing, "writes": writes, "big_write": big_write,
-             "random_reads": random_reads, "memory": memory}
+             "random_reads": random_reads, "memory": memory, **real.WORKLOADS}
 #: Run only when asked (--only memory): Azurite alone takes minutes to take and list
 #: 100,000 blobs, which would put the full run far past its ten minutes.
 ON_REQUEST = ("memory",)
-
-
-# -- report -------------------------------------------------------------------------------
-
-
-def table(results: Results) -> str:
-    lines = ["| workload | tool | median s | ratio to peers |", "| --- | --- | ---: | --- |"]
-    for workload, tools in results.times.items():
-        ours = {tool: results.median(workload, tool) for tool in tools
-                if tool.startswith("blobmount")}
-        peers = {tool: results.median(workload, tool) for tool in tools
-                 if not tool.startswith("blobmount")}
-        for tool in tools:
-            value = results.median(workload, tool)
-            ratios = ""
-            if tool in ours and peers:
-                ratios = ", ".join(f"{value / peer:.2f}x {name}" for name, peer in peers.items()
-                                   if peer)
-            lines.append(f"| {workload} | {tool} | {value:.3f} | {ratios} |")
-    for workload, note in results.notes.items():
-        lines.append(f"| {workload} | note | | {note} |")
-    return "\n".join(lines)
-
-
-def ratios(results: Results) -> dict[str, dict[str, float]]:
-    """Per workload with a peer: each tool's median over the best (fastest) peer's."""
-    found = {}
-    for workload, tools in results.times.items():
-        peers = [results.median(workload, tool) for tool in tools
-                 if not tool.startswith("blobmount")]
-        best = min((peer for peer in peers if peer), default=None)
-        if best:
-            found[workload] = {tool: results.median(workload, tool) / best for tool in tools}
-    return found
-
-
-def _family(tool: str) -> str:
-    """The colour a tool's bars get: 'blobmount cat' and 'blobmount dd' are blobmount."""
-    return tool.split()[0] if tool.split()[0] in ("blobmount", "rclone", "azcopy", "sdk") \
-        else tool
-
-
-def chart(results: Results, path: Path, title: str) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    table = ratios(results)
-    if not table:
-        return False
-    families = sorted({_family(tool) for tools in table.values() for tool in tools},
-                      key=lambda family: (family != "blobmount", family))
-    colours = dict(zip(families, plt.get_cmap("tab10").colors, strict=False))
-    widest = max(len(tools) for tools in table.values())
-    figure, axes = plt.subplots(figsize=(max(8, len(table) * widest * 0.45), 5.5))
-    width = 0.8 / widest
-    shown: set[str] = set()
-    for place, tools in enumerate(table.values()):
-        # blobmount's bars first in each group, then its peers.
-        ordered = sorted(tools, key=lambda tool: (not tool.startswith("blobmount"), tool))
-        for slot, tool in enumerate(ordered):
-            family = _family(tool)
-            x = place - 0.4 + width * (slot + 0.5)
-            axes.bar(x, tools[tool], width, color=colours[family],
-                     label=family if family not in shown else None)
-            shown.add(family)
-            axes.text(x, tools[tool], f"{tool}\n{tools[tool]:.2f}x", ha="center",
-                      va="bottom", fontsize=6, rotation=90)
-    axes.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
-    axes.set_xticks(range(len(table)), list(table), rotation=30, ha="right", fontsize=8)
-    axes.set_ylabel("median time / best peer's (lower is better; 1 = the best peer)")
-    axes.set_yscale("log")
-    axes.set_title(title, fontsize=9)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    return True
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="smaller data, one run (< 2 min)")
-    mode.add_argument("--smoke", action="store_true", help="tiny data, two workloads")
+    mode.add_argument("--smoke", action="store_true", help="tiny data, few workloads")
     parser.add_argument("--runs", type=int, help="runs per measurement (median taken)")
     parser.add_argument("--only", nargs="*", choices=sorted(WORKLOADS), help="workloads to run")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--request-logs", action="store_true",
+                        help="real workloads: one more blobmount run each through the "
+                             "counting proxy, its requests logged by name into --out")
+    parser.add_argument("--report", type=Path, metavar="RESULTS_JSON",
+                        help="run nothing: write results.md and the chart into --out again "
+                             "from a run's results.json")
     args = parser.parse_args()
+    if args.report:
+        try:
+            raw = json.loads(args.report.read_text())
+        except (OSError, ValueError) as exc:
+            print(f"run.py: cannot read {args.report}: {exc}", file=sys.stderr)
+            return 2
+        args.out.mkdir(parents=True, exist_ok=True)
+        print(write_report(raw, args.out, args.report))
+        return 0
     scale = SCALES["smoke" if args.smoke else "quick" if args.quick else "full"]
     if args.runs:
         scale.runs = args.runs
@@ -584,29 +544,26 @@ def main() -> int:
                           if name not in ON_REQUEST]
     results = Results()
     started = time.monotonic()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="blobmount-bench-") as scratch, \
             Azurite() as azurite:
         bench = Bench(azurite, Path(scratch), scale)
+        bench.request_logs = args.request_logs
         bench.seed()
         for name in names:
             if name == "memory" and not scale.rss_listing:
                 scale.rss_listing = SCALES["full"].rss_listing
             print(f"running {name} ...", file=sys.stderr, flush=True)
             WORKLOADS[name](bench, results)
-    args.out.mkdir(parents=True, exist_ok=True)
-    peer = rclone_version(bench.rclone)
-    where = machine()
-    (args.out / "results.json").write_text(json.dumps(
-        {"times": results.times, "notes": results.notes, "rclone": peer, "machine": where,
-         "seconds": time.monotonic() - started}, indent=2))
-    report = f"{table(results)}\n\n{peer}; {where}"
-    (args.out / "results.md").write_text(report + "\n")
-    has_chart = chart(results, args.out / "results.png",
-                      f"blobmount and its peers, as a ratio to the best peer ({peer}; {where})")
-    print(report)
-    print(f"\nraw results: {args.out / 'results.json'}"
-          + (f"; chart: {args.out / 'results.png'}" if has_chart else
-             "; no chart (pip install matplotlib)"))
+        args.out.mkdir(parents=True, exist_ok=True)
+        for log in Path(scratch).glob("requests-*.log"):  # the counting proxy's
+            shutil.copy(log, args.out / log.name)
+    load = f"load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    raw = {"times": results.times, "notes": results.notes, "requests": results.requests,
+           "rclone": rclone_version(bench.rclone), "machine": machine(), "load": load,
+           "seconds": time.monotonic() - started}
+    (args.out / "results.json").write_text(json.dumps(raw, indent=2))
+    print(write_report(raw, args.out, args.out / "results.json"))
     return 0
 
 

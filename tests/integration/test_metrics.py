@@ -128,6 +128,43 @@ def test_a_known_workload_costs_known_requests(mounter, container):
         assert f"metrics: {url}" in shown
 
 
+def test_the_names_git_looks_for_and_does_not_find_cost_no_request(mounter, container):
+    """A clone or `git status` looks up many names that are not there (lock files,
+    packed-refs, shallow, alternates, ...): in a folder listed within the TTL, or made
+    through the mount, none of those lookups costs a request."""
+    upload(container, {"repo/.git/HEAD": b"ref: refs/heads/main\n",
+                       "repo/.git/config": b"[core]\n",
+                       "repo/.git/objects/pack/pack-1.pack": b"PACK"})
+    config = mounter.config([{"local": "e", "container": container.container_name}],
+                            listing_ttl=3600, metrics_address="127.0.0.1:0")
+    with mounter.mounted(config) as mount:
+        steps = Steps(mount.status()["metrics"])
+        git = mount.path("e/repo/.git")
+        assert sorted(os.listdir(git)) == ["HEAD", "config", "objects"]
+        assert os.listdir(git / "objects") == ["pack"]
+        assert os.listdir(git / "objects" / "pack") == ["pack-1.pack"]
+        made, _ = steps.step()
+        assert set(made) == {("list", "200")}  # only listings, to get here
+
+        misses = ["config.lock", "HEAD.lock", "packed-refs", "shallow", "commondir",
+                  "index", "FETCH_HEAD", "objects/info/alternates", "objects/pack/pack-1.keep",
+                  "objects/pack/pack-1.idx", "objects/pack/tmp_pack_a1b2c3"]
+        for name in misses:
+            assert not (git / name).exists(), name
+        made, changed = steps.step()
+        assert made == {}
+        assert value(changed, "blobmount_fuse_errors_total", op="lookup",
+                     errno="ENOENT") == len(misses)
+
+        # A folder made through the mount (a clone's .git/refs/heads) is known empty.
+        (git / "refs").mkdir()
+        steps.step()
+        for name in ("heads", "tags", "HEAD.lock", "remotes"):
+            assert not (git / "refs" / name).exists(), name
+        made, _ = steps.step()
+        assert made == {}
+
+
 def test_an_azcopy_download_counts_as_a_job(mounter, container):
     upload(container, {"big.bin": b"x" * 2048})
     config = mounter.config([{"local": "e", "container": container.container_name}],
