@@ -8,6 +8,7 @@ upload is still in the journal show whatever the listing saw.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -97,11 +98,8 @@ class Lister:
                     continue
                 else:
                     file_blobs[name] = item.name
-                items[name] = ListedItem(name, item.is_dir, item.name, item.size,
-                                         item.mtime_ns or self._mounted_ns, item.etag,
-                                         item.mode, item.uid, item.gid, item.atime_ns,
-                                         item.ctime_ns, item.is_link, item.special,
-                                         item.rdev)
+                items[name] = ListedItem(name, dataclasses.replace(
+                    item, mtime_ns=item.mtime_ns or self._mounted_ns))
             self.store.add_listed(folder, generation, list(items.values()), now)
         self.store.finish_listing(folder, generation, now)
         self._show_pending(folder, folder.entry, prefix)

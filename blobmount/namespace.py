@@ -199,9 +199,9 @@ class Namespace:
         generation = self.store.begin_listing()
         now = time.time()
         made_ns = item.mtime_ns or time.time_ns()
-        self.store.add_listed(parent, generation, [ListedItem(
-            name, True, prefix, 0, made_ns, None, kept.mode, kept.uid, kept.gid, None,
-            made_ns)], now)
+        self.store.add_listed(parent, generation, [ListedItem(name, BlobItem(
+            prefix, True, 0, made_ns, None, kept.mode, kept.uid, kept.gid, None, made_ns))],
+            now)
         self.store.touch(parent.inode, time.time_ns())
         node = self.store.child(parent.inode, name)
         # Just made: it is empty, no need to ask the container.

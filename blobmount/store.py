@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from .azure.listing import BlobItem
 from .cachetables import CachedBlock as CachedBlock  # re-exported
 from .cachetables import CachedFile as CachedFile  # re-exported
 from .cachetables import CacheTables
@@ -61,22 +62,11 @@ class Node:
 
 @dataclass(frozen=True, slots=True)
 class ListedItem:
-    """One child of a folder as a listing found it."""
+    """One child of a folder as a listing found it: the name it shows under, and the
+    blob (or virtual folder) behind it."""
 
     name: str
-    is_dir: bool
-    blob: str
-    size: int = 0
-    mtime_ns: int = 0
-    etag: str | None = None
-    mode: int | None = None
-    uid: int | None = None
-    gid: int | None = None
-    atime_ns: int | None = None
-    ctime_ns: int = 0
-    is_link: bool = False
-    special: int = 0
-    rdev: int = 0
+    item: BlobItem
 
 
 _NODE_COLUMNS = ("inode, parent, name, is_dir, entry, blob, size, mtime_ns, etag, checked,"
@@ -237,10 +227,10 @@ class Store(CacheTables, UploadJournal, PatchTables):
                    now: float) -> None:
         """Record one page of a folder's listing. Known names keep their inode."""
         rows = [
-            (folder.inode, item.name, int(item.is_dir), folder.entry, item.blob, item.size,
+            (folder.inode, listed.name, int(item.is_dir), folder.entry, item.name, item.size,
              item.mtime_ns, item.etag, now, generation, item.mode, item.uid, item.gid,
              item.atime_ns, item.ctime_ns, int(item.is_link), item.special, item.rdev)
-            for item in items
+            for listed in items for item in [listed.item]
         ]
         with self._db:
             self._db.executemany(

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from blobmount import cachetables as cachetables_module
 from blobmount import journal as journal_module
 from blobmount import store as store_module
+from blobmount.azure import BlobItem
 from blobmount.errors import BlobmountError
 from blobmount.store import (
     NEVER_STALE,
@@ -60,13 +61,18 @@ def entry_folder(store: Store, name: str = "data", *, blob: str = "") -> Node:
     return node
 
 
+def listed(name: str, is_dir: bool, blob: str, *fields, **named) -> ListedItem:
+    """A listed child, its blob's fields as BlobItem takes them."""
+    return ListedItem(name, BlobItem(blob, is_dir, *fields, **named))
+
+
 def file(name: str, prefix: str = "", *, size: int = 0, etag: str | None = None,
          mtime_ns: int = 0) -> ListedItem:
-    return ListedItem(name, False, prefix + name, size, mtime_ns, etag or f"etag-{name}")
+    return listed(name, False, prefix + name, size, mtime_ns, etag or f"etag-{name}")
 
 
 def folder(name: str, prefix: str = "") -> ListedItem:
-    return ListedItem(name, True, f"{prefix}{name}/")
+    return listed(name, True, f"{prefix}{name}/")
 
 
 def list_folder(store: Store, node: Node, *pages: list[ListedItem], now: float = 100.0) -> None:
@@ -531,11 +537,11 @@ def test_a_version_4_or_5_database_is_migrated_keeping_its_journal_and_tree(
 def test_listed_modes_owners_and_links_reach_the_nodes(store: Store) -> None:
     data = entry_folder(store)
     list_folder(store, data, [
-        ListedItem("f", False, "f", 1, 5, "E1", mode=0o600, uid=7, gid=8, atime_ns=3,
+        listed("f", False, "f", 1, 5, "E1", mode=0o600, uid=7, gid=8, atime_ns=3,
                    ctime_ns=9),
-        ListedItem("l", False, "l", 4, 5, "E2", is_link=True),
-        ListedItem("d", True, "d/", mode=0o750), ListedItem("e", True, "e/"),
-        ListedItem("c", False, "c", 0, 5, "E4", mode=0o600, special=stat.S_IFCHR, rdev=0x103),
+        listed("l", False, "l", 4, 5, "E2", is_link=True),
+        listed("d", True, "d/", mode=0o750), listed("e", True, "e/"),
+        listed("c", False, "c", 0, 5, "E4", mode=0o600, special=stat.S_IFCHR, rdev=0x103),
     ])
     found = children(store, data.inode)
     assert (found["c"].special, found["c"].rdev) == (stat.S_IFCHR, 0x103)
@@ -546,9 +552,9 @@ def test_listed_modes_owners_and_links_reach_the_nodes(store: Store) -> None:
     assert found["d"].mode == 0o750
     assert store.node(data.inode).subfolders == 2
     store.set_link(found["l"].inode, "target")
-    list_folder(store, data, [ListedItem("l", False, "l", 6, 5, "E2", is_link=True)])
+    list_folder(store, data, [listed("l", False, "l", 6, 5, "E2", is_link=True)])
     assert store.node(found["l"].inode).link == "target"  # same version: kept
-    list_folder(store, data, [ListedItem("l", False, "l", 6, 5, "E3", is_link=True)])
+    list_folder(store, data, [listed("l", False, "l", 6, 5, "E3", is_link=True)])
     assert store.node(found["l"].inode).link is None  # a new version: read again
 
 
