@@ -119,7 +119,8 @@ class BatchDownloads:
 
     async def _batch_flight(self, entry: MountEntry, remote: Remote, item: Wanted,
                             done: trio.Event, installed: set[Path], result: BatchResult,
-                            progress: _Progress, *, task_status=trio.TASK_STATUS_IGNORED,
+                            progress: _Progress, *,
+                            task_status: trio.TaskStatus[bool] = trio.TASK_STATUS_IGNORED,
                             ) -> None:
         """One file of a batch as a flight: it waits for the job, else downloads alone.
 

@@ -19,6 +19,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -155,7 +156,7 @@ def check_command(mountpoint: str | None, config_file: str | None, user: str | N
 
 
 def _dry_run(config_file: str | None, mountpoint: str | None, user: str | None,
-             strict: bool, as_json: bool, mount_options) -> None:
+             strict: bool, as_json: bool, mount_options: Callable[[], object] | None) -> None:
     from .preflight import check
 
     report = check(config_file, mountpoint, user=user, strict=strict,

@@ -17,7 +17,7 @@ import logging
 import os
 import resource
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -105,7 +105,7 @@ def check_allow_other(kernel_options: Iterable[str], fuse_conf: Path = FUSE_CONF
 
 
 @contextlib.contextmanager
-def cache_lock(cache_dir: Path, what: str = "cache folder"):
+def cache_lock(cache_dir: Path, what: str = "cache folder") -> Iterator[None]:
     """Hold the cache folder for this daemon alone: two would corrupt each other's cache."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     with open(cache_dir / "lock", "a+") as lock:
@@ -312,7 +312,7 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
     downloads.on_downloaded = evictor.wake
     downloads.make_room = evictor.make_room
 
-    def uploaded(target, blob: str, *done) -> None:
+    def uploaded(target: Any, blob: str, *done: Any) -> None:
         namespace.uploaded(target.index, blob, *done)
         evictor.uploaded(target.entry, blob)
 

@@ -10,7 +10,8 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar, cast
 
 import pyfuse3
 
@@ -39,14 +40,19 @@ READDIR_CHUNK = 256
 RENAME_EXCHANGE = 2  # linux/fs.h
 RENAME_NOREPLACE = 1
 
+# pyfuse3 ships no types: these name what its handlers take and give.
+Context = pyfuse3.RequestContext
+Entry = pyfuse3.EntryAttributes
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
-def _fuse_errors(handler):
+
+def _fuse_errors(handler: Handler) -> Handler:
     """Answer the kernel with an errno (errors.ERRNO's), never a traceback; count the
     request, its time and its errno (the one place every handler passes through)."""
     op = handler.__name__
 
     @functools.wraps(handler)
-    async def wrapper(self, *args, **kwargs):
+    async def wrapper(self: BlobFS, *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
         failed = None
         try:
@@ -64,7 +70,7 @@ def _fuse_errors(handler):
             if self.metrics is not None:
                 self.metrics.fuse_request(op, time.perf_counter() - started, failed)
 
-    return wrapper
+    return cast(Handler, wrapper)
 
 
 def _name(name: bytes) -> str:
@@ -107,7 +113,7 @@ class BlobFS(pyfuse3.Operations):
     # -- the tree ---------------------------------------------------------------------
 
     @_fuse_errors
-    async def lookup(self, parent_inode, name, ctx=None):
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Context | None = None) -> Entry:
         try:
             text = name.decode("utf-8")
         except UnicodeDecodeError:
@@ -120,7 +126,7 @@ class BlobFS(pyfuse3.Operations):
         self.namespace.checked_length(text)
         return self._handed(await self.namespace.lookup(parent, text))
 
-    async def forget(self, inode_list):
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         # The kernel takes no answer: nothing may be raised.
         for inode, count in inode_list:
             try:
@@ -129,11 +135,12 @@ class BlobFS(pyfuse3.Operations):
                 log.exception("forget of inode %d failed", inode)
 
     @_fuse_errors
-    async def getattr(self, inode, ctx=None):
+    async def getattr(self, inode: int, ctx: Context | None = None) -> Entry:
         return self.attrs.of(self.namespace.node(inode))
 
     @_fuse_errors
-    async def setattr(self, inode, attr, fields, fh, ctx):
+    async def setattr(self, inode: int, attr: Entry, fields: pyfuse3.SetattrFields,
+                      fh: int | None, ctx: Context) -> Entry:
         wanted = Wanted(size=attr.st_size if fields.update_size else None,
                         mode=attr.st_mode if fields.update_mode else None,
                         uid=attr.st_uid if fields.update_uid else None,
@@ -144,7 +151,7 @@ class BlobFS(pyfuse3.Operations):
         return self.attrs.of(node)
 
     @_fuse_errors
-    async def opendir(self, inode, ctx):
+    async def opendir(self, inode: int, ctx: Context) -> int:
         folder = await self.namespace.listed(self.namespace.node(inode))
         handle = next(self._dir_handles)
         # A snapshot, so offsets stay right while the kernel reads in chunks even if
@@ -153,7 +160,7 @@ class BlobFS(pyfuse3.Operations):
         return handle
 
     @_fuse_errors
-    async def readdir(self, fh, start_id, token):
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         inodes = self._open_dirs[fh]
         offset = start_id
         while offset < len(inodes):
@@ -168,17 +175,18 @@ class BlobFS(pyfuse3.Operations):
             offset += len(chunk)
 
     @_fuse_errors
-    async def releasedir(self, fh):
+    async def releasedir(self, fh: int) -> None:
         self._open_dirs.pop(fh, None)
 
     @_fuse_errors
-    async def mkdir(self, parent_inode, name, mode, ctx):
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Context) -> Entry:
         parent = self.namespace.node(parent_inode)
         kept = self.attrs.new(parent, caller_of(ctx), mode, is_dir=True)
         return self._handed(await self.namespace.make_folder(parent, _name(name), kept))
 
     @_fuse_errors
-    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: Context) -> Entry:
         parent = self.namespace.node(parent_inode)
         if stat.S_IFMT(mode) != stat.S_IFREG:
             kept = self.attrs.special(parent, caller_of(ctx), mode, rdev)
@@ -190,29 +198,31 @@ class BlobFS(pyfuse3.Operations):
         return self._handed(self.namespace.node(node.inode))
 
     @_fuse_errors
-    async def symlink(self, parent_inode, name, target, ctx):
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: Context) -> Entry:
         parent = self.namespace.node(parent_inode)
         kept = self.attrs.new(parent, caller_of(ctx), 0o777, is_dir=False)
         return self._handed(await self.namespace.make_link(
             parent, _name(name), target.decode("utf-8", "surrogateescape"), kept))
 
     @_fuse_errors
-    async def readlink(self, inode, ctx):
+    async def readlink(self, inode: int, ctx: Context) -> bytes:
         node = self.namespace.node(inode)
         if not node.is_link:
             raise InvalidArgument(f"{node.name} is not a symlink")
         return (await self.namespace.link_target(node)).encode("utf-8", "surrogateescape")
 
     @_fuse_errors
-    async def rmdir(self, parent_inode, name, ctx):
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Context) -> None:
         await self.namespace.remove_folder(self.namespace.node(parent_inode), _name(name))
 
     @_fuse_errors
-    async def unlink(self, parent_inode, name, ctx):
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Context) -> None:
         await self.files.unlink(self.namespace.node(parent_inode), _name(name))
 
     @_fuse_errors
-    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: Context) -> None:
         if flags & RENAME_EXCHANGE:
             raise InvalidArgument("rename: an exchange of two names is not supported")
         await self.files.rename(self.namespace.node(parent_inode_old), _name(name_old),
@@ -220,46 +230,48 @@ class BlobFS(pyfuse3.Operations):
                                 replace=not flags & RENAME_NOREPLACE)
 
     @_fuse_errors
-    async def link(self, inode, new_parent_inode, new_name, ctx):
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: Context) -> Entry:
         # EPERM: git, for one, then renames instead of linking.
         raise NotPermitted("blobs hold no hard links")
 
     @_fuse_errors
-    async def statfs(self, ctx):
+    async def statfs(self, ctx: Context) -> pyfuse3.StatvfsData:
         return self.attrs.statfs()
 
     # -- a file's life ----------------------------------------------------------------
 
     @_fuse_errors
-    async def open(self, inode, flags, ctx):
+    async def open(self, inode: int, flags: int, ctx: Context) -> pyfuse3.FileInfo:
         handle, keep_cache = await self.files.open(inode, flags)
         return pyfuse3.FileInfo(fh=handle, keep_cache=keep_cache)
 
     @_fuse_errors
-    async def create(self, parent_inode, name, mode, flags, ctx):
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: Context) -> tuple[pyfuse3.FileInfo, Entry]:
         kept = self.attrs.new(self.namespace.node(parent_inode), caller_of(ctx), mode,
                               is_dir=False)
         handle, node = await self.files.create(parent_inode, _name(name), kept)
         return pyfuse3.FileInfo(fh=handle, keep_cache=False), self._handed(node)
 
     @_fuse_errors
-    async def read(self, fh, off, size):
+    async def read(self, fh: int, off: int, size: int) -> bytes:
         return await self.files.read(fh, off, size)
 
     @_fuse_errors
-    async def write(self, fh, off, buf):
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
         return await self.files.write(fh, off, buf)
 
     @_fuse_errors
-    async def flush(self, fh):
+    async def flush(self, fh: int) -> None:
         await self.files.flush(fh)
 
     @_fuse_errors
-    async def fsync(self, fh, datasync):
+    async def fsync(self, fh: int, datasync: bool) -> None:
         await self.files.fsync(fh)
 
     @_fuse_errors
-    async def release(self, fh):
+    async def release(self, fh: int) -> None:
         await self.files.release(fh)
 
     # -- extended attributes (see xattrs.py) ------------------------------------------
@@ -270,18 +282,18 @@ class BlobFS(pyfuse3.Operations):
         return self.xattrs
 
     @_fuse_errors
-    async def getxattr(self, inode, name, ctx):
+    async def getxattr(self, inode: int, name: bytes, ctx: Context) -> bytes:
         return await self._xattrs().get(self.namespace.node(inode), _xattr_name(name))
 
     @_fuse_errors
-    async def listxattr(self, inode, ctx):
+    async def listxattr(self, inode: int, ctx: Context) -> list[bytes]:
         names = await self._xattrs().names(self.namespace.node(inode))
         return [name.encode("utf-8", "surrogateescape") for name in names]
 
     @_fuse_errors
-    async def setxattr(self, inode, name, value, ctx):
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Context) -> None:
         await self._xattrs().set(self.namespace.node(inode), _xattr_name(name), value)
 
     @_fuse_errors
-    async def removexattr(self, inode, name, ctx):
+    async def removexattr(self, inode: int, name: bytes, ctx: Context) -> None:
         await self._xattrs().remove(self.namespace.node(inode), _xattr_name(name))

@@ -329,7 +329,7 @@ class Downloads(BatchDownloads):
 
     async def _fill(self, entry: MountEntry, remote: Remote, blob: str, size: int,
                     etag: str | None, shown_path: str, path: Path, *,
-                    task_status=trio.TASK_STATUS_IGNORED) -> None:
+                    task_status: trio.TaskStatus[bool] = trio.TASK_STATUS_IGNORED) -> None:
         """The download of a Filling, in the background: it outlives the open() that
         started it. Reports (to `task_status`) whether it leads the file's flight."""
         if self._flights.running(path):

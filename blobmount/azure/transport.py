@@ -76,7 +76,7 @@ class _ThrottleAwareTransport(RequestsTransport):
     Below the retry policy, it sees every try of every request the SDK makes: the one
     place they are counted (`metrics`)."""
 
-    def __init__(self, endpoint: str, metrics: Metrics | None = None, **options) -> None:
+    def __init__(self, endpoint: str, metrics: Metrics | None = None, **options: Any) -> None:
         self._endpoint = endpoint
         self._metrics = metrics
         super().__init__(**options)
@@ -86,7 +86,7 @@ class _ThrottleAwareTransport(RequestsTransport):
         if bundle and "connection_verify" not in options:
             self.connection_config.verify = bundle
 
-    def _init_session(self, session) -> None:
+    def _init_session(self, session: Any) -> None:
         # Enough pooled connections for every transfer's parallel requests: the default
         # of 10 made each one past it a new connection (and a log warning).
         super()._init_session(session)
@@ -102,11 +102,11 @@ class _ThrottleAwareTransport(RequestsTransport):
             session.verify = bundle
         session.trust_env = False
 
-    def send(self, request, **kwargs):
+    def send(self, request: Any, **kwargs: Any) -> Any:
         if self._metrics is None:
             response = super().send(request, **kwargs)
         else:
-            response = self._counted_send(request, **kwargs)
+            response = self._counted_send(self._metrics, request, **kwargs)
         if response.status_code == THROTTLED:
             error = HttpResponseError(message="the account is throttling requests",
                                       response=response)
@@ -115,20 +115,20 @@ class _ThrottleAwareTransport(RequestsTransport):
         return response
 
 
-    def _counted_send(self, request, **kwargs):
+    def _counted_send(self, metrics: Metrics, request: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
         try:
             response = super().send(request, **kwargs)
         except BaseException:
-            self._metrics.remote_request(request.method, request.url, request.headers, None,
-                                         time.perf_counter() - started)
+            metrics.remote_request(request.method, request.url, request.headers, None,
+                                   time.perf_counter() - started)
             raise
         # Bytes as the headers give them: a body still to be streamed is counted whole.
         received = response.headers.get("Content-Length") if request.method == "GET" else 0
         sent = request.headers.get("Content-Length") if request.method == "PUT" else 0
-        self._metrics.remote_request(request.method, request.url, request.headers,
-                                     response.status_code, time.perf_counter() - started,
-                                     sent=int(sent or 0), received=int(received or 0))
+        metrics.remote_request(request.method, request.url, request.headers,
+                               response.status_code, time.perf_counter() - started,
+                               sent=int(sent or 0), received=int(received or 0))
         return response
 
 
