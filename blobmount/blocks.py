@@ -25,6 +25,7 @@ import trio
 
 from .azure import RANGE_MD5_MAX, Remote
 from .cache import Cache, block_key
+from .cachetables import CopyState
 from .decide import read_by_blocks
 from .errors import BlobmountError, RemoteError, RemoteUnreachable
 
@@ -147,7 +148,7 @@ class Blocks:
               ) -> tuple[BlockFile, bool]:
         """The partial copy of that version kept from before, or a new empty one."""
         record = self.store.cached_file(str(path))
-        if record is not None and record.state == "partial" and record.etag == etag:
+        if record is not None and record.state == CopyState.PARTIAL and record.etag == etag:
             try:
                 fd = os.open(path, os.O_RDWR)
             except FileNotFoundError:
@@ -167,7 +168,7 @@ class Blocks:
             temp.unlink(missing_ok=True)
             raise
         self.store.drop_cached_file(str(path))  # and the blocks of any other version
-        self.cache.record(path, blob=blob, etag=etag, size=0, state="partial")
+        self.cache.record(path, blob=blob, etag=etag, size=0, state=CopyState.PARTIAL)
         log.info("reading %s/%s by blocks (%d bytes)", remote.label, blob, size)
         return BlockFile(path, blob, etag, size, remote, fd), True
 
@@ -182,7 +183,7 @@ class Blocks:
             same = os.stat(file.path).st_ino == file.inode
         except FileNotFoundError:
             same = False
-        if not (same and record is not None and record.state == "partial"
+        if not (same and record is not None and record.state == CopyState.PARTIAL
                 and record.etag == file.etag):
             file.detached = True
             file.local.clear()  # what its records said is gone with them

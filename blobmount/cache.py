@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Collection
 from pathlib import Path
 
+from .cachetables import CachedFile, CopyState
 from .config import MountEntry
 from .store import Store
 
@@ -143,10 +144,10 @@ class Cache:
         record = self.store.cached_file(str(path))
         if record is None:
             return False
-        if record.state == "dirty" and path.exists():
+        if record.state == CopyState.DIRTY and path.exists():
             # Written here and not uploaded yet: these bytes win over any download.
             return True
-        if record.state == "partial":
+        if record.state == CopyState.PARTIAL:
             return False  # only some blocks: see blocks.py
         if etag is None or record.etag != etag:
             return False
@@ -199,5 +200,19 @@ class Cache:
                 raise
 
     def record(self, path: Path, *, blob: str, etag: str, size: int,
-               state: str = "clean") -> None:
+               state: CopyState = CopyState.CLEAN) -> None:
         self.store.put_cached_file(str(path), blob=blob, etag=etag, size=size, state=state)
+
+
+def shown_state(record: CachedFile | None, *, journaled: bool, writing: bool = False,
+                etag: str | None = None) -> str:
+    """What `cache ls` and the `user.blobmount.cache_state` xattr show of a file's
+    copy: `uncached` (none), `clean`, `partial` (some blocks of a large file), `stale`
+    (of a version the container no longer holds, when `etag` names the one it holds),
+    `dirty` (open for writing, or written and not journaled yet), `pending` (closed,
+    waiting in the upload journal)."""
+    if record is not None and record.state != CopyState.DIRTY:
+        return "stale" if etag is not None and record.etag != etag else str(record.state)
+    if journaled and not writing:
+        return "pending"
+    return "uncached" if record is None else "dirty"

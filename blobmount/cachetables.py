@@ -9,8 +9,17 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from .patchtables import Patch
+
+
+class CopyState(StrEnum):
+    """What a cached copy holds (`cached_files.state`)."""
+
+    CLEAN = "clean"      # the whole bytes of the version `etag`
+    PARTIAL = "partial"  # some blocks of that version (blocks.py; an edit's, patch.py)
+    DIRTY = "dirty"      # written here: a change the container does not have yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,8 +28,13 @@ class CachedFile:
     blob: str
     etag: str
     size: int
-    state: str
+    state: CopyState
     last_access: float
+
+    @classmethod
+    def of_row(cls, row: tuple) -> CachedFile:
+        path, blob, etag, size, state, last_access = row
+        return cls(path, blob, etag, size, CopyState(state), last_access)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,14 +60,14 @@ class CacheTables:
             "SELECT path, blob, etag, size, state, last_access FROM cached_files"
             " WHERE path = ?", (path,)
         ).fetchone()
-        return CachedFile(*row) if row else None
+        return CachedFile.of_row(row) if row else None
 
     def put_cached_file(self, path: str, *, blob: str, etag: str, size: int,
-                        state: str = "clean") -> None:
+                        state: CopyState = CopyState.CLEAN) -> None:
         """Record a copy. Blocks of an earlier record go unless it stays partial (its
         ETag changed with the same bytes: utimens), or it is a patch's (patch.py)."""
         with self._db:
-            if state != "partial" and not (state == "dirty" and self.patch(path)):
+            if state != CopyState.PARTIAL and not (state == CopyState.DIRTY and self.patch(path)):
                 self._db.execute("DELETE FROM cached_blocks WHERE path = ?", (path,))
             self._db.execute(
                 "INSERT OR REPLACE INTO cached_files (path, blob, etag, size, state,"
@@ -119,8 +133,8 @@ class CacheTables:
         return [CachedBlock(*row) for row in rows]
 
     def set_cache_state(self, path: str, state: str) -> None:
-        if state == "clean" and self.patch(path) is not None:
-            state = "partial"  # an edit's copy (patch.py) holds only some blocks
+        if state == CopyState.CLEAN and self.patch(path) is not None:
+            state = CopyState.PARTIAL  # an edit's copy (patch.py) holds only some blocks
         self._db.execute("UPDATE cached_files SET state = ? WHERE path = ?", (state, path))
 
     def cached_bytes(self, under: str | None = None) -> int:
@@ -144,4 +158,4 @@ class CacheTables:
             rows = self._db.execute(
                 "SELECT path, blob, etag, size, state, last_access FROM cached_files"
                 " WHERE substr(path, 1, ?) = ? ORDER BY last_access", (len(under), under))
-        return [CachedFile(*row) for row in rows]
+        return [CachedFile.of_row(row) for row in rows]

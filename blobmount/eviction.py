@@ -22,6 +22,7 @@ from pathlib import Path
 import trio
 
 from .cache import BLOBS_FOLDER, Cache, block_key, split_block_key
+from .cachetables import CopyState
 from .config import MountEntry
 from .store import CachedFile, Store
 
@@ -67,7 +68,7 @@ def plan_eviction(files: Iterable[CachedFile], limits: Limits, *, now: float,
     `low_watermark * max_bytes` or nothing more may go.
     """
     files = list(files)
-    evictable = sorted((f for f in files if f.state == "clean" and f.path not in keep),
+    evictable = sorted((f for f in files if f.state == CopyState.CLEAN and f.path not in keep),
                        key=lambda f: (f.last_access, f.path))
     chosen: list[CachedFile] = []
     if limits.max_age is not None:
@@ -164,14 +165,14 @@ class Evictor:
             planned = plan_eviction(files, limits, now=now, keep=keep)
             chosen += planned
             if limits.max_bytes is not None and any(
-                    f.path in in_use and f.state == "clean" for f in files):
+                    f.path in in_use and f.state == CopyState.CLEAN for f in files):
                 left = sum(f.size for f in files) - sum(f.size for f in planned)
                 # Files just read are still open for a moment (the kernel releases
                 # them after close() returns): try again once they are closed.
                 self._blocked = self._blocked or left > limits.max_bytes
         for path in list(self._drop_after_upload):
             record = self.store.cached_file(path)
-            if record is None or record.state != "clean":
+            if record is None or record.state != CopyState.CLEAN:
                 self._drop_after_upload.discard(path)  # gone, or written again
             elif path not in keep:
                 chosen.append(record)
@@ -190,7 +191,7 @@ class Evictor:
         keep = self.in_use() | self.store.upload_paths()
         candidates = [record for entry in self.entries if _device(entry.cache_dir) == device
                       for record in self.store.cached_files(blobs_prefix(entry))
-                      if record.state in ("clean", "partial") and record.path not in keep]
+                      if record.state != CopyState.DIRTY and record.path not in keep]
         candidates.sort(key=lambda record: (record.last_access, record.path))
         chosen = []
         for record in candidates:
@@ -230,15 +231,15 @@ class Evictor:
         has now (the record has the size of the last close), each partial one as its
         blocks (clean items named by cache.block_key)."""
         files = self.store.cached_files(blobs_prefix(entry))
-        if any(record.state == "partial" for record in files):
-            partial = {record.path: record for record in files if record.state == "partial"}
-            files = [record for record in files if record.state != "partial"]
+        if any(record.state == CopyState.PARTIAL for record in files):
+            partial = {record.path: record for record in files if record.state == CopyState.PARTIAL}
+            files = [record for record in files if record.state != CopyState.PARTIAL]
             files += [CachedFile(block_key(block.path, block.start), record.blob, record.etag,
-                                 block.size, "clean", block.last_access)
+                                 block.size, CopyState.CLEAN, block.last_access)
                       for block in self.store.cached_blocks(blobs_prefix(entry))
                       if (record := partial.get(block.path)) is not None]
         for index, record in enumerate(files):
-            if record.state != "clean":
+            if record.state != CopyState.CLEAN:
                 try:
                     size = os.stat(record.path).st_size
                 except FileNotFoundError:

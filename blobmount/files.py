@@ -28,6 +28,7 @@ from pathlib import Path
 from .azure import MTIME_KEY, BlobItem, format_mtime
 from .blocks import BlockReader
 from .cache import Cache
+from .cachetables import CopyState
 from .config import MountEntry
 from .decide import read_ahead_takes
 from .errors import RemoteConflict
@@ -113,7 +114,8 @@ class Files(Renames):
         self.moves.link(path, new_path)
         for handle in handles:
             handle.inode = copy
-        self.cache.record(new_path, blob=blob, etag=item.etag or "", size=size, state="dirty")
+        self.cache.record(new_path, blob=blob, etag=item.etag or "", size=size,
+                          state=CopyState.DIRTY)
         self.cache.forget(path)
 
     def looked_up(self, inode: int) -> None:
@@ -226,7 +228,7 @@ class Files(Renames):
         if truncate:
             await self.downloads.settle(path)
         record = self.store.cached_file(str(path))
-        if record is not None and (record.state == "dirty" or not truncate):
+        if record is not None and (record.state == CopyState.DIRTY or not truncate):
             base = record.etag
         else:
             base = node.etag or ""
@@ -237,7 +239,7 @@ class Files(Renames):
         else:
             self.store.set_local(node.inode, size=node.size, mtime_ns=node.mtime_ns)
         self.cache.record(path, blob=node.blob, etag=base, size=path.stat().st_size,
-                          state="dirty")
+                          state=CopyState.DIRTY)
 
     # -- reads and writes ---------------------------------------------------------
 
@@ -324,7 +326,7 @@ class Files(Renames):
         record = self.store.cached_file(str(handle.path))
         base = record.etag if record else (node.etag or "")
         size = os.fstat(handle.fd).st_size
-        self.cache.record(handle.path, blob=node.blob, etag=base, size=size, state="dirty")
+        self.cache.record(handle.path, blob=node.blob, etag=base, size=size, state=CopyState.DIRTY)
         # An upload of an earlier version may have finished meanwhile: still local.
         self.store.set_local(node.inode, size=size, mtime_ns=node.mtime_ns)
         version = await self.uploads.journal(handle.path, entry, node.blob, base,
@@ -342,12 +344,12 @@ class Files(Renames):
                 or self.store.upload(path) is not None):
             return
         record = self.store.cached_file(path)
-        if record is None or record.state != "dirty":
+        if record is None or record.state != CopyState.DIRTY:
             return
         if not record.etag:
             return  # made here and never uploaded: nothing to be clean against
         if record.etag == node.etag:
-            self.store.set_cache_state(path, "clean")
+            self.store.set_cache_state(path, CopyState.CLEAN)
             self.store.set_unchanged(node.inode)
         else:
             self.uploads.writer_closed(handle.path, node.entry, node.blob, record.etag,

@@ -22,7 +22,8 @@ import trio
 
 from . import azcopy
 from .azure import BlobItem, Remote
-from .cache import Cache
+from .cache import Cache, shown_state
+from .cachetables import CopyState
 from .catalog import Place, files_under, inside, places, shown_path
 from .config import MountEntry
 from .errors import BlobmountError
@@ -278,15 +279,6 @@ class Manager:
 
     # -- the cache --------------------------------------------------------------------
 
-    def _state(self, record: CachedFile, pending: set[str], in_use: set[str]) -> str:
-        """clean; partial (some blocks of a large file); dirty (open for writing, or
-        written and not journaled); pending (closed, waiting in the upload journal)."""
-        if record.state in ("clean", "partial"):
-            return record.state
-        if record.path in pending and record.path not in in_use:
-            return "pending"
-        return "dirty"
-
     def _cached(self, place: Place) -> list[tuple[str, CachedFile]]:
         """(shown path, record) of the cached copies at or under `place`."""
         found = []
@@ -303,7 +295,8 @@ class Manager:
         for place in await self._places(str(request.get("path", ""))):
             for shown, record in self._cached(place):
                 files.append({"path": shown, "size": record.size,
-                              "state": self._state(record, pending, in_use),
+                              "state": shown_state(record, journaled=record.path in pending,
+                                                   writing=record.path in in_use),
                               "last_access": record.last_access})
         files.sort(key=lambda f: f["path"])
         return {"files": files}
@@ -324,7 +317,7 @@ class Manager:
                         refused.append({"path": shown, "reason": why})
                         continue
                     fresh = self.store.cached_file(record.path)
-                    if fresh is not None and fresh.state in ("clean", "partial"):
+                    if fresh is not None and fresh.state != CopyState.DIRTY:
                         self.evictor.drop([fresh])
                         evicted.append({"path": shown, "size": fresh.size})
         return {"evicted": evicted, "refused": refused,
@@ -333,7 +326,7 @@ class Manager:
     async def _evictable(self, record: CachedFile, force: bool) -> str | None:
         """Why this copy cannot be dropped (None: it can), uploading it first if forced."""
         row = self.store.upload(record.path)
-        if record.state in ("clean", "partial") and row is None:
+        if record.state != CopyState.DIRTY and row is None:
             return None
         if row is None or record.path in self.evictor.in_use():
             return "open for writing"
@@ -344,7 +337,7 @@ class Manager:
         except BlobmountError as exc:
             return f"upload failed: {exc}"
         fresh = self.store.cached_file(record.path)
-        if self.store.upload(record.path) is not None or (fresh and fresh.state != "clean"):
+        if self.store.upload(record.path) is not None or (fresh and fresh.state != CopyState.CLEAN):
             return "written again while uploading"
         return None
 

@@ -19,6 +19,7 @@ import trio
 
 from .azure import Remote
 from .cache import Cache
+from .cachetables import CopyState
 from .config import MountEntry
 from .errors import RemoteNotFound
 from .store import Node, Store
@@ -42,7 +43,7 @@ class CacheMoves:
 
     def holds_change(self, path: Path) -> bool:
         record = self.store.cached_file(str(path))
-        return record is not None and record.state == "dirty"
+        return record is not None and record.state == CopyState.DIRTY
 
     async def changed_elsewhere(self, index: int, blobs: Iterable[str]) -> set[str]:
         """Of these blobs, those with a change here based on another version than the
@@ -51,7 +52,7 @@ class CacheMoves:
         changed = set()
         for blob in blobs:
             record = self.store.cached_file(str(self.cache.path_for(entry, blob)))
-            if record is None or record.state != "dirty" or not record.etag:
+            if record is None or record.state != CopyState.DIRTY or not record.etag:
                 continue
             try:
                 item = await trio.to_thread.run_sync(remote.properties, blob,
@@ -80,9 +81,9 @@ class CacheMoves:
         upload = self.store.upload(str(old_path))
         etag = moved.etag if base is None else base
         # A partial copy stays: its blocks are recorded under the old path.
-        usable = record is not None and (record.state == "dirty" or (
-            record.state == "clean" and record.etag == source.etag))
-        if usable and stale and record.state == "dirty":
+        usable = record is not None and (record.state == CopyState.DIRTY or (
+            record.state == CopyState.CLEAN and record.etag == source.etag))
+        if usable and stale and record.state == CopyState.DIRTY:
             etag = record.etag
         if usable and etag is not None and self.link(old_path, new_path):
             self.cache.record(new_path, blob=moved.blob, etag=etag,
@@ -90,7 +91,7 @@ class CacheMoves:
             if upload is not None:
                 await self.uploads.journal(new_path, entry, moved.blob, etag, upload.mtime_ns,
                                            journaled_metadata(upload))
-            elif base is not None and record.state == "dirty":
+            elif base is not None and record.state == CopyState.DIRTY:
                 # Its blob was deleted elsewhere after its last upload: it goes up again.
                 await self._journal_moved(entry, new_path, moved, base=base)
         if upload is not None:
@@ -110,7 +111,7 @@ class CacheMoves:
         old_path = self.cache.path_for(entry, old_blob)
         new_path = self.cache.path_for(entry, new_blob)
         record = self.store.cached_file(str(old_path))
-        if (record is not None and record.state == "dirty" and etag
+        if (record is not None and record.state == CopyState.DIRTY and etag
                 and self.link(old_path, new_path)):
             self.cache.record(new_path, blob=new_blob, etag=record.etag if stale else etag,
                               size=record.size, state=record.state)
@@ -127,7 +128,7 @@ class CacheMoves:
         new_path = self.cache.path_for(entry, node.blob)
         if self.link(old_path, new_path):
             self.cache.record(new_path, blob=node.blob, etag="",
-                              size=new_path.stat().st_size, state="dirty")
+                              size=new_path.stat().st_size, state=CopyState.DIRTY)
             self.cache.forget(old_path)
             await self._journal_moved(entry, new_path, node, base="")
 

@@ -49,6 +49,7 @@ from .blocklist import (
 )
 from .blocks import BLOCK, BlockFile, Blocks, block_start
 from .cache import Cache
+from .cachetables import CopyState
 from .errors import BlobmountError, RemoteError
 from .store import Patch
 
@@ -104,7 +105,7 @@ class Patches:
         """The edit of the copy at `path`, while it holds a change (dirty)."""
         edit = self._edits.get(path)
         record = self.store.cached_file(str(path))
-        if record is None or record.state != "dirty":
+        if record is None or record.state != CopyState.DIRTY:
             if edit is not None or self.store.patch(str(path)) is not None:
                 self._retire(path)
             return None
@@ -132,7 +133,7 @@ class Patches:
             return False
         record = self.store.cached_file(str(path))
         fd = None
-        if record is not None and record.state == "partial" and record.etag == etag:
+        if record is not None and record.state == CopyState.PARTIAL and record.etag == etag:
             with contextlib.suppress(FileNotFoundError):
                 fd = os.open(path, os.O_RDWR)
             if fd is not None and os.fstat(fd).st_size != size:
@@ -144,7 +145,7 @@ class Patches:
             os.ftruncate(fd, size)
             os.replace(temp, path)
             self.store.drop_cached_file(str(path))
-            self.cache.record(path, blob=blob, etag=etag, size=0, state="partial")
+            self.cache.record(path, blob=blob, etag=etag, size=0, state=CopyState.PARTIAL)
         edit = Edit(path, remote, blob, etag, size, snapshot)
         edit.file = BlockFile(path, blob, etag, size, remote, fd)
         edit.file.detached = True  # its fetches are this edit's: nothing records them
@@ -299,7 +300,7 @@ class Patches:
         committed) lose their rows and snapshot."""
         for row in self.store.patches():
             record = self.store.cached_file(row.path)
-            if record is None or record.state != "dirty":
+            if record is None or record.state != CopyState.DIRTY:
                 await self.drop(Path(row.path))
 
     @staticmethod
@@ -492,7 +493,7 @@ class Patches:
             return False
         edit = self._edits.get(path)
         written = edit.written if edit is not None else self.store.patch_blocks(str(path))
-        self.cache.record(path, blob=blob, etag=etag, size=0, state="partial")
+        self.cache.record(path, blob=blob, etag=etag, size=0, state=CopyState.PARTIAL)
         for start in written:
             self.store.drop_cached_block(str(path), start)
         self.store.add_cached_blocks(str(path), [])  # the record's size: what it holds

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from .cache import Cache
+from .cachetables import CopyState
 from .config import MountEntry
 from .errors import RemoteNotFound
 from .handles import Handle, Writing
@@ -134,7 +135,7 @@ class Renames:
         """The container's version a file with no pending upload is based on: an upload
         that ended under an open writer rebased its dirty copy, not the node."""
         record = self.store.cached_file(str(path))
-        if record is not None and record.state == "dirty" and record.etag:
+        if record is not None and record.state == CopyState.DIRTY and record.etag:
             return record.etag
         return node.etag or ""
 

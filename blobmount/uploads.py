@@ -27,6 +27,7 @@ import trio
 from .azcopy import AzCopy
 from .azure import BlobItem, Remote, backoff, format_mtime
 from .cache import Cache
+from .cachetables import CopyState
 from .commits import GroupCommit
 from .config import MountEntry, Settings
 from .decide import upload_jobs
@@ -363,7 +364,7 @@ class Uploads(Puts):
                 if edit is not None:
                     await self.patches.rebase(path, item)
                 self.cache.record(path, blob=row.blob, etag=item.etag, size=item.size,
-                                  state="dirty")
+                                  state=CopyState.DIRTY)
             else:
                 if edit is None or not self.patches.finished(path, row.blob, item.etag or ""):
                     self.cache.record(path, blob=row.blob, etag=item.etag, size=item.size)

@@ -23,7 +23,7 @@ from pathlib import Path
 import trio
 
 from .azure import FOLDER_MARKER_KEY, BlobProperties
-from .cache import Cache
+from .cache import Cache, shown_state
 from .config import MountEntry
 from .errors import (
     Busy,
@@ -120,14 +120,9 @@ class Xattrs:
 
     def cache_state(self, node: Node) -> str:
         path = self.cache.path_for(self.entries[node.entry], node.blob)
-        if self.store.upload(str(path)) is not None:
-            return "pending"
-        record = self.store.cached_file(str(path))
-        if record is None or not path.exists():
-            return "uncached"
-        if record.state != "clean":
-            return record.state
-        return "clean" if record.etag == node.etag else "stale"
+        record = self.store.cached_file(str(path)) if path.exists() else None
+        return shown_state(record, journaled=self.store.upload(str(path)) is not None,
+                           etag=node.etag)
 
     async def _props(self, node: Node) -> BlobProperties | None:
         """The blob's properties (None: no blob yet), from a recent HEAD if there was one."""
