@@ -55,7 +55,7 @@ class Attributes:
     def of(self, node: Node) -> pyfuse3.EntryAttributes:
         attrs = pyfuse3.EntryAttributes()
         attrs.st_ino = node.inode
-        writable = node.entry is not None and not self.entries[node.entry].read_only
+        writable = node.entry_index is not None and not self.entries[node.entry_index].read_only
         attrs.st_mode, attrs.st_uid, attrs.st_gid = self.permissions.shown(
             is_dir=node.is_dir, is_link=node.is_link, mode=node.mode, uid=node.uid,
             gid=node.gid, writable=writable, special=node.special)

@@ -136,7 +136,7 @@ class Files(Renames):
         return node is None or node.parent == ORPHANS
 
     def _path(self, node: Node) -> Path:
-        return self.cache.path_for(self.entries[node.entry], node.blob)
+        return self.cache.path_for(self.entries[node.entry_index], node.blob)
 
     def _add(self, handle: Handle) -> int:
         number = next(self._numbers)
@@ -202,7 +202,7 @@ class Files(Renames):
         over while it downloads, or the BlockReader of one read by blocks."""
         if not node.unuploaded:
             node = await self.namespace.fresh_file(node)
-        entry, remote = self.entries[node.entry], self.namespace.remotes[node.entry]
+        entry, remote = self.entries[node.entry_index], self.namespace.remotes[node.entry_index]
         shown_path = self.namespace.path_of(node)
         wanted = {"size": node.size, "etag": node.etag, "shown_path": shown_path}
         filling = None
@@ -288,7 +288,7 @@ class Files(Renames):
         if not isinstance(handle, Writing):
             return
         node = self.store.node(handle.inode)
-        sync = node is not None and self.entries[node.entry].upload == "sync"
+        sync = node is not None and self.entries[node.entry_index].upload == "sync"
         # fsync(2) makes the file's bytes durable, whichever descriptor wrote them.
         writers = self._writers(handle.inode)
         if (any(writer.written for writer in writers)
@@ -322,7 +322,7 @@ class Files(Renames):
         node = self.store.node(handle.inode)
         if node is None or node.parent == ORPHANS:
             return  # unlinked while open: nothing to upload
-        entry = self.entries[node.entry]
+        entry = self.entries[node.entry_index]
         record = self.store.cached_file(str(handle.path))
         base = record.etag if record else (node.etag or "")
         size = os.fstat(handle.fd).st_size
@@ -352,7 +352,7 @@ class Files(Renames):
             self.store.set_cache_state(path, CopyState.CLEAN)
             self.store.set_unchanged(node.inode)
         else:
-            self.uploads.writer_closed(handle.path, node.entry, node.blob, record.etag,
+            self.uploads.writer_closed(handle.path, node.entry_index, node.blob, record.etag,
                                        node.mtime_ns)
 
     def _drop_orphan(self, inode: int) -> None:
@@ -420,7 +420,7 @@ class Files(Renames):
                 return  # its flush journals the new metadata with the bytes
             upload = self.store.upload(str(path))
             if upload is not None:
-                entry = self.entries[node.entry]
+                entry = self.entries[node.entry_index]
                 now = self.namespace.node(node.inode)
                 version = await self.uploads.journal(path, entry, upload.blob,
                                                      upload.base_etag, now.mtime_ns,

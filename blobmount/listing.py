@@ -61,8 +61,8 @@ class Lister:
 
     async def list(self, folder: Node) -> None:
         """List `folder` into the store: its children replace those it had."""
-        assert folder.entry is not None  # the mount table's own folders never are
-        remote = self.remotes[folder.entry]
+        assert folder.entry_index is not None  # the mount table's own folders never are
+        remote = self.remotes[folder.entry_index]
         prefix = folder.blob or ""
         generation = self.store.begin_listing()
         now = time.time()
@@ -102,7 +102,7 @@ class Lister:
                     item, mtime_ns=item.mtime_ns or self._mounted_ns))
             self.store.add_listed(folder, generation, list(items.values()), now)
         self.store.finish_listing(folder, generation, now)
-        self._show_pending(folder, folder.entry, prefix)
+        self._show_pending(folder, folder.entry_index, prefix)
 
     def _show_pending(self, folder: Node, index: int, prefix: str) -> None:
         """Files whose upload is still in the journal show with the bytes in the cache,
@@ -119,7 +119,7 @@ class Lister:
             node = self.store.child(folder.inode, first)
             if slash:
                 if node is None:  # a folder that only its pending files make
-                    self.store.add_folder(folder.inode, first, entry=folder.entry,
+                    self.store.add_folder(folder.inode, first, entry_index=folder.entry_index,
                                           blob=f"{prefix}{first}/", listed=None)
             elif node is None or not (node.unuploaded or node.is_dir):
                 try:

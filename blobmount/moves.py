@@ -74,7 +74,7 @@ class CacheMoves:
         A change whose blob the container holds another version of (`stale`) keeps its
         base: the copy is of the other's bytes, and the next upload must find that.
         """
-        entry = self.entries[source.entry]
+        entry = self.entries[source.entry_index]
         old_path = self.cache.path_for(entry, source.blob)
         new_path = self.cache.path_for(entry, moved.blob)
         record = self.store.cached_file(str(old_path))

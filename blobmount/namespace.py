@@ -77,8 +77,8 @@ class Namespace:
             for segment in parents:
                 existing = self.store.child(parent, segment)
                 parent = existing.inode if existing else self.store.add_folder(
-                    parent, segment, entry=None, blob=None, listed=NEVER_STALE)
-            self.store.add_folder(parent, last, entry=index, blob=entry.prefix, listed=None)
+                    parent, segment, entry_index=None, blob=None, listed=NEVER_STALE)
+            self.store.add_folder(parent, last, entry_index=index, blob=entry.prefix, listed=None)
 
     def node(self, inode: int) -> Node:
         node = self.store.node(inode)
@@ -103,7 +103,7 @@ class Namespace:
             raise NotADirectory(f"{folder.name} is not a folder")
         if folder.listed == NEVER_STALE or not self._stale(folder.listed):
             return folder
-        remote = self.remotes[folder.entry]
+        remote = self.remotes[folder.entry_index]
         if folder.listed is not None and remote.offline():
             return folder  # the account was just found away: the old listing, at once
         try:
@@ -138,7 +138,7 @@ class Namespace:
         """
         if not self._stale(node.checked):
             return node
-        remote = self.remotes[node.entry]
+        remote = self.remotes[node.entry_index]
         if remote.offline():
             return node
         try:
@@ -157,14 +157,14 @@ class Namespace:
         """The folder, if files may be made in it; EROFS / EACCES otherwise."""
         if not folder.is_dir:
             raise NotADirectory(f"{folder.name} is not a folder")
-        if folder.entry is None:
+        if folder.entry_index is None:
             raise PermissionDenied("the mount table's own folders cannot change")
-        if self.entries[folder.entry].read_only:
-            raise ReadOnly(f"{self.entries[folder.entry].local} is read-only")
+        if self.entries[folder.entry_index].read_only:
+            raise ReadOnly(f"{self.entries[folder.entry_index].local} is read-only")
         return folder
 
     def writable_file(self, node: Node) -> Node:
-        if node.entry is None or self.entries[node.entry].read_only:
+        if node.entry_index is None or self.entries[node.entry_index].read_only:
             raise ReadOnly(f"{node.name} is read-only")
         return node
 
@@ -185,7 +185,7 @@ class Namespace:
         parent = self.writable_folder(await self.listed(parent))
         if self.store.child(parent.inode, self.checked_name(name)) is not None:
             raise Exists(name)
-        remote = self.remotes[parent.entry]
+        remote = self.remotes[parent.entry_index]
         prefix = f"{parent.blob}{name}/"
         metadata = to_metadata(is_dir=True, mode=kept.mode, uid=kept.uid, gid=kept.gid)
         try:
@@ -217,7 +217,7 @@ class Namespace:
         node = await self.listed(node)
         if self.store.child_inodes(node.inode):
             raise NotEmpty(name)
-        remote = self.remotes[node.entry]
+        remote = self.remotes[node.entry_index]
         await trio.to_thread.run_sync(remote.delete, node.blob.rstrip("/"),
                                       limiter=self.limiter)
         self.store.remove_node(node.inode)
@@ -230,7 +230,7 @@ class Namespace:
             raise IsADirectory(name)
         self.writable_file(node)
         # Even a file never uploaded from here may have a blob (made elsewhere).
-        await trio.to_thread.run_sync(self.remotes[node.entry].delete, node.blob,
+        await trio.to_thread.run_sync(self.remotes[node.entry_index].delete, node.blob,
                                       limiter=self.limiter)
         self.store.remove_node(node.inode)
         self.store.touch(parent.inode, time.time_ns())
@@ -248,7 +248,7 @@ class Namespace:
         node = await self.lookup(old_parent, old_name)
         new_parent = self.writable_folder(await self.listed(new_parent))
         self.writable_folder(self.node(node.parent))
-        if node.entry != new_parent.entry:
+        if node.entry_index != new_parent.entry_index:
             raise CrossDevice("rename across mount entries")
         self.checked_name(new_name)
         if node.is_dir and f"{new_parent.blob}{new_name}/".startswith(node.blob):
@@ -265,7 +265,7 @@ class Namespace:
                 raise IsADirectory(new_name)
             if target.is_dir and self.store.child_inodes((await self.listed(target)).inode):
                 raise NotEmpty(new_name)
-        remote = self.remotes[node.entry]
+        remote = self.remotes[node.entry_index]
         if target is not None and target.is_dir:
             # An empty folder replaced: its marker goes first (the moved folder's own
             # marker takes the same name).
@@ -286,10 +286,10 @@ class Namespace:
             metadata = to_metadata(is_dir=True, mode=node.mode, uid=node.uid, gid=node.gid)
             await trio.to_thread.run_sync(
                 lambda: remote.make_folder(new_blob, metadata=metadata), limiter=self.limiter)
-            self.store.move_blobs_under(node.entry, node.blob, new_blob)
+            self.store.move_blobs_under(node.entry_index, node.blob, new_blob)
             for _, moved_blob, etag in copies:
                 if etag:  # each file is now the copy: its version is the copy's
-                    self.store.set_etag(node.entry, moved_blob, etag)
+                    self.store.set_etag(node.entry_index, moved_blob, etag)
         else:
             new_blob = f"{new_parent.blob}{new_name}"
             etag = await self._move_blob(remote, node.blob, new_blob) if copy else None
@@ -363,7 +363,7 @@ class Namespace:
         blob = f"{parent.blob}{self.checked_name(name)}"
         if self.store.child(parent.inode, name) is not None:
             raise Exists(name)
-        remote = self.remotes[parent.entry]
+        remote = self.remotes[parent.entry_index]
         try:
             item = await trio.to_thread.run_sync(
                 lambda: remote.put_small(blob, data, metadata), limiter=self.limiter)
@@ -376,7 +376,7 @@ class Namespace:
         """A symlink's target: its blob's content (read once, then kept)."""
         if node.link is not None:
             return node.link
-        remote = self.remotes[node.entry]
+        remote = self.remotes[node.entry_index]
         data = await trio.to_thread.run_sync(remote.read_small, node.blob,
                                              limiter=self.limiter)
         target = data.decode("utf-8", "surrogateescape")
@@ -386,11 +386,11 @@ class Namespace:
     async def update_metadata(self, node: Node, changes: dict[str, str | None]) -> tuple[str, str]:
         """Set metadata of a node's blob (a folder's: its marker blob's, made if there is
         none); the ETags before and after (folders: '')."""
-        remote = self.remotes[node.entry]
+        remote = self.remotes[node.entry_index]
         if not node.is_dir:
             return await trio.to_thread.run_sync(
                 lambda: remote.update_metadata(node.blob, changes), limiter=self.limiter)
-        if node.blob == self.entries[node.entry].prefix:
+        if node.blob == self.entries[node.entry_index].prefix:
             # An entry's own folder has no marker blob (its prefix is the mount's):
             # what is set holds until unmount.
             return "", ""
@@ -405,8 +405,8 @@ class Namespace:
                 lambda: remote.make_folder(node.blob, metadata=kept), limiter=self.limiter)
         return "", ""
 
-    def uploaded(self, entry: int, blob: str, size: int, mtime_ns: int, etag: str) -> None:
-        self.store.set_uploaded(entry, blob, size=size, mtime_ns=mtime_ns, etag=etag)
+    def uploaded(self, entry_index: int, blob: str, size: int, mtime_ns: int, etag: str) -> None:
+        self.store.set_uploaded(entry_index, blob, size=size, mtime_ns=mtime_ns, etag=etag)
 
-    def conflicted(self, entry: int, blob: str) -> None:
-        self.store.forget_local(entry, blob, blob[:blob.rfind("/") + 1])
+    def conflicted(self, entry_index: int, blob: str) -> None:
+        self.store.forget_local(entry_index, blob, blob[:blob.rfind("/") + 1])

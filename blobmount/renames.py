@@ -67,10 +67,10 @@ class Renames:
             # The move copies blobs in the container: what is pending goes up first.
             await self._upload_pending_under(node)
             open_inside = self._written_under(node)
-            stale = await self.moves.changed_elsewhere(node.entry, open_inside)
+            stale = await self.moves.changed_elsewhere(node.entry_index, open_inside)
             renamed = await self.namespace.rename(old_parent, old_name, new_parent, new_name,
                                                   replace=replace)
-            entry = self.entries[node.entry]
+            entry = self.entries[node.entry_index]
             for old_blob, new_blob, etag in renamed.copies:
                 # A download into the old name lands first, so nothing comes there after.
                 await self.downloads.settle(self.cache.path_for(entry, old_blob))
@@ -88,7 +88,7 @@ class Renames:
         # A download that lands later must not bring back bytes this rename moved, nor
         # land on them at the new name (whether or not a file is there to replace).
         await self.downloads.settle(source_path)
-        await self.downloads.settle(self.cache.path_for(self.entries[new_parent.entry],
+        await self.downloads.settle(self.cache.path_for(self.entries[new_parent.entry_index],
                                                         f"{new_parent.blob}{new_name}"))
         # The worker starts no upload of the source (its row moves here) or the target
         # (replaced) meanwhile, and each upload under way ends first.
@@ -109,7 +109,7 @@ class Renames:
                                                                                    target_path)
                 await self.uploads.forget(target_path)
             source = self.store.node(node.inode) or node  # as the copy will see it
-            stale = bool(not here_only and await self.moves.changed_elsewhere(node.entry,
+            stale = bool(not here_only and await self.moves.changed_elsewhere(node.entry_index,
                                                                          [source.blob]))
             try:
                 renamed = await self.namespace.rename(old_parent, node.name, new_parent,
@@ -143,7 +143,7 @@ class Renames:
         """Whether a file was written here and never uploaded, in an async entry: then
         it is renamed here alone (its upload goes to the new name), with no network.
         Call it holding the file's uploads."""
-        if self.entries[node.entry].upload != "async" or node.etag:
+        if self.entries[node.entry_index].upload != "async" or node.etag:
             return False
         await self._commit_writers(node.inode)
         upload = self.store.upload(str(self._path(node)))
@@ -157,7 +157,8 @@ class Renames:
         for handle in list(self.handles.values()):
             node = self.store.node(handle.inode)
             if (isinstance(handle, Writing) and node is not None
-                    and node.entry == folder.entry and node.blob.startswith(folder.blob)):
+                    and node.entry_index == folder.entry_index
+                    and node.blob.startswith(folder.blob)):
                 found.append((handle, node))
         return found
 
@@ -178,7 +179,7 @@ class Renames:
         for handle, _ in self._writers_under(folder):
             if handle.written:
                 await self._commit(handle, wait=False)
-        entry = self.entries[folder.entry]
+        entry = self.entries[folder.entry_index]
         for upload in self.uploads.pending(entry.account.account_name, entry.container,
                                            folder.blob):
             await self.uploads.upload_now(Path(upload.path), upload.version)

@@ -40,7 +40,7 @@ class Node:
     parent: int
     name: str
     is_dir: bool
-    entry: int | None
+    entry_index: int | None  # which mount entry (config.mounts[i]); None: the mount's own
     blob: str | None
     size: int
     mtime_ns: int
@@ -169,13 +169,13 @@ class Store(CacheTables, UploadJournal, PatchTables):
                 (ROOT_INODE, ROOT_INODE, NEVER_STALE, time.time_ns()),
             )
 
-    def add_folder(self, parent: int, name: str, *, entry: int | None, blob: str | None,
+    def add_folder(self, parent: int, name: str, *, entry_index: int | None, blob: str | None,
                    listed: float | None) -> int:
         """Add a folder that no listing produced (the mount table's own folders)."""
         cursor = self._db.execute(
             "INSERT INTO nodes (parent, name, is_dir, entry, blob, listed, mtime_ns)"
             " VALUES (?, ?, 1, ?, ?, ?, ?)",
-            (parent, name, entry, blob, listed, time.time_ns()),
+            (parent, name, entry_index, blob, listed, time.time_ns()),
         )
         return cursor.lastrowid
 
@@ -227,7 +227,7 @@ class Store(CacheTables, UploadJournal, PatchTables):
                    now: float) -> None:
         """Record one page of a folder's listing. Known names keep their inode."""
         rows = [
-            (folder.inode, listed.name, int(item.is_dir), folder.entry, item.name, item.size,
+            (folder.inode, listed.name, int(item.is_dir), folder.entry_index, item.name, item.size,
              item.mtime_ns, item.etag, now, generation, item.mode, item.uid, item.gid,
              item.atime_ns, item.ctime_ns, int(item.is_link), item.special, item.rdev)
             for listed in items for item in [listed.item]
@@ -293,7 +293,7 @@ class Store(CacheTables, UploadJournal, PatchTables):
             " uid = CASE WHEN ? THEN excluded.uid ELSE uid END,"
             " gid = CASE WHEN ? THEN excluded.gid ELSE gid END"
             " RETURNING inode",
-            (parent.inode, name, parent.entry, blob, size, mtime_ns, time.time(),
+            (parent.inode, name, parent.entry_index, blob, size, mtime_ns, time.time(),
              kept.mode if kept else None, kept.uid if kept else None,
              kept.gid if kept else None, mtime_ns, *(kept is not None,) * 3),
         )
@@ -306,7 +306,7 @@ class Store(CacheTables, UploadJournal, PatchTables):
             "INSERT INTO nodes (parent, name, is_dir, entry, blob, size, mtime_ns, etag,"
             " checked, uid, gid, ctime_ns, is_link, link)"
             " VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?) RETURNING inode",
-            (parent.inode, name, parent.entry, blob, len(target.encode("utf-8")), mtime_ns,
+            (parent.inode, name, parent.entry_index, blob, len(target.encode("utf-8")), mtime_ns,
              etag, time.time(), kept.uid, kept.gid, mtime_ns, target),
         )
         return cursor.fetchone()[0]
@@ -318,7 +318,7 @@ class Store(CacheTables, UploadJournal, PatchTables):
             "INSERT INTO nodes (parent, name, is_dir, entry, blob, size, mtime_ns, etag,"
             " checked, mode, uid, gid, ctime_ns, special, rdev)"
             " VALUES (?, ?, 0, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING inode",
-            (parent.inode, name, parent.entry, blob, mtime_ns, etag, time.time(), kept.mode,
+            (parent.inode, name, parent.entry_index, blob, mtime_ns, etag, time.time(), kept.mode,
              kept.uid, kept.gid, mtime_ns, kept.special, kept.rdev),
         )
         return cursor.fetchone()[0]
@@ -356,16 +356,16 @@ class Store(CacheTables, UploadJournal, PatchTables):
             "INSERT OR REPLACE INTO nodes (inode, parent, name, is_dir, entry, blob, size,"
             " mtime_ns, etag, mode, uid, gid, atime_ns, ctime_ns, is_link, link, special,"
             " rdev) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (node.inode, ORPHANS, f"#{node.inode}", node.entry,
+            (node.inode, ORPHANS, f"#{node.inode}", node.entry_index,
              f"{ORPHAN_BLOB}{node.inode}", node.size, node.mtime_ns, node.etag, node.mode,
              node.uid, node.gid, node.atime_ns, time.time_ns(), int(node.is_link), node.link,
              node.special, node.rdev))
 
-    def set_etag(self, entry: int, blob: str, etag: str) -> None:
+    def set_etag(self, entry_index: int, blob: str, etag: str) -> None:
         """The container holds these bytes of the file as version `etag` (a copy)."""
         self._db.execute(
             "UPDATE nodes SET etag = ?, checked = ? WHERE entry = ? AND blob = ? AND is_dir = 0",
-            (etag, time.time(), entry, blob))
+            (etag, time.time(), entry_index, blob))
 
     def set_unchanged(self, inode: int) -> None:
         """Opened for writing and closed unchanged: the node shows the blob again."""
@@ -374,24 +374,24 @@ class Store(CacheTables, UploadJournal, PatchTables):
     def set_mtime(self, inode: int, mtime_ns: int) -> None:
         self._db.execute("UPDATE nodes SET mtime_ns = ? WHERE inode = ?", (mtime_ns, inode))
 
-    def set_uploaded(self, blob_entry: int, blob: str, *, size: int, mtime_ns: int,
+    def set_uploaded(self, entry_index: int, blob: str, *, size: int, mtime_ns: int,
                      etag: str) -> None:
         """The node of `blob` now shows the blob as uploaded."""
         self._db.execute(
             "UPDATE nodes SET local = 0, size = ?, mtime_ns = ?, etag = ?, checked = ?"
             " WHERE entry = ? AND blob = ? AND is_dir = 0",
-            (size, mtime_ns, etag, time.time(), blob_entry, blob),
+            (size, mtime_ns, etag, time.time(), entry_index, blob),
         )
 
-    def forget_local(self, entry: int, blob: str, folder_prefix: str) -> None:
+    def forget_local(self, entry_index: int, blob: str, folder_prefix: str) -> None:
         """Show the container's version of `blob` again, and relist its folder."""
         with self._db:
             self._db.execute(
                 "UPDATE nodes SET local = 0, checked = NULL WHERE entry = ? AND blob = ?"
-                " AND is_dir = 0", (entry, blob))
+                " AND is_dir = 0", (entry_index, blob))
             self._db.execute(
                 "UPDATE nodes SET listed = NULL WHERE entry = ? AND blob = ? AND is_dir = 1",
-                (entry, folder_prefix))
+                (entry_index, folder_prefix))
 
     def move_node(self, inode: int, parent: int, name: str, blob: str) -> None:
         self._db.execute(
@@ -399,10 +399,10 @@ class Store(CacheTables, UploadJournal, PatchTables):
             (parent, name, blob, time.time_ns(), inode),
         )
 
-    def move_blobs_under(self, entry: int, old_prefix: str, new_prefix: str) -> None:
+    def move_blobs_under(self, entry_index: int, old_prefix: str, new_prefix: str) -> None:
         """Rename the blobs of every node under a folder that moved (inodes stay)."""
         self._db.execute(
             "UPDATE nodes SET blob = ? || substr(blob, ?) WHERE entry = ?"
             " AND substr(blob, 1, ?) = ?",
-            (new_prefix, len(old_prefix) + 1, entry, len(old_prefix), old_prefix),
+            (new_prefix, len(old_prefix) + 1, entry_index, len(old_prefix), old_prefix),
         )

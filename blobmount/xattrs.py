@@ -84,7 +84,7 @@ class Xattrs:
     # -- reading ------------------------------------------------------------------
 
     async def get(self, node: Node, name: str) -> bytes:
-        if not name.startswith("user.") or node.is_dir or node.entry is None:
+        if not name.startswith("user.") or node.is_dir or node.entry_index is None:
             raise _no_data(name)
         if name == CACHE_STATE:
             return self.cache_state(node).encode()
@@ -108,7 +108,7 @@ class Xattrs:
         raise _no_data(name)
 
     async def names(self, node: Node) -> list[str]:
-        if node.is_dir or node.entry is None:
+        if node.is_dir or node.entry_index is None:
             return []
         found = [CACHE_STATE]
         props = await self._props(node)
@@ -119,7 +119,7 @@ class Xattrs:
         return found
 
     def cache_state(self, node: Node) -> str:
-        path = self.cache.path_for(self.entries[node.entry], node.blob)
+        path = self.cache.path_for(self.entries[node.entry_index], node.blob)
         record = self.store.cached_file(str(path)) if path.exists() else None
         return shown_state(record, journaled=self.store.upload(str(path)) is not None,
                            etag=node.etag)
@@ -130,7 +130,7 @@ class Xattrs:
         if seen is not None and seen.etag == node.etag and not node.unuploaded and (
                 time.monotonic() - seen.when < self.namespace.ttl):
             return seen.props
-        remote = self.namespace.remotes[node.entry]
+        remote = self.namespace.remotes[node.entry_index]
         try:
             props = await trio.to_thread.run_sync(remote.head, node.blob, limiter=self._limiter)
         except RemoteNotFound:
@@ -145,7 +145,7 @@ class Xattrs:
 
     async def _tags(self, node: Node, *, quiet: bool) -> dict[str, str]:
         """The blob's index tags; ENOTSUP where the account has none (quiet: {})."""
-        if node.entry in self._no_tags:
+        if node.entry_index in self._no_tags:
             if quiet:
                 return {}
             raise NotSupported("the account has no blob index tags")
@@ -154,12 +154,12 @@ class Xattrs:
         if seen.props is None:
             return {}
         if seen.tags is None:
-            remote = self.namespace.remotes[node.entry]
+            remote = self.namespace.remotes[node.entry_index]
             try:
                 seen.tags = await trio.to_thread.run_sync(remote.tags, node.blob,
                                                           limiter=self._limiter)
             except RemoteUnsupported:
-                self._no_tags.add(node.entry)
+                self._no_tags.add(node.entry_index)
                 return await self._tags(node, quiet=quiet)
         return seen.tags
 
@@ -203,25 +203,25 @@ class Xattrs:
             kind, key = "tag", name[len(TAG):]
             if not _TAG_KEY.fullmatch(key):
                 raise InvalidArgument(f"{name}: not a valid tag name")
-            if node.entry in self._no_tags:
+            if node.entry_index in self._no_tags:
                 raise NotSupported("the account has no blob index tags")
         else:
             raise NotSupported(f"{name}: only user.meta.* and user.tag.* can be set")
-        if node.is_dir or node.entry is None:
+        if node.is_dir or node.entry_index is None:
             raise NotSupported(f"{node.name}: folders have no attributes")
-        if self.entries[node.entry].read_only:
+        if self.entries[node.entry_index].read_only:
             raise ReadOnly(f"{node.name} is read-only")
         return kind, key
 
     async def _change(self, node: Node, kind: str, key: str, value: str | None) -> None:
         node = await self._uploaded(node)
-        remote = self.namespace.remotes[node.entry]
+        remote = self.namespace.remotes[node.entry_index]
         if kind == "tag":
             try:
                 tags = await trio.to_thread.run_sync(
                     lambda: remote.update_tags(node.blob, {key: value}), limiter=self._limiter)
             except RemoteUnsupported:
-                self._no_tags.add(node.entry)
+                self._no_tags.add(node.entry_index)
                 raise
             seen = self._seen.get(node.inode)
             if seen is not None:
@@ -236,7 +236,7 @@ class Xattrs:
         """The node, once the blob holds its bytes: metadata goes on the blob."""
         if not node.unuploaded:
             return node
-        path = self.cache.path_for(self.entries[node.entry], node.blob)
+        path = self.cache.path_for(self.entries[node.entry_index], node.blob)
         row = self.store.upload(str(path))
         if row is None:
             raise Busy(f"{node.name} is open for writing")
@@ -249,7 +249,7 @@ class Xattrs:
     def _rebase(self, node: Node, old: str, new: str) -> None:
         """Setting metadata made a new ETag for the same bytes: the cached copy (and a
         pending upload based on it) stay good, under the new ETag."""
-        path = self.cache.path_for(self.entries[node.entry], node.blob)
+        path = self.cache.path_for(self.entries[node.entry_index], node.blob)
         if node.etag == old:
             self.store.update_file(node.inode, size=node.size, mtime_ns=node.mtime_ns,
                                    etag=new, checked=time.time())

@@ -158,7 +158,7 @@ class _Entry:
 
 
 def _node(inode: int, *, is_dir: bool, entry: int | None) -> Node:
-    return Node(inode=inode, parent=1, name="x", is_dir=is_dir, entry=entry, blob="x",
+    return Node(inode=inode, parent=1, name="x", is_dir=is_dir, entry_index=entry, blob="x",
                 size=3, mtime_ns=0, etag=None, checked=None, listed=None, unuploaded=False)
 
 

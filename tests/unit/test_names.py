@@ -201,7 +201,7 @@ def _listed(tmp_path, pages: list[list], caplog) -> dict[str, bool]:
     store = Store(tmp_path / "meta.sqlite")
     try:
         store.reset_tree()
-        inode = store.add_folder(ROOT_INODE, "data", entry=0, blob="", listed=None)
+        inode = store.add_folder(ROOT_INODE, "data", entry_index=0, blob="", listed=None)
         remote = _Pages([[BlobItem(name, name.endswith("/"), 1, 1, "e") for name in page]
                          for page in pages])
         space = Namespace(store, [], [remote], ttl=60, limiter=trio.CapacityLimiter(1))
@@ -265,8 +265,8 @@ def test_a_stale_listing_is_served_while_the_account_is_unreachable(tmp_path, ca
     store = Store(tmp_path / "meta.sqlite")
     try:
         store.reset_tree()
-        inode = store.add_folder(ROOT_INODE, "data", entry=0, blob="", listed=None)
-        other = store.add_folder(ROOT_INODE, "never", entry=0, blob="n/", listed=None)
+        inode = store.add_folder(ROOT_INODE, "data", entry_index=0, blob="", listed=None)
+        other = store.add_folder(ROOT_INODE, "never", entry_index=0, blob="n/", listed=None)
         remote = _Away([[BlobItem("f", False, 1, 1, "e"), BlobItem("d/", True)]])
         space = Namespace(store, [], [remote], ttl=0, limiter=trio.CapacityLimiter(1))
         trio.run(space.listed, store.node(inode))

@@ -55,7 +55,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 
 def entry_folder(store: Store, name: str = "data", *, blob: str = "") -> Node:
-    inode = store.add_folder(ROOT_INODE, name, entry=0, blob=blob, listed=None)
+    inode = store.add_folder(ROOT_INODE, name, entry_index=0, blob=blob, listed=None)
     node = store.node(inode)
     assert node is not None
     return node
@@ -94,7 +94,7 @@ def test_reset_tree_makes_the_root(store: Store) -> None:
     assert root is not None
     assert (root.inode, root.parent, root.name, root.is_dir) == (ROOT_INODE, ROOT_INODE, "", True)
     assert root.listed == NEVER_STALE and math.isinf(root.listed)
-    assert root.entry is None and root.blob is None
+    assert root.entry_index is None and root.blob is None
     assert root.mtime_ns > 0
     # The root is its own parent, yet never its own child.
     assert store.child_inodes(ROOT_INODE) == []
@@ -110,20 +110,20 @@ def test_reset_tree_forgets_every_other_node(store: Store) -> None:
 
 
 def test_add_folder(store: Store) -> None:
-    top = store.add_folder(ROOT_INODE, "team", entry=None, blob=None, listed=NEVER_STALE)
-    inner = store.add_folder(top, "models", entry=3, blob="m/", listed=None)
+    top = store.add_folder(ROOT_INODE, "team", entry_index=None, blob=None, listed=NEVER_STALE)
+    inner = store.add_folder(top, "models", entry_index=3, blob="m/", listed=None)
     assert top != inner and ROOT_INODE not in (top, inner)
     node = store.child(top, "models")
     assert node is not None and node.inode == inner
-    assert (node.parent, node.is_dir, node.entry, node.blob, node.listed) == (
+    assert (node.parent, node.is_dir, node.entry_index, node.blob, node.listed) == (
         top, True, 3, "m/", None)
     assert node.size == 0 and node.etag is None
     team = store.node(top)
-    assert team is not None and team.listed == NEVER_STALE and team.entry is None
+    assert team is not None and team.listed == NEVER_STALE and team.entry_index is None
     assert store.child_inodes(ROOT_INODE) == [top]
     assert store.child(ROOT_INODE, "models") is None
     with pytest.raises(sqlite3.IntegrityError):  # one name per folder
-        store.add_folder(ROOT_INODE, "team", entry=None, blob=None, listed=None)
+        store.add_folder(ROOT_INODE, "team", entry_index=None, blob=None, listed=None)
 
 
 def test_a_listing_records_children(store: Store) -> None:
@@ -134,7 +134,7 @@ def test_a_listing_records_children(store: Store) -> None:
     kids = children(store, data.inode)
     assert sorted(kids) == ["a.txt", "d"]
     a = kids["a.txt"]
-    assert (a.parent, a.is_dir, a.entry, a.blob, a.size, a.mtime_ns, a.etag, a.checked) == (
+    assert (a.parent, a.is_dir, a.entry_index, a.blob, a.size, a.mtime_ns, a.etag, a.checked) == (
         data.inode, False, 0, "p/a.txt", 5, 7, "E1", 123.0)
     d = kids["d"]
     assert (d.is_dir, d.blob, d.listed, d.etag) == (True, "p/d/", None, None)
@@ -604,9 +604,9 @@ def test_an_inode_number_is_never_given_twice(store: Store) -> None:
     descriptor, a cwd): a new node must never get it, even the newest one's."""
     store.reset_tree()
     data = entry_folder(store)
-    first = store.add_folder(data.inode, "a", entry=0, blob="a/", listed=None)
+    first = store.add_folder(data.inode, "a", entry_index=0, blob="a/", listed=None)
     store.remove_node(first)
-    second = store.add_folder(data.inode, "b", entry=0, blob="b/", listed=None)
+    second = store.add_folder(data.inode, "b", entry_index=0, blob="b/", listed=None)
     assert second != first
     store.reset_tree()
     assert entry_folder(store).inode not in (first, second)
