@@ -124,19 +124,11 @@ def test_workers_bound_the_attempts_under_way(store: Store, entry: MountEntry) -
     harness.expected = 3 * WORKERS
 
     async def main() -> None:
-        for number in range(3 * WORKERS):
-            await harness.journal(f"f{number}", f"bytes {number}".encode())
+        await _journal_three_per_worker(harness)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(harness.uploads.run)
             with trio.fail_after(TIMEOUT):
-                while remote.running < WORKERS:
-                    await trio.sleep(0.01)
-                # Every task waits now: the workers on their uploads, the scheduler on
-                # a free worker. An unbounded pool would have started them all.
-                await trio.testing.wait_all_tasks_blocked()
-                under_way = remote.running
-                remote.gate.set()
-                assert under_way == WORKERS
+                assert await _under_way_once_all_wait(remote) == WORKERS
                 await harness.all_uploaded.wait()
             nursery.cancel_scope.cancel()
 
@@ -154,18 +146,12 @@ def test_sync_tries_as_many_at_once_as_there_are_workers(store: Store,
         upload_batch_window=0.0, max_parallel_transfers=WORKERS))
 
     async def main() -> None:
-        for number in range(3 * WORKERS):
-            await harness.journal(f"f{number}", f"bytes {number}".encode())
+        await _journal_three_per_worker(harness)
         async with trio.open_nursery() as nursery:
             left: list[object] = []
             nursery.start_soon(lambda: _collect(harness.uploads.sync(), left))
             with trio.fail_after(TIMEOUT):
-                while remote.running < WORKERS:
-                    await trio.sleep(0.01)
-                await trio.testing.wait_all_tasks_blocked()
-                under_way = remote.running
-                remote.gate.set()
-                assert under_way == WORKERS
+                assert await _under_way_once_all_wait(remote) == WORKERS
         assert left == [[]]
 
     trio.run(main)
@@ -252,3 +238,20 @@ def test_a_forgotten_upload_never_goes_up(store: Store, entry: MountEntry) -> No
     assert store.uploads() == []
     assert "gone" not in remote.files()
     assert not [call for call in remote.calls if call[0] == "upload"]
+
+
+async def _journal_three_per_worker(harness: Harness) -> None:
+    for number in range(3 * WORKERS):
+        await harness.journal(f"f{number}", f"bytes {number}".encode())
+
+
+async def _under_way_once_all_wait(remote: CountingRemote) -> int:
+    """How many uploads run once every task waits (the workers on their uploads, the
+    scheduler on a free worker: an unbounded pool would have started them all); then
+    the uploads may finish."""
+    while remote.running < WORKERS:
+        await trio.sleep(0.01)
+    await trio.testing.wait_all_tasks_blocked()
+    under_way = remote.running
+    remote.gate.set()
+    return under_way
