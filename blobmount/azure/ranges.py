@@ -18,6 +18,8 @@ import trio
 from azure.core.exceptions import HttpResponseError, IncompleteReadError, ServiceResponseError
 from azure.core.rest import HttpResponse
 
+# One bare GET (Remote._get_whole) up to SMALL_GET_MAX, ranges above: decide.py says why.
+from ..decide import SMALL_GET_MAX
 from ..errors import RemoteConflict, RemoteCorrupt, RemoteUnreachable
 from .base import ContainerBase
 from .listing import BlobItem, item_from_headers
@@ -27,8 +29,6 @@ log = logging.getLogger("blobmount.azure")
 
 # A download whose bytes do not match the blob's Content-MD5 is tried this many times.
 DOWNLOAD_TRIES = 2
-# Blobs up to this size come by one bare GET (see Remote._get_whole).
-SMALL_GET_MAX = 4 * 1024 * 1024
 # Larger ones come in ranges of these sizes (see range_size), hashed in blocks.
 RANGE_MIN = 4 * 1024 * 1024
 RANGE_MAX = 64 * 1024 * 1024
