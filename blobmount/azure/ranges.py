@@ -12,6 +12,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -342,21 +343,12 @@ class Downloads(ContainerBase):
         written. Such a download is tried once, since bytes already read cannot be
         taken back.
 
-        The ranges are trio tasks, here in a trio loop of this thread's own, under a
-        limiter of their own; `download_async` puts them under the caller's.
+        This is `download_async` in a trio loop of this thread's own, under a limiter
+        of its own (the daemon calls `download_async`, under the caller's).
         """
-        tries = 1 if on_progress else DOWNLOAD_TRIES
-        for attempt in range(tries):
-            with self._call(f"download of {self.label}/{blob}"):
-                if size is not None and size <= SMALL_GET_MAX:
-                    result: _Result = self._get_whole(blob, destination)
-                else:
-                    result = trio.run(self._get_ranges, blob, destination, size, concurrency,
-                                      on_progress or _ignore_progress,
-                                      trio.CapacityLimiter(concurrency))
-            if self._matches(blob, result, retrying=attempt + 1 < tries):
-                return result[0]
-        raise self._corrupt(blob, destination, result, tries)
+        return trio.run(partial(self.download_async, blob, destination, size=size,
+                                concurrency=concurrency, on_progress=on_progress,
+                                limiter=trio.CapacityLimiter(concurrency)))
 
     async def download_async(self, blob: str, destination: Path, *, size: int | None = None,
                              concurrency: int = 4,
