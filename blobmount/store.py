@@ -60,6 +60,14 @@ class Node:
     rdev: int = 0                # a device's number
 
 
+def _blob_columns(item: BlobItem) -> tuple:
+    """A listed blob's values for the nodes columns is_dir, blob, size, mtime_ns, etag,
+    mode, uid, gid, atime_ns, ctime_ns, is_link, special, rdev."""
+    return (int(item.is_dir), item.name, item.size, item.mtime_ns, item.etag, item.mode,
+            item.uid, item.gid, item.atime_ns, item.ctime_ns, int(item.is_link),
+            item.special, item.rdev)
+
+
 @dataclass(frozen=True, slots=True)
 class ListedItem:
     """One child of a folder as a listing found it: the name it shows under, and the
@@ -226,16 +234,12 @@ class Store(CacheTables, UploadJournal, PatchTables):
     def add_listed(self, folder: Node, generation: int, items: Iterable[ListedItem],
                    now: float) -> None:
         """Record one page of a folder's listing. Known names keep their inode."""
-        rows = [
-            (folder.inode, listed.name, int(item.is_dir), folder.entry_index, item.name, item.size,
-             item.mtime_ns, item.etag, now, generation, item.mode, item.uid, item.gid,
-             item.atime_ns, item.ctime_ns, int(item.is_link), item.special, item.rdev)
-            for listed in items for item in [listed.item]
-        ]
+        rows = [(folder.inode, listed.name, folder.entry_index, *_blob_columns(listed.item),
+                 now, generation) for listed in items]
         with self._db:
             self._db.executemany(
-                "INSERT INTO nodes (parent, name, is_dir, entry, blob, size, mtime_ns, etag,"
-                " checked, seen, mode, uid, gid, atime_ns, ctime_ns, is_link, special, rdev)"
+                "INSERT INTO nodes (parent, name, entry, is_dir, blob, size, mtime_ns, etag,"
+                " mode, uid, gid, atime_ns, ctime_ns, is_link, special, rdev, checked, seen)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (parent, name) DO UPDATE SET is_dir = excluded.is_dir,"
                 " blob = excluded.blob, size = excluded.size, mtime_ns = excluded.mtime_ns,"
