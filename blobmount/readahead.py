@@ -3,39 +3,76 @@ ones already on their way."""
 
 from __future__ import annotations
 
+from collections import deque
+from dataclasses import dataclass, field
+
 from .azure import Remote
 from .config import MountEntry
 from .store import Node, Store
 from .transfers import READ_AHEAD_MAX_SIZE, Downloads, Wanted
 
 
+@dataclass
+class _Walk:
+    """A walk through one folder: the files queued ahead of it, in name order, and how
+    many it may have queued ahead at once (doubling while the walk keeps to them)."""
+
+    window: int = 1
+    queued: deque[str] = field(default_factory=deque)
+
+
 class ReadAhead:
-    """Queues the next `files` small files of a folder after each cold open in it."""
+    """Queues the next small files of a folder while its opens walk it.
+
+    A walk starts with two opens in a row of neighbours in name order (`cat *`, `tar c`,
+    `cp -r`) and queues one file; each open of a queued file doubles how many are queued
+    ahead, up to `files` (mountpoint-s3's prefetcher grows its window the same way). A
+    program that picks its files (Python importing a package opens some modules, never
+    its `.pyi` stubs) so costs few GETs it does not need."""
 
     def __init__(self, store: Store, downloads: Downloads, files: int) -> None:
         self.store = store
         self.downloads = downloads
         self.files = files
-        #: folder inode -> the last file read-ahead queued in it
-        self._end: dict[int, str] = {}
+        self._walks: dict[int, _Walk] = {}  # folder inode -> its walk
+        self._last_open: dict[int, str] = {}  # folder inode -> the last file opened in it
 
     def after(self, node: Node, entry: MountEntry, remote: Remote, folder: str) -> None:
         """Fetch the files after `node` in its folder (shown as `folder`) in the
-        background. A bounded cache spends at most a tenth of its limit on guesses, so
-        that read-ahead never pushes out what was really read."""
+        background, if the opens walk it. A bounded cache spends at most a tenth of its
+        limit on guesses, so that read-ahead never pushes out what was really read."""
+        walk = self._walks.get(node.parent)
+        if walk is not None and walk.queued and node.name <= walk.queued[-1]:
+            while walk.queued and walk.queued[0] <= node.name:
+                walk.queued.popleft()
+            walk.window = min(walk.window * 2, self.files)
+        elif self._follows_last_open(node):
+            walk = self._walks[node.parent] = _Walk()
+        else:
+            return
+        self._last_open[node.parent] = node.name
+        after = walk.queued[-1] if walk.queued else node.name
         budget = entry.cache_max_bytes // 10 if entry.cache_max_bytes else None
-        # Inside the window queued before, a walk moves it on by one file: only the
-        # new end is looked at (the whole window each open cost 16 hashes and stats).
-        end = self._end.get(node.parent, "")
-        after, limit = (end, 1) if end > node.name else (node.name, self.files)
         wanted = []
-        for sibling in self.store.next_files(
-                node.parent, after, limit=limit, max_size=READ_AHEAD_MAX_SIZE):
+        for sibling in self.store.next_files(node.parent, after,
+                                             limit=max(0, walk.window - len(walk.queued)),
+                                             max_size=READ_AHEAD_MAX_SIZE):
             if budget is not None:
                 budget -= sibling.size
                 if budget < 0:
                     break
             wanted.append(Wanted(sibling.blob, sibling.size, sibling.etag,
                                  f"{folder}/{sibling.name}"))
-            self._end[node.parent] = sibling.name
+            walk.queued.append(sibling.name)
         self.downloads.read_ahead(entry, remote, wanted)
+
+    def _follows_last_open(self, node: Node) -> bool:
+        """Whether `node` is the file right after the folder's last open (of those
+        read-ahead would fetch); `node` becomes the last open."""
+        last = self._last_open.get(node.parent)
+        self._last_open[node.parent] = node.name
+        if last is None:
+            return False
+        following = self.store.next_files(node.parent, last, limit=1,
+                                          max_size=READ_AHEAD_MAX_SIZE)
+        return bool(following) and following[0].name == node.name
