@@ -141,10 +141,11 @@ class Mounter:
         mountpoint = mountpoint or self.tmp_path / "mnt"
         mountpoint.mkdir(exist_ok=True)
         log_file = self.tmp_path / "blobmount.log"
-        blobmount("mount", str(mountpoint), "--config", str(config), "--log-file",
-                  str(log_file), "-v", *extra, check=True)
+        # `--json` says the daemon's pid: no `status` call (a Python start) per mount.
+        started = blobmount("mount", str(mountpoint), "--config", str(config), "--log-file",
+                            str(log_file), "-v", "--json", *extra, check=True)
         assert is_mounted(mountpoint), "blobmount mount exited 0 but nothing is mounted"
-        pid = json.loads(blobmount("status", str(mountpoint), "--json", check=True).stdout)["pid"]
+        pid = json.loads(started.stdout)["pid"]
         mount = Mount(mountpoint, config, log_file, pid)
         self.live.append(mount)
         return mount
