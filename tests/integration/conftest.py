@@ -23,6 +23,7 @@ import pytest
 import yaml
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
+from blobmount import control
 from blobmount.azurite import Azurite
 from blobmount.config import AZURITE_ACCOUNT, AZURITE_KEY
 
@@ -104,7 +105,10 @@ class Mount:
     pid: int
 
     def status(self) -> dict:
-        return json.loads(blobmount("status", str(self.mountpoint), "--json", check=True).stdout)
+        """What `blobmount status --json` prints (the daemon's reply to "status"), asked
+        over the control socket from here: tests poll it, and a CLI call is a Python
+        start each time."""
+        return control.request(os.path.abspath(self.mountpoint), "status")
 
     def path(self, relative: str) -> Path:
         return self.mountpoint / relative
