@@ -18,12 +18,11 @@ import os
 import zlib
 from collections import Counter
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 import trio
 
-from .azure import RANGE_MD5_MAX, Remote
+from .azure import RANGE_MD5_MAX, AsyncContainer
 from .cache import Cache, block_key
 from .cachetables import CopyState
 from .decide import read_by_blocks
@@ -76,7 +75,7 @@ class _Flight:
 class BlockFile:
     """One partial copy being read, shared by every handle of its path and version."""
 
-    def __init__(self, path: Path, blob: str, etag: str, size: int, remote: Remote,
+    def __init__(self, path: Path, blob: str, etag: str, size: int, remote: AsyncContainer,
                  fd: int) -> None:
         self.path = path
         self.key = str(path)
@@ -105,8 +104,11 @@ class Blocks:
         self.store = cache.store
         self.min_size = min_size
         self._files: dict[Path, BlockFile] = {}
-        self._ahead = trio.CapacityLimiter(PARALLEL)
-        self._demand = trio.CapacityLimiter(PARALLEL)
+        # Counts of GETs, not threads (those are the daemon's): read-ahead and the
+        # blocks readers wait on have a bound each, so a window being filled never
+        # keeps a reader's own block waiting behind it.
+        self._ahead = trio.Semaphore(PARALLEL)
+        self._demand = trio.Semaphore(PARALLEL)
         self._background: trio.Nursery | None = None
         #: called after blocks land in the cache (the eviction task listens)
         self.on_fetched: Callable[[], None] = lambda: None
@@ -132,7 +134,7 @@ class Blocks:
 
     # -- opening and closing ------------------------------------------------------
 
-    def open(self, remote: Remote, blob: str, path: Path, *, size: int, etag: str,
+    def open(self, remote: AsyncContainer, blob: str, path: Path, *, size: int, etag: str,
              window_max: int = WINDOW_MAX) -> tuple[BlockReader, bool]:
         """A reader of the blob's version `etag` through its partial copy at `path`,
         and whether the copy was made anew (none of that version was there)."""
@@ -144,7 +146,7 @@ class Blocks:
         file.users += 1
         return BlockReader(self, file, max(BLOCK, min(WINDOW_MAX, window_max))), fresh
 
-    def _copy(self, remote: Remote, blob: str, path: Path, size: int, etag: str,
+    def _copy(self, remote: AsyncContainer, blob: str, path: Path, size: int, etag: str,
               ) -> tuple[BlockFile, bool]:
         """The partial copy of that version kept from before, or a new empty one."""
         record = self.store.cached_file(str(path))
@@ -266,7 +268,7 @@ class Blocks:
             size = min(BLOCK, file.size - start)
             file.pins[start] += 1
             try:
-                data = await trio.to_thread.run_sync(os.pread, file.fd, size, start)
+                data = await file.remote.run_sync(os.pread, file.fd, size, start)
             finally:
                 _unpin(file, [start])
             if len(data) == size and zlib.crc32(data) == crc:
@@ -276,8 +278,7 @@ class Blocks:
                             " is fetched again", file.remote.label, file.blob, start)
                 self.store.drop_cached_block(file.key, start)
 
-    def _fetch(self, starts: list[int], file: BlockFile, limiter: trio.CapacityLimiter,
-               ) -> None:
+    def _fetch(self, starts: list[int], file: BlockFile, bound: trio.Semaphore) -> None:
         """Start a GET for each run of adjacent blocks (at most RUN_MAX each)."""
         if self._background is None:
             raise RemoteError("the mount is stopping")
@@ -285,10 +286,10 @@ class Blocks:
             flight = _Flight()
             for start in run:
                 file.flights[start] = flight
-            self._background.start_soon(self._get, file, run, flight, limiter)
+            self._background.start_soon(self._get, file, run, flight, bound)
 
     async def _get(self, file: BlockFile, run: list[int], flight: _Flight,
-                   limiter: trio.CapacityLimiter) -> None:
+                   bound: trio.Semaphore) -> None:
         low, high = run[0], min(run[-1] + BLOCK, file.size)
         what = f"read of {file.remote.label}/{file.blob}"
         fd = file.fd
@@ -297,9 +298,9 @@ class Blocks:
             if file.remote.offline():
                 raise RemoteUnreachable(f"{what}: not in the cache, and the account did not"
                                         " answer just now")
-            crcs = await trio.to_thread.run_sync(
-                partial(file.remote.read_blocks, file.blob, fd, low, high, file.etag,
-                        BLOCK), limiter=limiter)
+            async with bound:
+                crcs = await file.remote.read_blocks(file.blob, fd, low, high, file.etag,
+                                                     BLOCK)
             if fd != file.fd:
                 pass  # moved to a file of its own meanwhile (settle): fetched again there
             elif self._holds(file):

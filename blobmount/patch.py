@@ -34,7 +34,7 @@ from pathlib import Path
 
 import trio
 
-from .azure import MTIME_KEY, BlobItem, Remote, file_md5, parse_mtime
+from .azure import MTIME_KEY, AsyncContainer, BlobItem, file_md5, parse_mtime
 from .blocklist import (
     COPY,
     ID_LENGTH,
@@ -55,7 +55,9 @@ from .store import Patch
 
 log = logging.getLogger(__name__)
 
-#: Blocks staged side by side by one upload.
+#: Blocks staged side by side by one upload: a count of tasks (each holds a block's
+#: bytes while it waits for a thread), so that an upload of many blocks does not
+#: read them all into memory at once.
 PARALLEL = 8
 
 
@@ -64,7 +66,7 @@ class Edit:
     """One copy being edited: what its patch row says, and this run's counts."""
 
     path: Path
-    remote: Remote
+    remote: AsyncContainer
     blob: str
     etag: str       # the version the bytes not written here are of
     size: int       # bytes from the start that are that version's where not written
@@ -90,11 +92,11 @@ class Patches:
         self.store = cache.store
         self.blocks = blocks
         self._edits: dict[Path, Edit] = {}
-        #: (account, container) -> its Remote: for edits journaled by an earlier daemon
-        self.remotes: dict[tuple[str, str], Remote] = {}
-        self._limiter = trio.CapacityLimiter(PARALLEL)
+        #: (account, container) -> its container: for edits journaled by an earlier daemon
+        self.remotes: dict[tuple[str, str], AsyncContainer] = {}
+        self._staging = trio.Semaphore(PARALLEL)
         self._background: trio.Nursery | None = None
-        self._doomed: list[tuple[Remote, str, str]] = []  # snapshots to delete
+        self._doomed: list[tuple[AsyncContainer, str, str]] = []  # snapshots to delete
         #: bytes staged since the mount: sent from here, and copied server-side
         self.staged = {"sent": 0, "copied": 0}
         self.on_changed: Callable[[], None] = lambda: None
@@ -120,14 +122,14 @@ class Patches:
         self._edits[path] = edit
         return edit
 
-    async def start(self, remote: Remote, blob: str, path: Path, *, size: int,
+    async def start(self, remote: AsyncContainer, blob: str, path: Path, *, size: int,
                     etag: str) -> bool:
         """Make the copy at `path` an edit of version `etag` (keeping the blocks of it
         already here); False if the blob is another version now (a snapshot of it
         could not be taken): the caller downloads it whole, as before."""
         self._retire(path)
         try:
-            snapshot = await trio.to_thread.run_sync(remote.snapshot, blob, etag)
+            snapshot = await remote.snapshot(blob, etag)
         except BlobmountError as exc:
             log.info("%s/%s is edited as a whole file: %s", remote.label, blob, exc)
             return False
@@ -312,9 +314,9 @@ class Patches:
                 os.close(file.fd)
                 file.fd = -1
 
-    async def _delete_snapshot(self, remote: Remote, blob: str, snapshot: str) -> None:
+    async def _delete_snapshot(self, remote: AsyncContainer, blob: str, snapshot: str) -> None:
         try:
-            await trio.to_thread.run_sync(remote.delete_snapshot, blob, snapshot)
+            await remote.delete_snapshot(blob, snapshot)
             log.debug("deleted snapshot %s of %s/%s", snapshot, remote.label, blob)
         except BlobmountError as exc:
             log.warning("snapshot %s of %s/%s could not be deleted: %s", snapshot,
@@ -353,11 +355,10 @@ class Patches:
             if not edit.snapshot:
                 raise RemoteError(f"{remote.label}/{edit.blob}: the edited version has no"
                                   " snapshot to copy the unchanged blocks from")
-            source = await trio.to_thread.run_sync(remote.snapshot_source, edit.blob,
-                                                   edit.snapshot)
+            source = await remote.snapshot_source(edit.blob, edit.snapshot)
         md5 = None
         if all(piece.kind == SEND for piece in pieces):
-            md5 = await trio.to_thread.run_sync(file_md5, edit.path, limiter=self._limiter)
+            md5 = await remote.run_sync(file_md5, edit.path)
         fd = os.open(edit.path, os.O_RDONLY)
         failures: list[BlobmountError] = []
         try:
@@ -371,9 +372,9 @@ class Patches:
             raise failures[0]
         tried.add(fingerprint(names))
         edit.sent = sent  # before the commit: its answer may be lost, the commit not
-        etag = await trio.to_thread.run_sync(lambda: remote.commit_block_names(
+        etag = await remote.commit_block_names(
             blob, names, base_etag=base_etag, content_type=content_type, md5=md5,
-            metadata=metadata, retries=1))
+            metadata=metadata, retries=1)
         moved: Counter[str] = Counter()
         for piece in pieces:
             moved[piece.kind] += piece.length
@@ -390,8 +391,7 @@ class Patches:
         Read from the snapshot (the version's own), after a restart too."""
         if blob != edit.blob or not base_etag or base_etag != edit.etag:
             return []  # a conflict copy, another blob: it cannot name these blocks
-        committed = await trio.to_thread.run_sync(edit.remote.block_list, edit.blob,
-                                                  edit.snapshot, limiter=self._limiter)
+        committed = await edit.remote.block_list(edit.blob, edit.snapshot)
         if committed and id_length(committed) is None:
             log.info("%s/%s: its block IDs differ in length or are too short; the"
                      " unchanged bytes are copied", edit.remote.label, blob)
@@ -416,7 +416,7 @@ class Patches:
             for run in runs:
                 nursery.start_soon(self._ensure, edit, run[0], run[-1])
 
-    async def _stage(self, remote: Remote, blob: str, block_id: str, piece: Piece,
+    async def _stage(self, remote: AsyncContainer, blob: str, block_id: str, piece: Piece,
                      source: str, source_etag: str, fd: int,
                      failures: list[BlobmountError]) -> None:
         try:
@@ -424,28 +424,25 @@ class Patches:
         except BlobmountError as exc:
             failures.append(exc)  # the first says why the upload failed
 
-    async def _stage_one(self, remote: Remote, blob: str, block_id: str, piece: Piece,
+    async def _stage_one(self, remote: AsyncContainer, blob: str, block_id: str, piece: Piece,
                          source: str, source_etag: str, fd: int) -> None:
-        async with self._limiter:
+        async with self._staging:
             if piece.kind == COPY:
-                await trio.to_thread.run_sync(lambda: remote.stage_block_from_url(
-                    blob, block_id, source, piece.offset, piece.length, source_etag,
-                    retries=1))
+                await remote.stage_block_from_url(blob, block_id, source, piece.offset,
+                                                  piece.length, source_etag, retries=1)
                 self.staged["copied"] += piece.length
                 return
-            data = await trio.to_thread.run_sync(os.pread, fd, piece.length, piece.offset)
+            data = await remote.run_sync(os.pread, fd, piece.length, piece.offset)
             if len(data) < piece.length:  # truncated meanwhile: the next upload sends it
                 data += bytes(piece.length - len(data))
-            await trio.to_thread.run_sync(lambda: remote.stage_block(blob, block_id, data,
-                                                                     retries=1))
+            await remote.stage_block(blob, block_id, data, retries=1)
             self.staged["sent"] += piece.length
 
     @staticmethod
-    async def landed(remote: Remote, blob: str, tried: set[str]) -> bool:
+    async def landed(remote: AsyncContainer, blob: str, tried: set[str]) -> bool:
         """Whether the blob is a commit of ours whose answer was lost."""
         try:
-            names = [name for name, _ in await trio.to_thread.run_sync(remote.block_list,
-                                                                       blob)]
+            names = [name for name, _ in await remote.block_list(blob)]
         except BlobmountError:
             return False
         return bool(names) and fingerprint(names) in tried
@@ -459,8 +456,7 @@ class Patches:
         await self._quiet(edit)
         old = edit.snapshot
         try:
-            edit.snapshot = await trio.to_thread.run_sync(edit.remote.snapshot, item.name,
-                                                          item.etag or "")
+            edit.snapshot = await edit.remote.snapshot(item.name, item.etag or "")
         except BlobmountError as exc:
             log.warning("%s/%s: no snapshot of the version just uploaded: %s",
                         edit.remote.label, item.name, exc)

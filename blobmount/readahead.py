@@ -3,7 +3,7 @@ ones already on their way."""
 
 from __future__ import annotations
 
-from .azure import Remote
+from .azure import AsyncContainer
 from .config import MountEntry
 from .store import Node, Store
 from .transfers import READ_AHEAD_MAX_SIZE, Downloads, Wanted
@@ -19,7 +19,7 @@ class ReadAhead:
         #: folder inode -> the last file read-ahead queued in it
         self._end: dict[int, str] = {}
 
-    def after(self, node: Node, entry: MountEntry, remote: Remote, folder: str) -> None:
+    def after(self, node: Node, entry: MountEntry, remote: AsyncContainer, folder: str) -> None:
         """Fetch the files after `node` in its folder (shown as `folder`) in the
         background. A bounded cache spends at most a tenth of its limit on guesses, so
         that read-ahead never pushes out what was really read."""

@@ -17,10 +17,11 @@ import pytest
 import trio
 from azure.core.exceptions import IncompleteReadError
 
-from blobmount.azure import Remote
+from blobmount.azure import AsyncContainer, Remote
 from blobmount.azure import ranges as ranges_module
 from blobmount.config import AZURITE_KEY, Account
 from blobmount.errors import RemoteCorrupt
+from blobmount.threads import Threads
 
 from .fakeremote import FakeRemote
 
@@ -126,6 +127,23 @@ def test_each_range_is_counted_by_the_callers_limiter(monkeypatch, remote, blob,
     assert len(service.requests) == 4  # the first range, then the other three
     assert service.uncounted == 0 and service.most_open <= 2
     assert all(request["If-Match"] == ETAG for request in service.requests[1:])
+
+
+def test_the_face_lends_its_limiter_to_each_range(monkeypatch, remote, blob, tmp_path):
+    """AsyncContainer.download: the ranges hold tokens of the daemon's one limiter."""
+    service = FakeService(blob)
+    serve(monkeypatch, remote, service)
+    target = tmp_path / "blob"
+
+    async def main() -> None:
+        threads = Threads(2)
+        service.limiter = threads.limiter
+        await AsyncContainer(remote, threads).download("b", target, size=SIZE, concurrency=4)
+
+    trio.run(main)
+    assert target.read_bytes() == blob
+    assert len(service.requests) == 4
+    assert service.uncounted == 0 and service.most_open <= 2
 
 
 def test_a_limiter_of_one_makes_the_ranges_go_one_by_one(monkeypatch, remote, blob, tmp_path):
