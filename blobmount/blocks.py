@@ -6,8 +6,8 @@ BLOCK-sized blocks of it are there, all of the version (ETag) its record names; 
 of another version is made anew. A read fetches the blocks it lacks by ranged GETs
 (If-Match on that version, each range's MD5 checked: remote.read_blocks), one fetch
 per block however many readers wait for it. A handle that reads in order gets a
-read-ahead window that starts at one block and doubles up to WINDOW_MAX, fetched by
-up to PARALLEL connections side by side. Eviction drops blocks one at a time
+read-ahead window that starts at one block and doubles up to BLOCKS_WINDOW_MAX, fetched
+by up to BLOCKS_PARALLEL connections side by side. Eviction drops blocks one at a time
 (eviction.py), never one a read is using or one being fetched (`in_use`).
 """
 
@@ -22,33 +22,23 @@ from pathlib import Path
 
 import trio
 
-from .azure import RANGE_MD5_MAX, AsyncContainer
+from .azure import AsyncContainer
 from .cache import Cache, block_key
 from .cachetables import CopyState
-from .decide import read_by_blocks
+
+# Sizes and counts of reads by blocks: decide.py says why each.
+from .decide import (
+    BLOCK,
+    BLOCKS_PARALLEL,
+    BLOCKS_WINDOW_MAX,
+    IN_ORDER_SLACK,
+    RUN_MAX,
+    read_by_blocks,
+)
 from .errors import BlobmountError, RemoteError, RemoteUnreachable
 
 log = logging.getLogger(__name__)
 
-#: Bytes of a block: what a read of an uncached byte fetches at least. Small, so that
-#: a random read costs little more than one small GET (from Azurite here: 4 KiB took
-#: 13 ms, 1 MiB 12-30 ms with its MD5, 4 MiB 70 ms) and 100 random reads of a 3 GiB
-#: file fetch a sixtieth of it; large enough that a cache of 100 GiB is 200,000 rows.
-BLOCK = 512 * 1024
-#: One GET asks for at most this much (blocks side by side): the largest range the
-#: service gives an MD5 of.
-RUN_MAX = RANGE_MD5_MAX
-#: The read-ahead window of a handle reading in order: one block, doubling up to this
-#: (and to a quarter of the entry's cache_max_bytes). 16 GETs of 4 MiB side by side
-#: keep it busy.
-WINDOW_MAX = 128 * 1024 * 1024
-#: GETs side by side: for read-ahead, and (apart) for the blocks readers wait on.
-#: From Azurite here, 512 MiB in 4 MiB ranges with their MD5 took 15 s by 8 SDK
-#: connections, 9 s by 16.
-PARALLEL = 16
-#: A read this close to where the last one ended still goes "in order": the kernel's
-#: read-ahead (1 MiB, read_ahead_kb) sends several requests at once, not in order.
-IN_ORDER_SLACK = 2 * 1024 * 1024
 #: A block is looked for this many times (fetched, then found evicted...) at most.
 ENSURE_TRIES = 4
 
@@ -107,8 +97,8 @@ class Blocks:
         # Counts of GETs, not threads (those are the daemon's): read-ahead and the
         # blocks readers wait on have a bound each, so a window being filled never
         # keeps a reader's own block waiting behind it.
-        self._ahead = trio.Semaphore(PARALLEL)
-        self._demand = trio.Semaphore(PARALLEL)
+        self._ahead = trio.Semaphore(BLOCKS_PARALLEL)
+        self._demand = trio.Semaphore(BLOCKS_PARALLEL)
         self._background: trio.Nursery | None = None
         #: called after blocks land in the cache (the eviction task listens)
         self.on_fetched: Callable[[], None] = lambda: None
@@ -135,7 +125,7 @@ class Blocks:
     # -- opening and closing ------------------------------------------------------
 
     def open(self, remote: AsyncContainer, blob: str, path: Path, *, size: int, etag: str,
-             window_max: int = WINDOW_MAX) -> tuple[BlockReader, bool]:
+             window_max: int = BLOCKS_WINDOW_MAX) -> tuple[BlockReader, bool]:
         """A reader of the blob's version `etag` through its partial copy at `path`,
         and whether the copy was made anew (none of that version was there)."""
         file = self._files.get(path)
@@ -144,7 +134,7 @@ class Blocks:
             file, fresh = self._copy(remote, blob, path, size, etag)
             self._files[path] = file
         file.users += 1
-        return BlockReader(self, file, max(BLOCK, min(WINDOW_MAX, window_max))), fresh
+        return BlockReader(self, file, max(BLOCK, min(BLOCKS_WINDOW_MAX, window_max))), fresh
 
     def _copy(self, remote: AsyncContainer, blob: str, path: Path, size: int, etag: str,
               ) -> tuple[BlockFile, bool]:

@@ -50,15 +50,11 @@ from .blocklist import (
 from .blocks import BLOCK, BlockFile, Blocks, block_start
 from .cache import Cache
 from .cachetables import CopyState
+from .decide import STAGE_PARALLEL
 from .errors import BlobmountError, RemoteError
 from .store import Patch
 
 log = logging.getLogger(__name__)
-
-#: Blocks staged side by side by one upload: a count of tasks (each holds a block's
-#: bytes while it waits for a thread), so that an upload of many blocks does not
-#: read them all into memory at once.
-PARALLEL = 8
 
 
 @dataclass
@@ -94,7 +90,8 @@ class Patches:
         self._edits: dict[Path, Edit] = {}
         #: (account, container) -> its container: for edits journaled by an earlier daemon
         self.remotes: dict[tuple[str, str], AsyncContainer] = {}
-        self._staging = trio.Semaphore(PARALLEL)
+        # A count of tasks, not of threads (decide.STAGE_PARALLEL says why).
+        self._staging = trio.Semaphore(STAGE_PARALLEL)
         self._background: trio.Nursery | None = None
         self._doomed: list[tuple[AsyncContainer, str, str]] = []  # snapshots to delete
         #: bytes staged since the mount: sent from here, and copied server-side

@@ -23,17 +23,17 @@ from .azcopy import AzCopy
 from .azure import AsyncContainer
 from .batches import STAGING_FOLDER as STAGING_FOLDER  # manage.py's
 from .batches import BatchDownloads, Wanted
-from .blocks import WINDOW_MAX as BLOCKS_WINDOW_MAX
 from .blocks import BlockReader, Blocks
 from .cache import Cache
 from .config import MountEntry, Settings
-from .decide import READ_AHEAD_MAX_SIZE as READ_AHEAD_MAX_SIZE  # readahead.py's
 from .decide import (
+    BLOCKS_WINDOW_MAX,
     READ_AHEAD_PARALLEL,
     blocks_window,
     download_by_sdk,
     fill_in_ranges,
 )
+from .decide import READ_AHEAD_MAX_SIZE as READ_AHEAD_MAX_SIZE  # readahead.py's
 from .errors import BlobmountError, RemoteError, RemoteUnreachable
 from .eviction import ROOM_MARGIN, free_bytes
 from .patch import Patches

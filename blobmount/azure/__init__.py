@@ -22,7 +22,7 @@ from .listing import (
     parse_mtime,
 )
 from .protocol import RemoteContainer
-from .ranges import RANGE_MD5_MAX, SMALL_GET_MAX, range_size
+from .ranges import RANGE_MD5_MAX, SMALL_GET_MAX, range_size  # decide.py's
 from .sas import mint_sas
 from .transport import RETRIES, backoff, translate_errors
 

@@ -17,6 +17,7 @@ import pytest
 import trio
 from azure.core.exceptions import IncompleteReadError
 
+from blobmount import decide
 from blobmount.azure import AsyncContainer, Remote
 from blobmount.azure import ranges as ranges_module
 from blobmount.config import AZURITE_KEY, Account
@@ -95,7 +96,7 @@ class FakeService:
 @pytest.fixture
 def remote(monkeypatch) -> Iterator[Remote]:
     monkeypatch.setattr(ranges_module, "backoff", lambda attempt: 0.0)  # no waits
-    monkeypatch.setattr(ranges_module, "RANGE_MIN", RANGE)
+    monkeypatch.setattr(decide, "RANGE_MIN", RANGE)
     monkeypatch.setattr(ranges_module, "SMALL_GET_MAX", RANGE)
     made = Remote(Account(name="main", account_name="acct", endpoint="http://127.0.0.1:1/acct",
                           account_key=AZURITE_KEY), "data")
