@@ -146,9 +146,7 @@ class Patches:
             self.store.drop_cached_file(str(path))
             self.cache.record(path, blob=blob, etag=etag, size=0, state=CopyState.PARTIAL)
         edit = Edit(path, remote, blob, etag, size, snapshot)
-        edit.file = BlockFile(path, blob, etag, size, remote, fd)
-        edit.file.detached = True  # its fetches are this edit's: nothing records them
-        edit.file.users = 1
+        self._file(edit, fd)
         self.remotes[(remote.account.account_name, remote.container)] = remote
         self.store.put_patch(edit.row(remote.account.account_name, remote.container))
         self._edits[path] = edit
@@ -156,12 +154,13 @@ class Patches:
                  snapshot)
         return True
 
-    def _file(self, edit: Edit) -> BlockFile:
-        """The edit's BlockFile (opened at the first fetch, after a remount)."""
+    def _file(self, edit: Edit, fd: int | None = None) -> BlockFile:
+        """The edit's BlockFile, on `fd` (else the copy opened now: at the first fetch
+        after a remount)."""
         if edit.file is None or edit.file.fd < 0:
-            fd = os.open(edit.path, os.O_RDWR)
+            fd = os.open(edit.path, os.O_RDWR) if fd is None else fd
             edit.file = BlockFile(edit.path, edit.blob, edit.etag, edit.size, edit.remote, fd)
-            edit.file.detached = True
+            edit.file.detached = True  # its fetches are this edit's: nothing records them
             edit.file.users = 1
             edit.file.local.update(edit.written)
         return edit.file
@@ -353,9 +352,8 @@ class Patches:
                 raise RemoteError(f"{remote.label}/{edit.blob}: the edited version has no"
                                   " snapshot to copy the unchanged blocks from")
             source = await remote.snapshot_source(edit.blob, edit.snapshot)
-        md5 = None
-        if all(piece.kind == SEND for piece in pieces):
-            md5 = await remote.run_sync(file_md5, edit.path)
+        md5 = (await remote.run_sync(file_md5, edit.path)
+               if all(piece.kind == SEND for piece in pieces) else None)
         fd = os.open(edit.path, os.O_RDONLY)
         failures: list[BlobmountError] = []
         try:
@@ -416,24 +414,21 @@ class Patches:
     async def _stage(self, remote: AsyncContainer, blob: str, block_id: str, piece: Piece,
                      source: str, source_etag: str, fd: int,
                      failures: list[BlobmountError]) -> None:
+        """Stage one block: copied from the snapshot, or sent from the copy."""
         try:
-            await self._stage_one(remote, blob, block_id, piece, source, source_etag, fd)
+            async with self._staging:
+                if piece.kind == COPY:
+                    await remote.stage_block_from_url(blob, block_id, source, piece.offset,
+                                                      piece.length, source_etag, retries=1)
+                    self.staged["copied"] += piece.length
+                    return
+                data = await remote.run_sync(os.pread, fd, piece.length, piece.offset)
+                if len(data) < piece.length:  # truncated meanwhile: the next upload sends it
+                    data += bytes(piece.length - len(data))
+                await remote.stage_block(blob, block_id, data, retries=1)
+                self.staged["sent"] += piece.length
         except BlobmountError as exc:
             failures.append(exc)  # the first says why the upload failed
-
-    async def _stage_one(self, remote: AsyncContainer, blob: str, block_id: str, piece: Piece,
-                         source: str, source_etag: str, fd: int) -> None:
-        async with self._staging:
-            if piece.kind == COPY:
-                await remote.stage_block_from_url(blob, block_id, source, piece.offset,
-                                                  piece.length, source_etag, retries=1)
-                self.staged["copied"] += piece.length
-                return
-            data = await remote.run_sync(os.pread, fd, piece.length, piece.offset)
-            if len(data) < piece.length:  # truncated meanwhile: the next upload sends it
-                data += bytes(piece.length - len(data))
-            await remote.stage_block(blob, block_id, data, retries=1)
-            self.staged["sent"] += piece.length
 
     @staticmethod
     async def landed(remote: AsyncContainer, blob: str, tried: set[str]) -> bool:
