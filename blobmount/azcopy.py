@@ -35,6 +35,7 @@ from blobmount.children import Child
 from blobmount.errors import TransferError
 from blobmount.log import redact
 from blobmount.metrics import Metrics
+from blobmount.threads import Threads
 
 logger = logging.getLogger(__name__)
 
@@ -270,12 +271,14 @@ class AzCopy:
         binary: Path,
         work_dir: Path,
         *,
+        threads: Threads,
         concurrency: int | None = None,
         block_size_mb: float | None = None,
         stall_timeout: float | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self.binary = Path(binary)
+        self.threads = threads  # the daemon's: reading a job's logs blocks
         self.metrics = metrics
         self.work_dir = Path(work_dir)
         self.concurrency = concurrency
@@ -403,7 +406,7 @@ class AzCopy:
                     )
                 return summary
             # The job log says why each failed transfer failed; the output seldom does.
-            errors = await trio.to_thread.run_sync(_read_job_logs, job_dir / "logs") + errors
+            errors = await self.threads.run_sync(_read_job_logs, job_dir / "logs") + errors
             reason = _failure(summary, returncode, errors, stderr)
             raise TransferError(redact(f"{what}: {reason}"))
         finally:

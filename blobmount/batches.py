@@ -21,7 +21,7 @@ from pathlib import Path
 import trio
 
 from .azcopy import AzCopy, JobSummary
-from .azure import Remote
+from .azure import AsyncContainer
 from .cache import Cache, fsync_file, fsync_folder
 from .config import MountEntry
 from .decide import batch_by_sdk
@@ -66,13 +66,13 @@ class BatchDownloads:
     prefetched: dict[str, int]
     on_downloaded: Callable[[], None]
     _azcopy_for: Callable[[MountEntry], AzCopy] | None
-    _limiter: trio.CapacityLimiter
     _flights: SingleFlight
     #: Downloads' own: count a download of a shown path; download a blob into a path
     _count: Callable[[str], None]
     _download: Callable[..., Awaitable[int]]
 
-    async def fetch_batch(self, entry: MountEntry, remote: Remote, wanted: Sequence[Wanted], *,
+    async def fetch_batch(self, entry: MountEntry, remote: AsyncContainer,
+                          wanted: Sequence[Wanted], *,
                           on_progress: Callable[[int, int], None] = lambda files, size: None,
                           ) -> BatchResult:
         """Bring every file of `wanted` (all of one entry) into the cache.
@@ -117,7 +117,7 @@ class BatchDownloads:
         self.on_downloaded()
         return result
 
-    async def _batch_flight(self, entry: MountEntry, remote: Remote, item: Wanted,
+    async def _batch_flight(self, entry: MountEntry, remote: AsyncContainer, item: Wanted,
                             done: trio.Event, installed: set[Path], result: BatchResult,
                             progress: _Progress, *,
                             task_status: trio.TaskStatus[bool] = trio.TASK_STATUS_IGNORED,
@@ -156,7 +156,7 @@ class BatchDownloads:
         except OSError as exc:  # a full disk, say: this file fails, the batch goes on
             result.failed[item.shown_path] = f"{exc.strerror or exc}"
 
-    async def _azcopy_batch(self, entry: MountEntry, remote: Remote, batch: list[Wanted],
+    async def _azcopy_batch(self, entry: MountEntry, remote: AsyncContainer, batch: list[Wanted],
                             installed: set[Path], result: BatchResult,
                             progress: _Progress) -> None:
         """One AzCopy job for the whole batch, into a staging folder; then each file is
@@ -174,10 +174,8 @@ class BatchDownloads:
                                encoding="utf-8", errors="surrogateescape")
 
         try:
-            await trio.to_thread.run_sync(prepare, limiter=self._limiter)
-            access = await trio.to_thread.run_sync(
-                partial(remote.azcopy_folder, folder, size=sum(item.size for item in batch)),
-                limiter=self._limiter)
+            await remote.run_sync(prepare)
+            access = await remote.azcopy_folder(folder, size=sum(item.size for item in batch))
             # AzCopy puts the files under the source's last segment.
             root = destination / (folder.rstrip("/").rsplit("/", 1)[-1] if folder
                                   else remote.container)
@@ -193,12 +191,11 @@ class BatchDownloads:
             copied = trio.current_time()
             # A file changed in the container since its listing (before or during the
             # job) holds bytes of an unknown version: it is left for its next open.
-            now = {item.name: item.etag for item in await trio.to_thread.run_sync(
-                lambda: list(remote.list_files(folder)), limiter=self._limiter)}
+            now = {item.name: item.etag async for item in remote.list_files(folder)}
             unchanged = [item for item in batch if item.etag and now.get(item.blob) == item.etag]
             moves = [(root / item.blob[len(folder):], self.cache.path_for(entry, item.blob))
                      for item in unchanged]
-            sizes = await trio.to_thread.run_sync(_install_all, moves, limiter=self._limiter)
+            sizes = await remote.run_sync(_install_all, moves)
             for item, (_, path), size in zip(unchanged, moves, sizes, strict=True):
                 if size is None:
                     continue
@@ -214,8 +211,7 @@ class BatchDownloads:
                      trio.current_time() - copied)
         finally:
             with trio.CancelScope(shield=True):  # cancelled too (Ctrl-C on prefetch)
-                await trio.to_thread.run_sync(partial(shutil.rmtree, staging,
-                                                      ignore_errors=True))
+                await remote.run_sync(partial(shutil.rmtree, staging, ignore_errors=True))
 
 
 class _Progress:

@@ -13,20 +13,13 @@ from dataclasses import dataclass
 
 from .blocks import BLOCK, block_start
 
-#: The most one Put Block From URL copies (more for files so large that the list
-#: would pass BLOCKS_MAX). Azurite copies about 20-25 MB/s here, whatever the size and
-#: however many side by side: 8 side by side of 100 MiB each outlasted the 10 s read
-#: timeout; 8 MiB ones take about 3 s.
-COPY_MAX = 8 * 1024 * 1024
+# How much one block request moves: decide.py says why each.
+from .decide import COPY_MAX, FETCH_MAX, PUT_MAX
+
 #: Blocks a blob may have (Azure's limit is 50,000): room is left for written ones.
 BLOCKS_MAX = 40_000
 #: The most blocks one list may name (Azure's limit).
 LIST_MAX = 50_000
-#: The most one Put Block sends of the bytes written here.
-PUT_MAX = 4 * 1024 * 1024
-#: A committed block that holds written bytes and is at most this large is fetched
-#: and sent again whole; the unchanged parts of a larger one are copied server-side.
-FETCH_MAX = 64 * 1024 * 1024
 #: Length of our block IDs when the blob has none to match.
 ID_LENGTH = 22
 #: The shortest committed IDs ours can match: a random part and an index (5 digits).

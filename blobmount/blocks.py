@@ -6,8 +6,8 @@ BLOCK-sized blocks of it are there, all of the version (ETag) its record names; 
 of another version is made anew. A read fetches the blocks it lacks by ranged GETs
 (If-Match on that version, each range's MD5 checked: remote.read_blocks), one fetch
 per block however many readers wait for it. A handle that reads in order gets a
-read-ahead window that starts at one block and doubles up to WINDOW_MAX, fetched by
-up to PARALLEL connections side by side. Eviction drops blocks one at a time
+read-ahead window that starts at one block and doubles up to BLOCKS_WINDOW_MAX, fetched
+by up to BLOCKS_PARALLEL connections side by side. Eviction drops blocks one at a time
 (eviction.py), never one a read is using or one being fetched (`in_use`).
 """
 
@@ -18,38 +18,27 @@ import os
 import zlib
 from collections import Counter
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 import trio
 
-from .azure import RANGE_MD5_MAX, Remote
+from .azure import AsyncContainer
 from .cache import Cache, block_key
 from .cachetables import CopyState
-from .decide import read_by_blocks
+
+# Sizes and counts of reads by blocks: decide.py says why each.
+from .decide import (
+    BLOCK,
+    BLOCKS_PARALLEL,
+    BLOCKS_WINDOW_MAX,
+    IN_ORDER_SLACK,
+    RUN_MAX,
+    read_by_blocks,
+)
 from .errors import BlobmountError, RemoteError, RemoteUnreachable
 
 log = logging.getLogger(__name__)
 
-#: Bytes of a block: what a read of an uncached byte fetches at least. Small, so that
-#: a random read costs little more than one small GET (from Azurite here: 4 KiB took
-#: 13 ms, 1 MiB 12-30 ms with its MD5, 4 MiB 70 ms) and 100 random reads of a 3 GiB
-#: file fetch a sixtieth of it; large enough that a cache of 100 GiB is 200,000 rows.
-BLOCK = 512 * 1024
-#: One GET asks for at most this much (blocks side by side): the largest range the
-#: service gives an MD5 of.
-RUN_MAX = RANGE_MD5_MAX
-#: The read-ahead window of a handle reading in order: one block, doubling up to this
-#: (and to a quarter of the entry's cache_max_bytes). 16 GETs of 4 MiB side by side
-#: keep it busy.
-WINDOW_MAX = 128 * 1024 * 1024
-#: GETs side by side: for read-ahead, and (apart) for the blocks readers wait on.
-#: From Azurite here, 512 MiB in 4 MiB ranges with their MD5 took 15 s by 8 SDK
-#: connections, 9 s by 16.
-PARALLEL = 16
-#: A read this close to where the last one ended still goes "in order": the kernel's
-#: read-ahead (1 MiB, read_ahead_kb) sends several requests at once, not in order.
-IN_ORDER_SLACK = 2 * 1024 * 1024
 #: A block is looked for this many times (fetched, then found evicted...) at most.
 ENSURE_TRIES = 4
 
@@ -76,7 +65,7 @@ class _Flight:
 class BlockFile:
     """One partial copy being read, shared by every handle of its path and version."""
 
-    def __init__(self, path: Path, blob: str, etag: str, size: int, remote: Remote,
+    def __init__(self, path: Path, blob: str, etag: str, size: int, remote: AsyncContainer,
                  fd: int) -> None:
         self.path = path
         self.key = str(path)
@@ -105,8 +94,11 @@ class Blocks:
         self.store = cache.store
         self.min_size = min_size
         self._files: dict[Path, BlockFile] = {}
-        self._ahead = trio.CapacityLimiter(PARALLEL)
-        self._demand = trio.CapacityLimiter(PARALLEL)
+        # Counts of GETs, not threads (those are the daemon's): read-ahead and the
+        # blocks readers wait on have a bound each, so a window being filled never
+        # keeps a reader's own block waiting behind it.
+        self._ahead = trio.Semaphore(BLOCKS_PARALLEL)
+        self._demand = trio.Semaphore(BLOCKS_PARALLEL)
         self._background: trio.Nursery | None = None
         #: called after blocks land in the cache (the eviction task listens)
         self.on_fetched: Callable[[], None] = lambda: None
@@ -132,8 +124,8 @@ class Blocks:
 
     # -- opening and closing ------------------------------------------------------
 
-    def open(self, remote: Remote, blob: str, path: Path, *, size: int, etag: str,
-             window_max: int = WINDOW_MAX) -> tuple[BlockReader, bool]:
+    def open(self, remote: AsyncContainer, blob: str, path: Path, *, size: int, etag: str,
+             window_max: int = BLOCKS_WINDOW_MAX) -> tuple[BlockReader, bool]:
         """A reader of the blob's version `etag` through its partial copy at `path`,
         and whether the copy was made anew (none of that version was there)."""
         file = self._files.get(path)
@@ -142,9 +134,9 @@ class Blocks:
             file, fresh = self._copy(remote, blob, path, size, etag)
             self._files[path] = file
         file.users += 1
-        return BlockReader(self, file, max(BLOCK, min(WINDOW_MAX, window_max))), fresh
+        return BlockReader(self, file, max(BLOCK, min(BLOCKS_WINDOW_MAX, window_max))), fresh
 
-    def _copy(self, remote: Remote, blob: str, path: Path, size: int, etag: str,
+    def _copy(self, remote: AsyncContainer, blob: str, path: Path, size: int, etag: str,
               ) -> tuple[BlockFile, bool]:
         """The partial copy of that version kept from before, or a new empty one."""
         record = self.store.cached_file(str(path))
@@ -266,7 +258,7 @@ class Blocks:
             size = min(BLOCK, file.size - start)
             file.pins[start] += 1
             try:
-                data = await trio.to_thread.run_sync(os.pread, file.fd, size, start)
+                data = await file.remote.run_sync(os.pread, file.fd, size, start)
             finally:
                 _unpin(file, [start])
             if len(data) == size and zlib.crc32(data) == crc:
@@ -276,8 +268,7 @@ class Blocks:
                             " is fetched again", file.remote.label, file.blob, start)
                 self.store.drop_cached_block(file.key, start)
 
-    def _fetch(self, starts: list[int], file: BlockFile, limiter: trio.CapacityLimiter,
-               ) -> None:
+    def _fetch(self, starts: list[int], file: BlockFile, bound: trio.Semaphore) -> None:
         """Start a GET for each run of adjacent blocks (at most RUN_MAX each)."""
         if self._background is None:
             raise RemoteError("the mount is stopping")
@@ -285,10 +276,10 @@ class Blocks:
             flight = _Flight()
             for start in run:
                 file.flights[start] = flight
-            self._background.start_soon(self._get, file, run, flight, limiter)
+            self._background.start_soon(self._get, file, run, flight, bound)
 
     async def _get(self, file: BlockFile, run: list[int], flight: _Flight,
-                   limiter: trio.CapacityLimiter) -> None:
+                   bound: trio.Semaphore) -> None:
         low, high = run[0], min(run[-1] + BLOCK, file.size)
         what = f"read of {file.remote.label}/{file.blob}"
         fd = file.fd
@@ -297,9 +288,9 @@ class Blocks:
             if file.remote.offline():
                 raise RemoteUnreachable(f"{what}: not in the cache, and the account did not"
                                         " answer just now")
-            crcs = await trio.to_thread.run_sync(
-                partial(file.remote.read_blocks, file.blob, fd, low, high, file.etag,
-                        BLOCK), limiter=limiter)
+            async with bound:
+                crcs = await file.remote.read_blocks(file.blob, fd, low, high, file.etag,
+                                                     BLOCK)
             if fd != file.fd:
                 pass  # moved to a file of its own meanwhile (settle): fetched again there
             elif self._holds(file):

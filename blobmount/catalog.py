@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .azure import BlobItem, Remote
+from .azure import AsyncContainer, BlobItem
 from .config import MountEntry
 from .errors import NotFound, OutsideTheMount, RemoteNotFound
 from .listing import shown_name
@@ -105,19 +105,19 @@ def shown_files(entry: MountEntry, items: Sequence[BlobItem]) -> list[tuple[str,
     return found
 
 
-def files_under(remote: Remote, place: Place) -> list[tuple[str, BlobItem]]:
+async def files_under(remote: AsyncContainer, place: Place) -> list[tuple[str, BlobItem]]:
     """(shown path, item) of every file the mount shows at or under `place`.
 
     A recursive listing through the SDK; a name that is both a folder and a blob is
-    the folder. NotFound when there is nothing there. Blocks: run it in a thread.
+    the folder. NotFound when there is nothing there.
     """
     if place.whole_entry:
-        return shown_files(place.entry, list(remote.list_files(place.blob)))
-    items = list(remote.list_files(place.blob + "/"))
+        return shown_files(place.entry, [item async for item in remote.list_files(place.blob)])
+    items = [item async for item in remote.list_files(place.blob + "/")]
     if items:
         return shown_files(place.entry, items)
     try:
-        item = remote.properties(place.blob)
+        item = await remote.properties(place.blob)
     except RemoteNotFound:
         raise NotFound(f"{place.shown}: no such file or folder") from None
     if item.is_dir:  # an empty folder (a marker blob)

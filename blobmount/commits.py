@@ -21,6 +21,7 @@ import trio
 from .cache import fsync_file, fsync_folder
 from .journal import Journaled
 from .store import Store
+from .threads import Threads
 
 
 @dataclass
@@ -39,9 +40,9 @@ def _fsync_folders(folders: Iterable[Path]) -> None:
 class GroupCommit:
     """Journals written files durably, many closes to a commit."""
 
-    def __init__(self, store: Store, limiter: trio.CapacityLimiter) -> None:
+    def __init__(self, store: Store, threads: Threads) -> None:
         self._store = store
-        self._limiter = limiter
+        self._threads = threads
         self._waiting: list[_Request] = []
         self._committing = False
         self._committed = trio.Event()  # set at the end of each commit
@@ -56,7 +57,7 @@ class GroupCommit:
 
     async def journal(self, row: Journaled) -> int:
         """Make the file durable and its row committed; the row's version."""
-        await trio.to_thread.run_sync(fsync_file, Path(row.path), limiter=self._limiter)
+        await self._threads.run_sync(fsync_file, Path(row.path))
         request = _Request(row)
         self._waiting.append(request)
         while not request.done.is_set():
@@ -85,7 +86,7 @@ class GroupCommit:
     async def _commit(self, group: list[_Request]) -> None:
         try:
             folders = {Path(request.row.path).parent for request in group}
-            await trio.to_thread.run_sync(_fsync_folders, folders, limiter=self._limiter)
+            await self._threads.run_sync(_fsync_folders, folders)
             versions = self._store.queue_uploads([request.row for request in group])
         except Exception as exc:  # a full disk, say: every close of the group fails
             for request in group:

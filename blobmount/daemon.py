@@ -27,7 +27,7 @@ import pyfuse3
 import trio
 
 from .azcopy import AzCopy
-from .azure import Remote
+from .azure import AsyncContainer, Remote
 from .azurite import Azurite
 from .cache import ENTRY_ITEMS, TOP_ITEMS, Cache, SharedFolder, make_private
 from .config import Config, MountEntry, embedded_config
@@ -43,6 +43,7 @@ from .namespace import Namespace
 from .sdnotify import Notifier
 from .store import Store
 from .supervise import guarded, supervised
+from .threads import Threads
 from .tools import find_azcopy
 from .transfers import Downloads
 from .uploads import Uploads
@@ -172,16 +173,16 @@ def _describe(entry: MountEntry) -> dict[str, Any]:
     }
 
 
-async def _check_remotes(remotes: list[Remote], entries: tuple[MountEntry, ...],
-                         limiter: trio.CapacityLimiter) -> None:
+async def _check_remotes(remotes: list[AsyncContainer], entries: tuple[MountEntry, ...],
+                         ) -> None:
     for remote, entry in zip(remotes, entries, strict=True):
         try:
-            await trio.to_thread.run_sync(remote.check, limiter=limiter)
+            await remote.check()
         except BlobmountError as exc:
             raise type(exc)(f"mount entry {entry.local!r}: {exc}") from None
 
 
-def _azcopy_factory(config: Config, metrics: Metrics | None = None,
+def _azcopy_factory(config: Config, threads: Threads, metrics: Metrics | None = None,
                     ) -> Callable[[MountEntry], AzCopy] | None:
     try:
         binary = find_azcopy()
@@ -192,7 +193,7 @@ def _azcopy_factory(config: Config, metrics: Metrics | None = None,
 
     def azcopy_for(entry: MountEntry) -> AzCopy:
         if entry.local not in jobs:
-            jobs[entry.local] = AzCopy(binary, entry.cache_dir / "azcopy",
+            jobs[entry.local] = AzCopy(binary, entry.cache_dir / "azcopy", threads=threads,
                                        stall_timeout=AZCOPY_STALLS * config.settings.remote_timeout,
                                        metrics=metrics)
         return jobs[entry.local]
@@ -248,14 +249,14 @@ async def serve(config: Config | None, mountpoint: Path, *,
             systemd.notify(READY=1, STATUS=mounted)
 
         await _run_mounted(parts, signals, live, partial(
-            _widen_read_ahead, mountpoint, config.settings.read_ahead_kb))
+            _widen_read_ahead, parts.threads, mountpoint, config.settings.read_ahead_kb))
         log.info("unmounted %s", mountpoint)
         await _drain(parts, mountpoint, systemd)
         _exit_watchdog()
     log.info("daemon exiting")
 
 
-async def _widen_read_ahead(mountpoint: Path, kib: int) -> None:
+async def _widen_read_ahead(threads: Threads, mountpoint: Path, kib: int) -> None:
     """Let the kernel read `kib` KiB ahead through the mount (its device's
     read_ahead_kb). Only root may; anyone else keeps the kernel's default. The kernel
     resets it when it takes the answer to FUSE's INIT: the first stat() of the mount
@@ -263,9 +264,9 @@ async def _widen_read_ahead(mountpoint: Path, kib: int) -> None:
     if not kib:
         return
     try:
-        device = (await trio.to_thread.run_sync(os.stat, mountpoint)).st_dev
+        device = (await threads.run_sync(os.stat, mountpoint)).st_dev
         setting = Path(f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb")
-        await trio.to_thread.run_sync(setting.write_text, f"{kib}\n")
+        await threads.run_sync(setting.write_text, f"{kib}\n")
     except OSError as exc:
         log.debug("read-ahead of %s stays at the kernel's default: %s", mountpoint, exc)
 
@@ -280,6 +281,7 @@ class _Parts:
     evictor: Evictor
     mount: _Mount
     control: ControlServer
+    threads: Threads
 
 
 async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStack) -> _Parts:
@@ -290,22 +292,23 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
     stack.enter_context(cache_lock(config.cache_dir))
     store = Store(config.cache_dir / "blobmount.sqlite")
     stack.callback(store.close)
-    limiter = trio.CapacityLimiter(max(4, settings.max_parallel_transfers * 2))
+    # The one bound on worker threads: every request to a container, every local
+    # blocking call (hashes, fsyncs, installs) holds one of its tokens.
+    threads = Threads(max(4, settings.max_parallel_transfers * 2))
     metrics = Metrics()
     remotes = []
     for entry in config.mounts:
         remote = Remote(entry.account, entry.container, timeout=settings.remote_timeout,
                         metrics=metrics)
         stack.callback(remote.close)
-        remotes.append(remote)
-    await _check_remotes(remotes, config.mounts, limiter)
+        remotes.append(AsyncContainer(remote, threads))
+    await _check_remotes(remotes, config.mounts)
 
     cache = Cache(store)
-    azcopy_for = _azcopy_factory(config, metrics)
+    azcopy_for = _azcopy_factory(config, threads, metrics)
     downloads = Downloads(cache, azcopy_for, sdk_max=settings.sdk_download_max,
-                          limiter=limiter, block_min=settings.block_read_min)
-    namespace = Namespace(store, config.mounts, remotes, ttl=settings.listing_ttl,
-                          limiter=limiter)
+                          block_min=settings.block_read_min)
+    namespace = Namespace(store, config.mounts, remotes, ttl=settings.listing_ttl)
     namespace.build_mount_table()
     evictor = Evictor(store, cache, config.mounts, low_watermark=settings.cache_low_watermark)
     evictor.protect(downloads.in_use)
@@ -317,7 +320,7 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
         evictor.uploaded(target.entry, blob)
 
     uploads = Uploads(store, cache, config.mounts, remotes, azcopy_for,
-                      settings=settings, limiter=limiter, on_uploaded=uploaded,
+                      settings=settings, threads=threads, on_uploaded=uploaded,
                       on_conflict=lambda target, blob: (metrics.conflicts.inc(),
                                                         namespace.conflicted(target.index,
                                                                              blob)))
@@ -352,7 +355,7 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
     control = ControlServer(socket_path(mountpoint), {
         "status": status, "sync": mount.sync, "no_wait": mount.no_wait,
         **manager.handlers()}, cancel_on_close=manager.cancel_on_close)
-    return _Parts(operations, downloads, uploads, evictor, mount, control)
+    return _Parts(operations, downloads, uploads, evictor, mount, control, threads)
 
 
 def _make_caches_private(config: Config) -> None:
@@ -451,7 +454,8 @@ async def _start_embedded(stack: contextlib.ExitStack) -> tuple[Config, str]:
     config = embedded_config(azurite.endpoint, embedded_cache_dir())
     remote = Remote(config.mounts[0].account, EMBEDDED_CONTAINER)
     try:
-        await trio.to_thread.run_sync(remote.create_if_missing)
+        # Before the daemon's threads exist, and with nothing else running: in the loop.
+        remote.create_if_missing()
     finally:
         remote.close()
     entry = config.mounts[0]

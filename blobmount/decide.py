@@ -27,10 +27,69 @@ BATCH_SDK_MAX_FILES = 8
 #: a round trip per file.
 READ_AHEAD_MAX_SIZE = SMALL_GET_MAX
 READ_AHEAD_PARALLEL = 8
-#: A reader of a blob by blocks reads ahead at most this far (blocks.WINDOW_MAX, 16
-#: GETs of 4 MiB side by side), and at most a quarter of a bounded cache, so that
-#: read-ahead never evicts what is being read.
+#: A reader of a blob by blocks reads ahead at most this far (BLOCKS_WINDOW_MAX), and
+#: at most a quarter of a bounded cache, so that read-ahead never evicts what is
+#: being read.
 CACHE_SHARE_FOR_BLOCKS = 4
+
+# -- a large download by the SDK, in ranges side by side (azure/ranges.py) -----------
+
+#: The range sizes of a download (see range_size): one range per connection, so few
+#: requests; ranges of 4 MiB (the SDK's own size) cost Azurite 0.75 s of CPU for
+#: 256 MiB, four large ones 0.45 s. 64 MiB at most, so a cut answer costs little to
+#: ask for again.
+RANGE_MIN = 4 * MiB
+RANGE_MAX = 64 * MiB
+#: The largest range whose own MD5 the service computes (x-ms-range-get-content-md5):
+#: Azure's limit, not a choice; a GET of blocks asks for no more (BLOCKS_RUN_MAX).
+RANGE_MD5_MAX = 4 * MiB
+
+# -- a large file read by blocks (blocks.py) ------------------------------------------
+
+#: Bytes of a block: what a read of an uncached byte fetches at least. Small, so that
+#: a random read costs little more than one small GET (from Azurite here: 4 KiB took
+#: 13 ms, 1 MiB 12-30 ms with its MD5, 4 MiB 70 ms) and 100 random reads of a 3 GiB
+#: file fetch a sixtieth of it; large enough that a cache of 100 GiB is 200,000 rows.
+BLOCK = 512 * 1024
+#: One GET of blocks asks for at most this much (blocks side by side): the largest
+#: range the service gives an MD5 of.
+RUN_MAX = RANGE_MD5_MAX
+#: The read-ahead window of a handle reading in order: one block, doubling up to this
+#: (and to a quarter of the entry's cache_max_bytes). 16 GETs of 4 MiB side by side
+#: keep it busy.
+BLOCKS_WINDOW_MAX = 128 * MiB
+#: GETs of blocks side by side: for read-ahead, and (apart) for the blocks readers
+#: wait on. From Azurite here, 512 MiB in 4 MiB ranges with their MD5 took 15 s by 8
+#: SDK connections, 9 s by 16.
+BLOCKS_PARALLEL = 16
+#: A read this close to where the last one ended still goes "in order": the kernel's
+#: read-ahead (1 MiB, read_ahead_kb) sends several requests at once, not in order.
+IN_ORDER_SLACK = 2 * MiB
+
+# -- an edit of such a file, uploaded by blocks (patch.py, blocklist.py) --------------
+
+#: Blocks staged side by side by one upload: each task holds a block's bytes (4 MiB at
+#: most, PUT_MAX) while it waits for a thread, so an upload of many blocks does not
+#: read them all into memory at once. Not measured: as many as the SDK's read GETs
+#: side by side in a download (the daemon's threads bound them all anyway).
+STAGE_PARALLEL = 8
+#: The most one Put Block From URL copies (more for files so large that the list
+#: would pass blocklist.BLOCKS_MAX). Azurite copies about 20-25 MB/s here, whatever
+#: the size and however many side by side: 8 side by side of 100 MiB each outlasted
+#: the 10 s read timeout; 8 MiB ones take about 3 s.
+COPY_MAX = 8 * MiB
+#: The most one Put Block sends of the bytes written here.
+PUT_MAX = 4 * MiB
+#: A committed block that holds written bytes and is at most this large is fetched
+#: and sent again whole; the unchanged parts of a larger one are copied server-side.
+FETCH_MAX = 64 * MiB
+
+
+def range_size(size: int, concurrency: int) -> int:
+    """How much of a blob of `size` bytes one range asks for: an equal share for each
+    of `concurrency` connections, so every connection stays busy to the end and each
+    request costs the least, between RANGE_MIN and RANGE_MAX."""
+    return min(RANGE_MAX, max(RANGE_MIN, -(-size // concurrency)))
 
 
 def download_by_sdk(size: int, sdk_download_max: int, *, azcopy_usable: bool) -> bool:

@@ -69,7 +69,7 @@ class Files(Renames):
         #: told, at each open that needs the file's bytes, whether it downloaded them
         self.on_copy: Callable[[bool], None] = lambda downloaded: None
         self.moves = CacheMoves(self.store, cache, uploads, entries, namespace.remotes,
-                                limiter=namespace.limiter, on_linked=self._moved)
+                                on_linked=self._moved)
         uploads.watch_writers(self.writing, self._becomes_conflict_copy)
 
     # -- what others ask ----------------------------------------------------------

@@ -14,9 +14,7 @@ import os
 import time
 from collections.abc import Sequence
 
-import trio
-
-from .azure import BlobItem, Remote
+from .azure import AsyncContainer, BlobItem
 from .config import MountEntry
 from .store import ListedItem, Node, Store
 
@@ -49,12 +47,11 @@ def child_name(prefix: str, blob_name: str) -> str | None:
 class Lister:
     """Lists one folder at a time (the namespace makes sure not twice at once)."""
 
-    def __init__(self, store: Store, entries: Sequence[MountEntry], remotes: Sequence[Remote],
-                 limiter: trio.CapacityLimiter) -> None:
+    def __init__(self, store: Store, entries: Sequence[MountEntry],
+                 remotes: Sequence[AsyncContainer]) -> None:
         self.store = store
         self.entries = entries
         self.remotes = remotes
-        self.limiter = limiter
         self._warned: set[str] = set()
         # Virtual folders (plain prefixes) have no time of their own: show the mount's.
         self._mounted_ns = time.time_ns()
@@ -66,7 +63,6 @@ class Lister:
         prefix = folder.blob or ""
         generation = self.store.begin_listing()
         now = time.time()
-        pages = await trio.to_thread.run_sync(remote.list_pages, prefix, limiter=self.limiter)
         # A blob `a` beside a folder `a/`: the folder wins. Azure lists the blob first
         # (name order), maybe a page earlier, and the folder's row then replaces the
         # file's (same parent and name); Azurite lists the folders first.
@@ -75,10 +71,7 @@ class Lister:
         # A folder's marker blob keeps its mode and owner; the prefix of the same name
         # (maybe on a later page) says nothing of them.
         markers: dict[str, BlobItem] = {}
-        while True:
-            page = await trio.to_thread.run_sync(next, pages, None, limiter=self.limiter)
-            if page is None:
-                break
+        async for page in remote.list_pages(prefix):
             items: dict[str, ListedItem] = {}
             for item in page:
                 name = child_name(prefix, item.name)
@@ -129,7 +122,7 @@ class Lister:
                 self.store.add_local_file(folder, first, row.blob, size=size,
                                           mtime_ns=row.mtime_ns or self._mounted_ns)
 
-    def _warn_hidden(self, remote: Remote, blob: str, why: str) -> None:
+    def _warn_hidden(self, remote: AsyncContainer, blob: str, why: str) -> None:
         key = f"{remote.label}/{blob}"
         if key not in self._warned:
             self._warned.add(key)

@@ -21,7 +21,7 @@ from typing import Any
 import trio
 
 from . import azcopy
-from .azure import BlobItem, Remote
+from .azure import AsyncContainer, BlobItem
 from .cache import Cache, shown_state
 from .cachetables import CopyState
 from .catalog import Place, files_under, inside, places, shown_path
@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between progress lines sent to a waiting client.
 PROGRESS_EVERY = 0.25
-#: Listings of this many places run side by side.
+#: Listings of this many places run side by side: a prefetch of many paths lists them
+#: a few at a time, leaving the daemon's threads to the mount's own requests.
 PARALLEL_LISTINGS = 4
 
 
@@ -47,7 +48,7 @@ class Manager:
     #: requests that stop when their client goes away
     cancel_on_close = ("prefetch", "hold_async")
 
-    def __init__(self, entries: MutableSequence[MountEntry], remotes: Sequence[Remote],
+    def __init__(self, entries: MutableSequence[MountEntry], remotes: Sequence[AsyncContainer],
                  store: Store, cache: Cache, downloads: Downloads, uploads: Uploads,
                  evictor: Evictor) -> None:
         self.entries = entries
@@ -57,7 +58,7 @@ class Manager:
         self.downloads = downloads
         self.uploads = uploads
         self.evictor = evictor
-        self._listing = trio.CapacityLimiter(PARALLEL_LISTINGS)
+        self._listing = trio.Semaphore(PARALLEL_LISTINGS)
         #: clients holding the mount in async mode, and the entries they switched
         self._async_holds = 0
         self._switched: dict[int, MountEntry] = {}
@@ -110,8 +111,8 @@ class Manager:
         return found
 
     async def _files(self, place: Place) -> list[tuple[str, BlobItem]]:
-        return await trio.to_thread.run_sync(files_under, self.remotes[place.index], place,
-                                             limiter=self._listing)
+        async with self._listing:
+            return await files_under(self.remotes[place.index], place)
 
     async def _expand(self, paths: Sequence[str]) -> tuple[dict[int, dict[str, Wanted]],
                                                            dict[str, str]]:
@@ -156,9 +157,9 @@ class Manager:
 
         async def settle(index: int, prefix: str, group: list[Place]) -> None:
             try:
-                items = await trio.to_thread.run_sync(
-                    lambda: [item for page in self.remotes[index].list_pages(prefix)
-                             for item in page], limiter=self._listing)
+                async with self._listing:
+                    items = [item async for page in self.remotes[index].list_pages(prefix)
+                             for item in page]
             except BlobmountError:
                 rest.extend(place.shown for place in group)
                 return

@@ -15,9 +15,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-import trio
-
-from .azure import Remote
+from .azure import AsyncContainer
 from .cache import Cache
 from .cachetables import CopyState
 from .config import MountEntry
@@ -30,15 +28,13 @@ class CacheMoves:
     """Cached copies and journal rows that follow their files to new names."""
 
     def __init__(self, store: Store, cache: Cache, uploads: Uploads,
-                 entries: Sequence[MountEntry], remotes: Sequence[Remote], *,
-                 limiter: trio.CapacityLimiter,
+                 entries: Sequence[MountEntry], remotes: Sequence[AsyncContainer], *,
                  on_linked: Callable[[Path, Path], None]) -> None:
         self.store = store
         self.cache = cache
         self.uploads = uploads
         self.entries = entries
         self.remotes = remotes
-        self.limiter = limiter
         self.on_linked = on_linked
 
     def holds_change(self, path: Path) -> bool:
@@ -55,8 +51,7 @@ class CacheMoves:
             if record is None or record.state != CopyState.DIRTY or not record.etag:
                 continue
             try:
-                item = await trio.to_thread.run_sync(remote.properties, blob,
-                                                     limiter=self.limiter)
+                item = await remote.properties(blob)
             except RemoteNotFound:
                 continue
             if item.etag != record.etag:

@@ -15,9 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import trio
-
-from .azure import MTIME_KEY, BlobItem, Remote, format_mtime
+from .azure import MTIME_KEY, AsyncContainer, BlobItem, format_mtime
 from .config import MountEntry
 from .errors import (
     CrossDevice,
@@ -54,19 +52,17 @@ class Renamed:
 class Namespace:
     """Inodes for the mount table and for the blobs under each entry."""
 
-    def __init__(self, store: Store, entries: Sequence[MountEntry], remotes: Sequence[Remote],
-                 *, ttl: float, limiter: trio.CapacityLimiter) -> None:
+    def __init__(self, store: Store, entries: Sequence[MountEntry],
+                 remotes: Sequence[AsyncContainer], *, ttl: float) -> None:
         self.store = store
         self.entries = entries
         self.remotes = remotes
         self.ttl = ttl
-        #: bounds the threads that call the account (listings, HEADs)
-        self.limiter = limiter
         self._listings = SingleFlight()
         # Removals and renames made through the mount, by folder inode: a listing under
         # way meanwhile may have seen what is gone, so it is not trusted.
         self._changes: Counter[int] = Counter()
-        self._lister = Lister(store, entries, remotes, limiter)
+        self._lister = Lister(store, entries, remotes)
 
     def build_mount_table(self) -> None:
         """A fresh tree holding the folders of the mount table."""
@@ -142,8 +138,7 @@ class Namespace:
         if remote.offline():
             return node
         try:
-            item = await trio.to_thread.run_sync(remote.properties, node.blob,
-                                                 limiter=self.limiter)
+            item = await remote.properties(node.blob)
         except RemoteUnreachable as exc:
             log.warning("%s: %s", self.path_of(node), exc)
             return node
@@ -190,9 +185,7 @@ class Namespace:
         metadata = to_metadata(is_dir=True, mode=kept.mode, uid=kept.uid, gid=kept.gid)
         try:
             # Exclusive: a blob of that name made elsewhere since the listing stays.
-            item = await trio.to_thread.run_sync(
-                lambda: remote.make_folder(prefix, exclusive=True, metadata=metadata),
-                limiter=self.limiter)
+            item = await remote.make_folder(prefix, exclusive=True, metadata=metadata)
         except RemoteConflict:
             self.store.forget_listing(parent.inode)
             raise Exists(f"{name} was made in the container meanwhile") from None
@@ -218,8 +211,7 @@ class Namespace:
         if self.store.child_inodes(node.inode):
             raise NotEmpty(name)
         remote = self.remotes[node.entry_index]
-        await trio.to_thread.run_sync(remote.delete, node.blob.rstrip("/"),
-                                      limiter=self.limiter)
+        await remote.delete(node.blob.rstrip("/"))
         self.store.remove_node(node.inode)
         self.store.touch(parent.inode, time.time_ns())
         self._changes[parent.inode] += 1
@@ -230,8 +222,7 @@ class Namespace:
             raise IsADirectory(name)
         self.writable_file(node)
         # Even a file never uploaded from here may have a blob (made elsewhere).
-        await trio.to_thread.run_sync(self.remotes[node.entry_index].delete, node.blob,
-                                      limiter=self.limiter)
+        await self.remotes[node.entry_index].delete(node.blob)
         self.store.remove_node(node.inode)
         self.store.touch(parent.inode, time.time_ns())
         self._changes[parent.inode] += 1
@@ -269,23 +260,19 @@ class Namespace:
         if target is not None and target.is_dir:
             # An empty folder replaced: its marker goes first (the moved folder's own
             # marker takes the same name).
-            await trio.to_thread.run_sync(remote.delete, target.blob.rstrip("/"),
-                                          limiter=self.limiter)
+            await remote.delete(target.blob.rstrip("/"))
         copies: list[tuple[str, str, str | None]] = []
         if node.is_dir:
             new_blob = f"{new_parent.blob}{new_name}/"
-            names = await trio.to_thread.run_sync(remote.list_all, node.blob,
-                                                  limiter=self.limiter)
+            names = await remote.list_all(node.blob)
             for blob in names:
                 moved_blob = new_blob + blob[len(node.blob):]
                 copies.append((blob, moved_blob,
                                await self._move_blob(remote, blob, moved_blob)))
             # The folder's own marker blob (if any) is not under its prefix.
-            await trio.to_thread.run_sync(remote.delete, node.blob.rstrip("/"),
-                                          limiter=self.limiter)
+            await remote.delete(node.blob.rstrip("/"))
             metadata = to_metadata(is_dir=True, mode=node.mode, uid=node.uid, gid=node.gid)
-            await trio.to_thread.run_sync(
-                lambda: remote.make_folder(new_blob, metadata=metadata), limiter=self.limiter)
+            await remote.make_folder(new_blob, metadata=metadata)
             self.store.move_blobs_under(node.entry_index, node.blob, new_blob)
             for _, moved_blob, etag in copies:
                 if etag:  # each file is now the copy: its version is the copy's
@@ -307,11 +294,10 @@ class Namespace:
         self.store.touch(new_parent.inode, now_ns)
         return Renamed(self.node(node.inode), target, copies)
 
-    async def _move_blob(self, remote: Remote, source: str, destination: str) -> str | None:
+    async def _move_blob(self, remote: AsyncContainer, source: str, destination: str) -> str | None:
         """Copy, then delete the source; the ETag of the copy."""
-        etag = await trio.to_thread.run_sync(remote.copy, source, destination,
-                                             limiter=self.limiter)
-        await trio.to_thread.run_sync(remote.delete, source, limiter=self.limiter)
+        etag = await remote.copy(source, destination)
+        await remote.delete(source)
         return etag
 
     async def create_file(self, parent: Node, name: str, kept: Kept | None = None) -> Node:
@@ -365,8 +351,7 @@ class Namespace:
             raise Exists(name)
         remote = self.remotes[parent.entry_index]
         try:
-            item = await trio.to_thread.run_sync(
-                lambda: remote.put_small(blob, data, metadata), limiter=self.limiter)
+            item = await remote.put_small(blob, data, metadata)
         except RemoteConflict:
             self.store.forget_listing(parent.inode)
             raise Exists(f"{name} was made in the container meanwhile") from None
@@ -377,8 +362,7 @@ class Namespace:
         if node.link is not None:
             return node.link
         remote = self.remotes[node.entry_index]
-        data = await trio.to_thread.run_sync(remote.read_small, node.blob,
-                                             limiter=self.limiter)
+        data = await remote.read_small(node.blob)
         target = data.decode("utf-8", "surrogateescape")
         self.store.set_link(node.inode, target)
         return target
@@ -388,21 +372,18 @@ class Namespace:
         none); the ETags before and after (folders: '')."""
         remote = self.remotes[node.entry_index]
         if not node.is_dir:
-            return await trio.to_thread.run_sync(
-                lambda: remote.update_metadata(node.blob, changes), limiter=self.limiter)
+            return await remote.update_metadata(node.blob, changes)
         if node.blob == self.entries[node.entry_index].prefix:
             # An entry's own folder has no marker blob (its prefix is the mount's):
             # what is set holds until unmount.
             return "", ""
         marker = node.blob.rstrip("/")
         try:
-            await trio.to_thread.run_sync(lambda: remote.update_metadata(marker, changes),
-                                          limiter=self.limiter)
+            await remote.update_metadata(marker, changes)
         except RemoteNotFound:
             # A folder that only its blobs make: its marker keeps what is set.
             kept = {key: value for key, value in changes.items() if value is not None}
-            await trio.to_thread.run_sync(
-                lambda: remote.make_folder(node.blob, metadata=kept), limiter=self.limiter)
+            await remote.make_folder(node.blob, metadata=kept)
         return "", ""
 
     def uploaded(self, entry_index: int, blob: str, size: int, mtime_ns: int, etag: str) -> None:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import trio
 
-from .azure import MTIME_KEY, BlobItem, Remote, file_md5, parse_mtime
+from .azure import MTIME_KEY, AsyncContainer, BlobItem, file_md5, parse_mtime
 from .blocklist import (
     COPY,
     ID_LENGTH,
@@ -50,13 +50,11 @@ from .blocklist import (
 from .blocks import BLOCK, BlockFile, Blocks, block_start
 from .cache import Cache
 from .cachetables import CopyState
+from .decide import STAGE_PARALLEL
 from .errors import BlobmountError, RemoteError
 from .store import Patch
 
 log = logging.getLogger(__name__)
-
-#: Blocks staged side by side by one upload.
-PARALLEL = 8
 
 
 @dataclass
@@ -64,7 +62,7 @@ class Edit:
     """One copy being edited: what its patch row says, and this run's counts."""
 
     path: Path
-    remote: Remote
+    remote: AsyncContainer
     blob: str
     etag: str       # the version the bytes not written here are of
     size: int       # bytes from the start that are that version's where not written
@@ -90,11 +88,12 @@ class Patches:
         self.store = cache.store
         self.blocks = blocks
         self._edits: dict[Path, Edit] = {}
-        #: (account, container) -> its Remote: for edits journaled by an earlier daemon
-        self.remotes: dict[tuple[str, str], Remote] = {}
-        self._limiter = trio.CapacityLimiter(PARALLEL)
+        #: (account, container) -> its container: for edits journaled by an earlier daemon
+        self.remotes: dict[tuple[str, str], AsyncContainer] = {}
+        # A count of tasks, not of threads (decide.STAGE_PARALLEL says why).
+        self._staging = trio.Semaphore(STAGE_PARALLEL)
         self._background: trio.Nursery | None = None
-        self._doomed: list[tuple[Remote, str, str]] = []  # snapshots to delete
+        self._doomed: list[tuple[AsyncContainer, str, str]] = []  # snapshots to delete
         #: bytes staged since the mount: sent from here, and copied server-side
         self.staged = {"sent": 0, "copied": 0}
         self.on_changed: Callable[[], None] = lambda: None
@@ -120,14 +119,14 @@ class Patches:
         self._edits[path] = edit
         return edit
 
-    async def start(self, remote: Remote, blob: str, path: Path, *, size: int,
+    async def start(self, remote: AsyncContainer, blob: str, path: Path, *, size: int,
                     etag: str) -> bool:
         """Make the copy at `path` an edit of version `etag` (keeping the blocks of it
         already here); False if the blob is another version now (a snapshot of it
         could not be taken): the caller downloads it whole, as before."""
         self._retire(path)
         try:
-            snapshot = await trio.to_thread.run_sync(remote.snapshot, blob, etag)
+            snapshot = await remote.snapshot(blob, etag)
         except BlobmountError as exc:
             log.info("%s/%s is edited as a whole file: %s", remote.label, blob, exc)
             return False
@@ -147,9 +146,7 @@ class Patches:
             self.store.drop_cached_file(str(path))
             self.cache.record(path, blob=blob, etag=etag, size=0, state=CopyState.PARTIAL)
         edit = Edit(path, remote, blob, etag, size, snapshot)
-        edit.file = BlockFile(path, blob, etag, size, remote, fd)
-        edit.file.detached = True  # its fetches are this edit's: nothing records them
-        edit.file.users = 1
+        self._file(edit, fd)
         self.remotes[(remote.account.account_name, remote.container)] = remote
         self.store.put_patch(edit.row(remote.account.account_name, remote.container))
         self._edits[path] = edit
@@ -157,12 +154,13 @@ class Patches:
                  snapshot)
         return True
 
-    def _file(self, edit: Edit) -> BlockFile:
-        """The edit's BlockFile (opened at the first fetch, after a remount)."""
+    def _file(self, edit: Edit, fd: int | None = None) -> BlockFile:
+        """The edit's BlockFile, on `fd` (else the copy opened now: at the first fetch
+        after a remount)."""
         if edit.file is None or edit.file.fd < 0:
-            fd = os.open(edit.path, os.O_RDWR)
+            fd = os.open(edit.path, os.O_RDWR) if fd is None else fd
             edit.file = BlockFile(edit.path, edit.blob, edit.etag, edit.size, edit.remote, fd)
-            edit.file.detached = True
+            edit.file.detached = True  # its fetches are this edit's: nothing records them
             edit.file.users = 1
             edit.file.local.update(edit.written)
         return edit.file
@@ -312,9 +310,9 @@ class Patches:
                 os.close(file.fd)
                 file.fd = -1
 
-    async def _delete_snapshot(self, remote: Remote, blob: str, snapshot: str) -> None:
+    async def _delete_snapshot(self, remote: AsyncContainer, blob: str, snapshot: str) -> None:
         try:
-            await trio.to_thread.run_sync(remote.delete_snapshot, blob, snapshot)
+            await remote.delete_snapshot(blob, snapshot)
             log.debug("deleted snapshot %s of %s/%s", snapshot, remote.label, blob)
         except BlobmountError as exc:
             log.warning("snapshot %s of %s/%s could not be deleted: %s", snapshot,
@@ -353,11 +351,9 @@ class Patches:
             if not edit.snapshot:
                 raise RemoteError(f"{remote.label}/{edit.blob}: the edited version has no"
                                   " snapshot to copy the unchanged blocks from")
-            source = await trio.to_thread.run_sync(remote.snapshot_source, edit.blob,
-                                                   edit.snapshot)
-        md5 = None
-        if all(piece.kind == SEND for piece in pieces):
-            md5 = await trio.to_thread.run_sync(file_md5, edit.path, limiter=self._limiter)
+            source = await remote.snapshot_source(edit.blob, edit.snapshot)
+        md5 = (await remote.run_sync(file_md5, edit.path)
+               if all(piece.kind == SEND for piece in pieces) else None)
         fd = os.open(edit.path, os.O_RDONLY)
         failures: list[BlobmountError] = []
         try:
@@ -371,9 +367,9 @@ class Patches:
             raise failures[0]
         tried.add(fingerprint(names))
         edit.sent = sent  # before the commit: its answer may be lost, the commit not
-        etag = await trio.to_thread.run_sync(lambda: remote.commit_block_names(
+        etag = await remote.commit_block_names(
             blob, names, base_etag=base_etag, content_type=content_type, md5=md5,
-            metadata=metadata, retries=1))
+            metadata=metadata, retries=1)
         moved: Counter[str] = Counter()
         for piece in pieces:
             moved[piece.kind] += piece.length
@@ -390,8 +386,7 @@ class Patches:
         Read from the snapshot (the version's own), after a restart too."""
         if blob != edit.blob or not base_etag or base_etag != edit.etag:
             return []  # a conflict copy, another blob: it cannot name these blocks
-        committed = await trio.to_thread.run_sync(edit.remote.block_list, edit.blob,
-                                                  edit.snapshot, limiter=self._limiter)
+        committed = await edit.remote.block_list(edit.blob, edit.snapshot)
         if committed and id_length(committed) is None:
             log.info("%s/%s: its block IDs differ in length or are too short; the"
                      " unchanged bytes are copied", edit.remote.label, blob)
@@ -416,36 +411,30 @@ class Patches:
             for run in runs:
                 nursery.start_soon(self._ensure, edit, run[0], run[-1])
 
-    async def _stage(self, remote: Remote, blob: str, block_id: str, piece: Piece,
+    async def _stage(self, remote: AsyncContainer, blob: str, block_id: str, piece: Piece,
                      source: str, source_etag: str, fd: int,
                      failures: list[BlobmountError]) -> None:
+        """Stage one block: copied from the snapshot, or sent from the copy."""
         try:
-            await self._stage_one(remote, blob, block_id, piece, source, source_etag, fd)
+            async with self._staging:
+                if piece.kind == COPY:
+                    await remote.stage_block_from_url(blob, block_id, source, piece.offset,
+                                                      piece.length, source_etag, retries=1)
+                    self.staged["copied"] += piece.length
+                    return
+                data = await remote.run_sync(os.pread, fd, piece.length, piece.offset)
+                if len(data) < piece.length:  # truncated meanwhile: the next upload sends it
+                    data += bytes(piece.length - len(data))
+                await remote.stage_block(blob, block_id, data, retries=1)
+                self.staged["sent"] += piece.length
         except BlobmountError as exc:
             failures.append(exc)  # the first says why the upload failed
 
-    async def _stage_one(self, remote: Remote, blob: str, block_id: str, piece: Piece,
-                         source: str, source_etag: str, fd: int) -> None:
-        async with self._limiter:
-            if piece.kind == COPY:
-                await trio.to_thread.run_sync(lambda: remote.stage_block_from_url(
-                    blob, block_id, source, piece.offset, piece.length, source_etag,
-                    retries=1))
-                self.staged["copied"] += piece.length
-                return
-            data = await trio.to_thread.run_sync(os.pread, fd, piece.length, piece.offset)
-            if len(data) < piece.length:  # truncated meanwhile: the next upload sends it
-                data += bytes(piece.length - len(data))
-            await trio.to_thread.run_sync(lambda: remote.stage_block(blob, block_id, data,
-                                                                     retries=1))
-            self.staged["sent"] += piece.length
-
     @staticmethod
-    async def landed(remote: Remote, blob: str, tried: set[str]) -> bool:
+    async def landed(remote: AsyncContainer, blob: str, tried: set[str]) -> bool:
         """Whether the blob is a commit of ours whose answer was lost."""
         try:
-            names = [name for name, _ in await trio.to_thread.run_sync(remote.block_list,
-                                                                       blob)]
+            names = [name for name, _ in await remote.block_list(blob)]
         except BlobmountError:
             return False
         return bool(names) and fingerprint(names) in tried
@@ -459,8 +448,7 @@ class Patches:
         await self._quiet(edit)
         old = edit.snapshot
         try:
-            edit.snapshot = await trio.to_thread.run_sync(edit.remote.snapshot, item.name,
-                                                          item.etag or "")
+            edit.snapshot = await edit.remote.snapshot(item.name, item.etag or "")
         except BlobmountError as exc:
             log.warning("%s/%s: no snapshot of the version just uploaded: %s",
                         edit.remote.label, item.name, exc)

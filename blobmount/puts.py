@@ -13,10 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import trio
-
 from .azcopy import AzCopy
-from .azure import MTIME_KEY, BlobItem, BlobProperties, Remote, file_md5, format_mtime
+from .azure import MTIME_KEY, AsyncContainer, BlobItem, BlobProperties, file_md5, format_mtime
 from .config import MountEntry, Settings
 from .decide import upload_by_sdk
 from .errors import RemoteConflict, RemoteError, RemoteNotFound
@@ -36,13 +34,12 @@ class Target:
 
     index: int
     entry: MountEntry
-    remote: Remote
+    remote: AsyncContainer
 
 
 class Puts:
     """The puts of Uploads (a mixin: its journal and workers are uploads.py's)."""
 
-    _limiter: trio.CapacityLimiter
     _azcopy_for: Callable[[MountEntry], AzCopy] | None
     _settings: Settings
     patches: Patches | None
@@ -58,7 +55,7 @@ class Puts:
         """
         remote = target.remote
         metadata = {**kept, MTIME_KEY: format_mtime(mtime_ns)} if mtime_ns else dict(kept)
-        md5 = await trio.to_thread.run_sync(file_md5, path, limiter=self._limiter)
+        md5 = await remote.run_sync(file_md5, path)
         tried.add(md5)
         if base_etag:
             # A new version keeps the old one's metadata (user.meta.* set through the
@@ -128,10 +125,9 @@ class Puts:
                  blob)
         return BlobItem(blob, False, current.size, current.mtime_ns, current.etag)
 
-    async def _head(self, remote: Remote, blob: str) -> BlobProperties | None:
+    async def _head(self, remote: AsyncContainer, blob: str) -> BlobProperties | None:
         try:
-            return await trio.to_thread.run_sync(
-                lambda: remote.head(blob, retries=UPLOAD_RETRIES), limiter=self._limiter)
+            return await remote.head(blob, retries=UPLOAD_RETRIES)
         except RemoteNotFound:
             return None
 
@@ -141,18 +137,16 @@ class Puts:
         size = path.stat().st_size
         if upload_by_sdk(size, self._settings.sdk_upload_max,
                          azcopy_usable=self._azcopy_for is not None and remote.azcopy_can_sign):
-            return await trio.to_thread.run_sync(
-                lambda: remote.upload(blob, path, base_etag=base_etag, md5=md5,
-                                      metadata=metadata, retries=UPLOAD_RETRIES),
-                limiter=self._limiter)
+            return await remote.upload(blob, path, base_etag=base_etag, md5=md5,
+                                       metadata=metadata, retries=UPLOAD_RETRIES)
         # AzCopy cannot upload conditionally: the caller's look is the check, and a new
         # file must not exist yet.
         if not base_etag and await self._head(remote, blob) is not None:
             raise RemoteConflict(f"{remote.label}/{blob} was made in the container")
-        sas = await trio.to_thread.run_sync(lambda: remote.sas_for_azcopy(blob=blob, write=True))
+        sas = await remote.sas_for_azcopy(blob=blob, write=True)
         # One flag: AzCopy keeps only the last of several; pairs are separated by ';'.
         pairs = ";".join(f"{key}={value}" for key, value in metadata.items())
         extra = [f"--metadata={pairs}"] if pairs else []
         await self._azcopy_for(target.entry).copy(
             str(path), f"{remote.blob_url(blob)}?{sas}", from_to="LocalBlob", extra_args=extra)
-        return await trio.to_thread.run_sync(remote.properties, blob, limiter=self._limiter)
+        return await remote.properties(blob)

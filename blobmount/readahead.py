@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from .azure import Remote
+from .azure import AsyncContainer
 from .config import MountEntry
 from .store import Node, Store
 from .transfers import READ_AHEAD_MAX_SIZE, Downloads, Wanted
@@ -37,7 +37,7 @@ class ReadAhead:
         self._walks: dict[int, _Walk] = {}  # folder inode -> its walk
         self._last_open: dict[int, str] = {}  # folder inode -> the last file opened in it
 
-    def after(self, node: Node, entry: MountEntry, remote: Remote, folder: str) -> None:
+    def after(self, node: Node, entry: MountEntry, remote: AsyncContainer, folder: str) -> None:
         """Fetch the files after `node` in its folder (shown as `folder`) in the
         background, if the opens walk it. A bounded cache spends at most a tenth of its
         limit on guesses, so that read-ahead never pushes out what was really read."""

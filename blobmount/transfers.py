@@ -15,26 +15,25 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
-from functools import partial
 from pathlib import Path
 
 import trio
 
 from .azcopy import AzCopy
-from .azure import Remote
+from .azure import AsyncContainer
 from .batches import STAGING_FOLDER as STAGING_FOLDER  # manage.py's
 from .batches import BatchDownloads, Wanted
-from .blocks import WINDOW_MAX as BLOCKS_WINDOW_MAX
 from .blocks import BlockReader, Blocks
 from .cache import Cache
 from .config import MountEntry, Settings
-from .decide import READ_AHEAD_MAX_SIZE as READ_AHEAD_MAX_SIZE  # readahead.py's
 from .decide import (
+    BLOCKS_WINDOW_MAX,
     READ_AHEAD_PARALLEL,
     blocks_window,
     download_by_sdk,
     fill_in_ranges,
 )
+from .decide import READ_AHEAD_MAX_SIZE as READ_AHEAD_MAX_SIZE  # readahead.py's
 from .errors import BlobmountError, RemoteError, RemoteUnreachable
 from .eviction import ROOM_MARGIN, free_bytes
 from .patch import Patches
@@ -117,7 +116,7 @@ class Downloads(BatchDownloads):
     """Brings blobs into the cache, and counts the downloads it starts."""
 
     def __init__(self, cache: Cache, azcopy_for: Callable[[MountEntry], AzCopy] | None, *,
-                 sdk_max: int, limiter: trio.CapacityLimiter,
+                 sdk_max: int,
                  block_min: int = Settings.block_read_min) -> None:
         self.cache = cache
         #: large files, read by blocks (blocks.py)
@@ -128,7 +127,6 @@ class Downloads(BatchDownloads):
         self.patches.on_changed = lambda: self.on_downloaded()
         self._azcopy_for = azcopy_for
         self.sdk_max = sdk_max
-        self._limiter = limiter
         self._flights = SingleFlight()
         #: downloads started since the mount, by path relative to the mount point (the
         #: last STARTED_PATHS_MAX paths; `started_total` counts them all)
@@ -146,7 +144,8 @@ class Downloads(BatchDownloads):
         self._background: trio.Nursery | None = None
         self._ahead: set[Path] = set()      # being fetched ahead
         self._fetched_ahead: dict[Path, None] = {}  # fetched ahead, not opened yet
-        self._ahead_limiter = trio.CapacityLimiter(READ_AHEAD_PARALLEL)
+        # A count of files, not of threads: read-ahead takes a few connections only.
+        self._ahead_files = trio.Semaphore(READ_AHEAD_PARALLEL)
         self._fillings: dict[Path, Filling] = {}
 
     def _count(self, shown_path: str) -> None:
@@ -169,7 +168,8 @@ class Downloads(BatchDownloads):
         self.blocks.run_in(nursery)
         self.patches.run_in(nursery)
 
-    def read_ahead(self, entry: MountEntry, remote: Remote, wanted: Sequence[Wanted]) -> None:
+    def read_ahead(self, entry: MountEntry, remote: AsyncContainer,
+                   wanted: Sequence[Wanted]) -> None:
         """Fetch these files in the background, a few at a time.
 
         Small cold files cost a round trip each; a program walking a folder reads the
@@ -196,10 +196,10 @@ class Downloads(BatchDownloads):
             return True
         return downloaded or path in self._ahead
 
-    async def _fetch_ahead(self, entry: MountEntry, remote: Remote, item: Wanted,
+    async def _fetch_ahead(self, entry: MountEntry, remote: AsyncContainer, item: Wanted,
                            path: Path) -> None:
         try:
-            async with self._ahead_limiter:
+            async with self._ahead_files:
                 fault("read_ahead")
                 await self.cached_copy(entry, remote, item.blob, size=item.size,
                                        etag=item.etag, shown_path=item.shown_path)
@@ -229,7 +229,7 @@ class Downloads(BatchDownloads):
         # Renamed or replaced: an edit by blocks becomes a whole copy first.
         await self.patches.complete(path)
 
-    async def cached_copy(self, entry: MountEntry, remote: Remote, blob: str, *, size: int,
+    async def cached_copy(self, entry: MountEntry, remote: AsyncContainer, blob: str, *, size: int,
                           etag: str | None, shown_path: str) -> tuple[Path, bool]:
         """The cache file holding `blob` at `etag`, and whether it was downloaded now."""
         path = self.cache.path_for(entry, blob)
@@ -263,8 +263,8 @@ class Downloads(BatchDownloads):
                 del self.busy[str(path)]
         return path, True
 
-    async def readable_copy(self, entry: MountEntry, remote: Remote, blob: str, *, size: int,
-                            etag: str | None, shown_path: str,
+    async def readable_copy(self, entry: MountEntry, remote: AsyncContainer, blob: str, *,
+                            size: int, etag: str | None, shown_path: str,
                             ) -> tuple[Path, bool, Filling | BlockReader | None]:
         """Like cached_copy, for a reader: a large file that comes by SDK ranges is
         handed over once its first bytes are in, with the Filling to wait on; one
@@ -300,8 +300,8 @@ class Downloads(BatchDownloads):
         filling.check()
         return path, True, filling
 
-    async def writable_copy(self, entry: MountEntry, remote: Remote, blob: str, *, size: int,
-                            etag: str | None, shown_path: str) -> tuple[Path, bool]:
+    async def writable_copy(self, entry: MountEntry, remote: AsyncContainer, blob: str, *,
+                            size: int, etag: str | None, shown_path: str) -> tuple[Path, bool]:
         """Like cached_copy, for a writer: a blob read by blocks is edited by blocks
         (patch.py), with no download, when a snapshot of it can be taken, nothing else
         has its copy open, and AzCopy's signing (a SAS) can reach its snapshot."""
@@ -327,7 +327,7 @@ class Downloads(BatchDownloads):
     async def before_truncate(self, path: Path, size: int) -> None:
         await self.patches.before_truncate(path, size)
 
-    async def _fill(self, entry: MountEntry, remote: Remote, blob: str, size: int,
+    async def _fill(self, entry: MountEntry, remote: AsyncContainer, blob: str, size: int,
                     etag: str | None, shown_path: str, path: Path, *,
                     task_status: trio.TaskStatus[bool] = trio.TASK_STATUS_IGNORED) -> None:
         """The download of a Filling, in the background: it outlives the open() that
@@ -362,7 +362,7 @@ class Downloads(BatchDownloads):
             if self._fillings.get(path) is filling:
                 del self._fillings[path]
 
-    def _by_sdk(self, remote: Remote, size: int) -> bool:
+    def _by_sdk(self, remote: AsyncContainer, size: int) -> bool:
         return download_by_sdk(size, self.sdk_max,
                                azcopy_usable=self._azcopy_for is not None and remote.azcopy_usable)
 
@@ -387,7 +387,7 @@ class Downloads(BatchDownloads):
         if free_bytes(path.parent) < size + ROOM_MARGIN:
             raise OSError(errno.ENOSPC, f"no room for {size} bytes in the cache", str(path))
 
-    async def _download(self, entry: MountEntry, remote: Remote, blob: str, size: int,
+    async def _download(self, entry: MountEntry, remote: AsyncContainer, blob: str, size: int,
                         etag: str | None, path: Path, *, filling: Filling | None = None,
                         ) -> int:
         """Download `blob` into `path` and record it; the bytes it holds. A `filling`
@@ -408,7 +408,7 @@ class Downloads(BatchDownloads):
                     remote.label, blob)
         return await self._download_once(entry, remote, blob, size, etag, path)
 
-    async def _download_once(self, entry: MountEntry, remote: Remote, blob: str, size: int,
+    async def _download_once(self, entry: MountEntry, remote: AsyncContainer, blob: str, size: int,
                              etag: str | None, path: Path, *,
                              filling: Filling | None = None) -> int:
         temp = filling.temp if filling else self.cache.temp_path(path)
@@ -421,30 +421,25 @@ class Downloads(BatchDownloads):
 
                     def progress(ready: int) -> None:  # called from the ranges' threads
                         token.run_sync_soon(filling.advance, ready)
-                # Each connection of the download holds a token of the limiter.
-                item = await remote.download_async(blob, temp, size=size,
-                                                   on_progress=progress, limiter=self._limiter)
+                # Each connection of the download holds a token of the daemon's limiter.
+                item = await remote.download(blob, temp, size=size, on_progress=progress)
                 etag = item.etag
                 if filling is not None:
                     filling.passed()
             else:
                 # AzCopy keeps retrying an account that does not answer for minutes; one
                 # HEAD, bounded like every SDK call, finds that out first.
-                before = await trio.to_thread.run_sync(remote.properties, blob,
-                                                       limiter=self._limiter)
-                access = await trio.to_thread.run_sync(
-                    partial(remote.azcopy_blob, blob, size=size), limiter=self._limiter)
+                before = await remote.properties(blob)
+                access = await remote.azcopy_blob(blob, size=size)
                 azcopy = self._azcopy_for(entry)
                 await azcopy.copy(access.url, str(temp), from_to="BlobLocal", env=access.env,
                                   extra_args=access.args)
                 # The bytes are of the version both looks saw, whatever the listing said.
-                after = await trio.to_thread.run_sync(remote.properties, blob,
-                                                      limiter=self._limiter)
+                after = await remote.properties(blob)
                 if after.etag != before.etag:
                     raise RemoteError(f"{remote.label}/{blob} changed while it downloaded")
                 etag = before.etag
-            size = await trio.to_thread.run_sync(self.cache.install, temp, path,
-                                                 limiter=self._limiter)
+            size = await remote.run_sync(self.cache.install, temp, path)
             self.cache.record(path, blob=blob, etag=etag or "", size=size)
             log.info("downloaded %s/%s (%d bytes)", remote.label, blob, size)
             return size

@@ -25,7 +25,7 @@ from pathlib import Path
 import trio
 
 from .azcopy import AzCopy
-from .azure import BlobItem, Remote, backoff, format_mtime
+from .azure import AsyncContainer, BlobItem, backoff, format_mtime
 from .cache import Cache
 from .cachetables import CopyState
 from .commits import GroupCommit
@@ -39,6 +39,7 @@ from .puts import Puts, Target
 from .singleflight import SingleFlight
 from .store import Node, Store, Upload
 from .supervise import fault
+from .threads import Threads
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,9 @@ class Uploads(Puts):
     """The upload journal's worker, and the calls that wait for it."""
 
     def __init__(self, store: Store, cache: Cache, entries: Sequence[MountEntry],
-                 remotes: Sequence[Remote], azcopy_for: Callable[[MountEntry], AzCopy] | None,
-                 *, settings: Settings, limiter: trio.CapacityLimiter,
+                 remotes: Sequence[AsyncContainer],
+                 azcopy_for: Callable[[MountEntry], AzCopy] | None,
+                 *, settings: Settings, threads: Threads,
                  on_uploaded: Callable[[Target, str, int, int, str], None],
                  on_conflict: Callable[[Target, str], None]) -> None:
         self.store = store
@@ -88,12 +90,11 @@ class Uploads(Puts):
                          in enumerate(zip(entries, remotes, strict=True))]
         self._azcopy_for = azcopy_for
         self._settings = settings
-        self._limiter = limiter
         self._on_uploaded = on_uploaded
         self._on_conflict = on_conflict
         self._flights = SingleFlight()
         #: closes that arrive together share one commit (and one fsync of each folder)
-        self._commits = GroupCommit(store, limiter)
+        self._commits = GroupCommit(store, threads)
         #: how many uploads run side by side, each possibly an AzCopy job
         self.workers = settings.max_parallel_transfers
         #: cache paths handed to a worker and not finished yet
@@ -289,7 +290,8 @@ class Uploads(Puts):
     async def sync(self) -> list[Upload]:
         """Try every journaled upload now, as many at once as there are workers; the
         ones that still failed."""
-        bound = trio.CapacityLimiter(self.workers)
+        # A count of tasks, not of threads: each attempt may be an AzCopy job.
+        bound = trio.Semaphore(self.workers)
 
         async def attempt(path: str) -> None:
             async with bound:

@@ -20,8 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import trio
-
 from .azure import FOLDER_MARKER_KEY, BlobProperties
 from .cache import Cache, shown_state
 from .config import MountEntry
@@ -77,7 +75,6 @@ class Xattrs:
         self.cache = cache
         self.uploads = uploads
         self.entries = entries
-        self._limiter = trio.CapacityLimiter(4)
         self._seen: dict[int, _Seen] = {}
         self._no_tags: set[int] = set()  # entries whose account has no index tags
 
@@ -132,7 +129,7 @@ class Xattrs:
             return seen.props
         remote = self.namespace.remotes[node.entry_index]
         try:
-            props = await trio.to_thread.run_sync(remote.head, node.blob, limiter=self._limiter)
+            props = await remote.head(node.blob)
         except RemoteNotFound:
             props = None
         # Newest last, so the first is the oldest: a walk over many files keeps only
@@ -156,8 +153,7 @@ class Xattrs:
         if seen.tags is None:
             remote = self.namespace.remotes[node.entry_index]
             try:
-                seen.tags = await trio.to_thread.run_sync(remote.tags, node.blob,
-                                                          limiter=self._limiter)
+                seen.tags = await remote.tags(node.blob)
             except RemoteUnsupported:
                 self._no_tags.add(node.entry_index)
                 return await self._tags(node, quiet=quiet)
@@ -218,8 +214,7 @@ class Xattrs:
         remote = self.namespace.remotes[node.entry_index]
         if kind == "tag":
             try:
-                tags = await trio.to_thread.run_sync(
-                    lambda: remote.update_tags(node.blob, {key: value}), limiter=self._limiter)
+                tags = await remote.update_tags(node.blob, {key: value})
             except RemoteUnsupported:
                 self._no_tags.add(node.entry_index)
                 raise
@@ -227,8 +222,7 @@ class Xattrs:
             if seen is not None:
                 seen.tags = tags
             return
-        old, new = await trio.to_thread.run_sync(
-            lambda: remote.update_metadata(node.blob, {key: value}), limiter=self._limiter)
+        old, new = await remote.update_metadata(node.blob, {key: value})
         self._seen.pop(node.inode, None)
         self._rebase(node, old, new)
 

@@ -5,9 +5,12 @@ retries, metrics, error translation), `listing` (BlobItem, the List Blobs parser
 `mtime` convention), `base` (what the parts of Remote share), `ranges` (downloads),
 `staging` (snapshots and blocks), `sas` (the one SAS signer, AzCopy's access),
 `protocol` (`RemoteContainer`: what the core calls on a Remote, for fakes to declare),
-`container` (`Remote`, composing them). This module re-exports what callers use.
+`container` (`Remote`, composing them), `aio` (`AsyncContainer`: the async face the
+core calls, every blocking call under the daemon's one limiter). This module
+re-exports what callers use.
 """
 
+from .aio import AsyncContainer
 from .container import Remote, file_md5
 from .listing import (
     FOLDER_MARKER_KEY,
@@ -19,7 +22,7 @@ from .listing import (
     parse_mtime,
 )
 from .protocol import RemoteContainer
-from .ranges import RANGE_MD5_MAX, SMALL_GET_MAX, range_size
+from .ranges import RANGE_MD5_MAX, SMALL_GET_MAX, range_size  # decide.py's
 from .sas import mint_sas
 from .transport import RETRIES, backoff, translate_errors
 
@@ -29,6 +32,7 @@ __all__ = [
     "RANGE_MD5_MAX",
     "RETRIES",
     "SMALL_GET_MAX",
+    "AsyncContainer",
     "BlobItem",
     "BlobProperties",
     "Remote",

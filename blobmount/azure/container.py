@@ -1,8 +1,9 @@
 """`Remote`: one container of one storage account, through the azure-storage-blob SDK.
 
-Every method here blocks (the SDK is synchronous): callers in trio run them through
-`trio.to_thread.run_sync`. Every SDK exception leaves this package as a
-`RemoteError` subclass with a one-line, redacted message.
+Every method here blocks (the SDK is synchronous): the daemon calls them through
+`AsyncContainer` (aio.py), in worker threads under its one limiter. Every SDK
+exception leaves this package as a `RemoteError` subclass with a one-line, redacted
+message.
 """
 
 from __future__ import annotations

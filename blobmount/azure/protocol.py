@@ -3,9 +3,12 @@
 `Remote` declares it, and so do the unit tests' fakes, so that the type checker holds
 each of them to the same signatures. A fake that leaves a method out gets this one,
 which raises NotImplementedError: a test that reaches it says what the fake lacks
-(but for `download_async`, which has a default made of `download`).
+(but for `download_async`, which has a default made of `download`). The defaults are
+calls, not a bare `raise NotImplementedError`, which mypy would take for abstract
+methods every fake must write; `tests/unit/test_face.py` checks that `Remote` leaves
+none of them to its default.
 Every method but `download_async` blocks; see `Remote` (container.py) and its parts
-for what each does.
+for what each does. The core calls them through `AsyncContainer` (aio.py).
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ from ..config import Account
 from .listing import BlobItem, BlobProperties
 
 
+def _lacks(container: object, method: str) -> NotImplementedError:
+    return NotImplementedError(f"{type(container).__name__} has no {method}")
+
+
 class RemoteContainer(Protocol):
     """One container of one storage account."""
 
@@ -33,55 +40,55 @@ class RemoteContainer(Protocol):
     # -- the account ---------------------------------------------------------------
 
     def offline(self) -> bool:
-        raise NotImplementedError
+        raise _lacks(self, "offline")
 
     def check(self) -> None:
-        raise NotImplementedError
+        raise _lacks(self, "check")
 
     def create_if_missing(self) -> None:
-        raise NotImplementedError
+        raise _lacks(self, "create_if_missing")
 
     def close(self) -> None:
-        raise NotImplementedError
+        raise _lacks(self, "close")
 
     def blob_url(self, blob: str = "") -> str:
-        raise NotImplementedError
+        raise _lacks(self, "blob_url")
 
     # -- listings and properties ---------------------------------------------------
 
     def list_pages(self, prefix: str, page_size: int = 5000) -> Iterator[list[BlobItem]]:
-        raise NotImplementedError
+        raise _lacks(self, "list_pages")
 
     def list_files(self, prefix: str) -> Iterator[BlobItem]:
-        raise NotImplementedError
+        raise _lacks(self, "list_files")
 
     def list_all(self, prefix: str) -> list[str]:
-        raise NotImplementedError
+        raise _lacks(self, "list_all")
 
     def properties(self, blob: str, *, retries: int | None = None) -> BlobItem:
-        raise NotImplementedError
+        raise _lacks(self, "properties")
 
     def head(self, blob: str, *, retries: int | None = None) -> BlobProperties:
-        raise NotImplementedError
+        raise _lacks(self, "head")
 
     def update_metadata(self, blob: str, changes: Mapping[str, str | None]) -> tuple[str, str]:
-        raise NotImplementedError
+        raise _lacks(self, "update_metadata")
 
     def tags(self, blob: str) -> dict[str, str]:
-        raise NotImplementedError
+        raise _lacks(self, "tags")
 
     def update_tags(self, blob: str, changes: Mapping[str, str | None]) -> dict[str, str]:
-        raise NotImplementedError
+        raise _lacks(self, "update_tags")
 
     def set_tier(self, blob: str, tier: str) -> None:
-        raise NotImplementedError
+        raise _lacks(self, "set_tier")
 
     # -- reads ---------------------------------------------------------------------
 
     def download(self, blob: str, destination: Path, *, size: int | None = None,
                  concurrency: int = 4, on_progress: Callable[[int], None] | None = None,
                  ) -> BlobItem:
-        raise NotImplementedError
+        raise _lacks(self, "download")
 
     async def download_async(self, blob: str, destination: Path, *, size: int | None = None,
                              concurrency: int = 4,
@@ -95,78 +102,78 @@ class RemoteContainer(Protocol):
 
     def read_blocks(self, blob: str, fd: int, start: int, end: int, etag: str,
                     block: int) -> list[int]:
-        raise NotImplementedError
+        raise _lacks(self, "read_blocks")
 
     def read_range(self, blob: str, offset: int, length: int | None) -> bytes:
-        raise NotImplementedError
+        raise _lacks(self, "read_range")
 
     def read_small(self, blob: str) -> bytes:
-        raise NotImplementedError
+        raise _lacks(self, "read_small")
 
     # -- writes --------------------------------------------------------------------
 
     def upload(self, blob: str, source: Path, *, base_etag: str, md5: str,
                metadata: dict[str, str] | None = None, concurrency: int = 4,
                retries: int | None = None) -> BlobItem:
-        raise NotImplementedError
+        raise _lacks(self, "upload")
 
     def put_small(self, blob: str, data: bytes, metadata: Mapping[str, str]) -> BlobItem:
-        raise NotImplementedError
+        raise _lacks(self, "put_small")
 
     def make_folder(self, prefix: str, *, exclusive: bool = False,
                     metadata: Mapping[str, str] | None = None) -> BlobItem:
-        raise NotImplementedError
+        raise _lacks(self, "make_folder")
 
     def delete(self, blob: str) -> None:
-        raise NotImplementedError
+        raise _lacks(self, "delete")
 
     def copy(self, source: str, destination: str, *, poll: float = 0.2) -> str | None:
-        raise NotImplementedError
+        raise _lacks(self, "copy")
 
     # -- edits by blocks -----------------------------------------------------------
 
     def snapshot(self, blob: str, etag: str) -> str:
-        raise NotImplementedError
+        raise _lacks(self, "snapshot")
 
     def delete_snapshot(self, blob: str, snapshot: str) -> None:
-        raise NotImplementedError
+        raise _lacks(self, "delete_snapshot")
 
     def snapshot_source(self, blob: str, snapshot: str) -> str:
-        raise NotImplementedError
+        raise _lacks(self, "snapshot_source")
 
     def stage_block(self, blob: str, block_id: str, data: bytes, *,
                     retries: int | None = None) -> None:
-        raise NotImplementedError
+        raise _lacks(self, "stage_block")
 
     def stage_block_from_url(self, blob: str, block_id: str, source_url: str, offset: int,
                              length: int, source_etag: str, *,
                              retries: int | None = None) -> None:
-        raise NotImplementedError
+        raise _lacks(self, "stage_block_from_url")
 
     def block_list(self, blob: str, snapshot: str = "") -> list[tuple[str, int]]:
-        raise NotImplementedError
+        raise _lacks(self, "block_list")
 
     def commit_block_names(self, blob: str, names: list[str], *, base_etag: str,
                            content_type: str | None, md5: str | None,
                            metadata: dict[str, str], retries: int | None = None) -> str:
-        raise NotImplementedError
+        raise _lacks(self, "commit_block_names")
 
     # -- AzCopy's access -----------------------------------------------------------
 
     @property
     def azcopy_can_sign(self) -> bool:
-        raise NotImplementedError
+        raise _lacks(self, "azcopy_can_sign")
 
     @property
     def azcopy_usable(self) -> bool:
-        raise NotImplementedError
+        raise _lacks(self, "azcopy_usable")
 
     def azcopy_blob(self, blob: str, *, size: int | None) -> AzcopyAccess:
-        raise NotImplementedError
+        raise _lacks(self, "azcopy_blob")
 
     def azcopy_folder(self, folder: str, *, size: int | None) -> AzcopyAccess:
-        raise NotImplementedError
+        raise _lacks(self, "azcopy_folder")
 
     def sas_for_azcopy(self, *, blob: str | None = None, write: bool = False,
                        lifetime: dt.timedelta = AZCOPY_SAS_LIFETIME) -> str:
-        raise NotImplementedError
+        raise _lacks(self, "sas_for_azcopy")

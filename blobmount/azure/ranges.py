@@ -19,8 +19,9 @@ import trio
 from azure.core.exceptions import HttpResponseError, IncompleteReadError, ServiceResponseError
 from azure.core.rest import HttpResponse
 
-# One bare GET (Remote._get_whole) up to SMALL_GET_MAX, ranges above: decide.py says why.
-from ..decide import SMALL_GET_MAX
+# One bare GET (Remote._get_whole) up to SMALL_GET_MAX, ranges above, of range_size
+# each: decide.py says why.
+from ..decide import RANGE_MD5_MAX, SMALL_GET_MAX, range_size
 from ..errors import RemoteConflict, RemoteCorrupt, RemoteUnreachable
 from .base import ContainerBase
 from .listing import BlobItem, item_from_headers
@@ -30,21 +31,10 @@ log = logging.getLogger("blobmount.azure")
 
 # A download whose bytes do not match the blob's Content-MD5 is tried this many times.
 DOWNLOAD_TRIES = 2
-# Larger ones come in ranges of these sizes (see range_size), hashed in blocks.
-RANGE_MIN = 4 * 1024 * 1024
-RANGE_MAX = 64 * 1024 * 1024
+# A download's ranges are hashed in pieces of this size, as they arrive.
 HASH_BLOCK = 1024 * 1024
 RANGE_NOT_SATISFIABLE = 416
 PRECONDITION_FAILED = 412
-# The largest range whose own MD5 the service computes (x-ms-range-get-content-md5).
-RANGE_MD5_MAX = 4 * 1024 * 1024
-
-
-def range_size(size: int, concurrency: int) -> int:
-    """How much of a blob of `size` bytes one range asks for: an equal share for each
-    of `concurrency` connections, so every connection stays busy to the end and each
-    request costs the least, between RANGE_MIN and RANGE_MAX."""
-    return min(RANGE_MAX, max(RANGE_MIN, -(-size // concurrency)))
 
 
 def _wait_after_cut(cuts: int, what: str) -> None:

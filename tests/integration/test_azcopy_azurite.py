@@ -24,6 +24,7 @@ from azure.storage.blob import (
 from blobmount.azcopy import AzCopy
 from blobmount.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
 from blobmount.errors import TransferError
+from blobmount.threads import Threads
 from blobmount.tools import find_azcopy
 
 pytestmark = pytest.mark.integration
@@ -47,7 +48,7 @@ def container(azurite: Azurite) -> ContainerClient:
 
 @pytest.fixture
 def azcopy(tmp_path: Path) -> AzCopy:
-    return AzCopy(find_azcopy(), tmp_path / "work")
+    return AzCopy(find_azcopy(), tmp_path / "work", threads=Threads(4))
 
 
 def blob_url(container: ContainerClient, name: str) -> tuple[str, str]:

@@ -8,6 +8,7 @@ behind the mount's back, and `hold` keeps the next download of a blob in flight 
 the test lets it go.
 
 Its methods are called from trio's worker threads, so one lock guards the blobs.
+The core calls it through `AsyncContainer`, as it calls a Remote: `face` wraps it.
 """
 
 from __future__ import annotations
@@ -27,15 +28,23 @@ from blobmount import posix
 from blobmount.access import AZCOPY_SAS_LIFETIME
 from blobmount.azure import (
     FOLDER_MARKER_KEY,
+    AsyncContainer,
     BlobItem,
     BlobProperties,
     RemoteContainer,
     parse_mtime,
 )
 from blobmount.errors import RemoteConflict, RemoteNotFound, RemoteUnsupported
+from blobmount.threads import Threads
 
 #: Seconds a held download waits for its release: only a test that hangs reaches it.
 HOLD_TIMEOUT = 60.0
+
+
+def face(remote: RemoteContainer, threads: Threads | None = None) -> AsyncContainer:
+    """`remote` behind the async face the core calls, as the daemon wraps a Remote
+    (`threads`: shared with other parts of the test, else eight of its own)."""
+    return AsyncContainer(remote, threads if threads is not None else Threads(8))
 
 
 @dataclass(frozen=True)

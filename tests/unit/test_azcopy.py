@@ -15,6 +15,7 @@ from trio.testing import MockClock
 from blobmount import tools
 from blobmount.azcopy import AzCopy, JobSummary, one_line, parse_job_log, parse_output
 from blobmount.errors import ToolNotFound, TransferError
+from blobmount.threads import Threads
 
 
 def message(kind: str, content: object) -> str:
@@ -186,8 +187,8 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setenv("FAKE_EXIT", str(exit_code))
         monkeypatch.setenv("FAKE_LOG", log)
         monkeypatch.setenv("FAKE_SLEEP", sleep)
-        azcopy = AzCopy(binary, tmp_path / "work", concurrency=4, block_size_mb=0.5,
-                        stall_timeout=stall_timeout)
+        azcopy = AzCopy(binary, tmp_path / "work", threads=Threads(2), concurrency=4,
+                        block_size_mb=0.5, stall_timeout=stall_timeout)
         return trio.run(lambda: azcopy.copy("http://h/c/b?sig=SECRET", "/dst", **kwargs),
                         clock=clock)
 
@@ -268,7 +269,7 @@ def test_copy_completed_but_exit_status_nonzero(fake):
 
 
 def test_copy_cannot_run(tmp_path):
-    azcopy = AzCopy(tmp_path / "missing-azcopy", tmp_path / "work")
+    azcopy = AzCopy(tmp_path / "missing-azcopy", tmp_path / "work", threads=Threads(1))
     with pytest.raises(TransferError, match="cannot run"):
         trio.run(lambda: azcopy.copy("a", "b", from_to="LocalBlob"))
     assert list((tmp_path / "work").iterdir()) == []

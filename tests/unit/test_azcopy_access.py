@@ -20,13 +20,14 @@ from blobmount.access import (
     azcopy_login,
 )
 from blobmount.azcopy import AzCopy
-from blobmount.azure import BlobItem, Remote
+from blobmount.azure import AsyncContainer, BlobItem, Remote
 from blobmount.azure import container as container_module
 from blobmount.azure import sas as sas_module
 from blobmount.cache import Cache
 from blobmount.config import AZURITE_KEY, Account, MountEntry
 from blobmount.log import redact
 from blobmount.store import Store
+from blobmount.threads import Threads
 from blobmount.transfers import Downloads, Wanted
 
 from .test_azcopy import FAKE_AZCOPY, end_of_job
@@ -124,7 +125,7 @@ def recording_azcopy(tmp_path, monkeypatch):
         monkeypatch.setenv(name, str(value))
 
     def run(url: str, env) -> tuple[list[str], dict[str, str]]:
-        azcopy = AzCopy(binary, tmp_path / "work")
+        azcopy = AzCopy(binary, tmp_path / "work", threads=Threads(2))
         trio.run(lambda: azcopy.copy(url, str(tmp_path / "dst"), from_to="BlobLocal",
                                      env=env))
         args = (tmp_path / "record.args").read_text().splitlines()
@@ -244,13 +245,13 @@ def test_downloads_hand_azcopy_the_access_of_the_remote(tmp_path, monkeypatch,
                        cache_dir=tmp_path / "cache")
     store = Store(tmp_path / "meta" / "blobmount.sqlite")
     azcopy = _RecordingAzCopy()
-    downloads = Downloads(Cache(store), lambda _entry: azcopy, sdk_max=0,
-                          limiter=trio.CapacityLimiter(2))
+    downloads = Downloads(Cache(store), lambda _entry: azcopy, sdk_max=0)
+    container = AsyncContainer(remote, Threads(2))
 
     async def main() -> None:
-        await downloads.cached_copy(entry, remote, "a/b.bin", size=10, etag="E1",
+        await downloads.cached_copy(entry, container, "a/b.bin", size=10, etag="E1",
                                     shown_path="data/a/b.bin")
-        await downloads.fetch_batch(entry, remote, [
+        await downloads.fetch_batch(entry, container, [
             Wanted(blob=f"p/f{i}", size=10, etag="E1", shown_path=f"data/p/f{i}")
             for i in range(40)])
     try:

@@ -18,7 +18,7 @@ from blobmount.errors import RemoteConflict
 from blobmount.eviction import Evictor
 from blobmount.store import Store
 
-from .fakeremote import FakeRemote
+from .fakeremote import FakeRemote, face
 
 ACCOUNT = Account(name="acct", account_name="acct", endpoint="https://acct.blob.core.windows.net",
                   account_key="a2V5")
@@ -48,7 +48,7 @@ def _gets(remote: FakeRemote) -> list[tuple[int, int]]:
 
 def _open(blocks: Blocks, cache: Cache, remote: FakeRemote, entry: MountEntry, **options):
     blob = remote.blobs["big.bin"]
-    return blocks.open(remote, "big.bin", cache.path_for(entry, "big.bin"),
+    return blocks.open(face(remote), "big.bin", cache.path_for(entry, "big.bin"),
                        size=len(blob.data), etag=blob.etag, **options)
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import trio
-
 from blobmount import transfers
 from blobmount.cache import Cache
 from blobmount.store import Store
@@ -14,7 +12,7 @@ from blobmount.transfers import Downloads
 
 def _downloads(folder: Path) -> Downloads:
     cache = Cache(Store(folder / "blobmount.sqlite"))
-    return Downloads(cache, None, sdk_max=0, limiter=trio.CapacityLimiter(1))
+    return Downloads(cache, None, sdk_max=0)
 
 
 def test_download_counts_keep_the_newest_paths_and_the_whole_total(tmp_path: Path) -> None:

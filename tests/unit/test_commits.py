@@ -14,6 +14,7 @@ from blobmount import commits as commits_module
 from blobmount.commits import GroupCommit
 from blobmount.journal import Journaled
 from blobmount.store import Store
+from blobmount.threads import Threads
 
 #: Seconds the held folder fsync waits: only a test that hangs reaches it.
 TIMEOUT = 30.0
@@ -50,7 +51,7 @@ def test_closes_that_arrive_during_a_commit_share_the_next(
             raise AssertionError("the test never let the first commit go on")
 
     monkeypatch.setattr(commits_module, "fsync_folder", fsync_folder)
-    commits = GroupCommit(store, trio.CapacityLimiter(16))
+    commits = GroupCommit(store, Threads(16))
     a, b = tmp_path / "cache" / "a", tmp_path / "cache" / "b"
     first = written(a, "first")
     later = [written(a, f"a{number}") for number in range(3)] + [
@@ -83,7 +84,7 @@ def test_closes_that_arrive_during_a_commit_share_the_next(
 def test_a_file_journaled_twice_at_once_gets_two_versions(
         store: Store, tmp_path: Path) -> None:
     path = written(tmp_path / "cache", "f")
-    commits = GroupCommit(store, trio.CapacityLimiter(4))
+    commits = GroupCommit(store, Threads(4))
     store.queue_upload(str(path), account="acct", container="cont", blob="f", base_etag="")
     versions: list[int] = []
 
@@ -107,7 +108,7 @@ def test_a_failed_commit_fails_every_close_of_its_group(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(store, "queue_uploads", full)
-    commits = GroupCommit(store, trio.CapacityLimiter(4))
+    commits = GroupCommit(store, Threads(4))
     paths = [written(tmp_path / "cache", f"f{number}") for number in range(3)]
     failures: list[str] = []
 

@@ -18,13 +18,19 @@ from blobmount.errors import RemoteError, RemoteUnreachable
 from blobmount.store import Store
 from blobmount.transfers import Downloads, Filling
 
+from .fakeremote import face
+
 READERS = 8
 TIMEOUT = 10
+ACCOUNT = Account(name="acct", account_name="acct",
+                  endpoint="https://acct.blob.core.windows.net", account_key="a2V5")
 
 
 class FakeRemote(RemoteContainer):
     """Remote's download: writes the blob's bytes, optionally held until released."""
 
+    account = ACCOUNT
+    container = "cont"
     label = "acct/cont"
 
     def __init__(self, blobs: dict[str, tuple[bytes, str]]) -> None:
@@ -62,9 +68,7 @@ class FakeRemote(RemoteContainer):
 
 @pytest.fixture
 def entry(tmp_path: Path) -> MountEntry:
-    account = Account(name="acct", account_name="acct",
-                      endpoint="https://acct.blob.core.windows.net", account_key="a2V5")
-    return MountEntry(local="data", account=account, container="cont", prefix="",
+    return MountEntry(local="data", account=ACCOUNT, container="cont", prefix="",
                       cache_dir=tmp_path / "cache")
 
 
@@ -76,7 +80,7 @@ def cache(tmp_path: Path) -> Iterator[Cache]:
 
 
 def downloads_for(cache: Cache, *, sdk_max: int = 1 << 30) -> Downloads:
-    return Downloads(cache, None, sdk_max=sdk_max, limiter=trio.CapacityLimiter(4))
+    return Downloads(cache, None, sdk_max=sdk_max)
 
 
 def temp_files(entry: MountEntry) -> list[Path]:
@@ -94,7 +98,7 @@ async def _readers(downloads: Downloads, entry: MountEntry, remote: FakeRemote, 
     async def reader() -> None:
         try:
             outcomes.append(await downloads.cached_copy(
-                entry, remote, blob, size=size, etag=etag, shown_path=f"data/{blob}"))
+                entry, face(remote), blob, size=size, etag=etag, shown_path=f"data/{blob}"))
         except Exception as exc:
             outcomes.append(exc)
 
@@ -129,7 +133,7 @@ def test_a_second_open_downloads_nothing(cache: Cache, entry: MountEntry) -> Non
     downloads = downloads_for(cache)
 
     async def main() -> list:
-        return [await downloads.cached_copy(entry, remote, "a", size=5, etag="E1",
+        return [await downloads.cached_copy(entry, face(remote), "a", size=5, etag="E1",
                                             shown_path="data/a") for _ in range(3)]
 
     path = cache.path_for(entry, "a")
@@ -144,14 +148,14 @@ def test_an_account_found_away_serves_the_cache_and_fails_the_rest_at_once(
     downloads = downloads_for(cache)
 
     async def main() -> None:
-        await downloads.cached_copy(entry, remote, "kept", size=4, etag="E1",
+        await downloads.cached_copy(entry, face(remote), "kept", size=4, etag="E1",
                                     shown_path="data/kept")
         remote.away = True
-        path, downloaded = await downloads.cached_copy(entry, remote, "kept", size=4,
+        path, downloaded = await downloads.cached_copy(entry, face(remote), "kept", size=4,
                                                        etag="E1", shown_path="data/kept")
         assert (path.read_bytes(), downloaded) == (b"kept", False)
         with pytest.raises(RemoteUnreachable):
-            await downloads.cached_copy(entry, remote, "cold", size=4, etag="E2",
+            await downloads.cached_copy(entry, face(remote), "cold", size=4, etag="E2",
                                         shown_path="data/cold")
 
     trio.run(main)
@@ -190,7 +194,7 @@ def test_a_changed_blob_is_downloaded_again(cache: Cache, entry: MountEntry) -> 
     downloads = downloads_for(cache)
 
     async def open_a(etag: str) -> tuple[Path, bool]:
-        return await downloads.cached_copy(entry, remote, "a", size=11, etag=etag,
+        return await downloads.cached_copy(entry, face(remote), "a", size=11, etag=etag,
                                            shown_path="data/a")
 
     path, downloaded = trio.run(open_a, "E1")
@@ -208,7 +212,7 @@ def test_a_copy_deleted_by_hand_is_downloaded_again(cache: Cache, entry: MountEn
     downloads = downloads_for(cache)
 
     async def open_a() -> tuple[Path, bool]:
-        return await downloads.cached_copy(entry, remote, "a", size=5, etag="E1",
+        return await downloads.cached_copy(entry, face(remote), "a", size=5, etag="E1",
                                            shown_path="data/a")
 
     path, _ = trio.run(open_a)
@@ -226,7 +230,7 @@ def test_different_blobs_download_side_by_side(cache: Cache, entry: MountEntry) 
     async def main() -> None:
         async def open_one(name: str) -> None:
             got[name] = await downloads.cached_copy(
-                entry, remote, name, size=len(blobs[name][0]), etag=blobs[name][1],
+                entry, face(remote), name, size=len(blobs[name][0]), etag=blobs[name][1],
                 shown_path=f"data/{name}")
 
         remote.gate.clear()

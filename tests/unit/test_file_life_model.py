@@ -57,16 +57,18 @@ from hypothesis.stateful import (
 )
 
 from blobmount import uploads as uploads_module
+from blobmount.azure import AsyncContainer
 from blobmount.cache import Cache
 from blobmount.config import Account, MountEntry, Settings
 from blobmount.errors import BlobmountError
 from blobmount.files import Files, Writing
 from blobmount.namespace import Namespace, NotFound
 from blobmount.store import ROOT_INODE, Node, Store
+from blobmount.threads import Threads
 from blobmount.transfers import Downloads
 from blobmount.uploads import Uploads
 
-from .fakeremote import FakeRemote
+from .fakeremote import FakeRemote, face
 
 FOLDERS = ("d", "e")
 LEAVES = ("x", "y")
@@ -139,7 +141,7 @@ class HeldDownloads(Downloads):
             self.remote.release_all()  # the step waits for the held download
         await super().settle(path)
 
-    async def cached_copy(self, entry: MountEntry, remote: FakeRemote, blob: str,
+    async def cached_copy(self, entry: MountEntry, remote: AsyncContainer, blob: str,
                           **wanted: Any) -> tuple[Path, bool]:
         if self._flights.running(self.cache.path_for(entry, blob)):
             self.remote.release_all()  # this open would wait for the held download
@@ -218,19 +220,19 @@ class FileLife(RuleBasedStateMachine):
 
     def _build(self) -> None:
         """The parts, wired as daemon._assemble wires them (less eviction and FUSE)."""
-        entries, remotes = [self.entry], [self.remote]
+        threads = Threads(8)
+        entries, remotes = [self.entry], [face(self.remote, threads)]
         self.store = Store(self.folder / "meta" / "blobmount.sqlite")
-        limiter = trio.CapacityLimiter(8)
         self.cache = Cache(self.store)
-        self.downloads = HeldDownloads(self.cache, None, sdk_max=1 << 40, limiter=limiter)
+        self.downloads = HeldDownloads(self.cache, None, sdk_max=1 << 40)
         self.downloads.remote = self.remote
         # TTL 0: every lookup lists again and every open asks for the blob's ETag, so
         # the model knows what an open must see.
-        self.namespace = Namespace(self.store, entries, remotes, ttl=0.0, limiter=limiter)
+        self.namespace = Namespace(self.store, entries, remotes, ttl=0.0)
         self.namespace.build_mount_table()
         self.uploads = Uploads(
             self.store, self.cache, entries, remotes, None, settings=Settings(),
-            limiter=limiter,
+            threads=threads,
             on_uploaded=lambda target, blob, *done: self.namespace.uploaded(
                 target.index, blob, *done),
             on_conflict=lambda target, blob: self.namespace.conflicted(target.index, blob))

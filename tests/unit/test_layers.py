@@ -29,18 +29,20 @@ LAYERS: dict[int, frozenset[str]] = {
     # `posix`: modes, owners, symlinks and special nodes as blob metadata, and the rules.
     # `access`: AzCopy's login for an identity, SAS lifetimes, endpoints trusted with a token.
     # `decide`: every size and tool choice of a transfer, each with its measurement.
+    # `threads`: the daemon's one bound on worker threads (every blocking call).
     # `config` (a package): the model, where files are, the YAML reader, credentials,
     # placeholders, names and the mount table, and the two formats, one module each.
     0: frozenset({"__init__", "errors", "config", "config.model", "config.locate",
                   "config.reader", "config.credentials", "config.templates", "config.checks",
                   "config.native", "config.azfuse", "log", "tools", "singleflight",
                   "sdnotify", "progress", "versions", "supervise", "children", "metrics",
-                  "posix", "access", "decide"}),
+                  "posix", "access", "decide", "threads"}),
     # `azure` (a package): the storage client, one module per job (see its __init__).
     # `journal`, `cachetables`, `patchtables`: the store's tables, one module each.
     1: frozenset({"store", "journal", "cachetables", "patchtables", "azure", "azure.transport",
                   "azure.listing", "azure.base", "azure.ranges", "azure.staging", "azure.sas",
-                  "azure.protocol", "azure.container", "azcopy", "azurite"}),
+                  "azure.protocol", "azure.container", "azure.aio", "azcopy",
+                  "azurite"}),
     # `uploads` (the write path's journal and worker) sits with `transfers`.
     # `eviction` (cache limits), `catalog` (mount paths to blobs), `xattrs` sit with `cache`.
     # `blocks`: large files read by blocks into sparse copies, beside `transfers`.
@@ -68,7 +70,8 @@ LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in mod
 #: The storage client's own order, lowest first: each of its modules imports only the
 #: ones before it (the transport knows nothing of downloads; `Remote` composes all).
 AZURE_ORDER = ["azure.transport", "azure.listing", "azure.base", "azure.ranges",
-               "azure.staging", "azure.sas", "azure.protocol", "azure.container", "azure"]
+               "azure.staging", "azure.sas", "azure.protocol", "azure.container", "azure.aio",
+               "azure"]
 
 
 def module_name(path: Path, root: Path = PACKAGE_DIR) -> str:
@@ -258,3 +261,50 @@ def test_the_checker_flags_upward_imports_and_cycles(tmp_path: Path) -> None:
     assert upward_imports(graph, "fs") == []
     assert upward_imports(graph, "cache") == []  # same layer is allowed...
     assert import_cycles(graph) == [["cache", "transfers", "cache"]]  # ...unless circular
+
+
+#: The modules that may run blocking calls in threads themselves: the one limiter's
+#: (`threads`) and the storage client's (whose face holds it, and whose downloads lend
+#: it to each range).
+THREAD_MODULES = {"threads"} | set(AZURE_ORDER)
+
+
+def thread_calls(path: Path) -> list[str]:
+    """Where a module starts worker threads or makes a thread limiter of its own."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        attribute = isinstance(node, ast.Attribute) and node.attr == "to_thread"
+        imported = isinstance(node, ast.ImportFrom) and any(
+            alias.name == "to_thread" for alias in node.names)
+        if attribute or imported:
+            found.append((node.lineno, "trio.to_thread"))
+        elif isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name == "CapacityLimiter":
+                found.append((node.lineno, "CapacityLimiter()"))
+    return [f"line {line}: {what}" for line, what in sorted(found)]
+
+
+def test_blocking_calls_go_through_the_one_limiter() -> None:
+    """Only `threads` and `azure/` call trio.to_thread or make a CapacityLimiter: every
+    other module runs its blocking work through `Threads` or `AsyncContainer`."""
+    offenders = {name: found for name, path in package_modules().items()
+                 if name not in THREAD_MODULES and (found := thread_calls(path))}
+    assert not offenders, f"threads outside the one limiter: {offenders}"
+
+
+def test_the_thread_scan_sees_each_form(tmp_path: Path) -> None:
+    source = tmp_path / "probe.py"
+    source.write_text(
+        "import trio\n"
+        "from trio import to_thread\n"
+        "async def f():\n"
+        "    await trio.to_thread.run_sync(len, 'x')\n"
+        "    limiter = trio.CapacityLimiter(2)\n"
+        "    bound = trio.Semaphore(2)\n",
+        encoding="utf-8",
+    )
+    assert thread_calls(source) == ["line 2: trio.to_thread", "line 4: trio.to_thread",
+                                    "line 5: CapacityLimiter()"]

@@ -30,7 +30,7 @@ class Requests:
             evictor = Evictor(state.store, state.cache, self.entries, low_watermark=0.8)
             evictor.protect(state.downloads.in_use)
             evictor.protect(state.life.paths_in_use)
-            return Manager(self.entries, [state.remote], state.store, state.cache,
+            return Manager(self.entries, state.namespace.remotes, state.store, state.cache,
                            state.downloads, state.uploads, evictor)
 
         self.manager = state.loop.sync(build)

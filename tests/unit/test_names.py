@@ -4,12 +4,16 @@ item under a prefix), by example and by property."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
+from blobmount.azure import BlobItem, RemoteContainer
 from blobmount.listing import NAME_MAX, child_name, shown_name
+
+from .fakeremote import face
 
 # --------------------------------------------------------------------------- examples
 
@@ -174,7 +178,7 @@ def test_no_two_blobs_of_a_listing_share_a_shown_name(prefix: str, rests: list[s
 
 # --------------------------------------------------------------------------- a listing
 
-class _Pages:
+class _Pages(RemoteContainer):
     """A remote whose listing of any prefix is the given pages."""
 
     label = "acct/cont"
@@ -182,7 +186,7 @@ class _Pages:
     def __init__(self, pages: list[list]) -> None:
         self.pages = pages
 
-    def list_pages(self, prefix: str):
+    def list_pages(self, prefix: str, page_size: int = 5000) -> Iterator[list[BlobItem]]:
         return iter(self.pages)
 
     def offline(self) -> bool:
@@ -204,7 +208,7 @@ def _listed(tmp_path, pages: list[list], caplog) -> dict[str, bool]:
         inode = store.add_folder(ROOT_INODE, "data", entry_index=0, blob="", listed=None)
         remote = _Pages([[BlobItem(name, name.endswith("/"), 1, 1, "e") for name in page]
                          for page in pages])
-        space = Namespace(store, [], [remote], ttl=60, limiter=trio.CapacityLimiter(1))
+        space = Namespace(store, [], [face(remote)], ttl=60)
         with caplog.at_level(logging.WARNING, logger="blobmount.listing"):
             trio.run(space.listed, store.node(inode))
             store.forget_listing(inode)
@@ -243,7 +247,7 @@ class _Away(_Pages):
         super().__init__(pages)
         self.calls = 0
 
-    def list_pages(self, prefix: str):
+    def list_pages(self, prefix: str, page_size: int = 5000) -> Iterator[list[BlobItem]]:
         from blobmount.errors import RemoteUnreachable
 
         self.calls += 1
@@ -268,7 +272,7 @@ def test_a_stale_listing_is_served_while_the_account_is_unreachable(tmp_path, ca
         inode = store.add_folder(ROOT_INODE, "data", entry_index=0, blob="", listed=None)
         other = store.add_folder(ROOT_INODE, "never", entry_index=0, blob="n/", listed=None)
         remote = _Away([[BlobItem("f", False, 1, 1, "e"), BlobItem("d/", True)]])
-        space = Namespace(store, [], [remote], ttl=0, limiter=trio.CapacityLimiter(1))
+        space = Namespace(store, [], [face(remote)], ttl=0)
         trio.run(space.listed, store.node(inode))
         with caplog.at_level(logging.WARNING, logger="blobmount.namespace"):
             trio.run(space.listed, store.node(inode))  # past the TTL, the account away

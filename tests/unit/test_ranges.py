@@ -17,10 +17,12 @@ import pytest
 import trio
 from azure.core.exceptions import IncompleteReadError
 
-from blobmount.azure import Remote
+from blobmount import decide
+from blobmount.azure import AsyncContainer, Remote
 from blobmount.azure import ranges as ranges_module
 from blobmount.config import AZURITE_KEY, Account
 from blobmount.errors import RemoteCorrupt
+from blobmount.threads import Threads
 
 from .fakeremote import FakeRemote
 
@@ -94,7 +96,7 @@ class FakeService:
 @pytest.fixture
 def remote(monkeypatch) -> Iterator[Remote]:
     monkeypatch.setattr(ranges_module, "backoff", lambda attempt: 0.0)  # no waits
-    monkeypatch.setattr(ranges_module, "RANGE_MIN", RANGE)
+    monkeypatch.setattr(decide, "RANGE_MIN", RANGE)
     monkeypatch.setattr(ranges_module, "SMALL_GET_MAX", RANGE)
     made = Remote(Account(name="main", account_name="acct", endpoint="http://127.0.0.1:1/acct",
                           account_key=AZURITE_KEY), "data")
@@ -126,6 +128,23 @@ def test_each_range_is_counted_by_the_callers_limiter(monkeypatch, remote, blob,
     assert len(service.requests) == 4  # the first range, then the other three
     assert service.uncounted == 0 and service.most_open <= 2
     assert all(request["If-Match"] == ETAG for request in service.requests[1:])
+
+
+def test_the_face_lends_its_limiter_to_each_range(monkeypatch, remote, blob, tmp_path):
+    """AsyncContainer.download: the ranges hold tokens of the daemon's one limiter."""
+    service = FakeService(blob)
+    serve(monkeypatch, remote, service)
+    target = tmp_path / "blob"
+
+    async def main() -> None:
+        threads = Threads(2)
+        service.limiter = threads.limiter
+        await AsyncContainer(remote, threads).download("b", target, size=SIZE, concurrency=4)
+
+    trio.run(main)
+    assert target.read_bytes() == blob
+    assert len(service.requests) == 4
+    assert service.uncounted == 0 and service.most_open <= 2
 
 
 def test_a_limiter_of_one_makes_the_ranges_go_one_by_one(monkeypatch, remote, blob, tmp_path):

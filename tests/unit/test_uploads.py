@@ -17,9 +17,10 @@ from blobmount.cache import Cache
 from blobmount.config import Account, MountEntry, Settings
 from blobmount.errors import BlobmountError, RemoteUnreachable
 from blobmount.store import Store
+from blobmount.threads import Threads
 from blobmount.uploads import Target, Uploads
 
-from .fakeremote import FakeRemote
+from .fakeremote import FakeRemote, face
 
 #: Seconds the counting remote's gate waits: only a test that hangs reaches it.
 TIMEOUT = 30.0
@@ -91,10 +92,11 @@ class Harness:
         self.conflicts: list[str] = []
         self.all_uploaded = trio.Event()
         self.expected = 0
+        threads = Threads(64)
         self.uploads = Uploads(
-            store, self.cache, [entry], [remote], None,
+            store, self.cache, [entry], [face(remote, threads)], None,
             settings=settings or Settings(upload_batch_window=0.0),
-            limiter=trio.CapacityLimiter(64), on_uploaded=self._on_uploaded,
+            threads=threads, on_uploaded=self._on_uploaded,
             on_conflict=lambda target, blob: self.conflicts.append(blob))
 
     def _on_uploaded(self, target: Target, blob: str, *done) -> None:
