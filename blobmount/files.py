@@ -32,10 +32,10 @@ from .cache import Cache
 from .cachetables import CopyState
 from .config import MountEntry
 from .decide import read_ahead_takes
-from .errors import RemoteConflict
+from .errors import IsADirectory, NotFound, RemoteConflict
 from .handles import Handle, Reading, Writing
 from .moves import CacheMoves
-from .namespace import IsADirectory, Namespace, NotFound
+from .namespace import Namespace
 from .posix import ATIME_KEY, Kept, to_metadata
 from .readahead import ReadAhead
 from .renames import Renames
