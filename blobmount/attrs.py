@@ -101,7 +101,8 @@ class Attributes:
         if wanted.size is not None:
             if node.is_dir:
                 raise IsADirectory(node.name)
-            await self.files.truncate(node, wanted.size, handle)
+            # writable_file passed: it is under an entry
+            await self.files.truncate(node.in_entry(), wanted.size, handle)
         shown = self.of(node)
         changes = self.permissions.changes(
             caller, shown=(shown.st_mode, shown.st_uid, shown.st_gid), mode=wanted.mode,
@@ -110,8 +111,9 @@ class Attributes:
             changes["atime_ns"] = wanted.atime_ns
         if wanted.mtime_ns is not None:
             changes["mtime_ns"] = wanted.mtime_ns
-        if changes:
-            await self.files.set_attributes(self.namespace.node(node.inode), **changes)
+        if changes:  # asked for: writable_file passed, so it is under an entry
+            await self.files.set_attributes(self.namespace.node(node.inode).in_entry(),
+                                            **changes)
         return self.namespace.node(node.inode)
 
     def statfs(self) -> pyfuse3.StatvfsData:

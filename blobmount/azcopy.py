@@ -438,6 +438,8 @@ class AzCopy:
                 await process.aclose()
         if watch.stalled:
             raise TransferError(f"{what}: no progress for {self.stall_timeout:g} s; stopped")
+        if process.returncode is None:  # waited for, or stopped, above
+            raise TransferError(f"{what}: ended with no exit status")
         return (process.returncode, stdout.decode("utf-8", errors="replace"),
                 stderr.decode("utf-8", errors="replace"))
 

@@ -25,7 +25,7 @@ from .azure import AsyncContainer
 from .cache import Cache, fsync_file, fsync_folder
 from .config import MountEntry
 from .decide import batch_by_sdk
-from .errors import BlobmountError
+from .errors import BlobmountError, ToolNotFound
 from .singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
@@ -161,6 +161,8 @@ class BatchDownloads:
                             progress: _Progress) -> None:
         """One AzCopy job for the whole batch, into a staging folder; then each file is
         moved to its cache path and recorded with the ETag its listing gave."""
+        if self._azcopy_for is None:  # fetch_batch batches only where there is one
+            raise ToolNotFound("AzCopy was chosen, but this mount runs without it")
         names = [item.blob for item in batch]
         common = posixpath.commonprefix(names)
         folder = common[:common.rfind("/") + 1]  # '' or 'a/b/'

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from .patchtables import Patch
 
@@ -32,7 +33,7 @@ class CachedFile:
     last_access: float
 
     @classmethod
-    def of_row(cls, row: tuple) -> CachedFile:
+    def of_row(cls, row: tuple[Any, ...]) -> CachedFile:
         path, blob, etag, size, state, last_access = row
         return cls(path, blob, etag, size, CopyState(state), last_access)
 
@@ -146,7 +147,7 @@ class CacheTables:
                 "SELECT COALESCE(SUM(size), 0) FROM cached_files WHERE substr(path, 1, ?) = ?",
                 (len(under), under),
             ).fetchone()
-        return row[0]
+        return int(row[0])
 
     def cached_files(self, under: str | None = None) -> list[CachedFile]:
         """Every cached file, or those whose path starts with `under`, oldest use first."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 from . import control
 from .errors import NotUnderAMount, PrefetchFailed, SyncFailed
@@ -59,7 +59,7 @@ class Client:
             raise NotUnderAMount(f"{text} is not under {self.mountpoint}")
         return absolute[len(self.mountpoint.rstrip("/")) + 1:]
 
-    def _request(self, op: str, *, timeout: float | None | str = "default",
+    def _request(self, op: str, *, timeout: float | None | Literal["default"] = "default",
                  on_progress: Callable[[dict[str, Any]], None] | None = None,
                  **args: Any) -> dict[str, Any]:
         wait = self.timeout if timeout == "default" else timeout

@@ -18,6 +18,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 import click
@@ -56,6 +57,11 @@ def _warn(text: str) -> None:
     click.echo(f"blobmount: {text}", err=True)
 
 
+def _show_prefetch(bar: ProgressBar, progress: dict[str, Any]) -> None:
+    bar.update(progress["files_done"], progress["files_total"], progress["bytes_done"],
+               progress["bytes_total"])
+
+
 def _print_json(value: object) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True))
 
@@ -81,9 +87,7 @@ def prefetch(paths: tuple[str, ...], from_file: str | None, quiet: bool,
         started = time.monotonic()
         try:
             result = Client(mountpoint).prefetch(
-                relative, check=False,
-                on_progress=lambda p, bar=bar: bar.update(p["files_done"], p["files_total"],
-                                                          p["bytes_done"], p["bytes_total"]))
+                relative, check=False, on_progress=partial(_show_prefetch, bar))
         finally:
             bar.close()
         for failure in result["failed"]:

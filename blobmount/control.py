@@ -223,7 +223,7 @@ class ControlServer:
         message = _parse(data)
         op = message.pop("op", None) if message is not None else None
         handler = self.handlers.get(op) if isinstance(op, str) else None
-        if message is None or handler is None:
+        if message is None or handler is None or not isinstance(op, str):
             return {"ok": False, "error": "malformed request"}
         send_lock = trio.Lock()
 

@@ -319,11 +319,13 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
         namespace.uploaded(target.index, blob, *done)
         evictor.uploaded(target.entry, blob)
 
+    def conflicted(target: Any, blob: str) -> None:
+        metrics.conflicts.inc()
+        namespace.conflicted(target.index, blob)
+
     uploads = Uploads(store, cache, config.mounts, remotes, azcopy_for,
                       settings=settings, threads=threads, on_uploaded=uploaded,
-                      on_conflict=lambda target, blob: (metrics.conflicts.inc(),
-                                                        namespace.conflicted(target.index,
-                                                                             blob)))
+                      on_conflict=conflicted)
     uploads.use_patches(downloads.patches)
     # One list, read by the file system and switched by the control request hold_async.
     entries = list(config.mounts)
@@ -480,6 +482,7 @@ def run_daemon(config: Config | None, mountpoint: Path,
         matched, _ = group.split(BlobmountError)
         if matched is None:
             raise
-        while isinstance(matched, BaseExceptionGroup):
-            matched = matched.exceptions[0]
-        raise matched from None
+        error: BaseException = matched
+        while isinstance(error, BaseExceptionGroup):
+            error = error.exceptions[0]
+        raise error from None

@@ -24,6 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypedDict
 
 from .azure import MTIME_KEY, BlobItem, format_mtime
 from .blocks import BlockReader
@@ -31,20 +32,30 @@ from .cache import Cache
 from .cachetables import CopyState
 from .config import MountEntry
 from .decide import read_ahead_takes
-from .errors import RemoteConflict
+from .errors import IsADirectory, NotFound, RemoteConflict
 from .handles import Handle, Reading, Writing
 from .moves import CacheMoves
-from .namespace import IsADirectory, Namespace, NotFound
+from .namespace import Namespace
 from .posix import ATIME_KEY, Kept, to_metadata
 from .readahead import ReadAhead
 from .renames import Renames
-from .store import ORPHANS, Node
+from .store import ORPHANS, EntryNode
 from .transfers import Downloads, Filling
 from .uploads import Uploads, node_metadata
 
 log = logging.getLogger(__name__)
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+
+
+class _Kept(TypedDict):
+    """What a setattr leaves a node's mode, owner and times at."""
+
+    mode: int | None
+    uid: int | None
+    gid: int | None
+    atime_ns: int | None
+    mtime_ns: int
 
 
 class Files(Renames):
@@ -135,7 +146,7 @@ class Files(Renames):
         node = self.store.node(inode)
         return node is None or node.parent == ORPHANS
 
-    def _path(self, node: Node) -> Path:
+    def _path(self, node: EntryNode) -> Path:
         return self.cache.path_for(self.entries[node.entry_index], node.blob)
 
     def _add(self, handle: Handle) -> int:
@@ -150,6 +161,7 @@ class Files(Renames):
         node = self.namespace.node(inode)
         if node.is_dir:
             raise IsADirectory(node.name)
+        node = node.in_entry()  # a file is always under an entry
         if not flags & WRITE_FLAGS:
             path, downloaded, source = await self._read_copy(node)
             fd = source.open() if source is not None else os.open(path, os.O_RDONLY)
@@ -170,21 +182,21 @@ class Files(Renames):
         return self._add(Writing(fd, inode, path, written=truncate)), not downloaded
 
     async def create(self, parent_inode: int, name: str,
-                     kept: Kept | None = None) -> tuple[int, Node]:
+                     kept: Kept | None = None) -> tuple[int, EntryNode]:
         node = await self.namespace.create_file(self.namespace.node(parent_inode), name, kept)
         path = self._path(node)
         await self._start_writing(node, path, truncate=True)
         fd = os.open(path, os.O_RDWR)
         return self._add(Writing(fd, node.inode, path, written=True)), self.namespace.node(
-            node.inode)
+            node.inode).in_entry()
 
-    async def _read_copy(self, node: Node,
+    async def _read_copy(self, node: EntryNode,
                          ) -> tuple[Path, bool, Filling | BlockReader | None]:
         """`_cached_copy` for a reader, of the file as it is once its bytes are in."""
         was_linked = not self._orphaned(node.inode)
         while True:
             path, downloaded, source = await self._cached_copy(node, readable=True)
-            now = self.store.node(node.inode)
+            now = self.store.entry_node(node.inode)
             if was_linked and (now is None or now.parent == ORPHANS):
                 # Unlinked while the open waited for its bytes: the open comes after the
                 # unlink, and a new file of that name may hold the cache path now.
@@ -195,7 +207,7 @@ class Files(Renames):
                 return path, downloaded, source
             node = now  # renamed meanwhile: its copy, if any, went with it
 
-    async def _cached_copy(self, node: Node, *, readable: bool = False,
+    async def _cached_copy(self, node: EntryNode, *, readable: bool = False,
                            ) -> tuple[Path, bool, Filling | BlockReader | None]:
         """The cache file holding the file's bytes (downloaded if need be), whether it
         was downloaded now, and (only if `readable`) the Filling of a large file handed
@@ -204,21 +216,20 @@ class Files(Renames):
             node = await self.namespace.fresh_file(node)
         entry, remote = self.entries[node.entry_index], self.namespace.remotes[node.entry_index]
         shown_path = self.namespace.path_of(node)
-        wanted = {"size": node.size, "etag": node.etag, "shown_path": shown_path}
         filling = None
         if readable:
             path, downloaded, filling = await self.downloads.readable_copy(
-                entry, remote, node.blob, **wanted)
+                entry, remote, node.blob, size=node.size, etag=node.etag, shown_path=shown_path)
         else:
-            path, downloaded = await self.downloads.writable_copy(entry, remote, node.blob,
-                                                                  **wanted)
+            path, downloaded = await self.downloads.writable_copy(
+                entry, remote, node.blob, size=node.size, etag=node.etag, shown_path=shown_path)
         self.on_copy(downloaded)
         if (self.read_ahead.files and read_ahead_takes(node.size)
                 and self.downloads.walking(path, downloaded)):
             self.read_ahead.after(node, entry, remote, shown_path.rpartition("/")[0])
         return path, downloaded, filling
 
-    async def _start_writing(self, node: Node, path: Path, *, truncate: bool) -> None:
+    async def _start_writing(self, node: EntryNode, path: Path, *, truncate: bool) -> None:
         """Mark the cached copy as about to change here, so no download replaces it,
         and the node as local, so no listing drops it while it is open.
 
@@ -287,7 +298,7 @@ class Files(Renames):
         handle = self.handles.get(number)
         if not isinstance(handle, Writing):
             return
-        node = self.store.node(handle.inode)
+        node = self.store.entry_node(handle.inode)
         sync = node is not None and self.entries[node.entry_index].upload == "sync"
         # fsync(2) makes the file's bytes durable, whichever descriptor wrote them.
         writers = self._writers(handle.inode)
@@ -319,7 +330,7 @@ class Files(Renames):
     async def _commit(self, handle: Writing, *, wait: bool | None) -> None:
         """Journal the file's upload; upload it now in sync mode (or when `wait`)."""
         handle.written = False
-        node = self.store.node(handle.inode)
+        node = self.store.entry_node(handle.inode)
         if node is None or node.parent == ORPHANS:
             return  # unlinked while open: nothing to upload
         entry = self.entries[node.entry_index]
@@ -339,7 +350,7 @@ class Files(Renames):
         """The last writer is gone and nothing waits in the journal: the copy is the
         blob's version its record names (unchanged, or uploaded while it was open)."""
         path = str(handle.path)
-        node = self.store.node(handle.inode)
+        node = self.store.entry_node(handle.inode)
         if (node is None or node.parent == ORPHANS or self.writing(path)
                 or self.store.upload(path) is not None):
             return
@@ -364,7 +375,7 @@ class Files(Renames):
 
     # -- attributes ---------------------------------------------------------------
 
-    async def truncate(self, node: Node, size: int, number: int | None) -> None:
+    async def truncate(self, node: EntryNode, size: int, number: int | None) -> None:
         handle = self.handles.get(number) if number else None
         if isinstance(handle, Writing):
             await self.downloads.before_truncate(handle.path, size)
@@ -383,25 +394,26 @@ class Files(Renames):
         fd = os.open(path, os.O_RDWR)
         # A handle of its own for the length of the call, so that an upload ending
         # meanwhile leaves the copy dirty.
-        number = self._add(Writing(fd, node.inode, path, written=True))
+        writing = Writing(fd, node.inode, path, written=True)
+        number = self._add(writing)
         try:
             self.store.set_local(node.inode, size=size, mtime_ns=time.time_ns())
-            await self._commit(self.handles[number], wait=None)
+            await self._commit(writing, wait=None)
         finally:
             await self.release(number)
 
-    async def set_attributes(self, node: Node, *, mode: int | None = None,
+    async def set_attributes(self, node: EntryNode, *, mode: int | None = None,
                              uid: int | None = None, gid: int | None = None,
                              atime_ns: int | None = None,
                              mtime_ns: int | None = None) -> None:
         """chmod, chown, utimens (None: unchanged): kept as the blob's metadata, no
         bytes moved; a folder's on its marker blob. A file with bytes still to go up
         takes them with its upload."""
-        kept = {"mode": node.mode if mode is None else mode,
-                "uid": node.uid if uid is None else uid,
-                "gid": node.gid if gid is None else gid,
-                "atime_ns": node.atime_ns if atime_ns is None else atime_ns,
-                "mtime_ns": node.mtime_ns if mtime_ns is None else mtime_ns}
+        kept: _Kept = {"mode": node.mode if mode is None else mode,
+                       "uid": node.uid if uid is None else uid,
+                       "gid": node.gid if gid is None else gid,
+                       "atime_ns": node.atime_ns if atime_ns is None else atime_ns,
+                       "mtime_ns": node.mtime_ns if mtime_ns is None else mtime_ns}
         self.store.set_kept(node.inode, **kept, ctime_ns=time.time_ns())
         changes = to_metadata(is_dir=node.is_dir, mode=mode, uid=uid, gid=gid,
                               special=node.special)

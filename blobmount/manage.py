@@ -239,9 +239,8 @@ class Manager:
             failed.update(result.failed)
         # More than a folder may hold: eviction has dropped some of it already.
         over = [self.entries[index].local for index, files in wanted.items()
-                if self.entries[index].cache_max_bytes is not None
-                and sum(item.size for item in files.values())
-                > self.entries[index].cache_max_bytes]
+                if (limit := self.entries[index].cache_max_bytes) is not None
+                and sum(item.size for item in files.values()) > limit]
         return {
             "files": total[0],
             "bytes": total[1],
@@ -299,7 +298,7 @@ class Manager:
                               "state": shown_state(record, journaled=record.path in pending,
                                                    writing=record.path in in_use),
                               "last_access": record.last_access})
-        files.sort(key=lambda f: f["path"])
+        files.sort(key=lambda f: str(f["path"]))
         return {"files": files}
 
     async def cache_evict(self, request: dict[str, Any]) -> dict[str, Any]:

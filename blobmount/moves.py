@@ -20,7 +20,7 @@ from .cache import Cache
 from .cachetables import CopyState
 from .config import MountEntry
 from .errors import RemoteNotFound
-from .store import Node, Store
+from .store import CachedFile, EntryNode, Store
 from .uploads import Uploads, journaled_metadata, node_metadata
 
 
@@ -58,7 +58,7 @@ class CacheMoves:
                 changed.add(blob)
         return changed
 
-    async def move_cached(self, source: Node, moved: Node, *, base: str | None,
+    async def move_cached(self, source: EntryNode, moved: EntryNode, *, base: str | None,
                           stale: bool = False) -> None:
         """The cached copy follows its file to the new name, open handles with it.
 
@@ -72,15 +72,12 @@ class CacheMoves:
         entry = self.entries[source.entry_index]
         old_path = self.cache.path_for(entry, source.blob)
         new_path = self.cache.path_for(entry, moved.blob)
-        record = self.store.cached_file(str(old_path))
+        record = _usable(self.store.cached_file(str(old_path)), source)
         upload = self.store.upload(str(old_path))
         etag = moved.etag if base is None else base
-        # A partial copy stays: its blocks are recorded under the old path.
-        usable = record is not None and (record.state == CopyState.DIRTY or (
-            record.state == CopyState.CLEAN and record.etag == source.etag))
-        if usable and stale and record.state == CopyState.DIRTY:
+        if record is not None and stale and record.state == CopyState.DIRTY:
             etag = record.etag
-        if usable and etag is not None and self.link(old_path, new_path):
+        if record is not None and etag is not None and self.link(old_path, new_path):
             self.cache.record(new_path, blob=moved.blob, etag=etag,
                               size=new_path.stat().st_size, state=record.state)
             if upload is not None:
@@ -113,7 +110,7 @@ class CacheMoves:
         self.cache.forget(old_path)
 
     async def follow_vanished(self, entry: MountEntry, old_blob: str,
-                              node: Node | None) -> None:
+                              node: EntryNode | None) -> None:
         """A file open for writing moved with its folder, though the move found no
         blob of it to copy (deleted in the container since its last upload): its
         bytes follow it and go up under its new name."""
@@ -127,7 +124,7 @@ class CacheMoves:
             self.cache.forget(old_path)
             await self._journal_moved(entry, new_path, node, base="")
 
-    async def _journal_moved(self, entry: MountEntry, path: Path, node: Node, *,
+    async def _journal_moved(self, entry: MountEntry, path: Path, node: EntryNode, *,
                              base: str) -> None:
         """A moved file whose bytes the container lacks goes up under its new name, as
         a change of version `base` ('' = a new blob), with its mode and owner:
@@ -150,3 +147,13 @@ class CacheMoves:
         os.link(old_path, new_path)
         self.on_linked(old_path, new_path)
         return True
+
+
+def _usable(record: CachedFile | None, source: EntryNode) -> CachedFile | None:
+    """The record of a cached copy that can follow its file: a change, or a clean copy
+    of the source's version. A partial copy stays: its blocks are recorded under the
+    old path."""
+    if record is not None and (record.state == CopyState.DIRTY or (
+            record.state == CopyState.CLEAN and record.etag == source.etag)):
+        return record
+    return None

@@ -12,7 +12,7 @@ import logging
 import stat
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .azure import MTIME_KEY, AsyncContainer, BlobItem, format_mtime
@@ -35,7 +35,7 @@ from .errors import (
 from .listing import NAME_MAX, Lister, shown_name
 from .posix import RDEV_KEY, SYMLINK_KEY, Kept, to_metadata
 from .singleflight import SingleFlight
-from .store import NEVER_STALE, ROOT_INODE, ListedItem, Node, Store
+from .store import NEVER_STALE, ROOT_INODE, EntryNode, ListedItem, Node, Store
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,8 @@ class Renamed:
     """What a rename did: the moved node, the node it replaced (if any), and for a
     folder each blob copied under it (old name, new name, the copy's ETag)."""
 
-    node: Node
-    replaced: Node | None
+    node: EntryNode
+    replaced: EntryNode | None
     copies: list[tuple[str, str, str | None]]
 
 
@@ -82,6 +82,17 @@ class Namespace:
             raise NotFound(f"inode {inode} is gone")
         return node
 
+    def _child_or_none(self, folder: EntryNode, name: str) -> EntryNode | None:
+        """A child of a folder under an entry: under that entry too (entries never nest)."""
+        node = self.store.child(folder.inode, name)
+        return None if node is None else node.in_entry()
+
+    def _child(self, folder: EntryNode, name: str) -> EntryNode:
+        node = self._child_or_none(folder, name)
+        if node is None:
+            raise NotFound(name)
+        return node
+
     def path_of(self, node: Node) -> str:
         """The node's path relative to the mount point."""
         parts = []
@@ -99,6 +110,7 @@ class Namespace:
             raise NotADirectory(f"{folder.name} is not a folder")
         if folder.listed == NEVER_STALE or not self._stale(folder.listed):
             return folder
+        folder = folder.in_entry()  # the mount table's own folders are never stale
         remote = self.remotes[folder.entry_index]
         if folder.listed is not None and remote.offline():
             return folder  # the account was just found away: the old listing, at once
@@ -113,7 +125,7 @@ class Namespace:
             return folder
         return self.node(folder.inode)
 
-    async def _list(self, folder: Node) -> None:
+    async def _list(self, folder: EntryNode) -> None:
         changes = self._changes[folder.inode]
         await self._lister.list(folder)
         if self._changes[folder.inode] != changes:
@@ -126,7 +138,7 @@ class Namespace:
             raise NotFound(name)
         return node
 
-    async def fresh_file(self, node: Node) -> Node:
+    async def fresh_file(self, node: EntryNode) -> EntryNode:
         """The file node, its size and ETag read from the container within the TTL.
 
         While the account does not answer, the node as last known: a cached copy of
@@ -144,22 +156,22 @@ class Namespace:
             return node
         self.store.update_file(node.inode, size=item.size, mtime_ns=item.mtime_ns,
                                etag=item.etag, checked=time.time())
-        return self.node(node.inode)
+        return self.node(node.inode).in_entry()
 
     # -- changes made through the mount ----------------------------------------------
 
-    def writable_folder(self, folder: Node) -> Node:
+    def writable_folder(self, folder: Node) -> EntryNode:
         """The folder, if files may be made in it; EROFS / EACCES otherwise."""
         if not folder.is_dir:
             raise NotADirectory(f"{folder.name} is not a folder")
-        if folder.entry_index is None:
+        if not isinstance(folder, EntryNode):
             raise PermissionDenied("the mount table's own folders cannot change")
         if self.entries[folder.entry_index].read_only:
             raise ReadOnly(f"{self.entries[folder.entry_index].local} is read-only")
         return folder
 
-    def writable_file(self, node: Node) -> Node:
-        if node.entry_index is None or self.entries[node.entry_index].read_only:
+    def writable_file(self, node: Node) -> EntryNode:
+        if not isinstance(node, EntryNode) or self.entries[node.entry_index].read_only:
             raise ReadOnly(f"{node.name} is read-only")
         return node
 
@@ -196,7 +208,7 @@ class Namespace:
             prefix, True, 0, made_ns, None, kept.mode, kept.uid, kept.gid, None, made_ns))],
             now)
         self.store.touch(parent.inode, time.time_ns())
-        node = self.store.child(parent.inode, name)
+        node = self._child(parent, name)
         # Just made: it is empty, no need to ask the container.
         self.store.finish_listing(node, self.store.begin_listing(), now)
         return self.node(node.inode)
@@ -206,8 +218,7 @@ class Namespace:
         if not node.is_dir:
             raise NotADirectory(name)
         self.writable_folder(parent)  # an entry's own folder belongs to the mount table
-        self.writable_folder(node)
-        node = await self.listed(node)
+        node = (await self.listed(self.writable_folder(node))).in_entry()
         if self.store.child_inodes(node.inode):
             raise NotEmpty(name)
         remote = self.remotes[node.entry_index]
@@ -216,11 +227,11 @@ class Namespace:
         self.store.touch(parent.inode, time.time_ns())
         self._changes[parent.inode] += 1
 
-    async def remove_file(self, parent: Node, name: str) -> Node:
+    async def remove_file(self, parent: Node, name: str) -> EntryNode:
         node = await self.lookup(parent, name)
         if node.is_dir:
             raise IsADirectory(name)
-        self.writable_file(node)
+        node = self.writable_file(node)
         # Even a file never uploaded from here may have a blob (made elsewhere).
         await self.remotes[node.entry_index].delete(node.blob)
         self.store.remove_node(node.inode)
@@ -239,12 +250,13 @@ class Namespace:
         node = await self.lookup(old_parent, old_name)
         new_parent = self.writable_folder(await self.listed(new_parent))
         self.writable_folder(self.node(node.parent))
+        node = node.in_entry()  # in an entry's folder (entries never nest)
         if node.entry_index != new_parent.entry_index:
             raise CrossDevice("rename across mount entries")
         self.checked_name(new_name)
         if node.is_dir and f"{new_parent.blob}{new_name}/".startswith(node.blob):
             raise InvalidName("cannot move a folder into itself")
-        target = self.store.child(new_parent.inode, new_name)
+        target = self._child_or_none(new_parent, new_name)
         if target is not None:
             if not replace:
                 raise Exists(new_name)
@@ -292,7 +304,7 @@ class Namespace:
         now_ns = time.time_ns()
         self.store.touch(node.parent, now_ns)
         self.store.touch(new_parent.inode, now_ns)
-        return Renamed(self.node(node.inode), target, copies)
+        return Renamed(self.node(node.inode).in_entry(), target, copies)
 
     async def _move_blob(self, remote: AsyncContainer, source: str, destination: str) -> str | None:
         """Copy, then delete the source; the ETag of the copy."""
@@ -300,7 +312,8 @@ class Namespace:
         await remote.delete(source)
         return etag
 
-    async def create_file(self, parent: Node, name: str, kept: Kept | None = None) -> Node:
+    async def create_file(self, parent: Node, name: str,
+                          kept: Kept | None = None) -> EntryNode:
         parent = self.writable_folder(await self.listed(parent))
         blob = f"{parent.blob}{self.checked_name(name)}"
         existing = self.store.child(parent.inode, name)
@@ -310,7 +323,7 @@ class Namespace:
         inode = self.store.add_local_file(parent, name, blob, size=0, mtime_ns=now_ns,
                                           kept=kept)
         self.store.touch(parent.inode, now_ns)
-        return self.node(inode)
+        return self.node(inode).in_entry()
 
     # -- symlinks and folders' own metadata -------------------------------------------
 
@@ -342,7 +355,7 @@ class Namespace:
         return self.node(inode)
 
     async def _put_new(self, parent: Node, name: str, data: bytes,
-                       metadata: dict[str, str]) -> tuple[Node, str, BlobItem]:
+                       metadata: dict[str, str]) -> tuple[EntryNode, str, BlobItem]:
         """Put a small blob at a new name in `parent` (EEXIST if the name is taken,
         here or in the container); the folder, the blob's name and the blob."""
         parent = self.writable_folder(await self.listed(parent))
@@ -361,13 +374,15 @@ class Namespace:
         """A symlink's target: its blob's content (read once, then kept)."""
         if node.link is not None:
             return node.link
+        node = node.in_entry()  # a symlink is a file: under an entry
         remote = self.remotes[node.entry_index]
         data = await remote.read_small(node.blob)
         target = data.decode("utf-8", "surrogateescape")
         self.store.set_link(node.inode, target)
         return target
 
-    async def update_metadata(self, node: Node, changes: dict[str, str | None]) -> tuple[str, str]:
+    async def update_metadata(self, node: EntryNode,
+                              changes: Mapping[str, str | None]) -> tuple[str, str]:
         """Set metadata of a node's blob (a folder's: its marker blob's, made if there is
         none); the ETags before and after (folders: '')."""
         remote = self.remotes[node.entry_index]

@@ -267,17 +267,17 @@ class Patches:
     def _retire(self, path: Path) -> None:
         """An edit whose copy holds no change any more (closed unwritten, or uploaded
         and closed): it goes, in the background."""
-        edit = self._edits.get(path)
-        if edit is None and self.store.patch(str(path)) is None:
-            return
-        if edit is not None:
-            del self._edits[path]
-            self._close(edit)
+        edit = self._edits.pop(path, None)
         row = self.store.patch(str(path))
+        if edit is None:
+            if row is None:
+                return
+            remote = self.remotes.get((row.account, row.container))
+            snapshot, blob = row.snapshot, row.blob
+        else:
+            self._close(edit)
+            remote, snapshot, blob = edit.remote, edit.snapshot, edit.blob
         self.store.drop_patch(str(path))
-        remote = edit.remote if edit else self.remotes.get((row.account, row.container))
-        snapshot = edit.snapshot if edit else row.snapshot
-        blob = edit.blob if edit else row.blob
         if remote is not None and snapshot:
             self._doomed.append((remote, blob, snapshot))
             self._delete_doomed()

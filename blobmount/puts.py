@@ -17,7 +17,7 @@ from .azcopy import AzCopy
 from .azure import MTIME_KEY, AsyncContainer, BlobItem, BlobProperties, file_md5, format_mtime
 from .config import MountEntry, Settings
 from .decide import upload_by_sdk
-from .errors import RemoteConflict, RemoteError, RemoteNotFound
+from .errors import RemoteConflict, RemoteError, RemoteNotFound, ToolNotFound
 from .patch import Edit, Patches
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,8 @@ class Puts:
         # One flag: AzCopy keeps only the last of several; pairs are separated by ';'.
         pairs = ";".join(f"{key}={value}" for key, value in metadata.items())
         extra = [f"--metadata={pairs}"] if pairs else []
+        if self._azcopy_for is None:  # upload_by_sdk chose AzCopy only where there is one
+            raise ToolNotFound("AzCopy was chosen, but this mount runs without it")
         await self._azcopy_for(target.entry).copy(
             str(path), f"{remote.blob_url(blob)}?{sas}", from_to="LocalBlob", extra_args=extra)
         return await remote.properties(blob)

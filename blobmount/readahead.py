@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 
 from .azure import AsyncContainer
 from .config import MountEntry
+from .decide import READ_AHEAD_MAX_SIZE
 from .store import Node, Store
-from .transfers import READ_AHEAD_MAX_SIZE, Downloads, Wanted
+from .transfers import Downloads, Wanted
 
 
 @dataclass

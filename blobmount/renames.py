@@ -19,7 +19,7 @@ from .errors import RemoteNotFound
 from .handles import Handle, Writing
 from .moves import CacheMoves
 from .namespace import Namespace
-from .store import Node, Store
+from .store import EntryNode, Node, Store
 from .transfers import Downloads
 from .uploads import Uploads
 
@@ -36,20 +36,20 @@ class Renames:
     moves: CacheMoves
     handles: dict[int, Handle]
     #: Files' own: a node's cache path; journal a handle's bytes; journal every writer's
-    _path: Callable[[Node], Path]
+    _path: Callable[[EntryNode], Path]
     _commit: Callable[..., Awaitable[None]]
     _commit_writers: Callable[[int], Awaitable[None]]
 
     async def unlink(self, parent: Node, name: str) -> None:
         node = await self.namespace.lookup(parent, name)
         if not node.is_dir:
-            self.namespace.writable_file(node)
+            node = self.namespace.writable_file(node)
             # First, so no upload under way or to come can bring the blob back.
             await self.uploads.forget(self._path(node))
         node = await self.namespace.remove_file(parent, name)
         self._drop_cached(node)
 
-    def _drop_cached(self, node: Node) -> None:
+    def _drop_cached(self, node: EntryNode) -> None:
         """The file is gone from its folder. Open handles keep reading and writing the
         unlinked bytes, as POSIX says, through a node of their own until the last
         closes; the cache path is free for a new file of the same name."""
@@ -62,29 +62,32 @@ class Renames:
                      *, replace: bool) -> None:
         node = await self.namespace.lookup(old_parent, old_name)
         self.namespace.writable_folder(old_parent)
-        self.namespace.writable_folder(new_parent)
+        new_parent = self.namespace.writable_folder(new_parent)
+        node = node.in_entry()  # in an entry's folder (entries never nest)
         if node.is_dir:
             # The move copies blobs in the container: what is pending goes up first.
             await self._upload_pending_under(node)
             open_inside = self._written_under(node)
-            stale = await self.moves.changed_elsewhere(node.entry_index, open_inside)
+            stale_blobs = await self.moves.changed_elsewhere(node.entry_index, open_inside)
             renamed = await self.namespace.rename(old_parent, old_name, new_parent, new_name,
                                                   replace=replace)
             entry = self.entries[node.entry_index]
             for old_blob, new_blob, etag in renamed.copies:
                 # A download into the old name lands first, so nothing comes there after.
                 await self.downloads.settle(self.cache.path_for(entry, old_blob))
-                await self.moves.follow(entry, old_blob, new_blob, etag, stale=old_blob in stale)
+                await self.moves.follow(entry, old_blob, new_blob, etag,
+                                        stale=old_blob in stale_blobs)
             copied = {old_blob for old_blob, _, _ in renamed.copies}
             for old_blob, inode in open_inside.items():
                 if old_blob not in copied:
-                    await self.moves.follow_vanished(entry, old_blob, self.store.node(inode))
+                    await self.moves.follow_vanished(entry, old_blob,
+                                                     self.store.entry_node(inode))
             return
         source_path = self._path(node)
         target = self.store.child(new_parent.inode, new_name)
-        replacing = (target is not None and not target.is_dir and target.inode != node.inode
-                     and replace)
-        target_path = self._path(target) if replacing else None
+        replaced = (target.in_entry() if target is not None and not target.is_dir
+                    and target.inode != node.inode and replace else None)
+        target_path = self._path(replaced) if replaced is not None else None
         # A download that lands later must not bring back bytes this rename moved, nor
         # land on them at the new name (whether or not a file is there to replace).
         await self.downloads.settle(source_path)
@@ -100,15 +103,15 @@ class Renames:
             if node.unuploaded and not here_only:
                 await self._upload_pending(node)
             base = None
-            if target_path is not None:
+            if replaced is not None and target_path is not None:
                 # Replaced: its own pending upload must not land on top of the moved file,
                 # and the moved one replaces the version the container now holds.
                 pending = self.store.upload(str(target_path))
-                target = self.store.node(target.inode) or target
-                base = pending.base_etag if pending is not None else self._base_of(target,
-                                                                                   target_path)
+                replaced = self.store.entry_node(replaced.inode) or replaced
+                base = pending.base_etag if pending is not None else self._base_of(
+                    replaced, target_path)
                 await self.uploads.forget(target_path)
-            source = self.store.node(node.inode) or node  # as the copy will see it
+            source = self.store.entry_node(node.inode) or node  # as the copy will see it
             stale = bool(not here_only and await self.moves.changed_elsewhere(node.entry_index,
                                                                          [source.blob]))
             try:
@@ -139,7 +142,7 @@ class Renames:
             return record.etag
         return node.etag or ""
 
-    async def _only_here(self, node: Node) -> bool:
+    async def _only_here(self, node: EntryNode) -> bool:
         """Whether a file was written here and never uploaded, in an async entry: then
         it is renamed here alone (its upload goes to the new name), with no network.
         Call it holding the file's uploads."""
@@ -151,22 +154,22 @@ class Renames:
         return (upload is not None and upload.base_etag == "" and now is not None
                 and now.unuploaded and not now.etag)
 
-    def _writers_under(self, folder: Node) -> list[tuple[Writing, Node]]:
+    def _writers_under(self, folder: EntryNode) -> list[tuple[Writing, EntryNode]]:
         """The handles open for writing on files under a folder, with their nodes."""
         found = []
         for handle in list(self.handles.values()):
-            node = self.store.node(handle.inode)
+            node = self.store.entry_node(handle.inode)
             if (isinstance(handle, Writing) and node is not None
                     and node.entry_index == folder.entry_index
                     and node.blob.startswith(folder.blob)):
                 found.append((handle, node))
         return found
 
-    def _written_under(self, folder: Node) -> dict[str, int]:
+    def _written_under(self, folder: EntryNode) -> dict[str, int]:
         """The blobs under a folder open for writing here, and their inodes."""
         return {node.blob: node.inode for _, node in self._writers_under(folder)}
 
-    async def _upload_pending(self, node: Node) -> None:
+    async def _upload_pending(self, node: EntryNode) -> None:
         """A file about to move must be in the container first: the move copies the blob."""
         path = self._path(node)
         await self._commit_writers(node.inode)
@@ -174,7 +177,7 @@ class Renames:
         if upload is not None:
             await self.uploads.upload_now(path, upload.version)
 
-    async def _upload_pending_under(self, folder: Node) -> None:
+    async def _upload_pending_under(self, folder: EntryNode) -> None:
         """Every pending upload under a folder about to move goes up first."""
         for handle, _ in self._writers_under(folder):
             if handle.written:

@@ -13,12 +13,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from .azure.listing import BlobItem
 from .cachetables import CachedBlock as CachedBlock  # re-exported
 from .cachetables import CachedFile as CachedFile  # re-exported
 from .cachetables import CacheTables
-from .errors import StoreError
+from .errors import PermissionDenied, StoreError
 from .journal import Upload as Upload  # re-exported: the journal's rows
 from .journal import UploadJournal
 from .patchtables import Patch as Patch  # re-exported: patch.py's
@@ -59,8 +60,24 @@ class Node:
     special: int = 0             # a FIFO's, socket's or device's type bits; 0: none
     rdev: int = 0                # a device's number
 
+    def in_entry(self) -> EntryNode:
+        """The node as one under a mount entry; EACCES for the mount table's own
+        folders (the root and the folders above each entry), which have no blob."""
+        if isinstance(self, EntryNode):
+            return self
+        raise PermissionDenied(f"{self.name or '/'}: the mount table's own folders have no blob")
 
-def _blob_columns(item: BlobItem) -> tuple:
+
+@dataclass(frozen=True, slots=True)
+class EntryNode(Node):
+    """A node under a mount entry: the entry's own folder, and every folder and file
+    in it. Its entry and blob are known (the store makes one whenever they are)."""
+
+    entry_index: int
+    blob: str
+
+
+def _blob_columns(item: BlobItem) -> tuple[Any, ...]:
     """A listed blob's values for the nodes columns is_dir, blob, size, mtime_ns, etag,
     mode, uid, gid, atime_ns, ctime_ns, is_link, special, rdev."""
     return (int(item.is_dir), item.name, item.size, item.mtime_ns, item.etag, item.mode,
@@ -82,14 +99,22 @@ _NODE_COLUMNS = ("inode, parent, name, is_dir, entry, blob, size, mtime_ns, etag
                  " CASE WHEN is_dir THEN (SELECT COUNT(*) FROM nodes AS child"
                  " WHERE child.parent = nodes.inode AND child.is_dir = 1"
                  " AND child.inode != 1) ELSE 0 END, special, rdev")
-def _node(row: tuple | None) -> Node | None:
-    if row is None:
-        return None
+def _node(row: tuple[Any, ...]) -> Node:
     (inode, parent, name, is_dir, entry, blob, size, mtime_ns, etag, checked, listed, unuploaded,
      mode, uid, gid, atime_ns, ctime_ns, is_link, link, subfolders, special, rdev) = row
-    return Node(inode, parent, name, bool(is_dir), entry, blob, size, mtime_ns, etag,
+    kind = Node if entry is None or blob is None else EntryNode
+    return kind(inode, parent, name, bool(is_dir), entry, blob, size, mtime_ns, etag,
                 checked, listed, bool(unuploaded), mode, uid, gid, atime_ns, ctime_ns,
                 bool(is_link), link, subfolders, special, rdev)
+
+
+def _maybe_node(row: tuple[Any, ...] | None) -> Node | None:
+    return None if row is None else _node(row)
+
+
+def _inode(cursor: sqlite3.Cursor) -> int:
+    """The inode an INSERT ... RETURNING inode made."""
+    return int(cursor.fetchone()[0])
 
 
 class Store(CacheTables, UploadJournal, PatchTables):
@@ -180,20 +205,24 @@ class Store(CacheTables, UploadJournal, PatchTables):
     def add_folder(self, parent: int, name: str, *, entry_index: int | None, blob: str | None,
                    listed: float | None) -> int:
         """Add a folder that no listing produced (the mount table's own folders)."""
-        cursor = self._db.execute(
+        return _inode(self._db.execute(
             "INSERT INTO nodes (parent, name, is_dir, entry, blob, listed, mtime_ns)"
-            " VALUES (?, ?, 1, ?, ?, ?, ?)",
+            " VALUES (?, ?, 1, ?, ?, ?, ?) RETURNING inode",
             (parent, name, entry_index, blob, listed, time.time_ns()),
-        )
-        return cursor.lastrowid
+        ))
 
     def node(self, inode: int) -> Node | None:
-        return _node(self._db.execute(
+        return _maybe_node(self._db.execute(
             f"SELECT {_NODE_COLUMNS} FROM nodes WHERE inode = ?", (inode,)
         ).fetchone())
 
+    def entry_node(self, inode: int) -> EntryNode | None:
+        """The node of a file, or of a folder under a mount entry (None: gone)."""
+        node = self.node(inode)
+        return None if node is None else node.in_entry()
+
     def child(self, parent: int, name: str) -> Node | None:
-        return _node(self._db.execute(
+        return _maybe_node(self._db.execute(
             f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent = ? AND name = ?", (parent, name)
         ).fetchone())
 
@@ -218,10 +247,11 @@ class Store(CacheTables, UploadJournal, PatchTables):
                 found[node.inode] = node
         return [found[i] for i in inodes if i in found]
 
-    def next_files(self, parent: int, after: str, *, limit: int, max_size: int) -> list[Node]:
+    def next_files(self, parent: int, after: str, *, limit: int,
+                   max_size: int) -> list[EntryNode]:
         """The folder's files after `after` in name order, up to `max_size` bytes each,
         whose bytes are in the container (for read-ahead)."""
-        return [_node(row) for row in self._db.execute(
+        return [_node(row).in_entry() for row in self._db.execute(
             f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent = ? AND name > ? AND is_dir = 0"
             " AND local = 0 AND size <= ? ORDER BY name LIMIT ?",
             (parent, after, max_size, limit))]
@@ -273,7 +303,7 @@ class Store(CacheTables, UploadJournal, PatchTables):
         self._db.execute("UPDATE nodes SET listed = NULL WHERE inode = ? AND listed IS NOT ?",
                          (folder, NEVER_STALE))
 
-    def update_file(self, inode: int, *, size: int, mtime_ns: int, etag: str,
+    def update_file(self, inode: int, *, size: int, mtime_ns: int, etag: str | None,
                     checked: float) -> None:
         self._db.execute(
             "UPDATE nodes SET size = ?, mtime_ns = ?, etag = ?, checked = ? WHERE inode = ?",
@@ -301,7 +331,7 @@ class Store(CacheTables, UploadJournal, PatchTables):
              kept.mode if kept else None, kept.uid if kept else None,
              kept.gid if kept else None, mtime_ns, *(kept is not None,) * 3),
         )
-        return cursor.fetchone()[0]
+        return _inode(cursor)
 
     def add_link(self, parent: Node, name: str, blob: str, *, target: str, kept: Kept,
                  mtime_ns: int, etag: str | None) -> int:
@@ -313,7 +343,7 @@ class Store(CacheTables, UploadJournal, PatchTables):
             (parent.inode, name, parent.entry_index, blob, len(target.encode("utf-8")), mtime_ns,
              etag, time.time(), kept.uid, kept.gid, mtime_ns, target),
         )
-        return cursor.fetchone()[0]
+        return _inode(cursor)
 
     def add_special(self, parent: Node, name: str, blob: str, *, kept: Kept, mtime_ns: int,
                     etag: str | None) -> int:
@@ -325,7 +355,7 @@ class Store(CacheTables, UploadJournal, PatchTables):
             (parent.inode, name, parent.entry_index, blob, mtime_ns, etag, time.time(), kept.mode,
              kept.uid, kept.gid, mtime_ns, kept.special, kept.rdev),
         )
-        return cursor.fetchone()[0]
+        return _inode(cursor)
 
     def set_link(self, inode: int, target: str) -> None:
         """A symlink's target, as read from its blob."""

@@ -33,8 +33,7 @@ from .decide import (
     download_by_sdk,
     fill_in_ranges,
 )
-from .decide import READ_AHEAD_MAX_SIZE as READ_AHEAD_MAX_SIZE  # readahead.py's
-from .errors import BlobmountError, RemoteError, RemoteUnreachable
+from .errors import BlobmountError, RemoteError, RemoteUnreachable, ToolNotFound
 from .eviction import ROOM_MARGIN, free_bytes
 from .patch import Patches
 from .singleflight import SingleFlight
@@ -427,6 +426,8 @@ class Downloads(BatchDownloads):
                 if filling is not None:
                     filling.passed()
             else:
+                if self._azcopy_for is None:  # _by_sdk chooses AzCopy only where there is one
+                    raise ToolNotFound("AzCopy was chosen, but this mount runs without it")
                 # AzCopy keeps retrying an account that does not answer for minutes; one
                 # HEAD, bounded like every SDK call, finds that out first.
                 before = await remote.properties(blob)

@@ -31,7 +31,7 @@ from .cachetables import CopyState
 from .commits import GroupCommit
 from .config import MountEntry, Settings
 from .decide import upload_jobs
-from .errors import BlobmountError, RemoteConflict
+from .errors import BlobmountError, RemoteConflict, RemoteError
 from .journal import Journaled
 from .patch import Edit, Patches
 from .posix import ATIME_KEY, to_metadata
@@ -73,6 +73,13 @@ def node_metadata(node: Node) -> dict[str, str]:
 
 async def _nothing() -> None:
     pass
+
+
+def _put_etag(item: BlobItem) -> str:
+    """The ETag of a version just put: every put's answer carries one."""
+    if item.etag is None:
+        raise RemoteError(f"{item.name}: the answer to its put carried no ETag")
+    return item.etag
 
 
 class Uploads(Puts):
@@ -122,6 +129,13 @@ class Uploads(Puts):
 
     def _edit(self, path: Path) -> Edit | None:
         return self.patches.get(path) if self.patches is not None else None
+
+    @property
+    def _patching(self) -> Patches:
+        """`patches`, where `_edit` found an edit (it finds none without them)."""
+        if self.patches is None:
+            raise BlobmountError("an edit by blocks, with no patches to upload it")
+        return self.patches
 
     def watch_writers(self, writing: Callable[[str], bool],
                       kept_open: Callable[[Path, int, str, BlobItem], None]) -> None:
@@ -359,25 +373,26 @@ class Uploads(Puts):
             await self._keep_both(target, row, path)
             return
         self._tried.pop(row.path, None)
+        etag = _put_etag(item)
         if row.path not in self._journaling and self.store.upload_done(row.path, row.version):
             if self._writing(row.path):
                 # Still open for writing: the copy stays dirty, now based on this version,
                 # and the writer's last close says whether it is clean.
                 if edit is not None:
-                    await self.patches.rebase(path, item)
-                self.cache.record(path, blob=row.blob, etag=item.etag, size=item.size,
+                    await self._patching.rebase(path, item)
+                self.cache.record(path, blob=row.blob, etag=etag, size=item.size,
                                   state=CopyState.DIRTY)
             else:
-                if edit is None or not self.patches.finished(path, row.blob, item.etag or ""):
-                    self.cache.record(path, blob=row.blob, etag=item.etag, size=item.size)
-                self._on_uploaded(target, row.blob, item.size, item.mtime_ns, item.etag)
+                if edit is None or not self._patching.finished(path, row.blob, etag):
+                    self.cache.record(path, blob=row.blob, etag=etag, size=item.size)
+                self._on_uploaded(target, row.blob, item.size, item.mtime_ns, etag)
             log.info("uploaded %s/%s (%d bytes)", target.remote.label, row.blob, item.size)
         else:
             # Written again meanwhile (or being journaled again now): the next upload
             # replaces the one just made.
             if edit is not None:
-                await self.patches.rebase(path, item)
-            self.store.rebase_upload(row.path, item.etag)
+                await self._patching.rebase(path, item)
+            self.store.rebase_upload(row.path, etag)
 
     def _target(self, row: Upload) -> Target | None:
         """The entry a journaled blob belongs to: entries may share a container, so
@@ -405,12 +420,12 @@ class Uploads(Puts):
         if self._writing(row.path):
             # Still open for writing: what the writer writes later goes to the copy too.
             if edit is not None:
-                await self.patches.rebase(path, item)
-                self.patches.moved(path, self.cache.path_for(target.entry, conflict))
+                await self._patching.rebase(path, item)
+                self._patching.moved(path, self.cache.path_for(target.entry, conflict))
             self._kept_open(path, target.index, conflict, item)
         else:
             if edit is not None:
-                await self.patches.drop(path)
+                await self._patching.drop(path)
             self.cache.forget(path)
         self._on_conflict(target, row.blob)
 

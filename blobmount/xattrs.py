@@ -34,7 +34,7 @@ from .errors import (
     RemoteUnsupported,
 )
 from .namespace import Namespace
-from .store import Node
+from .store import EntryNode, Node
 from .uploads import Uploads
 
 BLOB = "user.blob."
@@ -81,7 +81,7 @@ class Xattrs:
     # -- reading ------------------------------------------------------------------
 
     async def get(self, node: Node, name: str) -> bytes:
-        if not name.startswith("user.") or node.is_dir or node.entry_index is None:
+        if not name.startswith("user.") or node.is_dir or not isinstance(node, EntryNode):
             raise _no_data(name)
         if name == CACHE_STATE:
             return self.cache_state(node).encode()
@@ -105,7 +105,7 @@ class Xattrs:
         raise _no_data(name)
 
     async def names(self, node: Node) -> list[str]:
-        if node.is_dir or node.entry_index is None:
+        if node.is_dir or not isinstance(node, EntryNode):
             return []
         found = [CACHE_STATE]
         props = await self._props(node)
@@ -115,13 +115,13 @@ class Xattrs:
             found += [TAG + key for key in sorted(await self._tags(node, quiet=True))]
         return found
 
-    def cache_state(self, node: Node) -> str:
+    def cache_state(self, node: EntryNode) -> str:
         path = self.cache.path_for(self.entries[node.entry_index], node.blob)
         record = self.store.cached_file(str(path)) if path.exists() else None
         return shown_state(record, journaled=self.store.upload(str(path)) is not None,
                            etag=node.etag)
 
-    async def _props(self, node: Node) -> BlobProperties | None:
+    async def _props(self, node: EntryNode) -> BlobProperties | None:
         """The blob's properties (None: no blob yet), from a recent HEAD if there was one."""
         seen = self._seen.get(node.inode)
         if seen is not None and seen.etag == node.etag and not node.unuploaded and (
@@ -140,7 +140,7 @@ class Xattrs:
             del self._seen[next(iter(self._seen))]
         return props
 
-    async def _tags(self, node: Node, *, quiet: bool) -> dict[str, str]:
+    async def _tags(self, node: EntryNode, *, quiet: bool) -> dict[str, str]:
         """The blob's index tags; ENOTSUP where the account has none (quiet: {})."""
         if node.entry_index in self._no_tags:
             if quiet:
@@ -162,7 +162,7 @@ class Xattrs:
     # -- changing -----------------------------------------------------------------
 
     async def set(self, node: Node, name: str, value: bytes) -> None:
-        kind, key = self._writable(node, name)
+        node, kind, key = self._writable(node, name)
         try:
             text = value.decode("ascii")
         except UnicodeDecodeError:
@@ -174,7 +174,7 @@ class Xattrs:
         await self._change(node, kind, key, text)
 
     async def remove(self, node: Node, name: str) -> None:
-        kind, key = self._writable(node, name)
+        node, kind, key = self._writable(node, name)
         if kind == "meta":
             props = await self._props(node)
             if props is None or key.lower() not in {k.lower() for k in props.metadata}:
@@ -183,9 +183,9 @@ class Xattrs:
             raise _no_data(name)
         await self._change(node, kind, key, None)
 
-    def _writable(self, node: Node, name: str) -> tuple[str, str]:
-        """('meta' | 'tag', key) for a name that can be set on `node`; else the error
-        that says why not."""
+    def _writable(self, node: Node, name: str) -> tuple[EntryNode, str, str]:
+        """(the file's node, 'meta' | 'tag', key) for a name that can be set on `node`;
+        else the error that says why not."""
         if name.startswith(BLOB) or name.startswith("user.blobmount."):
             raise NotPermitted(f"{name} is read-only")
         if name.startswith(META):
@@ -203,13 +203,13 @@ class Xattrs:
                 raise NotSupported("the account has no blob index tags")
         else:
             raise NotSupported(f"{name}: only user.meta.* and user.tag.* can be set")
-        if node.is_dir or node.entry_index is None:
+        if node.is_dir or not isinstance(node, EntryNode):
             raise NotSupported(f"{node.name}: folders have no attributes")
         if self.entries[node.entry_index].read_only:
             raise ReadOnly(f"{node.name} is read-only")
-        return kind, key
+        return node, kind, key
 
-    async def _change(self, node: Node, kind: str, key: str, value: str | None) -> None:
+    async def _change(self, node: EntryNode, kind: str, key: str, value: str | None) -> None:
         node = await self._uploaded(node)
         remote = self.namespace.remotes[node.entry_index]
         if kind == "tag":
@@ -226,7 +226,7 @@ class Xattrs:
         self._seen.pop(node.inode, None)
         self._rebase(node, old, new)
 
-    async def _uploaded(self, node: Node) -> Node:
+    async def _uploaded(self, node: EntryNode) -> EntryNode:
         """The node, once the blob holds its bytes: metadata goes on the blob."""
         if not node.unuploaded:
             return node
@@ -235,12 +235,12 @@ class Xattrs:
         if row is None:
             raise Busy(f"{node.name} is open for writing")
         await self.uploads.upload_now(Path(row.path), row.version)
-        node = self.namespace.node(node.inode)
+        node = self.namespace.node(node.inode).in_entry()
         if node.unuploaded:
             raise Busy(f"{node.name} is being written")
         return node
 
-    def _rebase(self, node: Node, old: str, new: str) -> None:
+    def _rebase(self, node: EntryNode, old: str, new: str) -> None:
         """Setting metadata made a new ETag for the same bytes: the cached copy (and a
         pending upload based on it) stay good, under the new ETag."""
         path = self.cache.path_for(self.entries[node.entry_index], node.blob)

@@ -299,22 +299,19 @@ def join_key(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
+#: How each YAML type reads to a user, in the order they are tried (a bool is an int too).
+_KINDS: tuple[tuple[type, str], ...] = (
+    (bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"),
+    (list, "a list"), (dict, "a mapping"))
+
+
 def kind(value: object) -> str:
     """How a YAML value reads to a user, for "expected X, got Y"."""
     if value is None:
         return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
+    for yaml_type, name in _KINDS:
+        if isinstance(value, yaml_type):
+            return name
     return f"a {type(value).__name__}"
 
 
