@@ -42,16 +42,17 @@ class ReadAhead:
         """Fetch the files after `node` in its folder (shown as `folder`) in the
         background, if the opens walk it. A bounded cache spends at most a tenth of its
         limit on guesses, so that read-ahead never pushes out what was really read."""
+        last = self._last_open.get(node.parent)
+        self._last_open[node.parent] = node.name
         walk = self._walks.get(node.parent)
         if walk is not None and walk.queued and node.name <= walk.queued[-1]:
             while walk.queued and walk.queued[0] <= node.name:
                 walk.queued.popleft()
             walk.window = min(walk.window * 2, self.files)
-        elif self._follows_last_open(node):
+        elif last is not None and self._follows(last, node):
             walk = self._walks[node.parent] = _Walk()
         else:
             return
-        self._last_open[node.parent] = node.name
         after = walk.queued[-1] if walk.queued else node.name
         budget = entry.cache_max_bytes // 10 if entry.cache_max_bytes else None
         wanted = []
@@ -67,13 +68,9 @@ class ReadAhead:
             walk.queued.append(sibling.name)
         self.downloads.read_ahead(entry, remote, wanted)
 
-    def _follows_last_open(self, node: Node) -> bool:
-        """Whether `node` is the file right after the folder's last open (of those
-        read-ahead would fetch); `node` becomes the last open."""
-        last = self._last_open.get(node.parent)
-        self._last_open[node.parent] = node.name
-        if last is None:
-            return False
+    def _follows(self, last: str, node: Node) -> bool:
+        """Whether `node` is the file right after `last` in its folder (of those
+        read-ahead would fetch)."""
         following = self.store.next_files(node.parent, last, limit=1,
                                           max_size=READ_AHEAD_MAX_SIZE)
         return bool(following) and following[0].name == node.name
