@@ -37,6 +37,8 @@ MAX_REQUEST = 1 << 20
 #: Seconds a peer has to send its whole request line.
 REQUEST_TIMEOUT = 30
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+#: The longest path a unix socket address holds (sun_path, less its final NUL).
+_SUN_PATH_MAX = 107
 
 
 def state_dir() -> Path:
@@ -48,6 +50,20 @@ def socket_path(mountpoint: str | os.PathLike) -> Path:
     """The control socket of the daemon serving `mountpoint`."""
     key = hashlib.sha256(os.path.realpath(mountpoint).encode()).hexdigest()[:16]
     return state_dir() / "run" / f"{key}.sock"
+
+
+@contextlib.contextmanager
+def _address(path: Path) -> Iterator[str]:
+    """`path` as a unix socket address, for the `with` block: a path too long for one
+    (a deep HOME) is reached through its folder's descriptor, /proc/self/fd/N/NAME."""
+    if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+        yield str(path)
+        return
+    folder = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{folder}/{path.name}"
+    finally:
+        os.close(folder)
 
 
 def request(mountpoint: str | os.PathLike, op: str, timeout: float | None = 30.0, *,
@@ -103,7 +119,8 @@ def _send(mountpoint: str | os.PathLike, op: str, timeout: float | None,
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
-            sock.connect(str(socket_path(mountpoint)))
+            with _address(socket_path(mountpoint)) as address:
+                sock.connect(address)
         except (FileNotFoundError, ConnectionRefusedError):
             raise DaemonNotRunning(
                 f"{mountpoint}: no blobmount daemon is serving this mount point"
@@ -153,7 +170,8 @@ class ControlServer:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
-        await sock.bind(str(self.path))
+        with _address(self.path) as address:
+            await sock.bind(address)
         os.chmod(self.path, 0o600)
         sock.listen(16)
         try:

@@ -203,3 +203,17 @@ def test_a_peer_that_never_finishes_its_request_is_answered_and_let_go() -> None
     answer, reply = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     assert json.loads(answer) == {"ok": False, "error": "request incomplete"}
     assert reply == {"ok": True, "pid": 1}
+
+
+def test_a_socket_path_too_long_for_an_address_still_serves(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A deep HOME: the socket's path is longer than a unix address holds (107 bytes).
+    deep = tmp_path / ("h" * 60) / ("o" * 60) / ".blobmount"
+    monkeypatch.setattr(control, "state_dir", lambda: deep)
+    assert len(str(control.socket_path("/mnt/x"))) > 107
+
+    async def status(request):
+        return {"at_its_path": control.socket_path("/mnt/x").is_socket()}
+
+    reply = serve_while({"status": status}, lambda: control.request("/mnt/x", "status"))
+    assert reply == {"at_its_path": True}
