@@ -27,6 +27,8 @@ from .threads import Threads
 @dataclass
 class _Request:
     row: Journaled
+    #: the file and its name in its folder are durable already (fsynced when journaled)
+    bytes_durable: bool = False
     done: trio.Event = field(default_factory=trio.Event)
     version: int = 0
     error: Exception | None = None
@@ -55,10 +57,13 @@ class GroupCommit:
         """Closes waiting for the next group."""
         return len(self._waiting)
 
-    async def journal(self, row: Journaled) -> int:
-        """Make the file durable and its row committed; the row's version."""
-        await self._threads.run_sync(fsync_file, Path(row.path))
-        request = _Request(row)
+    async def journal(self, row: Journaled, *, bytes_durable: bool = False) -> int:
+        """Make the file durable and its row committed; the row's version.
+        `bytes_durable`: nothing of the file changed since its last journaling (a
+        chmod or utimens of a pending upload): only the row is committed."""
+        if not bytes_durable:
+            await self._threads.run_sync(fsync_file, Path(row.path))
+        request = _Request(row, bytes_durable)
         self._waiting.append(request)
         while not request.done.is_set():
             if self._committing:
@@ -85,7 +90,8 @@ class GroupCommit:
 
     async def _commit(self, group: list[_Request]) -> None:
         try:
-            folders = {Path(request.row.path).parent for request in group}
+            folders = {Path(request.row.path).parent for request in group
+                       if not request.bytes_durable}
             await self._threads.run_sync(_fsync_folders, folders)
             versions = self._store.queue_uploads([request.row for request in group])
         except Exception as exc:  # a full disk, say: every close of the group fails

@@ -432,11 +432,13 @@ class Files(Renames):
                 return  # its flush journals the new metadata with the bytes
             upload = self.store.upload(str(path))
             if upload is not None:
+                # Its bytes were made durable when journaled, and no writer changed
+                # them since: only the row's metadata is new (tar's utimens after close).
                 entry = self.entries[node.entry_index]
                 now = self.namespace.node(node.inode)
                 version = await self.uploads.journal(path, entry, upload.blob,
                                                      upload.base_etag, now.mtime_ns,
-                                                     node_metadata(now))
+                                                     node_metadata(now), bytes_durable=True)
                 if entry.upload == "sync":
                     await self.uploads.upload_now(path, version)
                 return

@@ -173,10 +173,12 @@ class Uploads(Puts):
 
     async def journal(self, path: Path, entry: MountEntry, blob: str, base_etag: str,
                       mtime_ns: int | None = None,
-                      metadata: Mapping[str, str] | None = None) -> int:
+                      metadata: Mapping[str, str] | None = None, *,
+                      bytes_durable: bool = False) -> int:
         """Make the written file durable and journal its upload; the journal version.
         `metadata` (mode, owner: see posix.py) goes up with the bytes. Closes that
-        arrive together share the commit (commits.py).
+        arrive together share the commit (commits.py). `bytes_durable`: only the
+        metadata changed since the file was last journaled, so no fsync is needed.
 
         `base_etag` counts only if the file has no journaled upload yet; an upload of
         it that ends meanwhile keeps its row (rebased), so the base cannot go stale.
@@ -185,7 +187,8 @@ class Uploads(Puts):
         try:
             version = await self._commits.journal(Journaled(
                 str(path), entry.account.account_name, entry.container, blob, base_etag,
-                mtime_ns, json.dumps(dict(metadata)) if metadata else None))
+                mtime_ns, json.dumps(dict(metadata)) if metadata else None),
+                bytes_durable=bytes_durable)
         finally:
             self._journaling[str(path)] -= 1
             if not self._journaling[str(path)]:

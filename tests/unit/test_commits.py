@@ -126,3 +126,28 @@ def test_a_failed_commit_fails_every_close_of_its_group(
     trio.run(main)
     assert failures == ["No space left on device"] * 3
     assert commits.groups == 0
+
+
+def test_a_row_whose_bytes_are_durable_is_committed_with_no_fsync(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A close fsyncs its file and folder; journaling the same file again with only new
+    metadata (a utimens of a pending upload) commits the row and fsyncs neither."""
+    fsynced: list[str] = []
+    monkeypatch.setattr(commits_module, "fsync_file", lambda path: fsynced.append("file"))
+    monkeypatch.setattr(commits_module, "fsync_folder",
+                        lambda folder: fsynced.append("folder"))
+    path = written(tmp_path / "cache", "f")
+    commits = GroupCommit(store, Threads(4))
+
+    async def main() -> list[int]:
+        first = await commits.journal(row(path))
+        after_close = list(fsynced)
+        touched = Journaled(str(path), "acct", "cont", "f", base_etag="", mtime_ns=7)
+        second = await commits.journal(touched, bytes_durable=True)
+        assert after_close == ["file", "folder"]
+        return [first, second]
+
+    assert trio.run(main) == [1, 2]
+    assert fsynced == ["file", "folder"]
+    upload = store.upload(str(path))
+    assert upload is not None and (upload.version, upload.mtime_ns) == (2, 7)

@@ -16,6 +16,8 @@ from typing import Any
 import pyfuse3
 import pytest
 
+from blobmount import commits as commits_module
+from blobmount.azure import parse_mtime
 from blobmount.errors import RemoteAuthError
 from blobmount.fs import BlobFS
 from blobmount.store import ROOT_INODE
@@ -235,3 +237,24 @@ def test_answers_are_logged_quietly_and_failures_as_warnings(caplog) -> None:
         assert k.errno_of(k.fs.unlink, k.root, b"file", CALLER) == errno.EACCES
         (warning,) = [r for r in caplog.records if r.name == "blobmount.fs"]
         assert warning.levelname == "WARNING" and "not authorized" in warning.getMessage()
+
+
+def test_a_utimens_of_a_file_waiting_to_go_up_fsyncs_nothing_and_goes_up_with_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """tar's utimens after each close: the close made the file durable, so the new
+    times only change its journal row, and its one upload takes them."""
+    fsynced: list[str] = []
+    monkeypatch.setattr(commits_module, "fsync_file", lambda path: fsynced.append("file"))
+    monkeypatch.setattr(commits_module, "fsync_folder", lambda path: fsynced.append("folder"))
+    with kernel("async") as k:
+        inode = k.create(b"module.py", b"print('hi')\n")
+        assert fsynced == ["file", "folder"]
+        attr = pyfuse3.EntryAttributes()
+        attr.st_atime_ns = attr.st_mtime_ns = 1_600_000_000 * 10**9
+        k.call(k.fs.setattr, inode, attr, fields(atime=True, mtime=True), None, CALLER)
+        assert fsynced == ["file", "folder"]
+        assert k.state.remote.files() == {}  # still waiting in the journal
+        k.state.loop.call(k.state._sync)
+        blob = k.state.remote.files()["module.py"]
+        assert blob.data == b"print('hi')\n"
+        assert parse_mtime(blob.metadata["mtime"]) == 1_600_000_000 * 10**9
