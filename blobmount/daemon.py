@@ -17,6 +17,7 @@ import logging
 import os
 import resource
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -43,7 +44,7 @@ from .namespace import Namespace
 from .sdnotify import Notifier
 from .store import Store
 from .supervise import guarded, supervised
-from .threads import Threads
+from .threads import SWITCH_INTERVAL, Threads
 from .tools import find_azcopy
 from .transfers import Downloads
 from .uploads import Uploads
@@ -474,6 +475,7 @@ def run_daemon(config: Config | None, mountpoint: Path,
     # cached copies, AzCopy's folders) is its user's alone.
     os.umask(0o077)
     _raise_file_limit()
+    sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         trio.run(partial(serve, config, mountpoint, ready=ready, fuse_options=fuse_options,
                          setting_options=setting_options))
