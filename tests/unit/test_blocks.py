@@ -237,7 +237,11 @@ def test_eviction_drops_blocks_not_in_use(parts, tmp_path):
             evictor.pass_once()
             left = store.cached_blocks_in(str(path), 0, SIZE)
             assert len(left) == 2 and pinned in left  # down to half of 4 blocks
-            assert store.cached_file(str(path)).size == 2 * BLOCK
+            # The record counts the blocks left. Which one stays beside the pinned one
+            # is the latest fetched, which read-ahead's timing decides: maybe the short
+            # last block.
+            held = sum(min(BLOCK, SIZE - start) for start in left)
+            assert store.cached_file(str(path)).size == held
             assert os.stat(path).st_blocks < blocks_before  # the bytes are freed
             reader.file.pins[pinned] -= 1
             # What went is fetched again when read.
