@@ -25,6 +25,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from blobmount import control
 from blobmount.azurite import Azurite
+from blobmount.commands import UNMOUNT_TIMEOUT
 from blobmount.config import AZURITE_ACCOUNT, AZURITE_KEY
 
 pytestmark = pytest.mark.integration
@@ -169,7 +170,14 @@ class Mounter:
 
     def unmount(self, mount: Mount) -> None:
         subprocess.run([FUSERMOUNT, "-u", str(mount.mountpoint)], check=True)
-        wait_for(lambda: not pid_alive(mount.pid), timeout=30, what="the daemon to exit")
+        # `blobmount unmount` waits UNMOUNT_TIMEOUT for the daemon's last uploads and
+        # exit; a loaded machine (two suites and an apt install beside) took over 30 s.
+        try:
+            wait_for(lambda: not pid_alive(mount.pid), timeout=2 * UNMOUNT_TIMEOUT,
+                     what="the daemon to exit")
+        except AssertionError as exc:
+            tail = "\n".join(mount.log().splitlines()[-15:])
+            raise AssertionError(f"{exc}; the end of its log:\n{tail}") from None
         self.live.remove(mount)
 
     def cleanup(self) -> None:

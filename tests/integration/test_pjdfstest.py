@@ -56,7 +56,8 @@ def pjdfstest() -> Path:
     if builder is None:
         pytest.skip("no build-pjdfstest (set BLOBMOUNT_PJDFSTEST_BUILD)")
     if shutil.which("autoreconf") is None:
-        pytest.skip("building pjdfstest needs autoconf and automake")
+        pytest.skip("building pjdfstest needs autoconf and automake (scripts/install"
+                    " installs them when BLOBMOUNT_PJDFSTEST=1)")
     subprocess.run([str(builder), str(BUILD_DIR)], check=True, capture_output=True,
                    timeout=600)
     return BUILD_DIR
