@@ -92,7 +92,8 @@ class GroupCommit:
         try:
             folders = {Path(request.row.path).parent for request in group
                        if not request.bytes_durable}
-            await self._threads.run_sync(_fsync_folders, folders)
+            if folders:  # none when every row of the group only changed metadata
+                await self._threads.run_sync(_fsync_folders, folders)
             versions = self._store.queue_uploads([request.row for request in group])
         except Exception as exc:  # a full disk, say: every close of the group fails
             for request in group:

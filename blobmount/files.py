@@ -433,7 +433,7 @@ class Files(Renames):
             upload = self.store.upload(str(path))
             if upload is not None:
                 # Its bytes were made durable when journaled, and no writer changed
-                # them since: only the row's metadata is new (tar's utimens after close).
+                # them since: only the row's metadata is new (a chmod or touch after close).
                 entry = self.entries[node.entry_index]
                 now = self.namespace.node(node.inode)
                 version = await self.uploads.journal(path, entry, upload.blob,

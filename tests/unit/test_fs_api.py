@@ -241,8 +241,8 @@ def test_answers_are_logged_quietly_and_failures_as_warnings(caplog) -> None:
 
 def test_a_utimens_of_a_file_waiting_to_go_up_fsyncs_nothing_and_goes_up_with_it(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """tar's utimens after each close: the close made the file durable, so the new
-    times only change its journal row, and its one upload takes them."""
+    """A touch after close: the close made the file durable, so the new times only
+    change its journal row, and its one upload takes them."""
     fsynced: list[str] = []
     monkeypatch.setattr(commits_module, "fsync_file", lambda path: fsynced.append("file"))
     monkeypatch.setattr(commits_module, "fsync_folder", lambda path: fsynced.append("folder"))
