@@ -128,6 +128,12 @@ def fsync_folder(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_copy(path: Path) -> None:
+    """Make a copy and its name durable (blocking: call it from a worker thread)."""
+    fsync_file(path)
+    fsync_folder(path.parent)
+
+
 class Cache:
     """The cached copies of every entry's blobs, recorded in the store."""
 
@@ -181,6 +187,23 @@ class Cache:
         os.replace(temp, path)
         fsync_folder(path.parent)
         return size
+
+    @staticmethod
+    def restore(path: Path, data: bytes) -> bool:
+        """Make the copy at `path` hold `data`, its journal row's bytes (a crash may
+        have lost or cut a copy that was never fsynced); True if it did not already.
+        Not fsynced: the row keeps the bytes until the upload fsyncs the copy."""
+        with contextlib.suppress(FileNotFoundError):
+            if path.read_bytes() == data:
+                return False
+        temp = Cache.temp_path(path)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+        return True
 
     def forget(self, path: Path | str) -> None:
         """Drop the copy at `path`: its record and its file (already gone is fine).

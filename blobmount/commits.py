@@ -1,8 +1,10 @@
 """Group commit of the upload journal: closes that arrive together share one sqlite
 commit and one fsync of each folder.
 
-Each close fsyncs its own file first, in a worker thread, side by side with the other
-closes' files, then joins the group that waits. One caller at a time commits: it takes
+Each close of a larger file fsyncs it first, in a worker thread, side by side with the
+other closes' files, then joins the group that waits; a small file's bytes go into its
+row instead (decide.JOURNAL_BYTES_MAX), durable with the commit, and its folder needs
+no fsync. One caller at a time commits: it takes
 every request waiting, fsyncs their folders (each once) and commits all their rows in
 one transaction (synchronous=FULL); closes that arrive meanwhile form the next group,
 led by one of them.
@@ -12,6 +14,8 @@ durably, as when each close committed alone.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +23,7 @@ from pathlib import Path
 import trio
 
 from .cache import fsync_file, fsync_folder
+from .decide import JOURNAL_BYTES_MAX
 from .journal import Journaled
 from .store import Store
 from .threads import Threads
@@ -27,8 +32,6 @@ from .threads import Threads
 @dataclass
 class _Request:
     row: Journaled
-    #: the file and its name in its folder are durable already (fsynced when journaled)
-    bytes_durable: bool = False
     done: trio.Event = field(default_factory=trio.Event)
     version: int = 0
     error: Exception | None = None
@@ -37,6 +40,18 @@ class _Request:
 def _fsync_folders(folders: Iterable[Path]) -> None:
     for folder in folders:
         fsync_folder(folder)
+
+
+def small_file_bytes(path: Path) -> bytes | None:
+    """The file's bytes if it is small enough for its journal row, else None. Read in
+    the trio thread: at most 64 KiB just written, so from the page cache, which costs
+    less than a trip to a worker thread."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.pread(fd, JOURNAL_BYTES_MAX + 1, 0)
+    finally:
+        os.close(fd)
+    return data if len(data) <= JOURNAL_BYTES_MAX else None
 
 
 class GroupCommit:
@@ -61,9 +76,13 @@ class GroupCommit:
         """Make the file durable and its row committed; the row's version.
         `bytes_durable`: nothing of the file changed since its last journaling (a
         chmod or utimens of a pending upload): only the row is committed."""
-        if not bytes_durable:
+        if bytes_durable:
+            row = dataclasses.replace(row, same_bytes=True)
+        elif (data := small_file_bytes(Path(row.path))) is not None:
+            row = dataclasses.replace(row, data=data)
+        else:
             await self._threads.run_sync(fsync_file, Path(row.path))
-        request = _Request(row, bytes_durable)
+        request = _Request(row)
         self._waiting.append(request)
         while not request.done.is_set():
             if self._committing:
@@ -90,9 +109,10 @@ class GroupCommit:
 
     async def _commit(self, group: list[_Request]) -> None:
         try:
+            # A row that holds its bytes, or only changed metadata, needs no copy's name.
             folders = {Path(request.row.path).parent for request in group
-                       if not request.bytes_durable}
-            if folders:  # none when every row of the group only changed metadata
+                       if not request.row.same_bytes and request.row.data is None}
+            if folders:
                 await self._threads.run_sync(_fsync_folders, folders)
             versions = self._store.queue_uploads([request.row for request in group])
         except Exception as exc:  # a full disk, say: every close of the group fails

@@ -97,7 +97,12 @@ class Files(Renames):
     def recover(self) -> None:
         """At mount: a change that was never committed (the daemon stopped with the
         file open for writing, and no close or fsync journaled it) is dropped, and the
-        container's version shows again; journaled ones go up as the journal says."""
+        container's version shows again; journaled ones go up as the journal says,
+        a small file's copy made again from its row's bytes where a crash lost it."""
+        for path, data in self.store.small_copies():
+            if self.cache.restore(Path(path), data):
+                log.warning("the copy of a journaled file was lost or cut by a crash and"
+                            " is made again from its journal row: %s", path)
         for path in self.store.uncommitted_files():
             log.warning("dropping a change never committed by a close or fsync: %s", path)
             self.cache.forget(path)

@@ -2,7 +2,10 @@
 
 A row is a written file whose upload is due: journaled durably (synchronous=FULL
 around its commit) before close() returns, and dropped only once the container holds
-the version it names.
+the version it names. A small file's row holds its bytes too (`data`): the commit
+that makes the row durable makes them durable with it, where a larger file's copy is
+fsynced first. The copy of such a row is fsynced before the row goes, and made again
+from the row at mount (`restore_small_copies`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +33,8 @@ class Upload:
     last_error: str | None
     mtime_ns: int | None = None
     metadata: str | None = None  # JSON: the mode and owner to keep with the bytes
+    #: the row holds the file's bytes (a small file): its copy was not fsynced
+    holds_bytes: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +48,23 @@ class Journaled:
     base_etag: str
     mtime_ns: int | None = None
     metadata: str | None = None  # JSON: the mode and owner to keep with the bytes
+    #: a small file's bytes, durable with the row in place of an fsync of its copy
+    data: bytes | None = None
+    #: only the metadata changed since the file was last journaled: the row keeps the
+    #: bytes it holds (or none, if its copy was fsynced)
+    same_bytes: bool = False
 
 
 _UPLOAD_COLUMNS = ("path, account, container, blob, base_etag, version, queued, attempts,"
-                   " next_try, last_error, mtime_ns, metadata")
+                   " next_try, last_error, mtime_ns, metadata, data IS NOT NULL")
+
+
+def _upload(row: tuple[Any, ...]) -> Upload:
+    """A row of _UPLOAD_COLUMNS; its last, `data IS NOT NULL`, is sqlite's 0 or 1."""
+    (path, account, container, blob, base_etag, version, queued, attempts, next_try,
+     last_error, mtime_ns, metadata, holds_bytes) = row
+    return Upload(path, account, container, blob, base_etag, version, queued, attempts,
+                  next_try, last_error, mtime_ns, metadata, bool(holds_bytes))
 
 
 class UploadJournal:
@@ -73,12 +92,17 @@ class UploadJournal:
             with self._db:
                 versions = [self._db.execute(
                     "INSERT INTO uploads (path, account, container, blob, base_etag, version,"
-                    " queued, mtime_ns, metadata) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?)"
+                    " queued, mtime_ns, metadata, data) VALUES (:path, :account, :container,"
+                    " :blob, :base_etag, 1, :queued, :mtime_ns, :metadata, :data)"
                     " ON CONFLICT (path) DO UPDATE SET version = version + 1, blob ="
                     " excluded.blob, next_try = 0, mtime_ns = excluded.mtime_ns,"
-                    " metadata = excluded.metadata RETURNING version",
-                    (row.path, row.account, row.container, row.blob, row.base_etag,
-                     time.time(), row.mtime_ns, row.metadata),
+                    " metadata = excluded.metadata,"
+                    " data = CASE WHEN :same_bytes THEN data ELSE excluded.data END"
+                    " RETURNING version",
+                    {"path": row.path, "account": row.account, "container": row.container,
+                     "blob": row.blob, "base_etag": row.base_etag, "queued": time.time(),
+                     "mtime_ns": row.mtime_ns, "metadata": row.metadata, "data": row.data,
+                     "same_bytes": row.same_bytes},
                 ).fetchone()[0] for row in rows]
         finally:
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -88,7 +112,7 @@ class UploadJournal:
         row = self._db.execute(
             f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE path = ?", (path,)
         ).fetchone()
-        return Upload(*row) if row else None
+        return _upload(row) if row else None
 
     def uploads(self, *, due_by: float | None = None) -> list[Upload]:
         """Journaled uploads, oldest first; only those due by `due_by` if given."""
@@ -99,7 +123,7 @@ class UploadJournal:
                 f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE next_try <= ? ORDER BY queued",
                 (due_by,),
             )
-        return [Upload(*row) for row in rows]
+        return [_upload(row) for row in rows]
 
     def uploads_under(self, account: str, container: str, prefix: str) -> list[Upload]:
         """Journaled uploads of blobs whose names start with `prefix` in one container."""
@@ -108,7 +132,12 @@ class UploadJournal:
             " AND substr(blob, 1, ?) = ? ORDER BY blob",
             (account, container, len(prefix), prefix),
         )
-        return [Upload(*row) for row in rows]
+        return [_upload(row) for row in rows]
+
+    def small_copies(self) -> list[tuple[str, bytes]]:
+        """The rows that hold their file's bytes: (the copy's path, its bytes)."""
+        return [(path, data) for path, data in self._db.execute(
+            "SELECT path, data FROM uploads WHERE data IS NOT NULL")]
 
     def upload_done(self, path: str, version: int) -> bool:
         """Drop the row if no close came after the uploaded version; True if dropped."""

@@ -2,7 +2,7 @@
 --
 -- One sqlite database per cache folder (<cache_dir>/blobmount.sqlite, WAL mode),
 -- opened by one daemon at a time (the daemon holds a lock file beside it).
--- `meta.schema_version` says which version of this file made the database (now 7);
+-- `meta.schema_version` says which version of this file made the database (now 8);
 -- store.py migrates older ones forward, step by step.
 
 CREATE TABLE IF NOT EXISTS meta (
@@ -113,7 +113,7 @@ CREATE TABLE IF NOT EXISTS patch_blocks (
 ) WITHOUT ROWID;
 
 -- The journal of uploads: a written file's row is committed (synchronous=FULL) after
--- its cache file is fsynced and before close() returns, so a crash, a kill -9 or a
+-- its cache file is fsynced (or with its bytes, `data`) and before close() returns, so a crash, a kill -9 or a
 -- reboot loses nothing: the next daemon with this cache folder uploads what is here.
 CREATE TABLE IF NOT EXISTS uploads (
     path       TEXT PRIMARY KEY,     -- the cache file to upload (cached_files.path)
@@ -132,6 +132,10 @@ CREATE TABLE IF NOT EXISTS uploads (
     mtime_ns   INTEGER,              -- the file's modification time (last write, or set
                                      -- by utimens), ns since the epoch; it goes up as the
                                      -- blob's `mtime` metadata. NULL: none (rows of v2)
-    metadata   TEXT                  -- JSON object of more metadata to put with the bytes
+    metadata   TEXT,                 -- JSON object of more metadata to put with the bytes
                                      -- (mode, uid, gid, atime); NULL: none (rows of v5)
+    data       BLOB                  -- a small file's bytes (schema 8), durable with the
+                                     -- row where a larger file's copy is fsynced first;
+                                     -- its copy is fsynced before the row goes, and made
+                                     -- again from them at mount. NULL: the copy was fsynced
 );

@@ -26,7 +26,7 @@ from .patchtables import Patch as Patch  # re-exported: patch.py's
 from .patchtables import PatchTables
 from .posix import Kept
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 ROOT_INODE = 1
 #: the parent of files unlinked while open; no folder has this inode
 ORPHANS = 0
@@ -167,6 +167,9 @@ class Store(CacheTables, UploadJournal, PatchTables):
                 self._db.execute("ALTER TABLE nodes ADD COLUMN rdev INTEGER NOT NULL DEFAULT 0")
             if version in (2, 3, 4, 5):
                 self._db.execute("ALTER TABLE uploads ADD COLUMN metadata TEXT")
+            if version is not None and 2 <= version <= 7:
+                # 7 -> 8: a small file's row holds its bytes (journal.py).
+                self._db.execute("ALTER TABLE uploads ADD COLUMN data BLOB")
             if version is not None and version < 4:
                 # 3 -> 4: inode numbers are never reused (AUTOINCREMENT). The tree is
                 # made anew at every mount, so the old table simply goes.

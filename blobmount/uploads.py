@@ -26,7 +26,7 @@ import trio
 
 from .azcopy import AzCopy
 from .azure import AsyncContainer, BlobItem, backoff, format_mtime
-from .cache import Cache
+from .cache import Cache, fsync_copy
 from .cachetables import CopyState
 from .commits import GroupCommit
 from .config import MountEntry, Settings
@@ -99,6 +99,7 @@ class Uploads(Puts):
         self._settings = settings
         self._on_uploaded = on_uploaded
         self._on_conflict = on_conflict
+        self._threads = threads
         self._flights = SingleFlight()
         #: closes that arrive together share one commit (and one fsync of each folder)
         self._commits = GroupCommit(store, threads)
@@ -361,6 +362,10 @@ class Uploads(Puts):
                       row.blob)
             self.store.drop_upload(row.path)
             return
+        if row.holds_bytes:
+            # The row holds the bytes, and the copy was never fsynced: once the row
+            # goes, the copy alone stands for the blob, so it must be durable first.
+            await self._threads.run_sync(fsync_copy, path)
         edit = self._edit(path)
         try:
             if edit is not None:

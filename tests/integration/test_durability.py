@@ -3,10 +3,12 @@ daemon, not to an account that stops answering, not to an unmount."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import os
 import signal
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,6 +83,38 @@ def test_kill_9_after_close_loses_nothing(mounter, container):
         for name, data in expected.items():
             assert mount.path(f"d/{name}").read_bytes() == data
         assert mount.status()["uploads"]["count"] == 0
+
+
+def test_small_files_lost_from_the_cache_by_a_crash_come_back_from_the_journal(
+        mounter, container):
+    """A small file's journal row holds its bytes, so its close fsyncs no copy: a crash
+    of the machine may lose such a copy or cut it short. Here the daemon is killed and
+    the copies are cut and deleted as a power loss could leave them; the remount makes
+    them again from the journal, and the container gets every file whole."""
+    config = mounter.config([{"local": "d", "container": container.container_name,
+                              "upload": "async"}], upload_batch_window=HOLD_UPLOADS)
+    mount = mounter.mount(config)
+    try:
+        expected = write_files(mount.path("d"), 6, "small")
+        kill_daemon(mounter, mount)
+    except BaseException:
+        mounter.cleanup()
+        raise
+    database = Path(yaml.safe_load(config.read_text())["cache_dir"]) / "blobmount.sqlite"
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        copies = [Path(path) for (path,) in db.execute(
+            "SELECT path FROM uploads WHERE data IS NOT NULL ORDER BY blob")]
+    assert len(copies) == len(expected)  # each row holds its bytes
+    copies[0].unlink()
+    copies[1].write_bytes(b"")
+    with open(copies[2], "r+b") as cut:
+        cut.truncate(3)
+    with mounter.mounted(config) as mount:
+        blobmount("sync", str(mount.mountpoint), check=True)
+        assert blobs(container) == expected
+        for name, data in expected.items():
+            assert mount.path(f"d/{name}").read_bytes() == data
+    assert mount.log().count("is made again from its journal row") == 3
 
 
 def test_unmount_finishes_pending_uploads_unless_told_not_to_wait(mounter, container):

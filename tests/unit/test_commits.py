@@ -1,10 +1,12 @@
 """Group commit of the upload journal: closes that arrive together share one commit
-and one fsync of each folder, and each returns once its own row is committed."""
+and one fsync of each folder, and each returns once its own row is committed; a small
+file's row holds its bytes instead of its copy being fsynced."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import trio
 
 from blobmount import commits as commits_module
 from blobmount.commits import GroupCommit
+from blobmount.decide import JOURNAL_BYTES_MAX
 from blobmount.journal import Journaled
 from blobmount.store import Store
 from blobmount.threads import Threads
@@ -27,11 +30,21 @@ def store(tmp_path: Path) -> Iterator[Store]:
     store.close()
 
 
-def written(folder: Path, name: str) -> Path:
+def written(folder: Path, name: str, size: int = JOURNAL_BYTES_MAX + 1) -> Path:
+    """A written cache file, by default one too large for its journal row."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    path.write_bytes(name.encode())
+    path.write_bytes(name.encode().ljust(size, b"."))
     return path
+
+
+@pytest.fixture
+def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What the group commit fsyncs, in order (nothing reaches the disk)."""
+    calls: list[str] = []
+    monkeypatch.setattr(commits_module, "fsync_file", lambda path: calls.append("file"))
+    monkeypatch.setattr(commits_module, "fsync_folder", lambda folder: calls.append("folder"))
+    return calls
 
 
 def row(path: Path) -> Journaled:
@@ -129,13 +142,9 @@ def test_a_failed_commit_fails_every_close_of_its_group(
 
 
 def test_a_row_whose_bytes_are_durable_is_committed_with_no_fsync(
-        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        store: Store, tmp_path: Path, fsynced: list[str]) -> None:
     """A close fsyncs its file and folder; journaling the same file again with only new
     metadata (a utimens of a pending upload) commits the row and fsyncs neither."""
-    fsynced: list[str] = []
-    monkeypatch.setattr(commits_module, "fsync_file", lambda path: fsynced.append("file"))
-    monkeypatch.setattr(commits_module, "fsync_folder",
-                        lambda folder: fsynced.append("folder"))
     path = written(tmp_path / "cache", "f")
     commits = GroupCommit(store, Threads(4))
 
@@ -151,3 +160,38 @@ def test_a_row_whose_bytes_are_durable_is_committed_with_no_fsync(
     assert fsynced == ["file", "folder"]
     upload = store.upload(str(path))
     assert upload is not None and (upload.version, upload.mtime_ns) == (2, 7)
+    assert not upload.holds_bytes and store.small_copies() == []
+
+
+def test_a_small_file_is_journaled_with_its_bytes_and_no_fsync(
+        store: Store, tmp_path: Path, fsynced: list[str]) -> None:
+    """Up to JOURNAL_BYTES_MAX the row holds the bytes, made durable by its commit;
+    a touch keeps them; a later version too large for the row fsyncs and drops them,
+    and one small again holds its own."""
+    path = written(tmp_path / "cache", "f", JOURNAL_BYTES_MAX)
+    commits = GroupCommit(store, Threads(4))
+
+    async def journal(bytes_durable: bool = False) -> None:
+        await commits.journal(Journaled(str(path), "acct", "cont", "f", base_etag=""),
+                              bytes_durable=bytes_durable)
+
+    trio.run(journal)
+    assert fsynced == []
+    assert store.small_copies() == [(str(path), path.read_bytes())]
+    upload = store.upload(str(path))
+    assert upload is not None and upload.holds_bytes
+
+    trio.run(partial(journal, True))
+    assert fsynced == [] and store.small_copies() == [(str(path), path.read_bytes())]
+
+    path.write_bytes(b"x" * (JOURNAL_BYTES_MAX + 1))
+    trio.run(journal)
+    assert fsynced == ["file", "folder"] and store.small_copies() == []
+    trio.run(partial(journal, True))
+    assert store.small_copies() == []
+
+    path.write_bytes(b"small again")
+    trio.run(journal)
+    assert store.small_copies() == [(str(path), b"small again")]
+    upload = store.upload(str(path))
+    assert upload is not None and upload.version == 5

@@ -8,8 +8,10 @@ import contextlib
 import errno
 import logging
 import os
+import sqlite3
 import stat
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,7 +19,9 @@ import pyfuse3
 import pytest
 
 from blobmount import commits as commits_module
+from blobmount import uploads as uploads_module
 from blobmount.azure import parse_mtime
+from blobmount.decide import JOURNAL_BYTES_MAX
 from blobmount.errors import RemoteAuthError
 from blobmount.fs import BlobFS
 from blobmount.store import ROOT_INODE
@@ -246,8 +250,9 @@ def test_a_utimens_of_a_file_waiting_to_go_up_fsyncs_nothing_and_goes_up_with_it
     fsynced: list[str] = []
     monkeypatch.setattr(commits_module, "fsync_file", lambda path: fsynced.append("file"))
     monkeypatch.setattr(commits_module, "fsync_folder", lambda path: fsynced.append("folder"))
+    data = b"#" * (JOURNAL_BYTES_MAX + 1)  # too large for its journal row: fsynced
     with kernel("async") as k:
-        inode = k.create(b"module.py", b"print('hi')\n")
+        inode = k.create(b"module.py", data)
         assert fsynced == ["file", "folder"]
         attr = pyfuse3.EntryAttributes()
         attr.st_atime_ns = attr.st_mtime_ns = 1_600_000_000 * 10**9
@@ -256,5 +261,33 @@ def test_a_utimens_of_a_file_waiting_to_go_up_fsyncs_nothing_and_goes_up_with_it
         assert k.state.remote.files() == {}  # still waiting in the journal
         k.state.loop.call(k.state._sync)
         blob = k.state.remote.files()["module.py"]
-        assert blob.data == b"print('hi')\n"
+        assert blob.data == data
         assert parse_mtime(blob.metadata["mtime"]) == 1_600_000_000 * 10**9
+
+
+def test_a_small_file_closes_with_no_fsync_and_its_copy_is_fsynced_before_its_row_goes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal row holds a small file's bytes, so its close fsyncs nothing; the
+    upload fsyncs the copy before the row goes, since the copy then stands alone."""
+    fsynced: list[str] = []
+    monkeypatch.setattr(commits_module, "fsync_file", lambda path: fsynced.append("file"))
+    monkeypatch.setattr(commits_module, "fsync_folder", lambda path: fsynced.append("folder"))
+    with kernel("async") as k:
+        store = k.state.store
+
+        def copy_fsynced(path: Path) -> None:
+            # In a worker thread: the store's own connection is the trio thread's.
+            with contextlib.closing(sqlite3.connect(store.path)) as db:
+                rows = db.execute("SELECT path FROM uploads").fetchall()
+            assert rows == [(str(path),)]  # the row is not gone yet
+            fsynced.append("copy")
+
+        monkeypatch.setattr(uploads_module, "fsync_copy", copy_fsynced)
+        k.create(b"module.py", b"print('hi')\n")
+        assert fsynced == []
+        assert [data for path, data in k.state.loop.sync(store.small_copies)] == [
+            b"print('hi')\n"]
+        k.state.loop.call(k.state._sync)
+        assert fsynced == ["copy"]
+        assert k.state.remote.files()["module.py"].data == b"print('hi')\n"
+        assert k.state.loop.sync(store.uploads) == []
