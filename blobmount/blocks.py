@@ -122,6 +122,12 @@ class Blocks:
         return {block_key(file.key, start) for file in self._files.values()
                 for start in (*file.pins, *file.flights)}
 
+    def arriving(self) -> dict[str, int]:
+        """Blocks (cache.block_key) being fetched, with their sizes: bytes about to be
+        in the cache, which its limit must leave room for."""
+        return {block_key(file.key, start): min(BLOCK, file.size - start)
+                for file in self._files.values() for start in file.flights}
+
     # -- opening and closing ------------------------------------------------------
 
     def open(self, remote: AsyncContainer, blob: str, path: Path, *, size: int, etag: str,

@@ -313,6 +313,7 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
     namespace.build_mount_table()
     evictor = Evictor(store, cache, config.mounts, low_watermark=settings.cache_low_watermark)
     evictor.protect(downloads.in_use)
+    evictor.expect(downloads.blocks.arriving)
     downloads.on_downloaded = evictor.wake
     downloads.make_room = evictor.make_room
 

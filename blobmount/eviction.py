@@ -59,12 +59,13 @@ class Limits:
 
 
 def plan_eviction(files: Iterable[CachedFile], limits: Limits, *, now: float,
-                  keep: Collection[str] = ()) -> list[CachedFile]:
+                  keep: Collection[str] = (), arriving: int = 0) -> list[CachedFile]:
     """The copies to drop to bring one cache folder within `limits`.
 
     Only clean copies whose path is not in `keep` can go. First every one unused for
-    `max_age`; then, if the folder (every file counted, dirty ones too) still holds
-    more than `max_bytes`, the least recently used, until it holds at most
+    `max_age`; then, if the folder (every file counted, dirty ones too, and the
+    `arriving` bytes of blocks being fetched into it) still holds more than
+    `max_bytes`, the least recently used, until it holds at most
     `low_watermark * max_bytes` or nothing more may go.
     """
     files = list(files)
@@ -73,7 +74,7 @@ def plan_eviction(files: Iterable[CachedFile], limits: Limits, *, now: float,
     chosen: list[CachedFile] = []
     if limits.max_age is not None:
         chosen = [f for f in evictable if now - f.last_access >= limits.max_age]
-    total = sum(f.size for f in files) - sum(f.size for f in chosen)
+    total = sum(f.size for f in files) + arriving - sum(f.size for f in chosen)
     if limits.max_bytes is not None and total > limits.max_bytes:
         target = limits.max_bytes * limits.low_watermark
         taken = {f.path for f in chosen}
@@ -105,6 +106,7 @@ class Evictor:
         self.entries = entries
         self.limits = [limits_of(entry, low_watermark) for entry in entries]
         self._in_use: list[Callable[[], set[str]]] = []
+        self._arriving: Callable[[], dict[str, int]] = dict
         self._wake = trio.Event()
         #: written files uploaded from a drop_after_upload entry, still to drop
         self._drop_after_upload: set[str] = set()
@@ -119,6 +121,11 @@ class Evictor:
     def protect(self, in_use: Callable[[], set[str]]) -> None:
         """Never evict the cache files `in_use()` names (open, being downloaded)."""
         self._in_use.append(in_use)
+
+    def expect(self, arriving: Callable[[], dict[str, int]]) -> None:
+        """Count the blocks `arriving()` names (cache.block_key: size), being fetched,
+        as in the cache already: a read-ahead window fills the room it will take."""
+        self._arriving = arriving
 
     def uploaded(self, entry: MountEntry, blob: str) -> None:
         """A written file is in the container: drop its copy now if its entry says so."""
@@ -158,15 +165,20 @@ class Evictor:
         keep = in_use | self.store.upload_paths()
         chosen: list[CachedFile] = []
         self._blocked = False
+        fetching = self._arriving()
         for entry, limits in zip(self.entries, self.limits, strict=True):
             if not limits.any:
                 continue
             files = self.measured(entry)
-            planned = plan_eviction(files, limits, now=now, keep=keep)
+            landed = {f.path for f in files}
+            prefix = blobs_prefix(entry)
+            arriving = sum(size for key, size in fetching.items()
+                           if key.startswith(prefix) and key not in landed)
+            planned = plan_eviction(files, limits, now=now, keep=keep, arriving=arriving)
             chosen += planned
             if limits.max_bytes is not None and any(
                     f.path in in_use and f.state == CopyState.CLEAN for f in files):
-                left = sum(f.size for f in files) - sum(f.size for f in planned)
+                left = sum(f.size for f in files) + arriving - sum(f.size for f in planned)
                 # Files just read are still open for a moment (the kernel releases
                 # them after close() returns): try again once they are closed.
                 self._blocked = self._blocked or left > limits.max_bytes

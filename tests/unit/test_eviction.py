@@ -134,6 +134,32 @@ def test_the_task_drops_files_and_their_records(tmp_path: Path, store: Store) ->
     assert evictor._interval() < 1
 
 
+def test_bytes_arriving_count_so_the_limit_holds_while_a_window_fills() -> None:
+    files = [record("old", 40, 100), record("new", 40, 1)]
+    # 80 bytes landed under a limit of 100: nothing goes, unless 30 more are on their way.
+    assert plan_eviction(files, Limits(max_bytes=100), now=NOW) == []
+    assert names(plan_eviction(files, Limits(max_bytes=100, low_watermark=0.8), now=NOW,
+                               arriving=30)) == ["old"]
+
+
+def test_the_task_counts_blocks_being_fetched_into_its_folder(tmp_path: Path,
+                                                              store: Store) -> None:
+    """Blocks on their way (blocks.arriving) count toward their folder's limit; another
+    folder's count only there."""
+    mount = entry(tmp_path, cache_max_bytes=250)
+    cache = Cache(store)
+    old = put(cache, mount, "old", 100, last_access=NOW - 100)
+    new = put(cache, mount, "new", 100, last_access=NOW - 1)
+    evictor = Evictor(store, cache, [mount], low_watermark=0.8)
+    elsewhere = str(tmp_path / "other" / "blobs" / "x")
+    arriving = {f"{new}\0{0}": 10, f"{elsewhere}\0{0}": 500}
+    evictor.expect(lambda: arriving)
+    assert evictor.pass_once(now=NOW) == (0, 0)  # 200 + 10 of the limit's 250
+    arriving[f"{new}\0{1 << 19}"] = 60
+    assert evictor.pass_once(now=NOW) == (1, 100)  # 270 of 250: down to 200 or less
+    assert not old.exists() and new.exists()
+
+
 def test_the_task_retries_a_blocked_folder_less_and_less_often(tmp_path: Path,
                                                                store: Store) -> None:
     """Over its limit only because a clean file is open: the task tries again after
