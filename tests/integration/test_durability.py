@@ -10,6 +10,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,6 +116,61 @@ def test_small_files_lost_from_the_cache_by_a_crash_come_back_from_the_journal(
         for name, data in expected.items():
             assert mount.path(f"d/{name}").read_bytes() == data
     assert mount.log().count("is made again from its journal row") == 3
+
+
+#: A program writing files one by one as tar does (create, write, set times and mode,
+#: close), each a few bytes to 100 KiB (journaled with its bytes or fsynced), which
+#: logs each name once its close has returned; it stops at the first error.
+TAR_LIKE = """
+import os, sys
+root, log = sys.argv[1], open(sys.argv[2], "w")
+for number in range(5000):
+    name = f"d{number // 50:03d}/f{number:05d}"
+    os.makedirs(os.path.join(root, os.path.dirname(name)), exist_ok=True)
+    size = 100_000 if number % 7 == 0 else 1 + number * 13 % 20_000
+    with open(os.path.join(root, name), "wb") as out:
+        out.write(name.encode().ljust(size, b"."))
+        os.utime(out.fileno(), ns=(10**18, 10**18))
+        os.fchmod(out.fileno(), 0o640)
+    log.write(name + "\\n")
+    log.flush()
+"""
+
+
+def tar_like_bytes(name: str) -> bytes:
+    number = int(name.rsplit("f", 1)[1])
+    return name.encode().ljust(100_000 if number % 7 == 0 else 1 + number * 13 % 20_000, b".")
+
+
+def test_kill_9_in_the_middle_of_many_writes_loses_no_file_a_close_returned_for(
+        mounter, container, tmp_path):
+    """The daemon is killed while a program writes files one after another and uploads
+    run beside it: after the remount, every file whose close had returned is in the
+    container, whole."""
+    config = mounter.config([{"local": "d", "container": container.container_name,
+                              "upload": "async"}], upload_batch_window=0.05)
+    mount = mounter.mount(config)
+    closed_log = tmp_path / "closed.txt"
+    writer = subprocess.Popen([sys.executable, "-c", TAR_LIKE, str(mount.path("d")),
+                               str(closed_log)], stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: closed_log.exists() and len(closed_log.read_text().split()) >= 150,
+                 timeout=120, what="the writer to close 150 files")
+        wait_for(lambda: any(True for _ in container.list_blobs()), timeout=60,
+                 what="uploads to begin beside the writer")
+        kill_daemon(mounter, mount)
+        writer.wait(timeout=60)  # its next call fails on the dead mount
+    except BaseException:
+        writer.kill()
+        mounter.cleanup()
+        raise
+    closed = closed_log.read_text().split()
+    assert 150 <= len(closed) < 5000
+    with mounter.mounted(config) as mount:
+        blobmount("sync", str(mount.mountpoint), check=True)
+        held = blobs(container)
+    missing = [name for name in closed if held.get(name) != tar_like_bytes(name)]
+    assert missing == [], f"{len(missing)} of {len(closed)} closed files lost or cut"
 
 
 def test_unmount_finishes_pending_uploads_unless_told_not_to_wait(mounter, container):
