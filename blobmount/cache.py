@@ -36,6 +36,7 @@ PRIVATE_FILE = 0o600
 _PUNCH_HOLE = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+_libc.syncfs.argtypes = [ctypes.c_int]
 
 
 def block_key(path: str, start: int) -> str:
@@ -128,6 +129,18 @@ def fsync_folder(path: Path) -> None:
         os.close(fd)
 
 
+def sync_file_system(folder: Path) -> None:
+    """Write every change of the file system holding `folder` to disk (syncfs(2);
+    blocking: call it from a worker thread)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc.syncfs(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), str(folder))
+    finally:
+        os.close(fd)
+
+
 def fsync_copy(path: Path) -> None:
     """Make a copy and its name durable (blocking: call it from a worker thread)."""
     fsync_file(path)
@@ -175,17 +188,19 @@ class Cache:
         return path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.tmp")
 
     @staticmethod
-    def install(temp: Path, path: Path) -> int:
-        """Make a complete temporary file durable and rename it to `path`, durably; its
-        size.
+    def install(temp: Path, path: Path, durable: bool = True) -> int:
+        """Rename a complete temporary file to `path`, both fsynced first if `durable`
+        (else `record` it as not synced: copysync.py); its size.
 
         Blocks (fsyncs): call it from a worker thread, then `record` from the trio
         thread.
         """
-        fsync_file(temp)
+        if durable:
+            fsync_file(temp)
         size = temp.stat().st_size
         os.replace(temp, path)
-        fsync_folder(path.parent)
+        if durable:
+            fsync_folder(path.parent)
         return size
 
     @staticmethod
@@ -223,8 +238,9 @@ class Cache:
                 raise
 
     def record(self, path: Path, *, blob: str, etag: str, size: int,
-               state: CopyState = CopyState.CLEAN) -> None:
-        self.store.put_cached_file(str(path), blob=blob, etag=etag, size=size, state=state)
+               state: CopyState = CopyState.CLEAN, synced: bool = True) -> None:
+        self.store.put_cached_file(str(path), blob=blob, etag=etag, size=size, state=state,
+                                   synced=synced)
 
 
 def shown_state(record: CachedFile | None, *, journaled: bool, writing: bool = False,

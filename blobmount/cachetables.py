@@ -64,10 +64,14 @@ class CacheTables:
         return CachedFile.of_row(row) if row else None
 
     def put_cached_file(self, path: str, *, blob: str, etag: str, size: int,
-                        state: CopyState = CopyState.CLEAN) -> None:
+                        state: CopyState = CopyState.CLEAN, synced: bool = True) -> None:
         """Record a copy. Blocks of an earlier record go unless it stays partial (its
-        ETag changed with the same bytes: utimens), or it is a patch's (patch.py)."""
+        ETag changed with the same bytes: utimens), or it is a patch's (patch.py).
+        `synced` False: its bytes were never fsynced (`unsynced_copies`)."""
         with self._db:
+            if not synced:
+                self._db.execute("INSERT OR REPLACE INTO unsynced_copies (path) VALUES (?)",
+                                 (path,))
             if state != CopyState.PARTIAL and not (state == CopyState.DIRTY and self.patch(path)):
                 self._db.execute("DELETE FROM cached_blocks WHERE path = ?", (path,))
             self._db.execute(
@@ -92,6 +96,28 @@ class CacheTables:
         with self._db:
             self._db.execute("DELETE FROM cached_blocks WHERE path = ?", (path,))
             self._db.execute("DELETE FROM cached_files WHERE path = ?", (path,))
+            self._db.execute("DELETE FROM unsynced_copies WHERE path = ?", (path,))
+
+    # -- copies never fsynced (see schema.sql) ------------------------------------
+
+    def unsynced_copies(self) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT path FROM unsynced_copies")]
+
+    def unsynced_mark(self) -> int:
+        """Where the table ends now: rows up to it are synced by a sync begun after."""
+        return int(self._db.execute(
+            "SELECT COALESCE(MAX(rowid), 0) FROM unsynced_copies").fetchone()[0])
+
+    def synced_to(self, mark: int) -> None:
+        """A sync of the file system that began after `unsynced_mark()` gave `mark` has
+        ended: those copies are durable (one recorded again since has a later row)."""
+        self._db.execute("DELETE FROM unsynced_copies WHERE rowid <= ?", (mark,))
+
+    def link_unsynced(self, path: str, new_path: str) -> None:
+        """`new_path` names the same bytes as `path` now: unsynced if those are."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO unsynced_copies (path) SELECT ? WHERE EXISTS"
+            " (SELECT 1 FROM unsynced_copies WHERE path = ?)", (new_path, path))
 
     def cached_blocks_in(self, path: str, first: int, last: int) -> dict[int, int]:
         """The blocks of a partial copy starting in [first, last]: start -> CRC-32."""

@@ -34,6 +34,7 @@ from .cache import ENTRY_ITEMS, TOP_ITEMS, Cache, SharedFolder, make_private
 from .config import Config, MountEntry, embedded_config
 from .config.locate import data_dir, embedded_cache_dir
 from .control import ControlServer, socket_path
+from .copysync import CopySync
 from .errors import BlobmountError, MountPointError, ToolNotFound
 from .eviction import Evictor
 from .files import Files
@@ -253,6 +254,7 @@ async def serve(config: Config | None, mountpoint: Path, *,
             _widen_read_ahead, parts.threads, mountpoint, config.settings.read_ahead_kb))
         log.info("unmounted %s", mountpoint)
         await _drain(parts, mountpoint, systemd)
+        await parts.copies.sync()  # a clean stop leaves none for the next mount to drop
         _exit_watchdog()
     log.info("daemon exiting")
 
@@ -280,6 +282,7 @@ class _Parts:
     downloads: Downloads
     uploads: Uploads
     evictor: Evictor
+    copies: CopySync
     mount: _Mount
     control: ControlServer
     threads: Threads
@@ -359,7 +362,8 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
     control = ControlServer(socket_path(mountpoint), {
         "status": status, "sync": mount.sync, "no_wait": mount.no_wait,
         **manager.handlers()}, cancel_on_close=manager.cancel_on_close)
-    return _Parts(operations, downloads, uploads, evictor, mount, control, threads)
+    return _Parts(operations, downloads, uploads, evictor, CopySync(store, config.mounts, threads),
+                  mount, control, threads)
 
 
 def _make_caches_private(config: Config) -> None:
@@ -407,6 +411,7 @@ async def _run_mounted(parts: _Parts, signals: AsyncIterator[int],
         # A worker that fails is logged and started again; the mount goes on.
         nursery.start_soon(supervised, "the upload worker", parts.uploads.run)
         nursery.start_soon(supervised, "the cache evictor", parts.evictor.run)
+        nursery.start_soon(supervised, "the sync of downloaded copies", parts.copies.run)
         nursery.start_soon(guarded, "tuning the kernel's read-ahead", tune)
         parts.downloads.run_in(nursery)
         live()

@@ -98,11 +98,21 @@ class Files(Renames):
         """At mount: a change that was never committed (the daemon stopped with the
         file open for writing, and no close or fsync journaled it) is dropped, and the
         container's version shows again; journaled ones go up as the journal says,
-        a small file's copy made again from its row's bytes where a crash lost it."""
+        a small file's copy made again from its row's bytes where a crash lost it. The
+        downloaded copies the last daemon never synced are dropped (copysync.py)."""
         for path, data in self.store.small_copies():
             if self.cache.restore(Path(path), data):
                 log.warning("the copy of a journaled file was lost or cut by a crash and"
                             " is made again from its journal row: %s", path)
+        unsynced = self.store.unsynced_copies()  # left by a daemon that did not stop cleanly
+        for path in unsynced:
+            record = self.store.cached_file(path)
+            if record is not None and record.state != CopyState.DIRTY:
+                self.cache.forget(path)
+        if unsynced:
+            log.warning("dropped %d downloaded copies never synced before the daemon stopped"
+                        " (a crash may have cut them): they download again", len(unsynced))
+            self.store.synced_to(self.store.unsynced_mark())
         for path in self.store.uncommitted_files():
             log.warning("dropping a change never committed by a close or fsync: %s", path)
             self.cache.forget(path)

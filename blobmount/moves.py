@@ -145,6 +145,7 @@ class CacheMoves:
         with contextlib.suppress(FileNotFoundError):
             new_path.unlink()
         os.link(old_path, new_path)
+        self.store.link_unsynced(str(old_path), str(new_path))
         self.on_linked(old_path, new_path)
         return True
 

@@ -77,6 +77,15 @@ CREATE TABLE IF NOT EXISTS cached_files (
     last_access REAL NOT NULL       -- wall time of the last open, for eviction
 );
 
+-- Copies downloaded since the cache's file system was last synced (schema 8): installed
+-- with no fsync of their own, so a crash of the machine may have cut them. A mount
+-- after a daemon that did not stop cleanly drops those still clean (they download
+-- again); a sync of the file system (copysync.py: every little while, and at the end
+-- of a clean stop) empties the table up to the row it began at.
+CREATE TABLE IF NOT EXISTS unsynced_copies (
+    path TEXT PRIMARY KEY           -- cached_files.path
+);
+
 -- The blocks a 'partial' copy holds (schema 5), all of the version its
 -- cached_files.etag names: a copy of another version is made anew, without them.
 CREATE TABLE IF NOT EXISTS cached_blocks (

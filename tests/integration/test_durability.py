@@ -173,6 +173,35 @@ def test_kill_9_in_the_middle_of_many_writes_loses_no_file_a_close_returned_for(
     assert missing == [], f"{len(missing)} of {len(closed)} closed files lost or cut"
 
 
+def test_copies_downloaded_before_a_kill_download_again_and_a_clean_stop_keeps_them(
+        mounter, container):
+    """A downloaded copy is not fsynced on its own: the daemon syncs the cache's file
+    system every little while and at a clean stop. After a kill -9 before such a sync,
+    the next mount drops the copies it cannot vouch for and downloads them again;
+    after a clean unmount it keeps them."""
+    container.upload_blob("a.txt", b"alpha\n")
+    container.upload_blob("b.txt", b"beta\n")
+    config = mounter.config([{"local": "d", "container": container.container_name}],
+                            read_ahead_files=0)
+    mount = mounter.mount(config)
+    try:
+        assert mount.path("d/a.txt").read_bytes() == b"alpha\n"
+        kill_daemon(mounter, mount)  # long before the first sync (30 s)
+    except BaseException:
+        mounter.cleanup()
+        raise
+    with mounter.mounted(config) as mount:
+        assert "dropped 1 downloaded copies never synced" in mount.log()
+        assert mount.path("d/a.txt").read_bytes() == b"alpha\n"
+        assert mount.path("d/b.txt").read_bytes() == b"beta\n"
+        assert mount.status()["downloads"]["by_path"] == {"d/a.txt": 1, "d/b.txt": 1}
+    with mounter.mounted(config) as mount:
+        assert mount.path("d/a.txt").read_bytes() == b"alpha\n"
+        assert mount.path("d/b.txt").read_bytes() == b"beta\n"
+        assert mount.status()["downloads"]["total"] == 0  # kept across the clean stop
+    assert mount.log().count("downloaded copies never synced") == 1
+
+
 def test_unmount_finishes_pending_uploads_unless_told_not_to_wait(mounter, container):
     config = mounter.config([{"local": "d", "container": container.container_name,
                               "upload": "async"}], upload_batch_window=HOLD_UPLOADS)

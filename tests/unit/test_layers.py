@@ -52,9 +52,10 @@ LAYERS: dict[int, frozenset[str]] = {
     # `listing`: a container folder listed into the store, the names POSIX can show.
     # `puts`: an upload's conditional puts; `batches`: prefetch batches, for `transfers`.
     # `commits`: the journal's group commit, for `uploads`.
+    # `copysync`: downloaded copies, installed with no fsync, synced in bulk.
     2: frozenset({"namespace", "listing", "cache", "transfers", "uploads", "eviction", "catalog",
                   "xattrs", "readahead", "blocks", "moves", "patch", "blocklist", "puts",
-                  "batches", "commits"}),
+                  "batches", "commits", "copysync"}),
     # `manage`: the control requests for the cache (prefetch, cache ls/evict, stats).
     # `files`: a file's life (handles, local changes, renames); `fs` forwards to it.
     # `renames`: unlink and rename for `files`; `handles`: its open files.
