@@ -62,8 +62,14 @@ class CopySync:
             await self.sync()
 
     async def sync(self) -> None:
-        """Make every copy recorded so far durable."""
+        """Make every copy recorded so far durable. A sync that fails leaves them
+        recorded: the next try, or the next mount, deals with them."""
         mark = self.store.unsynced_mark()
-        if mark:
+        if not mark:
+            return
+        try:
             await self.threads.run_sync(_sync_all, self.folders)
-            self.store.synced_to(mark)
+        except OSError as exc:
+            log.warning("cannot sync the cache's file system: %s", exc)
+            return
+        self.store.synced_to(mark)

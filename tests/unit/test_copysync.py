@@ -83,6 +83,19 @@ def test_the_task_syncs_every_interval_while_copies_wait(
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
+def test_a_failed_sync_leaves_the_copies_recorded(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    def failing(folders: list[Path]) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(copysync_module, "_sync_all", failing)
+    store.put_cached_file("/c/a", blob="a", etag="e", size=1, synced=False)
+    trio.run(CopySync(store, [entry(tmp_path)], InlineThreads(4)).sync)
+    assert store.unsynced_copies() == ["/c/a"]
+    assert "cannot sync the cache's file system" in caplog.text
+
+
 def test_a_real_sync_empties_the_table(store: Store, tmp_path: Path) -> None:
     (tmp_path / "cache").mkdir()
     store.put_cached_file("/c/a", blob="a", etag="e", size=1, synced=False)
