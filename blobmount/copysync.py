@@ -6,7 +6,9 @@ as unsynced (the store's `unsynced_copies`). While there are any, one syncfs(2) 
 each cache file system every SYNC_INTERVAL makes them durable together, and so does
 the end of a clean stop. A mount that finds some left follows a daemon that did not
 stop cleanly, and drops those still clean: a crash of the machine may have cut them,
-and they download again (`Files.recover`).
+and they download again (`Files.recover`). The same sync lets the journal rows of small
+written files drop the bytes they hold (journal.py): the copy is durable by then, so
+the bytes are not kept twice for long while their uploads wait.
 """
 
 from __future__ import annotations
@@ -62,10 +64,12 @@ class CopySync:
             await self.sync()
 
     async def sync(self) -> None:
-        """Make every copy recorded so far durable. A sync that fails leaves them
-        recorded: the next try, or the next mount, deals with them."""
+        """Make every copy recorded so far durable, and the written copies whose
+        journal rows hold their bytes: those rows let them go. A sync that fails
+        leaves both as they were, for the next try or the next mount."""
         mark = self.store.unsynced_mark()
-        if not mark:
+        holding = self.store.rows_holding_bytes()
+        if not mark and not holding:
             return
         try:
             await self.threads.run_sync(_sync_all, self.folders)
@@ -73,3 +77,4 @@ class CopySync:
             log.warning("cannot sync the cache's file system: %s", exc)
             return
         self.store.synced_to(mark)
+        self.store.copies_synced(holding)

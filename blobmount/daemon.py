@@ -362,8 +362,8 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
     control = ControlServer(socket_path(mountpoint), {
         "status": status, "sync": mount.sync, "no_wait": mount.no_wait,
         **manager.handlers()}, cancel_on_close=manager.cancel_on_close)
-    return _Parts(operations, downloads, uploads, evictor, CopySync(store, config.mounts, threads),
-                  mount, control, threads)
+    copies = CopySync(store, config.mounts, threads, settings.cache_sync_interval)
+    return _Parts(operations, downloads, uploads, evictor, copies, mount, control, threads)
 
 
 def _make_caches_private(config: Config) -> None:

@@ -4,8 +4,9 @@ A row is a written file whose upload is due: journaled durably (synchronous=FULL
 around its commit) before close() returns, and dropped only once the container holds
 the version it names. A small file's row holds its bytes too (`data`): the commit
 that makes the row durable makes them durable with it, where a larger file's copy is
-fsynced first. The copy of such a row is fsynced before the row goes, and made again
-from the row at mount (`restore_small_copies`).
+fsynced first. The bytes stay until a sync of the cache's file system covers the copy
+(copysync.py) or the upload fsyncs it before the row goes; a mount after a crash makes
+the copy again from them (`Files.recover`).
 """
 
 from __future__ import annotations
@@ -138,6 +139,19 @@ class UploadJournal:
         """The rows that hold their file's bytes: (the copy's path, its bytes)."""
         return [(path, data) for path, data in self._db.execute(
             "SELECT path, data FROM uploads WHERE data IS NOT NULL")]
+
+    def rows_holding_bytes(self) -> list[tuple[str, int]]:
+        """(path, version) of the rows that hold their file's bytes."""
+        return [(path, version) for path, version in self._db.execute(
+            "SELECT path, version FROM uploads WHERE data IS NOT NULL")]
+
+    def copies_synced(self, rows: Sequence[tuple[str, int]]) -> None:
+        """These rows' copies are durable now (a sync of their file system began after
+        they were journaled): the rows need not hold the bytes any more, unless a
+        later close journaled them again."""
+        with self._db:
+            self._db.executemany(
+                "UPDATE uploads SET data = NULL WHERE path = ? AND version = ?", rows)
 
     def upload_done(self, path: str, version: int) -> bool:
         """Drop the row if no close came after the uploaded version; True if dropped."""

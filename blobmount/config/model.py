@@ -124,6 +124,10 @@ class Settings:
     cache_max_bytes: int | None = None
     cache_max_age: float | None = None
     cache_low_watermark: float = 0.8
+    # Seconds between syncs of the cache's file systems while downloaded copies (never
+    # fsynced on their own) wait for one: what a crash of the machine can make the next
+    # mount download again (copysync.py).
+    cache_sync_interval: float = 30.0
     # Owner and permission bits of what the mount shows for blobs that keep none in
     # their metadata: files 0666 & ~umask, folders 0777 & ~umask (0444 and 0555 at most
     # on read-only entries). None: the daemon's own uid/gid. The kernel enforces what is

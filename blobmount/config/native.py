@@ -103,6 +103,8 @@ def _read_settings(top: Section) -> Settings:
         cache_max_bytes=_cache_max_bytes(top, None),
         cache_max_age=_cache_max_age(top, None),
         cache_low_watermark=_fraction(top, "cache_low_watermark", defaults.cache_low_watermark),
+        cache_sync_interval=top.number("cache_sync_interval", defaults.cache_sync_interval,
+                                       minimum=0, inclusive=False),
         uid=_optional(top, "uid", parse_id, None),
         gid=_optional(top, "gid", parse_id, None),
         umask=_optional(top, "umask", parse_umask, defaults.umask),

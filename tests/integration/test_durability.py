@@ -32,6 +32,8 @@ pytestmark = pytest.mark.integration
 
 # The worker waits this long before a batch: nothing goes up before the test acts.
 HOLD_UPLOADS = 600
+# No sync of the cache (copysync.py) comes before the test's kill -9.
+HOLD_SYNC = 600
 
 
 def blobs(container: ContainerClient) -> dict[str, bytes]:
@@ -93,7 +95,8 @@ def test_small_files_lost_from_the_cache_by_a_crash_come_back_from_the_journal(
     the copies are cut and deleted as a power loss could leave them; the remount makes
     them again from the journal, and the container gets every file whole."""
     config = mounter.config([{"local": "d", "container": container.container_name,
-                              "upload": "async"}], upload_batch_window=HOLD_UPLOADS)
+                              "upload": "async"}], upload_batch_window=HOLD_UPLOADS,
+                            cache_sync_interval=HOLD_SYNC)
     mount = mounter.mount(config)
     try:
         expected = write_files(mount.path("d"), 6, "small")
@@ -182,11 +185,11 @@ def test_copies_downloaded_before_a_kill_download_again_and_a_clean_stop_keeps_t
     container.upload_blob("a.txt", b"alpha\n")
     container.upload_blob("b.txt", b"beta\n")
     config = mounter.config([{"local": "d", "container": container.container_name}],
-                            read_ahead_files=0)
+                            read_ahead_files=0, cache_sync_interval=HOLD_SYNC)
     mount = mounter.mount(config)
     try:
         assert mount.path("d/a.txt").read_bytes() == b"alpha\n"
-        kill_daemon(mounter, mount)  # long before the first sync (30 s)
+        kill_daemon(mounter, mount)  # long before the first sync
     except BaseException:
         mounter.cleanup()
         raise

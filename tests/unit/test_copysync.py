@@ -14,6 +14,7 @@ from blobmount import copysync as copysync_module
 from blobmount.cachetables import CopyState
 from blobmount.config import Account, MountEntry
 from blobmount.copysync import CopySync
+from blobmount.journal import Journaled
 from blobmount.store import Store
 from blobmount.threads import Threads
 
@@ -94,6 +95,27 @@ def test_a_failed_sync_leaves_the_copies_recorded(
     trio.run(CopySync(store, [entry(tmp_path)], InlineThreads(4)).sync)
     assert store.unsynced_copies() == ["/c/a"]
     assert "cannot sync the cache's file system" in caplog.text
+
+
+def test_a_sync_lets_journal_rows_drop_the_bytes_of_copies_it_covered(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small file's row holds its bytes until a sync covers its copy; a file journaled
+    again while the sync runs keeps its new bytes, since the sync may have missed them."""
+    def journal(path: str, data: bytes | None) -> None:
+        store.queue_uploads([Journaled(path, "acct", "cont", Path(path).name, "", data=data)])
+
+    journal("/c/a", b"a1")
+    journal("/c/b", b"b1")
+    journal("/c/large", None)  # fsynced when journaled: holds no bytes
+
+    def sync_all(folders: list[Path]) -> None:
+        journal("/c/b", b"b2")  # a close while the sync runs
+
+    monkeypatch.setattr(copysync_module, "_sync_all", sync_all)
+    trio.run(CopySync(store, [entry(tmp_path)], InlineThreads(4)).sync)
+    assert store.small_copies() == [("/c/b", b"b2")]
+    assert {row.path: row.holds_bytes for row in store.uploads()} == {
+        "/c/a": False, "/c/b": True, "/c/large": False}
 
 
 def test_a_real_sync_empties_the_table(store: Store, tmp_path: Path) -> None:
