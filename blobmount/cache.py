@@ -192,8 +192,8 @@ class Cache:
         """Rename a complete temporary file to `path`, both fsynced first if `durable`
         (else `record` it as not synced: copysync.py); its size.
 
-        Blocks (fsyncs): call it from a worker thread, then `record` from the trio
-        thread.
+        `durable` blocks (fsyncs): call it from a worker thread, then `record` from
+        the trio thread.
         """
         if durable:
             fsync_file(temp)
