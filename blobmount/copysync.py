@@ -3,7 +3,7 @@
 A download is installed in the cache with no fsync of its own (for a small file, two
 disk flushes and a worker-thread trip of the few milliseconds it costs) and recorded
 as unsynced (the store's `unsynced_copies`). While there are any, one syncfs(2) of
-each cache file system every SYNC_INTERVAL makes them durable together, and so does
+each cache file system every `cache_sync_interval` seconds makes them durable together, and so does
 the end of a clean stop. A mount that finds some left follows a daemon that did not
 stop cleanly, and drops those still clean: a crash of the machine may have cut them,
 and they download again (`Files.recover`). The same sync lets the journal rows of small
@@ -27,11 +27,6 @@ from .threads import Threads
 
 log = logging.getLogger(__name__)
 
-#: Seconds between syncs while copies wait for one: what a crash of the machine can
-#: make the next mount download again.
-SYNC_INTERVAL = 30.0
-
-
 def _one_folder_per_file_system(folders: Sequence[Path]) -> list[Path]:
     found: dict[int, Path] = {}
     for folder in folders:
@@ -51,7 +46,7 @@ class CopySync:
     """Syncs the cache's file systems while copies wait for it."""
 
     def __init__(self, store: Store, entries: Sequence[MountEntry], threads: Threads,
-                 interval: float = SYNC_INTERVAL) -> None:
+                 interval: float) -> None:
         self.store = store
         self.folders = [entry.cache_dir for entry in entries]
         self.threads = threads

@@ -92,7 +92,7 @@ def test_a_failed_sync_leaves_the_copies_recorded(
 
     monkeypatch.setattr(copysync_module, "_sync_all", failing)
     store.put_cached_file("/c/a", blob="a", etag="e", size=1, synced=False)
-    trio.run(CopySync(store, [entry(tmp_path)], InlineThreads(4)).sync)
+    trio.run(CopySync(store, [entry(tmp_path)], InlineThreads(4), 30.0).sync)
     assert store.unsynced_copies() == ["/c/a"]
     assert "cannot sync the cache's file system" in caplog.text
 
@@ -112,7 +112,7 @@ def test_a_sync_lets_journal_rows_drop_the_bytes_of_copies_it_covered(
         journal("/c/b", b"b2")  # a close while the sync runs
 
     monkeypatch.setattr(copysync_module, "_sync_all", sync_all)
-    trio.run(CopySync(store, [entry(tmp_path)], InlineThreads(4)).sync)
+    trio.run(CopySync(store, [entry(tmp_path)], InlineThreads(4), 30.0).sync)
     assert store.small_copies() == [("/c/b", b"b2")]
     assert {row.path: row.holds_bytes for row in store.uploads()} == {
         "/c/a": False, "/c/b": True, "/c/large": False}
@@ -121,7 +121,7 @@ def test_a_sync_lets_journal_rows_drop_the_bytes_of_copies_it_covered(
 def test_a_real_sync_empties_the_table(store: Store, tmp_path: Path) -> None:
     (tmp_path / "cache").mkdir()
     store.put_cached_file("/c/a", blob="a", etag="e", size=1, synced=False)
-    trio.run(CopySync(store, [entry(tmp_path), entry(tmp_path)], Threads(4)).sync)
+    trio.run(CopySync(store, [entry(tmp_path), entry(tmp_path)], Threads(4), 30.0).sync)
     assert store.unsynced_copies() == []
 
 
