@@ -45,10 +45,12 @@ def _fsync_folders(folders: Iterable[Path]) -> None:
 def small_file_bytes(path: Path) -> bytes | None:
     """The file's bytes if it is small enough for its journal row, else None. Read in
     the trio thread: at most 64 KiB just written, so from the page cache, which costs
-    less than a trip to a worker thread."""
+    less than a trip to a worker thread. A larger file is not read at all."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        data = os.pread(fd, JOURNAL_BYTES_MAX + 1, 0)
+        if os.fstat(fd).st_size > JOURNAL_BYTES_MAX:
+            return None
+        data = os.pread(fd, JOURNAL_BYTES_MAX + 1, 0)  # + 1: it may grow meanwhile
     finally:
         os.close(fd)
     return data if len(data) <= JOURNAL_BYTES_MAX else None
