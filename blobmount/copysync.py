@@ -3,12 +3,13 @@
 A download is installed in the cache with no fsync of its own (for a small file, two
 disk flushes and a worker-thread trip of the few milliseconds it costs) and recorded
 as unsynced (the store's `unsynced_copies`). While there are any, one syncfs(2) of
-each cache file system every `cache_sync_interval` seconds makes them durable together, and so does
-the end of a clean stop. A mount that finds some left follows a daemon that did not
-stop cleanly, and drops those still clean: a crash of the machine may have cut them,
-and they download again (`Files.recover`). The same sync lets the journal rows of small
-written files drop the bytes they hold (journal.py): the copy is durable by then, so
-the bytes are not kept twice for long while their uploads wait.
+each cache file system every `cache_sync_interval` seconds makes them durable
+together, and so does the end of a clean stop. A mount that finds some left follows
+a daemon that did not stop cleanly, and drops those still clean: a crash of the
+machine may have cut them, and they download again (`Files.recover`). The same sync
+lets the journal rows of small written files drop the bytes they hold (journal.py):
+the copy is durable by then, so the bytes are not kept twice for long while their
+uploads wait.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .store import Store
 from .threads import Threads
 
 log = logging.getLogger(__name__)
+
 
 def _one_folder_per_file_system(folders: Sequence[Path]) -> list[Path]:
     found: dict[int, Path] = {}
