@@ -12,12 +12,12 @@ import trio.testing
 
 from blobmount import copysync as copysync_module
 from blobmount.cachetables import CopyState
-from blobmount.config import Account, MountEntry
 from blobmount.copysync import CopySync
 from blobmount.journal import Journaled
 from blobmount.store import Store
 from blobmount.threads import Threads
 
+from .test_eviction import entry
 from .test_fs_api import kernel
 
 
@@ -26,13 +26,6 @@ def store(tmp_path: Path) -> Iterator[Store]:
     opened = Store(tmp_path / "meta" / "blobmount.sqlite")
     yield opened
     opened.close()
-
-
-def entry(tmp_path: Path) -> MountEntry:
-    account = Account(name="a", account_name="acct", endpoint="https://acct.blob.core.windows.net",
-                      account_key="a2V5")
-    return MountEntry(local="data", account=account, container="cont", prefix="",
-                      cache_dir=tmp_path / "cache")
 
 
 def test_a_sync_covers_the_copies_recorded_before_it_began(store: Store) -> None:
