@@ -169,9 +169,17 @@ class Evictor:
         for entry, limits in zip(self.entries, self.limits, strict=True):
             if not limits.any:
                 continue
+            prefix = blobs_prefix(entry)
+            files = self.measured(entry, blocks=False)
+            if limits.max_age is None and sum(f.size for f in files) + sum(
+                    size for key, size in fetching.items()
+                    if key.startswith(prefix)) <= limits.max_bytes:
+                # Within the limit: a stream's every GET wakes this, and listing each
+                # of a partial copy's thousand blocks each time would be most of the
+                # daemon's work.
+                continue
             files = self.measured(entry)
             landed = {f.path for f in files}
-            prefix = blobs_prefix(entry)
             arriving = sum(size for key, size in fetching.items()
                            if key.startswith(prefix) and key not in landed)
             planned = plan_eviction(files, limits, now=now, keep=keep, arriving=arriving)
@@ -238,12 +246,13 @@ class Evictor:
             log.info("dropped %d cached copies (%d bytes)", count, size)
         return count, size
 
-    def measured(self, entry: MountEntry) -> list[CachedFile]:
+    def measured(self, entry: MountEntry, *, blocks: bool = True) -> list[CachedFile]:
         """The records of an entry's cached files, each dirty one with the size its file
         has now (the record has the size of the last close), each partial one as its
-        blocks (clean items named by cache.block_key)."""
+        blocks (clean items named by cache.block_key), or with `blocks` False as one
+        item of their bytes."""
         files = self.store.cached_files(blobs_prefix(entry))
-        if any(record.state == CopyState.PARTIAL for record in files):
+        if blocks and any(record.state == CopyState.PARTIAL for record in files):
             partial = {record.path: record for record in files if record.state == CopyState.PARTIAL}
             files = [record for record in files if record.state != CopyState.PARTIAL]
             files += [CachedFile(block_key(block.path, block.start), record.blob, record.etag,
@@ -251,7 +260,7 @@ class Evictor:
                       for block in self.store.cached_blocks(blobs_prefix(entry))
                       if (record := partial.get(block.path)) is not None]
         for index, record in enumerate(files):
-            if record.state != CopyState.CLEAN:
+            if record.state == CopyState.DIRTY:
                 try:
                     size = os.stat(record.path).st_size
                 except FileNotFoundError:

@@ -11,7 +11,9 @@ import trio
 import trio.testing
 
 from blobmount.cache import Cache
+from blobmount.cachetables import CopyState
 from blobmount.config import Account, MountEntry
+from blobmount.decide import BLOCK
 from blobmount.eviction import (
     EVICT_INTERVAL,
     Evictor,
@@ -158,6 +160,32 @@ def test_the_task_counts_blocks_being_fetched_into_its_folder(tmp_path: Path,
     arriving[f"{new}\0{1 << 19}"] = 60
     assert evictor.pass_once(now=NOW) == (1, 100)  # 270 of 250: down to 200 or less
     assert not old.exists() and new.exists()
+
+
+def test_blocks_are_listed_only_when_the_folder_is_over_its_limit(
+        tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream wakes the task after every GET: within the limit, a pass sums the
+    records and lists none of a partial copy's blocks; over it, the oldest blocks go."""
+    mount = entry(tmp_path, cache_max_bytes=3 * BLOCK)
+    cache = Cache(store)
+    path = cache.path_for(mount, "huge")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as sparse:
+        sparse.truncate(100 * BLOCK)  # its st_size is no measure of what it holds
+    cache.record(path, blob="huge", etag="e", size=0, state=CopyState.PARTIAL)
+    store.add_cached_blocks(str(path), [(0, BLOCK, 1), (BLOCK, BLOCK, 2)])
+    evictor = Evictor(store, cache, [mount], low_watermark=0.5)
+    listed: list[str] = []
+    blocks_of = store.cached_blocks
+    monkeypatch.setattr(store, "cached_blocks",
+                        lambda under: listed.append(under) or blocks_of(under))
+    assert evictor.pass_once(now=NOW) == (0, 0)
+    assert listed == []
+    store.add_cached_blocks(str(path), [(2 * BLOCK, BLOCK, 3), (3 * BLOCK, BLOCK, 4)])
+    store._db.execute("UPDATE cached_blocks SET last_access = start")  # oldest first
+    assert evictor.pass_once(now=NOW) == (0, 3 * BLOCK)  # 4 blocks of 3: to 1.5 or less
+    assert listed == [blobs_prefix(mount)]
+    assert list(store.cached_blocks_in(str(path), 0, 100 * BLOCK)) == [3 * BLOCK]
 
 
 def test_the_task_retries_a_blocked_folder_less_and_less_often(tmp_path: Path,
