@@ -270,9 +270,10 @@ class Blocks:
             if len(data) == size and zlib.crc32(data) == crc:
                 file.checked.add(start)
             else:
-                log.warning("%s/%s: the cached block at %d does not match its CRC-32; it"
-                            " is fetched again", file.remote.label, file.blob, start)
-                self.store.drop_cached_block(file.key, start)
+                if crc >= 0:  # -1: recorded at another block size (store.py), never known
+                    log.warning("%s/%s: the cached block at %d does not match its CRC-32;"
+                                " it is fetched again", file.remote.label, file.blob, start)
+                self.store.drop_cached_blocks(file.key, [start])
 
     def _fetch(self, starts: list[int], file: BlockFile, bound: trio.Semaphore) -> None:
         """Start a GET for each run of adjacent blocks (at most RUN_MAX each)."""

@@ -16,7 +16,7 @@ import hashlib
 import os
 import stat
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 from .cachetables import CachedFile, CopyState
@@ -227,12 +227,21 @@ class Cache:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
 
-    def drop_block(self, path: str, start: int, size: int) -> None:
-        """Drop one block of a partial copy: its record, then its bytes. A file system
-        that cannot free them (no hole punching) keeps them until the copy goes."""
-        self.store.drop_cached_block(path, start)
+    def drop_blocks(self, path: str, blocks: Iterable[tuple[int, int]]) -> None:
+        """Drop blocks (start, size) of a partial copy: their records, then their bytes.
+        A file system that cannot free them (no hole punching) keeps them until the
+        copy goes."""
+        blocks = sorted(blocks)
+        self.store.drop_cached_blocks(path, [start for start, _ in blocks])
+        holes: list[list[int]] = []  # adjacent blocks: one hole
+        for start, size in blocks:
+            if holes and holes[-1][1] == start:
+                holes[-1][1] = start + size
+            else:
+                holes.append([start, start + size])
         try:
-            punch_hole(path, start, size)
+            for start, end in holes:
+                punch_hole(path, start, end - start)
         except OSError as exc:
             if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS):
                 raise

@@ -53,10 +53,13 @@ RANGE_MD5_MAX = 4 * MiB
 # -- a large file read by blocks (blocks.py) ------------------------------------------
 
 #: Bytes of a block: what a read of an uncached byte fetches at least. Small, so that
-#: a random read costs little more than one small GET (from Azurite here: 4 KiB took
-#: 13 ms, 1 MiB 12-30 ms with its MD5, 4 MiB 70 ms) and 100 random reads of a 3 GiB
-#: file fetch a sixtieth of it; large enough that a cache of 100 GiB is 200,000 rows.
-BLOCK = 512 * 1024
+#: a random read costs about one small GET (from Azurite here, one GET with its MD5:
+#: 4 KiB 7.7 ms, 128 KiB 8.2 ms, 512 KiB 12.9 ms, 1 MiB 21 ms; the first byte of a
+#: cold file took 2x a 4 KiB GET with blocks of 512 KiB, 1.4x with these) and 100
+#: random reads of a 3 GiB file fetch 0.4% of it. A cache of 100 GiB is 800,000 rows;
+#: a stream costs no more CPU than with 512 KiB (1 GiB: 6.8 s of the daemon's either
+#: way).
+BLOCK = 128 * 1024
 #: One GET of blocks asks for at most this much (blocks side by side): the largest
 #: range the service gives an MD5 of.
 RUN_MAX = RANGE_MD5_MAX

@@ -229,6 +229,7 @@ class Evictor:
         """Forget and delete these copies; (files, bytes) dropped."""
         count = size = 0
         seen = set()
+        blocks: dict[str, list[tuple[int, int]]] = {}  # copy -> its blocks to drop
         for record in files:
             if record.path in seen:
                 continue
@@ -238,8 +239,10 @@ class Evictor:
                 self.cache.forget(record.path)
                 count += 1
             else:
-                self.cache.drop_block(*block, record.size)
+                blocks.setdefault(block[0], []).append((block[1], record.size))
             size += record.size
+        for path, dropped in blocks.items():
+            self.cache.drop_blocks(path, dropped)
         if count:
             self.evicted["files"] += count
             self.evicted["bytes"] += size

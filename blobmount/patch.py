@@ -482,9 +482,7 @@ class Patches:
         edit = self._edits.get(path)
         written = edit.written if edit is not None else self.store.patch_blocks(str(path))
         self.cache.record(path, blob=blob, etag=etag, size=0, state=CopyState.PARTIAL)
-        for start in written:
-            self.store.drop_cached_block(str(path), start)
-        self.store.add_cached_blocks(str(path), [])  # the record's size: what it holds
+        self.store.drop_cached_blocks(str(path), written)
         self._retire(path)
         self.on_changed()
         return True

@@ -19,6 +19,7 @@ from .azure.listing import BlobItem
 from .cachetables import CachedBlock as CachedBlock  # re-exported
 from .cachetables import CachedFile as CachedFile  # re-exported
 from .cachetables import CacheTables
+from .decide import BLOCK
 from .errors import PermissionDenied, StoreError
 from .journal import Upload as Upload  # re-exported: the journal's rows
 from .journal import UploadJournal
@@ -27,6 +28,8 @@ from .patchtables import PatchTables
 from .posix import Kept
 
 SCHEMA_VERSION = 8
+#: The block size (decide.BLOCK) of stores that do not record theirs.
+EARLIER_BLOCK = 512 * 1024
 ROOT_INODE = 1
 #: the parent of files unlinked while open; no folder has this inode
 ORPHANS = 0
@@ -184,6 +187,39 @@ class Store(CacheTables, UploadJournal, PatchTables):
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (SCHEMA_VERSION,),
             )
+            self._resize_blocks()
+
+    def _resize_blocks(self) -> None:
+        """Blocks recorded at another BLOCK size (an earlier blobmount's; one with no
+        record used 512 KiB) become blocks of this one. An edit's written blocks become
+        every new block they overlap (so all their bytes are sent); a cached block
+        larger than BLOCK becomes the blocks it holds, with no CRC-32 they could match
+        (so each is fetched again before use); smaller ones go (fetched again)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'block_size'").fetchone()
+        old = int(row[0]) if row else EARLIER_BLOCK
+        if old != BLOCK:
+            written = self._db.execute("SELECT path, start FROM patch_blocks").fetchall()
+            self._db.execute("DELETE FROM patch_blocks")
+            self._db.executemany(
+                "INSERT OR IGNORE INTO patch_blocks (path, start) VALUES (?, ?)",
+                [(path, new) for path, start in written
+                 for new in range(start - start % BLOCK, start + old, BLOCK)])
+            cached = self._db.execute(
+                "SELECT path, start, size, last_access FROM cached_blocks").fetchall()
+            self._db.execute("DELETE FROM cached_blocks")
+            if old > BLOCK:
+                self._db.executemany(
+                    "INSERT INTO cached_blocks (path, start, size, crc32, last_access)"
+                    " VALUES (?, ?, ?, -1, ?)",
+                    [(path, new, min(BLOCK, start + size - new), used)
+                     for path, start, size, used in cached
+                     for new in range(start, start + size, BLOCK)])
+            self._db.execute(
+                "UPDATE cached_files SET size = (SELECT COALESCE(SUM(size), 0) FROM"
+                " cached_blocks WHERE cached_blocks.path = cached_files.path)"
+                " WHERE state = 'partial'")
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('block_size', ?)",
+                         (BLOCK,))
 
     def _schema_version(self) -> int | None:
         has_meta = self._db.execute(

@@ -22,7 +22,8 @@ from .fakeremote import FakeRemote, face
 
 ACCOUNT = Account(name="acct", account_name="acct", endpoint="https://acct.blob.core.windows.net",
                   account_key="a2V5")
-SIZE = 40 * BLOCK + 1234  # the last block is short
+LAST = max(40, 4 * RUN_MAX // BLOCK)  # the last block: beyond three RUN_MAX stretches
+SIZE = LAST * BLOCK + 1234  # the last block is short
 TIMEOUT = 10
 
 
@@ -74,7 +75,7 @@ def test_reads_fetch_only_the_blocks_they_cover(parts):
             assert await reader.read(SIZE - 100, 4096) == data[-100:]  # the short last
             assert await reader.read(SIZE + 5, 10) == b""
             await _idle(blocks)
-            assert sorted(_gets(remote)) == [(4 * BLOCK, 6 * BLOCK), (40 * BLOCK, SIZE)]
+            assert sorted(_gets(remote)) == [(4 * BLOCK, 6 * BLOCK), (LAST * BLOCK, SIZE)]
             record = store.cached_file(str(cache.path_for(entry, "big.bin")))
             assert record.state == "partial" and record.size == 2 * BLOCK + 1234
             assert not cache.usable(cache.path_for(entry, "big.bin"), record.etag)
@@ -126,15 +127,15 @@ def test_reads_in_order_get_a_window_that_doubles(parts):
         async with trio.open_nursery() as nursery:
             blocks = Blocks(cache, min_size=BLOCK)
             blocks.run_in(nursery)
-            reader, _ = _open(blocks, cache, remote, entry, window_max=8 * BLOCK)
+            reader, _ = _open(blocks, cache, remote, entry, window_max=RUN_MAX)
             windows = []
-            offset = 0
-            while offset < 12 * BLOCK:
+            offset, end = 0, RUN_MAX + RUN_MAX // 2
+            while offset < end:
                 assert await reader.read(offset, 128 * 1024) == data[offset:offset + 128 * 1024]
                 windows.append(reader.window)
                 offset += 128 * 1024
             # None after the first read: a header read and a seek cost one GET.
-            assert windows[:6] == [0, BLOCK, 2 * BLOCK, 4 * BLOCK, 8 * BLOCK, 8 * BLOCK]
+            assert windows[:6] == [0, *(min(RUN_MAX, BLOCK * 2 ** n) for n in range(5))]
             await _idle(blocks)
             gets = _gets(remote)
             # Every block once, in GETs of at most RUN_MAX, up to the window's end
@@ -142,7 +143,7 @@ def test_reads_in_order_get_a_window_that_doubles(parts):
             covered = sorted(block for start, end in gets for block in range(start, end, BLOCK))
             assert covered == sorted(set(covered))
             assert all(end - start <= RUN_MAX for start, end in gets)
-            assert max(end for _, end in gets) <= -(-(12 + 8) * BLOCK // RUN_MAX) * RUN_MAX
+            assert max(end for _, end in gets) <= -(-(end + RUN_MAX) // RUN_MAX) * RUN_MAX
             # Once the window is on its way, it goes by whole RUN_MAX stretches, not a
             # GET per block as the reads move it on. (Those GETs run side by side, so
             # they are compared in order of offset, not of their ending.)
@@ -150,10 +151,11 @@ def test_reads_in_order_get_a_window_that_doubles(parts):
                 (start, start + RUN_MAX) for start in range(RUN_MAX, 3 * RUN_MAX, RUN_MAX)]
             # A jump drops the window: nothing is fetched ahead of a random read.
             before = len(gets)
-            assert await reader.read(30 * BLOCK + 7, 10) == data[30 * BLOCK + 7:30 * BLOCK + 17]
+            far = (LAST - 2) * BLOCK
+            assert await reader.read(far + 7, 10) == data[far + 7:far + 17]
             assert reader.window == 0
             await _idle(blocks)
-            assert _gets(remote)[before:] == [(30 * BLOCK, 31 * BLOCK)]
+            assert _gets(remote)[before:] == [(far, far + BLOCK)]
             reader.close()
 
     trio.run(main)

@@ -20,8 +20,10 @@ from blobmount import cachetables as cachetables_module
 from blobmount import journal as journal_module
 from blobmount import store as store_module
 from blobmount.azure import BlobItem
+from blobmount.decide import BLOCK
 from blobmount.errors import BlobmountError
 from blobmount.store import (
+    EARLIER_BLOCK,
     NEVER_STALE,
     ROOT_INODE,
     SCHEMA_VERSION,
@@ -383,10 +385,35 @@ def _tables(db: Path) -> set[str]:
 
 def test_schema_version_is_recorded_once(db: Path) -> None:
     Store(db).close()
-    assert _meta(db) == {"schema_version": str(SCHEMA_VERSION)}
+    expected = {"schema_version": str(SCHEMA_VERSION), "block_size": str(BLOCK)}
+    assert _meta(db) == expected
     assert {"meta", "nodes", "cached_files"} <= _tables(db)
     Store(db).close()
-    assert _meta(db) == {"schema_version": str(SCHEMA_VERSION)}
+    assert _meta(db) == expected
+
+
+def test_blocks_of_an_earlier_block_size_become_blocks_of_this_one(db: Path) -> None:
+    """A store of 512 KiB blocks (it records no size): an edit's written block becomes
+    every block it overlaps; a cached block, the blocks it holds, each with a CRC-32
+    no bytes match (fetched again before use), the copy's size unchanged."""
+    earlier = EARLIER_BLOCK
+    assert earlier % BLOCK == 0 and earlier > BLOCK
+    store = Store(db)
+    store.put_cached_file("/c/blobs/p", blob="big", etag="E", size=0, state="partial")
+    store.add_cached_blocks("/c/blobs/p", [(0, earlier, 7), (earlier, 100, 8)])
+    store._db.execute("INSERT INTO patch_blocks (path, start) VALUES ('/c/blobs/p', ?)",
+                      (earlier,))
+    store._db.execute("DELETE FROM meta WHERE key = 'block_size'")
+    store._db.commit()
+    store.close()
+    store = Store(db)
+    try:
+        blocks = store.cached_blocks_in("/c/blobs/p", 0, 2 * earlier)
+        assert blocks == {**dict.fromkeys(range(0, earlier, BLOCK), -1), earlier: -1}
+        assert store.cached_file("/c/blobs/p").size == earlier + 100
+        assert store.patch_blocks("/c/blobs/p") == set(range(earlier, 2 * earlier, BLOCK))
+    finally:
+        store.close()
 
 
 def test_the_database_is_in_wal_mode(db: Path) -> None:
@@ -455,7 +482,7 @@ def test_a_version_1_database_is_migrated_and_keeps_its_cache(db: Path) -> None:
     raw.close()
     upgraded = Store(db)
     try:
-        assert _meta(db) == {"schema_version": str(SCHEMA_VERSION)}
+        assert _meta(db)["schema_version"] == str(SCHEMA_VERSION)
         record = upgraded.cached_file("/c/blobs/aa/1")
         assert record is not None and (record.blob, record.etag, record.size) == ("a", "E", 3)
         # The tree is made anew at every mount; the migration made its table anew too.
@@ -493,7 +520,7 @@ def test_a_version_2_journal_is_migrated_and_keeps_its_uploads(db: Path) -> None
     raw.close()
     upgraded = Store(db)
     try:
-        assert _meta(db) == {"schema_version": str(SCHEMA_VERSION)}
+        assert _meta(db)["schema_version"] == str(SCHEMA_VERSION)
         row = upgraded.upload("/c/blobs/bb/2")
         assert row is not None
         assert (row.blob, row.version, row.mtime_ns) == ("dir/f.txt", 3, None)
@@ -521,7 +548,7 @@ def test_a_version_4_or_5_database_is_migrated_keeping_its_journal_and_tree(
     raw.close()
     upgraded = Store(db)
     try:
-        assert _meta(db) == {"schema_version": str(SCHEMA_VERSION)}
+        assert _meta(db)["schema_version"] == str(SCHEMA_VERSION)
         row = upgraded.upload("/c/blobs/bb/2")
         assert (row.blob, row.version, row.metadata) == ("dir/f.txt", 3, None)
         upgraded.queue_upload("/c/blobs/bb/2", account="acct", container="cont",
@@ -624,7 +651,7 @@ def test_a_version_4_database_gets_the_block_map_and_keeps_its_cache(db: Path) -
     raw.close()
     upgraded = Store(db)
     try:
-        assert _meta(db) == {"schema_version": str(SCHEMA_VERSION)}
+        assert _meta(db)["schema_version"] == str(SCHEMA_VERSION)
         assert "cached_blocks" in _tables(db)
         assert upgraded.cached_file("/c/blobs/aa/1").size == 3
         assert upgraded.upload("/c/blobs/bb/2") is not None
@@ -639,11 +666,17 @@ def test_blocks_of_a_partial_copy(store: Store) -> None:
     store.add_cached_blocks("/c/blobs/p", [(0, 10, 111), (10, 10, 222), (40, 5, 333)])
     assert store.cached_file("/c/blobs/p").size == 25
     assert store.cached_blocks_in("/c/blobs/p", 0, 10) == {0: 111, 10: 222}
-    store.drop_cached_block("/c/blobs/p", 10)
+    store.drop_cached_blocks("/c/blobs/p", [10, 30])  # 30: not there, so no bytes
     assert store.cached_file("/c/blobs/p").size == 15
     assert [block.start for block in store.cached_blocks("/c/blobs/")] == [0, 40]
-    store.put_cached_file("/c/blobs/p", blob="big", etag="E2", size=15, state="partial")
-    assert store.cached_blocks_in("/c/blobs/p", 0, 100) == {0: 111, 40: 333}
+    store.add_cached_blocks("/c/blobs/p", [(40, 5, 444), (50, 7, 555)])  # 40 again
+    assert store.cached_file("/c/blobs/p").size == 22
+    store.drop_cached_blocks("/c/blobs/p", [50])
+    # A new version with the same bytes: its size is what its blocks hold, not what
+    # the caller says.
+    store.put_cached_file("/c/blobs/p", blob="big", etag="E2", size=0, state="partial")
+    assert store.cached_file("/c/blobs/p").size == 15
+    assert store.cached_blocks_in("/c/blobs/p", 0, 100) == {0: 111, 40: 444}
     store.put_cached_file("/c/blobs/p", blob="big", etag="E2", size=45)  # a whole copy
     assert store.cached_blocks_in("/c/blobs/p", 0, 100) == {}
     store.put_cached_file("/c/blobs/p", blob="big", etag="E3", size=0, state="partial")
