@@ -171,9 +171,10 @@ class Evictor:
                 continue
             prefix = blobs_prefix(entry)
             files = self.measured(entry, blocks=False)
-            if limits.max_age is None and sum(f.size for f in files) + sum(
-                    size for key, size in fetching.items()
-                    if key.startswith(prefix)) <= limits.max_bytes:
+            held = sum(f.size for f in files) + sum(
+                size for key, size in fetching.items() if key.startswith(prefix))
+            if limits.max_age is None and limits.max_bytes is not None \
+                    and held <= limits.max_bytes:
                 # Within the limit: a stream's every GET wakes this, and listing each
                 # of a partial copy's thousand blocks each time would be most of the
                 # daemon's work.
