@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 #: How much of AzCopy's log a failed job's reasons are looked for in.
 _MAX_LOG_BYTES = 8 * 1024 * 1024
 #: Seconds a cancelled AzCopy gets to exit after SIGTERM before SIGKILL: under the
-#: suite's load on 2 cores it took more than 3 s to (test_cancelling_a_job_stops_azcopy).
+#: suite's load on 2 cores it took more than 3 s (test_cancelling_a_job_stops_azcopy).
 _TERM_GRACE = 10.0
 #: How many reasons a TransferError's message quotes.
 _MAX_REASONS = 2
