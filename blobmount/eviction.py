@@ -179,7 +179,7 @@ class Evictor:
                 # of a partial copy's thousand blocks each time would be most of the
                 # daemon's work.
                 continue
-            files = self.measured(entry)
+            files = self._as_blocks(entry, files)
             landed = {f.path for f in files}
             arriving = sum(size for key, size in fetching.items()
                            if key.startswith(prefix) and key not in landed)
@@ -256,13 +256,6 @@ class Evictor:
         blocks (clean items named by cache.block_key), or with `blocks` False as one
         item of their bytes."""
         files = self.store.cached_files(blobs_prefix(entry))
-        if blocks and any(record.state == CopyState.PARTIAL for record in files):
-            partial = {record.path: record for record in files if record.state == CopyState.PARTIAL}
-            files = [record for record in files if record.state != CopyState.PARTIAL]
-            files += [CachedFile(block_key(block.path, block.start), record.blob, record.etag,
-                                 block.size, CopyState.CLEAN, block.last_access)
-                      for block in self.store.cached_blocks(blobs_prefix(entry))
-                      if (record := partial.get(block.path)) is not None]
         for index, record in enumerate(files):
             if record.state == CopyState.DIRTY:
                 try:
@@ -270,7 +263,18 @@ class Evictor:
                 except FileNotFoundError:
                     size = 0
                 files[index] = dataclasses.replace(record, size=size)
-        return files
+        return self._as_blocks(entry, files) if blocks else files
+
+    def _as_blocks(self, entry: MountEntry, files: list[CachedFile]) -> list[CachedFile]:
+        """`files` (measured), each partial copy replaced by its blocks."""
+        if not any(record.state == CopyState.PARTIAL for record in files):
+            return files
+        partial = {record.path: record for record in files if record.state == CopyState.PARTIAL}
+        return [record for record in files if record.state != CopyState.PARTIAL] + [
+            CachedFile(block_key(block.path, block.start), record.blob, record.etag,
+                       block.size, CopyState.CLEAN, block.last_access)
+            for block in self.store.cached_blocks(blobs_prefix(entry))
+            if (record := partial.get(block.path)) is not None]
 
     def folder_bytes(self, entry: MountEntry) -> int:
         """Bytes in the entry's cache folder (what its limit is about)."""

@@ -218,8 +218,8 @@ class Store(CacheTables, UploadJournal, PatchTables):
                 "UPDATE cached_files SET size = (SELECT COALESCE(SUM(size), 0) FROM"
                 " cached_blocks WHERE cached_blocks.path = cached_files.path)"
                 " WHERE state = 'partial'")
-        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('block_size', ?)",
-                         (BLOCK,))
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('block_size', ?)", (BLOCK,))
 
     def _schema_version(self) -> int | None:
         has_meta = self._db.execute(
