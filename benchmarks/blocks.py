@@ -74,7 +74,7 @@ class BlockBench(base.Bench):
         try:
             yield mountpoint / "c"
         finally:
-            base.unmount(mountpoint, self.blobmount_pid)
+            base.unmount(mountpoint, self.blobmount_pid, self.work / "bm.log")
 
     def cached_bytes(self, root: Path) -> int:
         listed = json.loads(base.run(sys.executable, "-m", "blobmount", "cache", "ls", str(root),

@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,7 @@ import yaml
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from blobmount.azurite import Azurite, free_port
+from blobmount.commands import UNMOUNT_TIMEOUT
 from blobmount.config import AZURITE_ACCOUNT, AZURITE_KEY, MiB
 from blobmount.tools import find_azcopy
 
@@ -127,13 +129,28 @@ def is_mounted(path: Path) -> bool:
         return any(line.split(" ")[1] == str(path) for line in mounts)
 
 
-def unmount(path: Path, pid: int | None = None) -> None:
+def unmount(path: Path, pid: int | None = None, log: Path | None = None) -> None:
+    """Unmount `path` and wait for its daemon `pid` to exit; if it does not, the error
+    shows the end of its `log`, with what each of its tasks waits on (SIGUSR1)."""
     if is_mounted(path) and subprocess.run(["fusermount3", "-u", str(path)],
                                            capture_output=True).returncode != 0:
         # Busy (some other program is inside it): detach it lazily all the same.
         run("fusermount3", "-u", "-z", str(path))
-    if pid:
-        wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), timeout=60)
+    if not pid:
+        return
+    try:
+        wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid),
+                 timeout=UNMOUNT_TIMEOUT * 2)
+    except TimeoutError:
+        if log is None:
+            raise
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGUSR1)
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda: " tasks:" in log.read_text(errors="replace"), timeout=10)
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-60:])
+        raise TimeoutError(f"blobmount (pid {pid}) still runs after the unmount of {path};"
+                           f" the end of its log:\n{tail}") from None
 
 
 def _zombie(pid: int) -> bool:
@@ -221,7 +238,7 @@ class Bench:
         try:
             yield mountpoint / "c"
         finally:
-            unmount(mountpoint, pid)
+            unmount(mountpoint, pid, self.work / "bm.log")
 
     @contextlib.contextmanager
     def rclone_mount(self, *, keep_cache: bool = False, write_back: str | None = None,

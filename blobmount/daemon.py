@@ -45,6 +45,7 @@ from .namespace import Namespace
 from .sdnotify import Notifier
 from .store import Store
 from .supervise import guarded, supervised
+from .taskdump import log_tasks_on
 from .threads import SWITCH_INTERVAL, Threads
 from .tools import find_azcopy
 from .transfers import Downloads
@@ -408,6 +409,7 @@ async def _run_mounted(parts: _Parts, signals: AsyncIterator[int],
     async with trio.open_nursery() as nursery:
         await nursery.start(parts.control.serve)
         nursery.start_soon(_terminate_on, signals)
+        nursery.start_soon(_log_tasks_on_usr1)
         # A worker that fails is logged and started again; the mount goes on.
         nursery.start_soon(supervised, "the upload worker", parts.uploads.run)
         nursery.start_soon(supervised, "the cache evictor", parts.evictor.run)
@@ -439,6 +441,11 @@ def _exit_watchdog(seconds: float = 20.0) -> None:
                    if isinstance(handler, logging.FileHandler)), None)
     if stream is not None:
         faulthandler.dump_traceback_later(seconds, exit=True, file=stream)
+
+
+async def _log_tasks_on_usr1() -> None:
+    with trio.open_signal_receiver(signal.SIGUSR1) as signals:
+        await log_tasks_on(signals)
 
 
 async def _terminate_on(signals: AsyncIterator[int]) -> None:
