@@ -33,9 +33,9 @@ def _frames(coroutine: object) -> Iterator[types.FrameType]:
 def _where(task: trio.lowlevel.Task) -> str:
     frames = list(_frames(task.coro))
     ours = [frame for frame in frames if frame.f_code.co_filename.startswith(_PACKAGE)]
-    frame = (ours or frames or [None])[-1]
-    if frame is None:
+    if not frames:
         return "(running)"
+    frame = (ours or frames)[-1]
     name = Path(frame.f_code.co_filename)
     shown = f"blobmount/{name.relative_to(_PACKAGE)}" if ours else name.name
     return f"{shown}:{frame.f_lineno} {frame.f_code.co_name}"
@@ -51,7 +51,9 @@ def describe_tasks() -> list[str]:
             for child in nursery.child_tasks:
                 visit(child, depth + 1)
 
-    visit(trio.lowlevel.current_root_task(), 0)
+    root = trio.lowlevel.current_root_task()
+    if root is not None:
+        visit(root, 0)
     return lines
 
 
