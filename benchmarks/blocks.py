@@ -68,13 +68,13 @@ class BlockBench(base.Bench):
         mountpoint = self.work / "bm-mnt"
         mountpoint.mkdir(exist_ok=True)
         base.run(sys.executable, "-m", "blobmount", "mount", str(mountpoint), "--config",
-            str(self.blobmount_limited(cache_max)), "--log-file", str(self.work / "bm.log"))
+            str(self.blobmount_limited(cache_max)), "--log-file", str(self.blobmount_log))
         self.blobmount_pid = json.loads(base.run(sys.executable, "-m", "blobmount", "status",
                                             str(mountpoint), "--json").stdout)["pid"]
         try:
             yield mountpoint / "c"
         finally:
-            base.unmount(mountpoint, self.blobmount_pid, self.work / "bm.log")
+            base.unmount(mountpoint, self.blobmount_pid, self.blobmount_log)
 
     def cached_bytes(self, root: Path) -> int:
         listed = json.loads(base.run(sys.executable, "-m", "blobmount", "cache", "ls", str(root),

@@ -165,6 +165,8 @@ class Bench:
     def __init__(self, azurite: Azurite, work: Path, scale: Scale) -> None:
         self.azurite = azurite
         self.work = work
+        #: blobmount's log, for each of its mounts in turn
+        self.blobmount_log = work / "bm.log"
         self.scale = scale
         self.service = BlobServiceClient.from_connection_string(azurite.connection_string)
         self.container: ContainerClient = self.service.get_container_client(CONTAINER)
@@ -230,7 +232,7 @@ class Bench:
         mountpoint.mkdir(exist_ok=True)
         run(sys.executable, "-m", "blobmount", "mount", str(mountpoint), "--config",
             str(self.blobmount_config(upload, endpoint, options)), "--log-file",
-            str(self.work / "bm.log"))
+            str(self.blobmount_log))
         status = json.loads(run(sys.executable, "-m", "blobmount", "status", str(mountpoint),
                                 "--json").stdout)
         pid = self.blobmount_pid = status["pid"]
@@ -238,7 +240,7 @@ class Bench:
         try:
             yield mountpoint / "c"
         finally:
-            unmount(mountpoint, pid, self.work / "bm.log")
+            unmount(mountpoint, pid, self.blobmount_log)
 
     @contextlib.contextmanager
     def rclone_mount(self, *, keep_cache: bool = False, write_back: str | None = None,

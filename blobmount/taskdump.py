@@ -32,9 +32,9 @@ def _frames(coroutine: object) -> Iterator[types.FrameType]:
 
 def _where(task: trio.lowlevel.Task) -> str:
     frames = list(_frames(task.coro))
-    ours = [frame for frame in frames if frame.f_code.co_filename.startswith(_PACKAGE)]
     if not frames:
         return "(running)"
+    ours = [frame for frame in frames if frame.f_code.co_filename.startswith(_PACKAGE)]
     frame = (ours or frames)[-1]
     name = Path(frame.f_code.co_filename)
     shown = f"blobmount/{name.relative_to(_PACKAGE)}" if ours else name.name

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 #: --vfs-write-back waits 5 s after each close).
 BATCH_MAX = 5.0
 
+
 def conflict_name(blob: str, when: dt.datetime | None = None) -> str:
     """Where the local version of a conflicting file goes: beside it, clearly marked."""
     stamp = (when or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
