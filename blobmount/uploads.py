@@ -26,6 +26,7 @@ import trio
 
 from .azcopy import AzCopy
 from .azure import AsyncContainer, BlobItem, backoff, format_mtime
+from .burst import Burst
 from .cache import Cache, fsync_copy
 from .cachetables import CopyState
 from .commits import GroupCommit
@@ -42,11 +43,6 @@ from .supervise import fault
 from .threads import Threads
 
 log = logging.getLogger(__name__)
-
-#: Seconds at most an async batch waits for closes to pause (rclone mount's
-#: --vfs-write-back waits 5 s after each close).
-BATCH_MAX = 5.0
-
 
 def conflict_name(blob: str, when: dt.datetime | None = None) -> str:
     """Where the local version of a conflicting file goes: beside it, clearly marked."""
@@ -113,8 +109,8 @@ class Uploads(Puts):
         #: cache paths handed to a worker and not finished yet
         self._queued: set[str] = set()
         self._wake = trio.Event()
-        #: journal() calls so far: the scheduler sees files still closing
-        self._journaled = 0
+        #: journal() calls: the scheduler waits for a burst of them to end
+        self._burst = Burst()
         #: cache path -> MD5s of the bytes tries of its journaled upload have put
         self._tried: dict[str, set[str]] = {}
         #: cache paths whose journal() is under way
@@ -201,7 +197,7 @@ class Uploads(Puts):
             self._journaling[str(path)] -= 1
             if not self._journaling[str(path)]:
                 del self._journaling[str(path)]
-        self._journaled += 1
+        self._burst.close_seen()
         self._wake.set()
         return version
 
@@ -300,20 +296,12 @@ class Uploads(Puts):
         return row.last_error or "not uploaded yet"
 
     async def _gather_batch(self) -> None:
-        """Wait while files keep closing less than `upload_batch_window` apart, up to
-        BATCH_MAX, unless uploads are under way already: they go up together after
-        the burst. Uploads started in the middle of one (`tar x`, `git clone`) take
-        the CPU and the GIL its own requests need: tar x of 239 files took 3.2 s with
-        uploads beside it and 1.3 s without. Under a stream longer than BATCH_MAX
-        the workers stay busy, and files go up as they close."""
-        window = self._settings.upload_batch_window
-        started = trio.current_time()
-        while True:
-            journaled = self._journaled
-            await trio.sleep(window)
-            if (self._journaled == journaled or self._queued
-                    or trio.current_time() - started + window > BATCH_MAX):
-                return
+        """Wait for a burst of closes to end, unless uploads are under way already.
+        Uploads started in the middle of one take the CPU and the GIL its own
+        requests need: tar x of 239 files took 3.2 s with uploads beside it and
+        1.3 s without."""
+        await self._burst.pause(self._settings.upload_batch_window,
+                                busy=lambda: bool(self._queued))
 
     async def _sleep_until_due(self) -> None:
         pending = self._waiting()
