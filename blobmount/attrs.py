@@ -75,6 +75,14 @@ class Attributes:
         attrs.attr_timeout = self.timeout
         return attrs
 
+    def missing(self) -> pyfuse3.EntryAttributes:
+        """A negative entry: the kernel answers ENOENT for the name itself, as long
+        as it would keep the name of a file that exists."""
+        attrs = pyfuse3.EntryAttributes()
+        attrs.st_ino = 0
+        attrs.entry_timeout = self.timeout
+        return attrs
+
     def new(self, parent: Node, caller: Caller, mode: int, *, is_dir: bool) -> Kept:
         """The mode and owner a new file or folder in `parent` keeps (posix.py says which)."""
         shown = self.of(parent)

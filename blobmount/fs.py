@@ -4,6 +4,7 @@ file's life to `Files`, the tree to the namespace, attributes to `Attributes`, x
 
 from __future__ import annotations
 
+import errno
 import functools
 import itertools
 import logging
@@ -56,7 +57,10 @@ def _fuse_errors(handler: Handler) -> Handler:
         started = time.perf_counter()
         failed = None
         try:
-            return await handler(self, *args, **kwargs)
+            answer = await handler(self, *args, **kwargs)
+            if isinstance(answer, Entry) and answer.st_ino == 0:
+                failed = errno.ENOENT  # a negative entry (lookup) answers ENOENT
+            return answer
         except Exception as exc:
             failed = errno_of(exc)
             if isinstance(exc, ANSWERS):
@@ -124,7 +128,12 @@ class BlobFS(pyfuse3.Operations):
         if text == "..":
             return self._handed(self.namespace.node(parent.parent))
         self.namespace.checked_length(text)
-        return self._handed(await self.namespace.lookup(parent, text))
+        try:
+            return self._handed(await self.namespace.lookup(parent, text))
+        except NotFound:
+            # The kernel keeps the answer as long as it keeps names: git and tar ask
+            # again and again for the same missing names (9 in 10 of a clone's lookups).
+            return self.attrs.missing()
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         # The kernel takes no answer: nothing may be raised.

@@ -34,9 +34,9 @@ CALLER = SimpleNamespace(uid=os.getuid(), gid=os.getgid(), pid=os.getpid(), umas
 class Kernel:
     """Calls `BlobFS`'s handlers in the parts' trio loop, as the kernel's requests."""
 
-    def __init__(self, state: FileLife) -> None:
+    def __init__(self, state: FileLife, attr_timeout: float = 0.0) -> None:
         self.state = state
-        self.fs = BlobFS(state.namespace, state.life, [state.entry], attr_timeout=0.0)
+        self.fs = BlobFS(state.namespace, state.life, [state.entry], attr_timeout=attr_timeout)
         self.root = self.call(self.fs.lookup, ROOT_INODE, b"data").st_ino
 
     def call(self, handler: Any, *args: Any) -> Any:
@@ -84,9 +84,9 @@ class Kernel:
 
 
 @contextlib.contextmanager
-def kernel(mode: str = "sync", **start: Any) -> Iterator[Kernel]:
+def kernel(mode: str = "sync", attr_timeout: float = 0.0, **start: Any) -> Iterator[Kernel]:
     with machine(mode, **start) as state:
-        yield Kernel(state)
+        yield Kernel(state, attr_timeout)
 
 
 def fields(**update: bool) -> SimpleNamespace:
@@ -133,7 +133,7 @@ def test_errors_reach_the_kernel_as_their_errno() -> None:
         k.create(b"file", b"x")
         folder = k.call(k.fs.mkdir, k.root, b"folder", 0o40755, CALLER).st_ino
         k.create(b"inside", b"y", parent=folder)
-        assert k.errno_of(k.fs.lookup, k.root, b"missing") == errno.ENOENT
+        assert k.call(k.fs.lookup, k.root, b"missing").st_ino == 0  # a negative entry
         assert k.errno_of(k.fs.lookup, k.root, b"\xff") == errno.ENOENT  # not UTF-8
         assert k.errno_of(k.fs.lookup, k.root, b"n" * 256) == errno.ENAMETOOLONG
         assert k.errno_of(k.fs.mkdir, k.root, b"folder", 0o40755, CALLER) == errno.EEXIST
@@ -222,6 +222,15 @@ def test_setattr_mknod_and_xattrs_answer_with_their_errnos() -> None:
         assert stats.f_namemax == 255 and stats.f_blocks >= stats.f_bfree > 0
 
 
+def test_a_missing_name_is_a_negative_entry_the_kernel_keeps_as_long_as_names() -> None:
+    with kernel("sync", attr_timeout=0.75) as k:
+        missing = k.call(k.fs.lookup, k.root, b"missing")
+        assert (missing.st_ino, missing.entry_timeout) == (0, 0.75)
+        inode = k.create(b"missing", b"x")  # the kernel's create replaces that entry
+        found = k.call(k.fs.lookup, k.root, b"missing")
+        assert (found.st_ino, found.entry_timeout) == (inode, 0.75)
+
+
 def test_answers_are_logged_quietly_and_failures_as_warnings(caplog) -> None:
     with kernel("sync") as k:
         k.create(b"file", b"x")
@@ -229,7 +238,7 @@ def test_answers_are_logged_quietly_and_failures_as_warnings(caplog) -> None:
         with caplog.at_level(logging.DEBUG, logger="blobmount.fs"):
             assert k.errno_of(k.fs.mkdir, k.root, b"folder", 0o40755, CALLER) == errno.EEXIST
             assert k.errno_of(k.fs.link, 0, k.root, b"x", CALLER) == errno.EPERM
-            assert k.errno_of(k.fs.lookup, k.root, b"missing") == errno.ENOENT
+            assert k.errno_of(k.fs.lookup, k.root, b"\xff") == errno.ENOENT
         assert [r.levelname for r in caplog.records if r.name == "blobmount.fs"] == [
             "DEBUG"] * 3
 
