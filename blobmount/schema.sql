@@ -57,6 +57,11 @@ CREATE TABLE IF NOT EXISTS nodes (
     UNIQUE (parent, name)
 );
 
+-- A folder's subfolders, for its link count (st_nlink), which every answer about the
+-- folder carries: without it each lookup in a folder of 10,000 files scanned them all
+-- (2 ms). Partial: files, the most of the rows, are not in it.
+CREATE INDEX IF NOT EXISTS subfolders ON nodes (parent) WHERE is_dir = 1;
+
 -- Cached copies of blobs. Kept across mounts: a copy whose ETag still matches the
 -- blob is used again without a download.
 CREATE TABLE IF NOT EXISTS cached_files (
