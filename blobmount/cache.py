@@ -207,7 +207,8 @@ class Cache:
     def restore(path: Path, data: bytes) -> bool:
         """Make the copy at `path` hold `data`, its journal row's bytes (a crash may
         have lost or cut a copy that was never fsynced); True if it did not already.
-        Not fsynced: the row keeps the bytes until the upload fsyncs the copy."""
+        Not fsynced: the row keeps the bytes until a sync of the cache covers the copy
+        or the upload is done (the copy is then recorded as unsynced)."""
         with contextlib.suppress(FileNotFoundError):
             if path.read_bytes() == data:
                 return False

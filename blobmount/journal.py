@@ -5,8 +5,9 @@ around its commit) before close() returns, and dropped only once the container h
 the version it names. A small file's row holds its bytes too (`data`): the commit
 that makes the row durable makes them durable with it, where a larger file's copy is
 fsynced first. The bytes stay until a sync of the cache's file system covers the copy
-(copysync.py) or the upload fsyncs it before the row goes; a mount after a crash makes
-the copy again from them (`Files.recover`).
+(copysync.py) or the upload is done: the copy then waits for that sync as a downloaded
+one does, and a mount after a crash drops it. A mount after a crash makes the copy of
+a row that still holds its bytes again from them (`Files.recover`).
 """
 
 from __future__ import annotations

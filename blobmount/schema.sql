@@ -150,6 +150,7 @@ CREATE TABLE IF NOT EXISTS uploads (
                                      -- (mode, uid, gid, atime); NULL: none (rows of v5)
     data       BLOB                  -- a small file's bytes (schema 8), durable with the
                                      -- row where a larger file's copy is fsynced first;
-                                     -- its copy is fsynced before the row goes, and made
-                                     -- again from them at mount. NULL: the copy was fsynced
+                                     -- made again from them at mount. When its upload is
+                                     -- done, the copy joins unsynced_copies. NULL: the
+                                     -- copy was fsynced
 );

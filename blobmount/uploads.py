@@ -27,7 +27,7 @@ import trio
 from .azcopy import AzCopy
 from .azure import AsyncContainer, BlobItem, backoff, format_mtime
 from .burst import Burst
-from .cache import Cache, fsync_copy
+from .cache import Cache
 from .cachetables import CopyState
 from .commits import GroupCommit
 from .config import MountEntry, Settings
@@ -373,10 +373,6 @@ class Uploads(Puts):
                       row.blob)
             self.store.drop_upload(row.path)
             return
-        if row.holds_bytes:
-            # The row holds the bytes, and the copy was never fsynced: once the row
-            # goes, the copy alone stands for the blob, so it must be durable first.
-            await self._threads.run_sync(fsync_copy, path)
         edit = self._edit(path)
         try:
             if edit is not None:
@@ -400,10 +396,14 @@ class Uploads(Puts):
                 if edit is not None:
                     await self._patching.rebase(path, item)
                 self.cache.record(path, blob=row.blob, etag=etag, size=item.size,
-                                  state=CopyState.DIRTY)
+                                  state=CopyState.DIRTY, synced=not row.holds_bytes)
             else:
                 if edit is None or not self._patching.finished(path, row.blob, etag):
-                    self.cache.record(path, blob=row.blob, etag=etag, size=item.size)
+                    # A copy never fsynced (its row held the bytes) is a downloaded one
+                    # now: the next sync makes it durable, and a mount after a crash
+                    # drops it, to download it again (copysync.py).
+                    self.cache.record(path, blob=row.blob, etag=etag, size=item.size,
+                                      synced=not row.holds_bytes)
                 self._on_uploaded(target, row.blob, item.size, item.mtime_ns, etag)
             log.info("uploaded %s/%s (%d bytes)", target.remote.label, row.blob, item.size)
         else:
