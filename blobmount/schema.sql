@@ -61,6 +61,9 @@ CREATE TABLE IF NOT EXISTS nodes (
 -- folder carries: without it each lookup in a folder of 10,000 files scanned them all
 -- (2 ms). Partial: files, the most of the rows, are not in it.
 CREATE INDEX IF NOT EXISTS subfolders ON nodes (parent) WHERE is_dir = 1;
+-- The node of a blob: each upload's end, and each copy of a rename, finds its file by
+-- its name (without it, each read every node of the mount).
+CREATE INDEX IF NOT EXISTS blobs ON nodes (entry, blob);
 
 -- Cached copies of blobs. Kept across mounts: a copy whose ETag still matches the
 -- blob is used again without a download.

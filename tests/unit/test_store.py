@@ -9,7 +9,7 @@ import sqlite3
 import stat
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -128,31 +128,47 @@ def test_add_folder(store: Store) -> None:
         store.add_folder(ROOT_INODE, "team", entry_index=None, blob=None, listed=None)
 
 
+def vm_steps(store: Store, call: Callable[[], object]) -> int:
+    """How many sqlite VM instructions `call` runs: the work its queries do."""
+    counted = [0]
+
+    def step() -> int:
+        counted[0] += 1
+        return 0
+    store._db.set_progress_handler(step, 1)
+    try:
+        call()
+    finally:
+        store._db.set_progress_handler(None, 1)
+    return counted[0]
+
+
 def test_a_folders_node_costs_the_same_however_many_files_it_holds(store: Store) -> None:
     """Every answer about a folder carries its link count (2 + subfolders): counting
     them must not read its files (a lookup in a folder of 10,000 cost 2 ms)."""
-    def steps(inode: int) -> tuple[int, int]:
-        counted = [0]
-
-        def step() -> int:
-            counted[0] += 1
-            return 0
-        store._db.set_progress_handler(step, 1)  # one call per sqlite VM instruction
-        try:
-            node = store.node(inode)
-        finally:
-            store._db.set_progress_handler(None, 1)
-        assert node is not None
-        return node.subfolders, counted[0]
-
     few, many = entry_folder(store, "few", blob="f/"), entry_folder(store, "many", blob="m/")
     list_folder(store, few, [file("a", "f/"), folder("x", "f/"), folder("y", "f/")])
     list_folder(store, many, [file(f"n{i}", "m/") for i in range(3000)]
                 + [folder("x", "m/"), folder("y", "m/")])
-    (few_subfolders, few_steps), (many_subfolders, many_steps) = steps(few.inode), steps(
-        many.inode)
-    assert few_subfolders == many_subfolders == 2
+    assert [store.node(inode).subfolders for inode in (few.inode, many.inode)] == [2, 2]
+    few_steps = vm_steps(store, lambda: store.node(few.inode))
+    many_steps = vm_steps(store, lambda: store.node(many.inode))
     assert many_steps < few_steps + 20  # without the index: 21,063 against 71
+
+
+def test_finding_a_blobs_node_costs_the_same_however_many_nodes_there_are(
+        store: Store) -> None:
+    """Each upload's end finds its file's node by the blob's name."""
+    data = entry_folder(store, blob="p/")
+    list_folder(store, data, [file("a", "p/")])
+
+    def uploaded() -> None:
+        store.set_uploaded(0, "p/a", size=1, mtime_ns=1, etag="E2")
+    few_steps = vm_steps(store, uploaded)
+    list_folder(store, data, [file("a", "p/")] + [file(f"n{i}", "p/") for i in range(3000)])
+    many_steps = vm_steps(store, uploaded)
+    assert store.child(data.inode, "a").etag == "E2"
+    assert many_steps < few_steps + 20
 
 
 def test_a_listing_records_children(store: Store) -> None:
