@@ -437,9 +437,15 @@ class Files(Renames):
         if mtime_ns is not None:
             changes[MTIME_KEY] = format_mtime(mtime_ns)
         if node.is_dir:
-            await self.namespace.update_metadata(node, {
-                **to_metadata(is_dir=True, mode=kept["mode"], uid=kept["uid"],
-                              gid=kept["gid"]), **changes})
+            metadata = {**to_metadata(is_dir=True, mode=kept["mode"], uid=kept["uid"],
+                                      gid=kept["gid"]), **changes}
+            entry = self.entries[node.entry_index]
+            if node.unuploaded and self.store.upload(
+                    str(self.uploads.marker_path(entry, node.blob))) is not None:
+                # Its marker has not gone up yet: it takes the new metadata with it.
+                await self.uploads.journal_folder(entry, node.blob, metadata)
+                return
+            await self.namespace.update_metadata(node, metadata)
             return
         path = self._path(node)
         if node.unuploaded:

@@ -191,7 +191,7 @@ class BlobFS(pyfuse3.Operations):
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Context) -> Entry:
         parent = self.namespace.node(parent_inode)
         kept = self.attrs.new(parent, caller_of(ctx), mode, is_dir=True)
-        return self._handed(await self.namespace.make_folder(parent, _name(name), kept))
+        return self._handed(await self.files.make_folder(parent, _name(name), kept))
 
     @_fuse_errors
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
@@ -223,7 +223,7 @@ class BlobFS(pyfuse3.Operations):
 
     @_fuse_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Context) -> None:
-        await self.namespace.remove_folder(self.namespace.node(parent_inode), _name(name))
+        await self.files.remove_folder(self.namespace.node(parent_inode), _name(name))
 
     @_fuse_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: Context) -> None:

@@ -12,11 +12,14 @@ a row that still holds its bytes again from them (`Files.recover`).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from .azure import FOLDER_MARKER_KEY
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,12 @@ class Upload:
     metadata: str | None = None  # JSON: the mode and owner to keep with the bytes
     #: the row holds the file's bytes (a small file): its copy was not fsynced
     holds_bytes: bool = False
+
+    @property
+    def is_folder_marker(self) -> bool:
+        """The row puts a folder's marker blob (a mkdir with `upload: async`): its
+        empty copy stands for the folder, whose blob prefix is `blob` + '/'."""
+        return self.metadata is not None and FOLDER_MARKER_KEY in json.loads(self.metadata)
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,6 +110,13 @@ class Lister:
             if shown_name(first) is None:
                 continue
             node = self.store.child(folder.inode, first)
+            if row.is_folder_marker and not slash:  # a folder made here, its marker due
+                if node is None:
+                    self.store.add_folder(folder.inode, first, entry_index=folder.entry_index,
+                                          blob=f"{prefix}{first}/", listed=None, local=True)
+                elif node.is_dir:
+                    self.store.set_local_folder(node.inode)
+                continue
             if slash:
                 if node is None:  # a folder that only its pending files make
                     self.store.add_folder(folder.inode, first, entry_index=folder.entry_index,

@@ -187,28 +187,36 @@ class Namespace:
             raise InvalidName(f"{name!r} cannot be a blob name segment")
         return name
 
-    async def make_folder(self, parent: Node, name: str, kept: Kept | None = None) -> Node:
+    async def make_folder(self, parent: Node, name: str, kept: Kept | None = None, *,
+                          marker_later: bool = False) -> Node:
+        """mkdir: the marker blob that keeps the folder and its mode and owner is made
+        now, or with `marker_later` by the caller (who journals it), and the folder
+        is `local` until then."""
         kept = kept or Kept()
         parent = self.writable_folder(await self.listed(parent))
         if self.store.child(parent.inode, self.checked_name(name)) is not None:
             raise Exists(name)
-        remote = self.remotes[parent.entry_index]
         prefix = f"{parent.blob}{name}/"
-        metadata = to_metadata(is_dir=True, mode=kept.mode, uid=kept.uid, gid=kept.gid)
-        try:
-            # Exclusive: a blob of that name made elsewhere since the listing stays.
-            item = await remote.make_folder(prefix, exclusive=True, metadata=metadata)
-        except RemoteConflict:
-            self.store.forget_listing(parent.inode)
-            raise Exists(f"{name} was made in the container meanwhile") from None
+        made_ns = time.time_ns()
+        if not marker_later:
+            metadata = to_metadata(is_dir=True, mode=kept.mode, uid=kept.uid, gid=kept.gid)
+            try:
+                # Exclusive: a blob of that name made elsewhere since the listing stays.
+                item = await self.remotes[parent.entry_index].make_folder(
+                    prefix, exclusive=True, metadata=metadata)
+            except RemoteConflict:
+                self.store.forget_listing(parent.inode)
+                raise Exists(f"{name} was made in the container meanwhile") from None
+            made_ns = item.mtime_ns or made_ns
         generation = self.store.begin_listing()
         now = time.time()
-        made_ns = item.mtime_ns or time.time_ns()
         self.store.add_listed(parent, generation, [ListedItem(name, BlobItem(
             prefix, True, 0, made_ns, None, kept.mode, kept.uid, kept.gid, None, made_ns))],
             now)
         self.store.touch(parent.inode, time.time_ns())
         node = self._child(parent, name)
+        if marker_later:
+            self.store.set_local_folder(node.inode)
         # Just made: it is empty, no need to ask the container.
         self.store.finish_listing(node, self.store.begin_listing(), now)
         return self.node(node.inode)

@@ -1,9 +1,11 @@
-"""Unlink and rename of files and folders, for `Files` (files.py).
+"""Unlink and rename of files and folders, mkdir and rmdir, for `Files` (files.py).
 
-A rename keeps a file's local change and the version it started from: what is pending
-goes up first when the move copies blobs in the container, a file only here moves here
-alone (its journal row follows), and the upload worker starts no upload of the source
-or a replaced target while the move is under way.
+A folder made with `upload: async` is made here at once and its marker blob
+journaled, to go up with the files (a mkdir costs no request then, as with rclone
+mount). A rename keeps a file's local change and the version it started from: what
+is pending goes up first when the move copies blobs in the container, a file only
+here moves here alone (its journal row follows), and the upload worker starts no
+upload of the source or a replaced target while the move is under way.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from .errors import RemoteNotFound
 from .handles import Handle, Writing
 from .moves import CacheMoves
 from .namespace import Namespace
+from .posix import Kept, to_metadata
 from .store import EntryNode, Node, Store
 from .transfers import Downloads
 from .uploads import Uploads
 
 
 class Renames:
-    """The unlinks and renames of Files (a mixin: its handles are files.py's)."""
+    """The changes to the tree of Files (a mixin: its handles are files.py's)."""
 
     namespace: Namespace
     store: Store
@@ -39,6 +42,33 @@ class Renames:
     _path: Callable[[EntryNode], Path]
     _commit: Callable[..., Awaitable[None]]
     _commit_writers: Callable[[int], Awaitable[None]]
+
+    async def make_folder(self, parent: Node, name: str, kept: Kept) -> Node:
+        index = parent.entry_index
+        if index is None or self.entries[index].upload != "async":
+            return await self.namespace.make_folder(parent, name, kept)
+        node = (await self.namespace.make_folder(parent, name, kept, marker_later=True)
+                ).in_entry()
+        try:
+            await self.uploads.journal_folder(self.entries[index], node.blob, to_metadata(
+                is_dir=True, mode=kept.mode, uid=kept.uid, gid=kept.gid))
+        except BaseException:
+            self.store.remove_node(node.inode)  # not made: the mkdir fails
+            raise
+        return node
+
+    async def remove_folder(self, parent: Node, name: str) -> None:
+        node = await self.namespace.lookup(parent, name)
+        if not (node.is_dir and node.unuploaded):
+            await self.namespace.remove_folder(parent, name)
+            return
+        # Its marker is still in the journal: no upload of it may land after the delete.
+        folder = node.in_entry()
+        marker = self.uploads.marker_path(self.entries[folder.entry_index], folder.blob)
+        async with self.uploads.holding(marker):
+            await self.namespace.remove_folder(parent, name)
+            await self.uploads.forget(marker)
+            self.cache.forget(marker)
 
     async def unlink(self, parent: Node, name: str) -> None:
         node = await self.namespace.lookup(parent, name)
@@ -69,9 +99,19 @@ class Renames:
             await self._upload_pending_under(node)
             open_inside = self._written_under(node)
             stale_blobs = await self.moves.changed_elsewhere(node.entry_index, open_inside)
-            renamed = await self.namespace.rename(old_parent, old_name, new_parent, new_name,
-                                                  replace=replace)
             entry = self.entries[node.entry_index]
+            target = self.store.child(new_parent.inode, new_name)
+            # An empty folder replaced whose marker is still due: it must not land later.
+            due = (self.uploads.marker_path(entry, target.blob or "") if target is not None
+                   and target.is_dir and target.unuploaded and replace else None)
+            async with contextlib.AsyncExitStack() as held:
+                if due is not None:
+                    await held.enter_async_context(self.uploads.holding(due))
+                renamed = await self.namespace.rename(old_parent, old_name, new_parent,
+                                                      new_name, replace=replace)
+                if due is not None and renamed.replaced is not None:
+                    await self.uploads.forget(due)
+                    self.cache.forget(due)
             for old_blob, new_blob, etag in renamed.copies:
                 # A download into the old name lands first, so nothing comes there after.
                 await self.downloads.settle(self.cache.path_for(entry, old_blob))
@@ -186,3 +226,6 @@ class Renames:
         for upload in self.uploads.pending(entry.account.account_name, entry.container,
                                            folder.blob):
             await self.uploads.upload_now(Path(upload.path), upload.version)
+        marker = self.store.upload(str(self.uploads.marker_path(entry, folder.blob)))
+        if marker is not None:  # the folder's own, not under its prefix
+            await self.uploads.upload_now(Path(marker.path), marker.version)

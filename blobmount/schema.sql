@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS nodes (
                                     -- listing drops children it did not see
     local     INTEGER NOT NULL DEFAULT 0,  -- files: 1 while the cache holds bytes the
                                     -- container does not have yet (written, or waiting
-                                    -- in `uploads`); listings then leave the node alone
+                                    -- in `uploads`); folders: 1 while their marker blob
+                                    -- waits in `uploads`. Listings leave the node alone
     mode      INTEGER,              -- permission bits (07777) kept in the blob's `mode`
                                     -- metadata (a folder's: its marker blob's); NULL =
                                     -- none, the settings' defaults show (posix.py)

@@ -242,13 +242,19 @@ class Store(CacheTables, UploadJournal, PatchTables):
             )
 
     def add_folder(self, parent: int, name: str, *, entry_index: int | None, blob: str | None,
-                   listed: float | None) -> int:
-        """Add a folder that no listing produced (the mount table's own folders)."""
+                   listed: float | None, local: bool = False) -> int:
+        """Add a folder that no listing produced (the mount table's own folders; those
+        made here whose marker blob is still in the journal, `local`)."""
         return _inode(self._db.execute(
-            "INSERT INTO nodes (parent, name, is_dir, entry, blob, listed, mtime_ns)"
-            " VALUES (?, ?, 1, ?, ?, ?, ?) RETURNING inode",
-            (parent, name, entry_index, blob, listed, time.time_ns()),
+            "INSERT INTO nodes (parent, name, is_dir, entry, blob, listed, mtime_ns, local)"
+            " VALUES (?, ?, 1, ?, ?, ?, ?, ?) RETURNING inode",
+            (parent, name, entry_index, blob, listed, time.time_ns(), local),
         ))
+
+    def set_local_folder(self, inode: int) -> None:
+        """A folder made here whose marker blob is still in the journal: listings that
+        do not see it yet leave it alone (its upload's end clears this)."""
+        self._db.execute("UPDATE nodes SET local = 1 WHERE inode = ? AND is_dir = 1", (inode,))
 
     def node(self, inode: int) -> Node | None:
         return _maybe_node(self._db.execute(
@@ -449,12 +455,16 @@ class Store(CacheTables, UploadJournal, PatchTables):
 
     def set_uploaded(self, entry_index: int, blob: str, *, size: int, mtime_ns: int,
                      etag: str) -> None:
-        """The node of `blob` now shows the blob as uploaded."""
-        self._db.execute(
-            "UPDATE nodes SET local = 0, size = ?, mtime_ns = ?, etag = ?, checked = ?"
-            " WHERE entry = ? AND blob = ? AND is_dir = 0",
-            (size, mtime_ns, etag, time.time(), entry_index, blob),
-        )
+        """The node of `blob` now shows the blob as uploaded (of a folder's marker
+        blob: the folder is in the container)."""
+        with self._db:
+            self._db.execute(
+                "UPDATE nodes SET local = 0, size = ?, mtime_ns = ?, etag = ?, checked = ?"
+                " WHERE entry = ? AND blob = ? AND is_dir = 0",
+                (size, mtime_ns, etag, time.time(), entry_index, blob),
+            )
+            self._db.execute("UPDATE nodes SET local = 0 WHERE entry = ? AND blob = ?"
+                             " AND is_dir = 1", (entry_index, blob + "/"))
 
     def forget_local(self, entry_index: int, blob: str, folder_prefix: str) -> None:
         """Show the container's version of `blob` again, and relist its folder."""

@@ -25,7 +25,7 @@ from pathlib import Path
 import trio
 
 from .azcopy import AzCopy
-from .azure import AsyncContainer, BlobItem, backoff, format_mtime
+from .azure import FOLDER_MARKER_KEY, AsyncContainer, BlobItem, backoff, format_mtime
 from .burst import Burst
 from .cache import Cache
 from .cachetables import CopyState
@@ -200,6 +200,27 @@ class Uploads(Puts):
         self._burst.close_seen()
         self._wake.set()
         return version
+
+    def marker_path(self, entry: MountEntry, prefix: str) -> Path:
+        """The cache path of a folder's marker blob (an empty copy while journaled)."""
+        return self.cache.path_for(entry, prefix.rstrip("/"))
+
+    async def journal_folder(self, entry: MountEntry, prefix: str,
+                             metadata: Mapping[str, str]) -> int:
+        """Journal the marker blob of a folder made here (a mkdir with `upload:
+        async`): it goes up exclusively, as the folder's files do, with `metadata`
+        (mode, owner, times); the journal version. Journaled again (a chmod before it
+        went up), the row keeps its base and takes the new metadata."""
+        path = self.marker_path(entry, prefix)
+        row = self.store.upload(str(path))
+        if row is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+            self.cache.record(path, blob=prefix.rstrip("/"), etag="", size=0,
+                              state=CopyState.DIRTY)
+        return await self.journal(path, entry, prefix.rstrip("/"), "", None,
+                                  {**metadata, FOLDER_MARKER_KEY: "true"},
+                                  bytes_durable=row is not None)
 
     async def upload_now(self, path: Path, version: int) -> None:
         """Upload the journaled file now and return once the container has `version`.
@@ -385,6 +406,14 @@ class Uploads(Puts):
                                        journaled_metadata(row))
         except RemoteConflict:
             self._tried.pop(row.path, None)
+            if row.is_folder_marker:
+                # A blob of that name came meanwhile: the folder's files still go up.
+                log.warning("%s/%s: a blob of the folder's name was made meanwhile; the"
+                            " folder keeps no marker of its own", target.remote.label, row.blob)
+                self.store.drop_upload(row.path)
+                self.cache.forget(path)
+                self._on_uploaded(target, row.blob, 0, 0, "")
+                return
             await self._keep_both(target, row, path)
             return
         self._tried.pop(row.path, None)
@@ -397,6 +426,9 @@ class Uploads(Puts):
                     await self._patching.rebase(path, item)
                 self.cache.record(path, blob=row.blob, etag=etag, size=item.size,
                                   state=CopyState.DIRTY, synced=not row.holds_bytes)
+            elif row.is_folder_marker:
+                self.cache.forget(path)  # the folder is in the container
+                self._on_uploaded(target, row.blob, 0, 0, etag)
             else:
                 if edit is None or not self._patching.finished(path, row.blob, etag):
                     # A copy never fsynced (its row held the bytes) is a downloaded one

@@ -230,7 +230,9 @@ class Xattrs:
         """The node, once the blob holds its bytes: metadata goes on the blob."""
         if not node.unuploaded:
             return node
-        path = self.cache.path_for(self.entries[node.entry_index], node.blob)
+        entry = self.entries[node.entry_index]
+        path = (self.uploads.marker_path(entry, node.blob) if node.is_dir
+                else self.cache.path_for(entry, node.blob))
         row = self.store.upload(str(path))
         if row is None:
             raise Busy(f"{node.name} is open for writing")

@@ -73,10 +73,11 @@ def test_kill_9_after_close_loses_nothing(mounter, container):
         with open(root / "existing.txt", "ab") as writer:
             writer.write(b"appended before the kill\n")
         expected["existing.txt"] = b"the old bytes\nappended before the kill\n"
-        assert mount.status()["uploads"]["count"] == 22
+        # 22 files and the marker of `sub` (async: a mkdir journals it)
+        assert mount.status()["uploads"]["count"] == 23
         kill_daemon(mounter, mount)
         # Nothing went up: the journal is all that holds these bytes now.
-        assert blobs(container) == {"existing.txt": b"the old bytes\n", "sub": b""}
+        assert blobs(container) == {"existing.txt": b"the old bytes\n"}
     except BaseException:
         mounter.cleanup()
         raise
@@ -338,7 +339,7 @@ def test_pending_files_show_when_a_remount_cannot_upload_them(mounter, container
     except BaseException:
         mounter.cleanup()
         raise
-    container.delete_blob("sub")  # its folder now exists only through the pending file
+    # `sub` exists only in the journal: its marker (async mkdir) and its file.
     token = generate_container_sas(
         AZURITE_ACCOUNT, name, account_key=AZURITE_KEY,
         permission=ContainerSasPermissions(read=True, list=True),
@@ -359,7 +360,7 @@ def test_pending_files_show_when_a_remount_cannot_upload_them(mounter, container
         assert (root / "new.txt").read_bytes() == b"brand new\n"
         assert (root / "sub/deep.txt").read_bytes() == b"deep\n"
         uploads = mount.status()["uploads"]
-        assert uploads["count"] == 3 and len(uploads["failed"]) == 3
+        assert uploads["count"] == 4 and len(uploads["failed"]) == 4
         blobmount("unmount", "--no-wait", str(mount.mountpoint), check=True)
         mounter.live.remove(mount)
     except BaseException:
@@ -368,5 +369,5 @@ def test_pending_files_show_when_a_remount_cannot_upload_them(mounter, container
     assert blobs(container) == {"notes.txt": b"v1\n"}
     with mounter.mounted(writer) as mount:
         assert blobs(container) == {"notes.txt": b"v1\nv2\n", "new.txt": b"brand new\n",
-                                    "sub/deep.txt": b"deep\n"}
+                                    "sub/deep.txt": b"deep\n", "sub": b""}  # and its marker
         assert mount.status()["uploads"]["count"] == 0

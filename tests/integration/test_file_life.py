@@ -504,6 +504,47 @@ def test_mkdir_does_not_overwrite_a_blob_made_since_the_listing(mounter, contain
         assert names(container) == {"x"}
 
 
+def marker_metadata(container, name: str) -> dict[str, str] | None:
+    """The metadata of folder marker blob `name`; None if there is no marker."""
+    with contextlib.suppress(Exception):
+        props = container.get_blob_client(name).get_blob_properties()
+        if props.size == 0 and (props.metadata or {}).get("hdi_isfolder") == "true":
+            return dict(props.metadata)
+    return None
+
+
+def test_async_folders_are_made_here_and_their_markers_go_up_with_the_files(
+        mounter, container):
+    """With `upload: async`, a mkdir makes no request: the folder's marker is journaled
+    and goes up with its files, with the mode set since; one removed or renamed before
+    it went up leaves nothing behind; a blob made elsewhere at its name is kept."""
+    config = mounter.config([entry(container, "async")], upload_batch_window=HOLD_UPLOADS,
+                            listing_ttl=3600)
+    with mounter.mounted(config) as mount:
+        root = mount.path("d")
+        os.mkdir(root / "kept")
+        os.chmod(root / "kept", 0o750)
+        (root / "kept/file.txt").write_bytes(b"inside\n")
+        os.mkdir(root / "removed")
+        os.rmdir(root / "removed")
+        os.makedirs(root / "old/inner")
+        os.rename(root / "old", root / "new")
+        os.mkdir(root / "taken")
+        container.upload_blob("taken", b"made elsewhere\n")
+        assert (root / "kept").stat().st_mode & 0o777 == 0o750
+        assert sorted(os.listdir(root)) == ["kept", "new", "taken"]
+        assert names(container) - {"new", "new/inner"} == {"taken"}  # only the rename's
+        blobmount("sync", str(mount.mountpoint), check=True)
+        assert names(container) == {"kept", "kept/file.txt", "new", "new/inner", "taken"}
+        kept = marker_metadata(container, "kept")
+        assert kept is not None and int(kept["mode"], 8) & 0o7777 == 0o750
+        assert marker_metadata(container, "new/inner") is not None
+        assert blob(container, "taken") == b"made elsewhere\n"
+        assert mount.status()["uploads"]["count"] == 0
+        # The folders stay folders here through a listing of the container.
+        assert sorted(os.listdir(root)) == ["kept", "new", "taken"]
+
+
 # -- 12: a file open for writing when the daemon dies --------------------------------
 
 

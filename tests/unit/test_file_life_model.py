@@ -63,6 +63,7 @@ from blobmount.config import Account, MountEntry, Settings
 from blobmount.errors import BlobmountError
 from blobmount.files import Files, Writing
 from blobmount.namespace import Namespace, NotFound
+from blobmount.posix import Kept
 from blobmount.store import ROOT_INODE, Node, Store
 from blobmount.threads import Threads
 from blobmount.transfers import Downloads
@@ -324,6 +325,8 @@ class FileLife(RuleBasedStateMachine):
 
     def _put(self, blob: str, data: bytes) -> None:
         """An upload by the mount is landing (called from the upload's thread)."""
+        if blob in FOLDERS:
+            return  # a folder's marker (a mkdir with `upload: async`): checked at sync
         if ".conflict-" in blob and self._file_at(blob) is None:
             name = blob.partition(".conflict-")[0]  # the names here have no extension
             file = self._file_at(name)
@@ -412,7 +415,7 @@ class FileLife(RuleBasedStateMachine):
 
     async def _mkdir(self, folder: str) -> None:
         parent, _ = await self._lookup("x")
-        await self.namespace.make_folder(parent, folder)
+        await self.life.make_folder(parent, folder, Kept())  # async: its marker journaled
 
     async def _sync(self) -> list:
         return await self.uploads.sync()
@@ -768,6 +771,12 @@ class FileLife(RuleBasedStateMachine):
     def uploads_finish(self) -> None:
         failed = self.loop.call(self._sync)
         assert not failed, failed
+        # Every folder made (async: its marker journaled) is in the container now, and
+        # none that was renamed away.
+        with self.remote._lock:
+            markers = {name for name, blob in self.remote.blobs.items()
+                       if blob.is_folder_marker}
+        assert markers == self.folders, (markers, self.folders)
         self._settle_model()
 
     @precondition(lambda self: self.ready)
