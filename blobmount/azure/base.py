@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator, Mapping
+from typing import Any
 from urllib.parse import quote
 
 from azure.core.rest import HttpRequest, HttpResponse
@@ -68,13 +69,18 @@ class ContainerBase:
         base, _, query = self._client.url.partition("?")
         return f"{base}/{quote(blob, safe='~/')}" + (f"?{query}" if query else "")
 
-    def _send(self, request: HttpRequest, *, stream: bool = False) -> HttpResponse:
-        """A bare request through the SDK's pipeline (auth, retries, timeouts, metrics).
+    def _send(self, request: HttpRequest, *, stream: bool = False,
+              **options: Any) -> HttpResponse:
+        """A bare request through the SDK's pipeline (auth, retries, timeouts, metrics),
+        at the SDK's service version (the pipeline adds none: a request without one
+        is served as the 2009 version). `options` go to the pipeline (retry_total).
 
         The SDK has no public way to send one: its generated client's `_send_request`
-        is the only door. Listings and small GETs go through it because the SDK's own
-        objects cost more CPU than the requests (see list_pages and _get_whole)."""
-        return self._client._client._send_request(request, stream=stream)
+        is the only door. Listings, small GETs and small puts go through it because the
+        SDK's own objects cost more CPU than the requests (see list_pages, _get_whole
+        and Remote._put_whole)."""
+        request.headers.setdefault("x-ms-version", self._client.api_version)
+        return self._client._client._send_request(request, stream=stream, **options)
 
     def _send_get(self, url: str, headers: Mapping[str, str]) -> HttpResponse:
         """A bare GET through the pipeline, its body not read yet; an error raised."""
