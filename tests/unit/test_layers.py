@@ -60,7 +60,7 @@ LAYERS: dict[int, frozenset[str]] = {
                   "batches", "commits", "copysync"}),
     # `manage`: the control requests for the cache (prefetch, cache ls/evict, stats).
     # `files`: a file's life (handles, local changes, renames); `fs` forwards to it.
-    # `renames`: unlink and rename for `files`; `handles`: its open files.
+    # `renames`: unlink, rename, mkdir and rmdir for `files`; `handles`: its open files.
     # `attrs`: what stat and statfs show, and what setattr, mknod and create keep.
     3: frozenset({"files", "renames", "handles", "fs", "attrs", "control", "manage"}),
     # `preflight`: `blobmount check`, the mount's own checks run without mounting.
