@@ -440,8 +440,7 @@ class Files(Renames):
             metadata = {**to_metadata(is_dir=True, mode=kept["mode"], uid=kept["uid"],
                                       gid=kept["gid"]), **changes}
             entry = self.entries[node.entry_index]
-            if node.unuploaded and self.store.upload(
-                    str(self.uploads.marker_path(entry, node.blob))) is not None:
+            if node.unuploaded and self.uploads.marker_row(entry, node.blob) is not None:
                 # Its marker has not gone up yet: it takes the new metadata with it.
                 await self.uploads.journal_folder(entry, node.blob, metadata)
                 return

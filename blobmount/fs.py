@@ -51,6 +51,7 @@ def _fuse_errors(handler: Handler) -> Handler:
     """Answer the kernel with an errno (errors.ERRNO's), never a traceback; count the
     request, its time and its errno (the one place every handler passes through)."""
     op = handler.__name__
+    negative = op == "lookup"  # the one handler that may answer a negative entry
 
     @functools.wraps(handler)
     async def wrapper(self: BlobFS, *args: Any, **kwargs: Any) -> Any:
@@ -58,8 +59,8 @@ def _fuse_errors(handler: Handler) -> Handler:
         failed = None
         try:
             answer = await handler(self, *args, **kwargs)
-            if isinstance(answer, Entry) and answer.st_ino == 0:
-                failed = errno.ENOENT  # a negative entry (lookup) answers ENOENT
+            if negative and answer.st_ino == 0:
+                failed = errno.ENOENT  # a negative entry answers ENOENT
             return answer
         except Exception as exc:
             failed = errno_of(exc)

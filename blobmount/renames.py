@@ -226,6 +226,6 @@ class Renames:
         for upload in self.uploads.pending(entry.account.account_name, entry.container,
                                            folder.blob):
             await self.uploads.upload_now(Path(upload.path), upload.version)
-        marker = self.store.upload(str(self.uploads.marker_path(entry, folder.blob)))
+        marker = self.uploads.marker_row(entry, folder.blob)
         if marker is not None:  # the folder's own, not under its prefix
             await self.uploads.upload_now(Path(marker.path), marker.version)

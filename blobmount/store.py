@@ -455,16 +455,17 @@ class Store(CacheTables, UploadJournal, PatchTables):
 
     def set_uploaded(self, entry_index: int, blob: str, *, size: int, mtime_ns: int,
                      etag: str) -> None:
-        """The node of `blob` now shows the blob as uploaded (of a folder's marker
-        blob: the folder is in the container)."""
-        with self._db:
-            self._db.execute(
-                "UPDATE nodes SET local = 0, size = ?, mtime_ns = ?, etag = ?, checked = ?"
-                " WHERE entry = ? AND blob = ? AND is_dir = 0",
-                (size, mtime_ns, etag, time.time(), entry_index, blob),
-            )
+        """The node of `blob` now shows the blob as uploaded (`blob` a folder's prefix:
+        its marker went up, the folder is in the container)."""
+        if blob.endswith("/"):
             self._db.execute("UPDATE nodes SET local = 0 WHERE entry = ? AND blob = ?"
-                             " AND is_dir = 1", (entry_index, blob + "/"))
+                             " AND is_dir = 1", (entry_index, blob))
+            return
+        self._db.execute(
+            "UPDATE nodes SET local = 0, size = ?, mtime_ns = ?, etag = ?, checked = ?"
+            " WHERE entry = ? AND blob = ? AND is_dir = 0",
+            (size, mtime_ns, etag, time.time(), entry_index, blob),
+        )
 
     def forget_local(self, entry_index: int, blob: str, folder_prefix: str) -> None:
         """Show the container's version of `blob` again, and relist its folder."""

@@ -205,22 +205,25 @@ class Uploads(Puts):
         """The cache path of a folder's marker blob (an empty copy while journaled)."""
         return self.cache.path_for(entry, prefix.rstrip("/"))
 
+    def marker_row(self, entry: MountEntry, prefix: str) -> Upload | None:
+        """The journal row of a folder's marker blob, while it has not gone up."""
+        return self.store.upload(str(self.marker_path(entry, prefix)))
+
     async def journal_folder(self, entry: MountEntry, prefix: str,
                              metadata: Mapping[str, str]) -> int:
         """Journal the marker blob of a folder made here (a mkdir with `upload:
         async`): it goes up exclusively, as the folder's files do, with `metadata`
         (mode, owner, times); the journal version. Journaled again (a chmod before it
         went up), the row keeps its base and takes the new metadata."""
-        path = self.marker_path(entry, prefix)
-        row = self.store.upload(str(path))
-        if row is None:
+        path, blob = self.marker_path(entry, prefix), prefix.rstrip("/")
+        journaled = self.marker_row(entry, prefix) is not None
+        if not journaled:
             path.parent.mkdir(parents=True, exist_ok=True)
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
-            self.cache.record(path, blob=prefix.rstrip("/"), etag="", size=0,
-                              state=CopyState.DIRTY)
-        return await self.journal(path, entry, prefix.rstrip("/"), "", None,
+            self.cache.record(path, blob=blob, etag="", size=0, state=CopyState.DIRTY)
+        return await self.journal(path, entry, blob, "", None,
                                   {**metadata, FOLDER_MARKER_KEY: "true"},
-                                  bytes_durable=row is not None)
+                                  bytes_durable=journaled)
 
     async def upload_now(self, path: Path, version: int) -> None:
         """Upload the journaled file now and return once the container has `version`.
@@ -412,7 +415,7 @@ class Uploads(Puts):
                             " folder keeps no marker of its own", target.remote.label, row.blob)
                 self.store.drop_upload(row.path)
                 self.cache.forget(path)
-                self._on_uploaded(target, row.blob, 0, 0, "")
+                self._on_uploaded(target, row.blob + "/", 0, 0, "")  # the folder's prefix
                 return
             await self._keep_both(target, row, path)
             return
@@ -428,7 +431,7 @@ class Uploads(Puts):
                                   state=CopyState.DIRTY, synced=not row.holds_bytes)
             elif row.is_folder_marker:
                 self.cache.forget(path)  # the folder is in the container
-                self._on_uploaded(target, row.blob, 0, 0, etag)
+                self._on_uploaded(target, row.blob + "/", 0, 0, etag)  # the folder's prefix
             else:
                 if edit is None or not self._patching.finished(path, row.blob, etag):
                     # A copy never fsynced (its row held the bytes) is a downloaded one

@@ -2,69 +2,54 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import trio
 import trio.testing
 
-from blobmount.burst import Burst
+from blobmount.burst import BATCH_MAX, Burst
 
 
-def run(test) -> float:
-    """Run `test(burst)` on a mock clock and return the time `Burst.pause` returned."""
-    clock = trio.testing.MockClock(autojump_threshold=0)
-    ended: list[float] = []
+def paused_after(*, closes_every: float | None = None, closes_until: float = math.inf,
+                 window: float = 0.5, busy: bool = False,
+                 longest: float = BATCH_MAX) -> float:
+    """Seconds `Burst.pause(window)` took, on a mock clock, while a close came every
+    `closes_every` seconds (None: none came) until `closes_until`."""
+    took: list[float] = []
+
+    async def closing(burst: Burst) -> None:
+        assert closes_every is not None
+        while trio.current_time() + closes_every <= closes_until:
+            await trio.sleep(closes_every)
+            burst.close_seen()
 
     async def main() -> None:
-        await test(Burst(), ended)
+        burst = Burst()
+        start = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            if closes_every is not None:
+                nursery.start_soon(closing, burst)
+            await burst.pause(window, busy=lambda: busy, longest=longest)
+            took.append(trio.current_time() - start)
+            nursery.cancel_scope.cancel()
 
-    trio.run(main, clock=clock)
-    return ended[0]
-
-
-def closes_every(burst: Burst, interval: float, until: float):
-    async def closing() -> None:
-        while trio.current_time() + interval <= until:
-            await trio.sleep(interval)
-            burst.close_seen()
-    return closing
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    return took[0]
 
 
 def test_with_no_close_it_waits_one_window() -> None:
-    async def test(burst: Burst, ended: list[float]) -> None:
-        start = trio.current_time()
-        await burst.pause(0.5, busy=lambda: False)
-        ended.append(trio.current_time() - start)
-    assert run(test) == pytest.approx(0.5)
+    assert paused_after() == pytest.approx(0.5)
 
 
 def test_it_waits_while_closes_keep_coming_and_returns_a_window_after_the_last() -> None:
-    async def test(burst: Burst, ended: list[float]) -> None:
-        start = trio.current_time()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(closes_every(burst, 0.3, start + 2.0))
-            await burst.pause(0.5, busy=lambda: False)
-            ended.append(trio.current_time() - start)
     # closes at 0.3 .. 1.8; the window from 2.0 to 2.5 holds none
-    assert run(test) == pytest.approx(2.5)
+    assert paused_after(closes_every=0.3, closes_until=2.0) == pytest.approx(2.5)
 
 
 def test_an_endless_stream_waits_no_longer_than_the_longest() -> None:
-    async def test(burst: Burst, ended: list[float]) -> None:
-        start = trio.current_time()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(closes_every(burst, 0.1, start + 60))
-            await burst.pause(0.5, busy=lambda: False, longest=5.0)
-            ended.append(trio.current_time() - start)
-            nursery.cancel_scope.cancel()
-    assert run(test) == pytest.approx(5.0)
+    assert paused_after(closes_every=0.1, longest=5.0) == pytest.approx(5.0)
 
 
 def test_with_uploads_under_way_it_waits_one_window_only() -> None:
-    async def test(burst: Burst, ended: list[float]) -> None:
-        start = trio.current_time()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(closes_every(burst, 0.1, start + 60))
-            await burst.pause(0.5, busy=lambda: True)
-            ended.append(trio.current_time() - start)
-            nursery.cancel_scope.cancel()
-    assert run(test) == pytest.approx(0.5)
+    assert paused_after(closes_every=0.1, busy=True) == pytest.approx(0.5)
