@@ -9,13 +9,15 @@ every request waiting, fsyncs their folders (each once) and commits all their ro
 one transaction (synchronous=FULL); closes that arrive meanwhile form the next group,
 led by one of them.
 A close returns once its own group is committed: the journal then holds its file
-durably, as when each close committed alone.
+durably, as when each close committed alone. A chmod, chown or utimens of a file still
+to go up changes only its row's metadata: committed at once, with no fsync.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +67,7 @@ class GroupCommit:
         self._waiting: list[_Request] = []
         self._committing = False
         self._committed = trio.Event()  # set at the end of each commit
+        self._in_flight: Counter[str] = Counter()  # paths of closes not yet committed
         #: groups committed, and the rows they held (since the mount)
         self.groups = 0
         self.rows = 0
@@ -76,11 +79,28 @@ class GroupCommit:
 
     async def journal(self, row: Journaled, *, bytes_durable: bool = False) -> int:
         """Make the file durable and its row committed; the row's version.
+
         `bytes_durable`: nothing of the file changed since its last journaling (a
-        chmod or utimens of a pending upload): only the row is committed."""
+        chmod, chown or utimens of a pending upload, as `tar x` makes three of after
+        each close): only the row's metadata is new, committed at once without an
+        fsync, as a local file system keeps a chmod. A killed daemon keeps it; the next
+        durable commit covers it. Behind a close of the same file not yet committed,
+        it waits for that close, so that the row ends with the newer metadata."""
         if bytes_durable:
+            while self._in_flight[row.path]:
+                await self._committed.wait()
             row = dataclasses.replace(row, same_bytes=True)
-        elif (data := small_file_bytes(Path(row.path))) is not None:
+            return self._store.queue_uploads([row], durable=False)[0]
+        self._in_flight[row.path] += 1
+        try:
+            return await self._journal_in_group(row)
+        finally:
+            self._in_flight[row.path] -= 1
+            if not self._in_flight[row.path]:
+                del self._in_flight[row.path]
+
+    async def _journal_in_group(self, row: Journaled) -> int:
+        if (data := small_file_bytes(Path(row.path))) is not None:
             row = dataclasses.replace(row, data=data)
         else:
             await self._threads.run_sync(fsync_file, Path(row.path))
@@ -111,9 +131,9 @@ class GroupCommit:
 
     async def _commit(self, group: list[_Request]) -> None:
         try:
-            # A row that holds its bytes, or only changed metadata, needs no copy's name.
+            # A row that holds its bytes needs no copy's name.
             folders = {Path(request.row.path).parent for request in group
-                       if not request.row.same_bytes and request.row.data is None}
+                       if request.row.data is None}
             if folders:
                 await self._threads.run_sync(_fsync_folders, folders)
             versions = self._store.queue_uploads([request.row for request in group])

@@ -161,8 +161,10 @@ class Evictor:
     def pass_once(self, now: float | None = None) -> tuple[int, int]:
         """One pass over every folder: (files, bytes) dropped."""
         now = time.time() if now is None else now
-        in_use = self.in_use()
-        keep = in_use | self.store.upload_paths()
+        # What is open or journaled, asked for only once something may go: a stream's
+        # every GET wakes this, and its open blocks are thousands.
+        in_use: set[str] | None = None
+        keep: set[str] = set()
         chosen: list[CachedFile] = []
         self._blocked = False
         fetching = self._arriving()
@@ -179,6 +181,9 @@ class Evictor:
                 # of a partial copy's thousand blocks each time would be most of the
                 # daemon's work.
                 continue
+            if in_use is None:
+                in_use = self.in_use()
+                keep = in_use | self.store.upload_paths()
             files = self._as_blocks(entry, files)
             landed = {f.path for f in files}
             arriving = sum(size for key, size in fetching.items()
@@ -191,6 +196,8 @@ class Evictor:
                 # Files just read are still open for a moment (the kernel releases
                 # them after close() returns): try again once they are closed.
                 self._blocked = self._blocked or left > limits.max_bytes
+        if self._drop_after_upload and in_use is None:
+            keep = self.in_use() | self.store.upload_paths()
         for path in list(self._drop_after_upload):
             record = self.store.cached_file(path)
             if record is None or record.state != CopyState.CLEAN:

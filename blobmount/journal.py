@@ -94,11 +94,14 @@ class UploadJournal:
         return self.queue_uploads([Journaled(path, account, container, blob, base_etag,
                                              mtime_ns, metadata)])[0]
 
-    def queue_uploads(self, rows: Sequence[Journaled]) -> list[int]:
-        """Journal uploads durably, in one commit (fsynced before this returns); each
-        one's version. A path already journaled gets its next version (a path twice
-        in `rows`: two versions)."""
-        self._db.execute("PRAGMA synchronous=FULL")
+    def queue_uploads(self, rows: Sequence[Journaled], *, durable: bool = True) -> list[int]:
+        """Journal uploads in one commit, fsynced before this returns (`durable`
+        False: not fsynced; a process killed keeps it all the same, and the next
+        durable commit makes it durable too, being later in the same write-ahead log);
+        each one's version. A path already journaled gets its next version (a path
+        twice in `rows`: two versions)."""
+        if durable:
+            self._db.execute("PRAGMA synchronous=FULL")
         try:
             with self._db:
                 versions = [self._db.execute(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from blobmount import commits as commits_module
 from blobmount.commits import GroupCommit
@@ -141,10 +142,25 @@ def test_a_failed_commit_fails_every_close_of_its_group(
     assert commits.groups == 0
 
 
-def test_a_row_whose_bytes_are_durable_is_committed_with_no_fsync(
-        store: Store, tmp_path: Path, fsynced: list[str]) -> None:
+@pytest.fixture
+def commit_kinds(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each commit of the journal was a durable one (fsynced), in order."""
+    kinds: list[bool] = []
+    queue_uploads = store.queue_uploads
+
+    def counted(rows: list[Journaled], *, durable: bool = True) -> list[int]:
+        kinds.append(durable)
+        return queue_uploads(rows, durable=durable)
+
+    monkeypatch.setattr(store, "queue_uploads", counted)
+    return kinds
+
+
+def test_a_row_whose_bytes_are_durable_is_committed_at_once_with_no_fsync(
+        store: Store, tmp_path: Path, fsynced: list[str], commit_kinds: list[bool]) -> None:
     """A close fsyncs its file and folder; journaling the same file again with only new
-    metadata (a utimens of a pending upload) commits the row and fsyncs neither."""
+    metadata (a utimens of a pending upload) commits the row at once, outside any
+    group, and fsyncs nothing, not even the database."""
     path = written(tmp_path / "cache", "f")
     commits = GroupCommit(store, Threads(4))
 
@@ -158,6 +174,7 @@ def test_a_row_whose_bytes_are_durable_is_committed_with_no_fsync(
 
     assert trio.run(main) == [1, 2]
     assert fsynced == ["file", "folder"]
+    assert commit_kinds == [True, False] and commits.groups == 1
     upload = store.upload(str(path))
     assert upload is not None and (upload.version, upload.mtime_ns) == (2, 7)
     assert not upload.holds_bytes and store.small_copies() == []
@@ -195,3 +212,41 @@ def test_a_small_file_is_journaled_with_its_bytes_and_no_fsync(
     assert store.small_copies() == [(str(path), b"small again")]
     upload = store.upload(str(path))
     assert upload is not None and upload.version == 5
+
+
+def test_new_metadata_behind_a_close_of_the_same_file_commits_after_it(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        commit_kinds: list[bool]) -> None:
+    """A chmod while the close of its file still waits for its fsync waits for that
+    close to commit, rather than committing first: the row ends with the chmod's
+    metadata."""
+    path = written(tmp_path / "cache", "f")
+    fsyncing, release = threading.Event(), threading.Event()
+
+    def held_fsync(_path: Path) -> None:
+        fsyncing.set()
+        release.wait(TIMEOUT)
+
+    monkeypatch.setattr(commits_module, "fsync_file", held_fsync)
+    monkeypatch.setattr(commits_module, "fsync_folder", lambda folder: None)
+    commits = GroupCommit(store, Threads(4))
+    closed = Journaled(str(path), "acct", "cont", "f", base_etag="", metadata='{"mode": "1"}')
+    chmodded = Journaled(str(path), "acct", "cont", "f", base_etag="", metadata='{"mode": "2"}')
+
+    async def chmod_during_the_fsync() -> None:
+        await trio.to_thread.run_sync(fsyncing.wait, TIMEOUT)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(commits.journal, chmodded, bytes_durable=True))
+            await trio.testing.wait_all_tasks_blocked()  # the chmod waits on the close
+            assert commit_kinds == []
+            release.set()
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(commits.journal, closed)
+            nursery.start_soon(chmod_during_the_fsync)
+
+    trio.run(main)
+    upload = store.upload(str(path))
+    assert upload is not None and (upload.version, upload.metadata) == (2, '{"mode": "2"}')
+    assert commit_kinds == [True, False]
