@@ -303,6 +303,8 @@ class Namespace:
         if target is not None:
             self.store.remove_node(target.inode)
         self.store.move_node(node.inode, new_parent.inode, new_name, new_blob)
+        if node.is_dir:
+            self.store.set_folder_uploaded(node.entry_index, new_blob)  # its marker, made
         if not node.is_dir and etag:
             # The copy is a new version of the same bytes (and the same metadata).
             self.store.update_file(node.inode, size=node.size, mtime_ns=node.mtime_ns,

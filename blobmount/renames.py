@@ -11,6 +11,7 @@ upload of the source or a replaced target while the move is under way.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .cachetables import CopyState
 from .config import MountEntry
 from .errors import RemoteNotFound
 from .handles import Handle, Writing
+from .journal import Upload
 from .moves import CacheMoves
 from .namespace import Namespace
 from .posix import Kept, to_metadata
@@ -96,7 +98,7 @@ class Renames:
         node = node.in_entry()  # in an entry's folder (entries never nest)
         if node.is_dir:
             # The move copies blobs in the container: what is pending goes up first.
-            await self._upload_pending_under(node)
+            markers = await self._upload_pending_under(node)
             open_inside = self._written_under(node)
             stale_blobs = await self.moves.changed_elsewhere(node.entry_index, open_inside)
             entry = self.entries[node.entry_index]
@@ -105,13 +107,16 @@ class Renames:
             due = (self.uploads.marker_path(entry, target.blob or "") if target is not None
                    and target.is_dir and target.unuploaded and replace else None)
             async with contextlib.AsyncExitStack() as held:
-                if due is not None:
-                    await held.enter_async_context(self.uploads.holding(due))
+                for path in [Path(marker.path) for marker in markers] + ([due] if due else []):
+                    await held.enter_async_context(self.uploads.holding(path))
                 renamed = await self.namespace.rename(old_parent, old_name, new_parent,
                                                       new_name, replace=replace)
                 if due is not None and renamed.replaced is not None:
                     await self.uploads.forget(due)
                     self.cache.forget(due)
+                moved = self.store.entry_node(node.inode)
+                if moved is not None:
+                    await self._move_markers(entry, markers, node.blob, moved.blob)
             for old_blob, new_blob, etag in renamed.copies:
                 # A download into the old name lands first, so nothing comes there after.
                 await self.downloads.settle(self.cache.path_for(entry, old_blob))
@@ -217,15 +222,40 @@ class Renames:
         if upload is not None:
             await self.uploads.upload_now(path, upload.version)
 
-    async def _upload_pending_under(self, folder: EntryNode) -> None:
-        """Every pending upload under a folder about to move goes up first."""
+    async def _upload_pending_under(self, folder: EntryNode) -> list[Upload]:
+        """Every pending upload under a folder about to move goes up first, but the
+        markers of folders made here (the folder's own too): their rows, which follow
+        the move instead (_move_markers)."""
         for handle, _ in self._writers_under(folder):
             if handle.written:
                 await self._commit(handle, wait=False)
         entry = self.entries[folder.entry_index]
+        markers = []
         for upload in self.uploads.pending(entry.account.account_name, entry.container,
                                            folder.blob):
-            await self.uploads.upload_now(Path(upload.path), upload.version)
-        marker = self.uploads.marker_row(entry, folder.blob)
-        if marker is not None:  # the folder's own, not under its prefix
-            await self.uploads.upload_now(Path(marker.path), marker.version)
+            if upload.is_folder_marker:
+                markers.append(upload)
+            else:
+                await self.uploads.upload_now(Path(upload.path), upload.version)
+        own = self.uploads.marker_row(entry, folder.blob)
+        return markers if own is None else [own, *markers]
+
+    async def _move_markers(self, entry: MountEntry, markers: Sequence[Upload],
+                            old_prefix: str, new_prefix: str) -> None:
+        """The marker rows of folders under a folder just moved go to their new names:
+        a put of each there later, where uploading them first would cost a put, a copy
+        and a delete. The moved folder's own is dropped: the move made its marker at the
+        new name. Each is held by the caller; one that went up meanwhile was moved with
+        the blobs. A new row is journaled first: a crash in between leaves an empty
+        folder at the old name, never none at the new."""
+        for marker in markers:
+            path = Path(marker.path)
+            row = self.store.upload(marker.path)
+            if row is None or not row.is_folder_marker:
+                continue
+            folder = new_prefix + f"{marker.blob}/"[len(old_prefix):]
+            if folder != new_prefix:
+                await self.uploads.journal_folder(entry, folder,
+                                                  json.loads(row.metadata or "{}"))
+            await self.uploads.forget(path)
+            self.cache.forget(path)

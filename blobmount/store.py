@@ -458,14 +458,18 @@ class Store(CacheTables, UploadJournal, PatchTables):
         """The node of `blob` now shows the blob as uploaded (`blob` a folder's prefix:
         its marker went up, the folder is in the container)."""
         if blob.endswith("/"):
-            self._db.execute("UPDATE nodes SET local = 0 WHERE entry = ? AND blob = ?"
-                             " AND is_dir = 1", (entry_index, blob))
+            self.set_folder_uploaded(entry_index, blob)
             return
         self._db.execute(
             "UPDATE nodes SET local = 0, size = ?, mtime_ns = ?, etag = ?, checked = ?"
             " WHERE entry = ? AND blob = ? AND is_dir = 0",
             (size, mtime_ns, etag, time.time(), entry_index, blob),
         )
+
+    def set_folder_uploaded(self, entry_index: int, prefix: str) -> None:
+        """The folder of `prefix` has its marker blob in the container now."""
+        self._db.execute("UPDATE nodes SET local = 0 WHERE entry = ? AND blob = ?"
+                         " AND is_dir = 1", (entry_index, prefix))
 
     def forget_local(self, entry_index: int, blob: str, folder_prefix: str) -> None:
         """Show the container's version of `blob` again, and relist its folder."""
