@@ -9,6 +9,7 @@ and the wrapper of each call that notes whether the account answered.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -19,7 +20,9 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from ..config import Account
 from ..errors import RemoteError, RemoteUnreachable
-from .transport import translate_errors
+from ..metrics import Metrics
+from .lean import LeanSender
+from .transport import backoff, translate_errors
 
 # After a call found the account unreachable, what is already known (cached files, old
 # listings) is served for this many seconds without asking it again.
@@ -36,6 +39,16 @@ class ContainerBase:
     unreachable_at: float | None
     _service: BlobServiceClient
     _client: ContainerClient
+    _timeout: float
+    _retries: int
+    _metrics: Metrics | None
+
+    @functools.cached_property
+    def _lean(self) -> LeanSender | None:
+        """Bare requests by urllib3 when they succeed (lean.py); None: all by the
+        pipeline (a token credential, a proxy)."""
+        return LeanSender.for_client(self._client.url, self._client.credential,
+                                     timeout=self._timeout, metrics=self._metrics)
 
     def close(self) -> None:
         self._service.close()
@@ -80,6 +93,14 @@ class ContainerBase:
         SDK's own objects cost more CPU than the requests (see list_pages, _get_whole
         and Remote._put_whole)."""
         request.headers.setdefault("x-ms-version", self._client.api_version)
+        if self._lean is not None and not options and self._retries > 0:
+            answer = self._lean.send(request, stream=stream)
+            if answer is not None:
+                return answer  # type: ignore[return-value]  # read as an HttpResponse
+            # The lean try was the first: the pipeline makes the others, after the wait
+            # its retry policy would have made.
+            time.sleep(backoff(1))
+            options = {"retry_total": self._retries - 1}
         return self._client._client._send_request(request, stream=stream, **options)
 
     def _send_get(self, url: str, headers: Mapping[str, str]) -> HttpResponse:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator, Mapping
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -65,6 +66,7 @@ class Remote(Downloads, Staging, SasAccess, RemoteContainer):
         self._service = service_client(account, timeout=timeout, retries=retries,
                                        metrics=metrics)
         self._client = self._service.get_container_client(container)
+        self._timeout, self._retries, self._metrics = timeout, retries, metrics
         self.label = f"{account.account_name}/{container}"
         self.unreachable_at = None
         self.azcopy_login = (azcopy_login(os.environ) if not self._key() and not
@@ -104,7 +106,12 @@ class Remote(Downloads, Staging, SasAccess, RemoteContainer):
                     params["prefix"] = prefix
                 if marker:
                     params["marker"] = marker
-                response = self._send(HttpRequest("GET", self._client.url, params=params))
+                # Quoted here: azure-core would leave a prefix raw and `requests` would
+                # send its '+' as is, which the service reads as a space (refused: the
+                # signature names a '+').
+                base, _, sas = self._client.url.partition("?")
+                query = urlencode(params, quote_via=quote) + (f"&{sas}" if sas else "")
+                response = self._send(HttpRequest("GET", f"{base}?{query}"))
                 response.raise_for_status()
                 items, marker = parse_listing(response.read())
                 yield items

@@ -23,6 +23,7 @@ from azure.storage.blob import (
     generate_container_sas,
 )
 
+from blobmount.azure import MTIME_KEY, format_mtime
 from blobmount.azurite import Azurite
 from blobmount.config import AZURITE_ACCOUNT, AZURITE_KEY
 
@@ -51,6 +52,10 @@ def write_files(root: Path, count: int, tag: str) -> dict[str, bytes]:
     return written
 
 
+#: A time set by utimensat after a close, with nanoseconds (2020-09-13T12:26:40.123456789Z)
+TOUCHED_NS = 1_600_000_000_123_456_789
+
+
 def kill_daemon(mounter: Mounter, mount) -> None:
     """kill -9 the daemon, and detach the dead mount it leaves."""
     os.kill(mount.pid, signal.SIGKILL)
@@ -73,6 +78,10 @@ def test_kill_9_after_close_loses_nothing(mounter, container):
         with open(root / "existing.txt", "ab") as writer:
             writer.write(b"appended before the kill\n")
         expected["existing.txt"] = b"the old bytes\nappended before the kill\n"
+        # After its close, as `tar x` does: only its journal row's metadata changes,
+        # committed with no fsync, which a killed daemon keeps all the same.
+        os.chmod(root / "file-03.txt", 0o640)
+        os.utime(root / "file-03.txt", ns=(TOUCHED_NS, TOUCHED_NS))
         # 22 files and the marker of `sub` (async: a mkdir journals it)
         assert mount.status()["uploads"]["count"] == 23
         kill_daemon(mounter, mount)
@@ -87,6 +96,9 @@ def test_kill_9_after_close_loses_nothing(mounter, container):
         for name, data in expected.items():
             assert mount.path(f"d/{name}").read_bytes() == data
         assert mount.status()["uploads"]["count"] == 0
+        touched = container.get_blob_client("file-03.txt").get_blob_properties().metadata
+        assert int(touched["mode"], 8) & 0o7777 == 0o640
+        assert touched[MTIME_KEY] == format_mtime(TOUCHED_NS)
 
 
 def test_small_files_lost_from_the_cache_by_a_crash_come_back_from_the_journal(
@@ -122,13 +134,17 @@ def test_small_files_lost_from_the_cache_by_a_crash_come_back_from_the_journal(
     assert mount.log().count("is made again from its journal row") == 3
 
 
+#: More files than the writer can close before the kill, however fast the mount is
+#: (uploads wait for the burst of closes to pause, up to 5 s): 5,000 were once written
+#: in full before it.
+WRITER_FILES = 50_000
 #: A program writing files one by one as tar does (create, write, set times and mode,
 #: close), each a few bytes to 100 KiB (journaled with its bytes or fsynced), which
 #: logs each name once its close has returned; it stops at the first error.
 TAR_LIKE = """
 import os, sys
-root, log = sys.argv[1], open(sys.argv[2], "w")
-for number in range(5000):
+root, log, WRITER_FILES = sys.argv[1], open(sys.argv[2], "w"), int(sys.argv[3])
+for number in range(WRITER_FILES):
     name = f"d{number // 50:03d}/f{number:05d}"
     os.makedirs(os.path.join(root, os.path.dirname(name)), exist_ok=True)
     size = 100_000 if number % 7 == 0 else 1 + number * 13 % 20_000
@@ -156,7 +172,7 @@ def test_kill_9_in_the_middle_of_many_writes_loses_no_file_a_close_returned_for(
     mount = mounter.mount(config)
     closed_log = tmp_path / "closed.txt"
     writer = subprocess.Popen([sys.executable, "-c", TAR_LIKE, str(mount.path("d")),
-                               str(closed_log)], stderr=subprocess.DEVNULL)
+                               str(closed_log), str(WRITER_FILES)], stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: closed_log.exists() and len(closed_log.read_text().split()) >= 150,
                  timeout=120, what="the writer to close 150 files")
@@ -169,7 +185,7 @@ def test_kill_9_in_the_middle_of_many_writes_loses_no_file_a_close_returned_for(
         mounter.cleanup()
         raise
     closed = closed_log.read_text().split()
-    assert 150 <= len(closed) < 5000
+    assert 150 <= len(closed) < WRITER_FILES  # killed in the middle
     with mounter.mounted(config) as mount:
         blobmount("sync", str(mount.mountpoint), check=True)
         held = blobs(container)

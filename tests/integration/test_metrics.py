@@ -202,6 +202,14 @@ def test_every_sdk_request_is_named_where_it_is_sent(azurite, container, tmp_pat
         list(remote.list_pages(""))
         with pytest.raises(Exception):  # noqa: B017 - any RemoteError will do
             remote.properties("missing")
+        # Bare requests go by urllib3 alone when they succeed (lean.py): signed right,
+        # names that need quoting included, each costs one request, none refused.
+        assert remote._lean is not None  # an account key: signed here
+        container.upload_blob("a dir/é+1.txt", b"odd")
+        remote.download("a dir/é+1.txt", tmp_path / "copy")
+        assert (tmp_path / "copy").read_bytes() == b"odd"
+        assert [item.name for page in remote.list_pages("a dir/é+") for item in page] == [
+            "a dir/é+1.txt"]
     finally:
         remote.close()
     counts = {(op, status): count for op, status_counts in _by_op_status(metrics).items()
@@ -209,7 +217,8 @@ def test_every_sdk_request_is_named_where_it_is_sent(azurite, container, tmp_pat
     assert counts == {
         ("put", "201"): 1, ("head", "200"): 2, ("set_metadata", "200"): 1,
         ("copy", "202"): 1, ("delete", "202"): 1, ("put_block", "201"): 1,
-        ("put_block_list", "201"): 1, ("list", "200"): 1, ("head", "404"): 1,
+        ("put_block_list", "201"): 1, ("list", "200"): 2, ("head", "404"): 1,
+        ("get", "206"): 1,
     }
 
     # No answer at all: counted as 'error', each try.
