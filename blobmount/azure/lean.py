@@ -66,8 +66,8 @@ def string_to_sign(method: str, url: str, headers: Mapping[str, str], account: s
 
 
 class LeanResponse:
-    """A successful answer, as the callers of a bare request read it: its body still
-    to stream, or (`body`) read already."""
+    """A final answer (a success, or an error the pipeline would not retry), as the
+    callers of a bare request read it: its body still to stream, or read (`body`)."""
 
     def __init__(self, response: urllib3.BaseHTTPResponse, body: bytes | None = None) -> None:
         self._response = response
