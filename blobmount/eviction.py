@@ -12,6 +12,7 @@ of its own here (named by cache.block_key), never one being read or fetched.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -161,10 +162,14 @@ class Evictor:
     def pass_once(self, now: float | None = None) -> tuple[int, int]:
         """One pass over every folder: (files, bytes) dropped."""
         now = time.time() if now is None else now
-        # What is open or journaled, asked for only once something may go: a stream's
-        # every GET wakes this, and its open blocks are thousands.
-        in_use: set[str] | None = None
-        keep: set[str] = set()
+        @functools.cache
+        def open_and_kept() -> tuple[set[str], set[str]]:
+            """What is open, and that with what is journaled: asked for only once
+            something may go (a stream's every GET wakes this; its open blocks are
+            thousands)."""
+            in_use = self.in_use()
+            return in_use, in_use | self.store.upload_paths()
+
         chosen: list[CachedFile] = []
         self._blocked = False
         fetching = self._arriving()
@@ -181,9 +186,7 @@ class Evictor:
                 # of a partial copy's thousand blocks each time would be most of the
                 # daemon's work.
                 continue
-            if in_use is None:
-                in_use = self.in_use()
-                keep = in_use | self.store.upload_paths()
+            in_use, keep = open_and_kept()
             files = self._as_blocks(entry, files)
             landed = {f.path for f in files}
             arriving = sum(size for key, size in fetching.items()
@@ -196,9 +199,8 @@ class Evictor:
                 # Files just read are still open for a moment (the kernel releases
                 # them after close() returns): try again once they are closed.
                 self._blocked = self._blocked or left > limits.max_bytes
-        if self._drop_after_upload and in_use is None:
-            keep = self.in_use() | self.store.upload_paths()
         for path in list(self._drop_after_upload):
+            _, keep = open_and_kept()
             record = self.store.cached_file(path)
             if record is None or record.state != CopyState.CLEAN:
                 self._drop_after_upload.discard(path)  # gone, or written again

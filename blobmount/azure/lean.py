@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import time
 from collections.abc import Iterator, Mapping
 from email.utils import formatdate
@@ -28,7 +27,7 @@ import urllib3
 from azure.core.exceptions import HttpResponseError, ServiceResponseError
 from azure.core.rest import HttpRequest
 
-from .transport import POOL_SIZE, RESPONSE_BLOCK
+from .transport import POOL_SIZE, RESPONSE_BLOCK, ca_bundle
 
 if TYPE_CHECKING:
     from ..metrics import Metrics
@@ -111,7 +110,7 @@ class LeanSender:
         self._account = account
         self._key = key
         self._metrics = metrics
-        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        bundle = ca_bundle()
         self._pool = urllib3.connection_from_url(
             url, maxsize=POOL_SIZE, block=False, retries=False,
             timeout=urllib3.Timeout(connect=min(timeout, 10.0), read=timeout),

@@ -69,6 +69,11 @@ class _Backoff(ExponentialRetry):
         return backoff(settings["count"])
 
 
+def ca_bundle() -> str | None:
+    """The CA bundle the environment names for HTTPS, as `requests` reads it."""
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+
+
 class _ThrottleAwareTransport(RequestsTransport):
     """Turns a 429 into an error the retry policy retries (it retries any AzureError
     raised below it), since the storage SDK would hand a 429 straight back.
@@ -82,7 +87,7 @@ class _ThrottleAwareTransport(RequestsTransport):
         super().__init__(**options)
         # Each request names what it verifies against (True: certifi's bundle), which
         # wins over the session's `verify`: the environment's bundle must be said here.
-        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        bundle = ca_bundle()
         if bundle and "connection_verify" not in options:
             self.connection_config.verify = bundle
 
@@ -97,7 +102,7 @@ class _ThrottleAwareTransport(RequestsTransport):
         # every request, 0.4 ms of CPU of a small GET's 1.2 ms; the endpoint is fixed,
         # so they are read once, here.
         session.proxies.update(requests.utils.get_environ_proxies(self._endpoint))
-        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        bundle = ca_bundle()
         if bundle:
             session.verify = bundle
         session.trust_env = False
