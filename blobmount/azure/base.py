@@ -93,14 +93,15 @@ class ContainerBase:
         SDK's own objects cost more CPU than the requests (see list_pages, _get_whole
         and Remote._put_whole)."""
         request.headers.setdefault("x-ms-version", self._client.api_version)
-        if self._lean is not None and not options and self._retries > 0:
+        retries = options.get("retry_total", self._retries)
+        if self._lean is not None and options.keys() <= {"retry_total"} and retries > 0:
             answer = self._lean.send(request, stream=stream)
             if answer is not None:
                 return answer  # type: ignore[return-value]  # read as an HttpResponse
             # The lean try was the first: the pipeline makes the others, after the wait
             # its retry policy would have made.
             time.sleep(backoff(1))
-            options = {"retry_total": self._retries - 1}
+            options = {"retry_total": retries - 1}
         return self._client._client._send_request(request, stream=stream, **options)
 
     def _send_get(self, url: str, headers: Mapping[str, str]) -> HttpResponse:

@@ -9,6 +9,12 @@ the caller raises as it would the pipeline's. An answer the pipeline would retry
 429, 5xx) or none at all makes the caller send the request through the pipeline, with
 one retry fewer: the lean try was the first. An account reached by a token, or
 through a proxy, always goes by the pipeline.
+
+Azure sorts the signed x-ms- headers by a collation of its own (a hyphen or an
+underscore weighs less than a letter: `x-ms-meta-a_b` before `x-ms-meta-a1`), not as
+Python sorts strings; the SDK's Shared Key policy has that sort, and a lean request
+is signed by the same one, so user metadata (a small upload's mode and mtime) goes
+lean too.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import requests.utils
 import urllib3
 from azure.core.exceptions import HttpResponseError, ServiceResponseError
 from azure.core.rest import HttpRequest
+from azure.storage.blob._shared.authentication import _storage_header_sort
 
 from .transport import POOL_SIZE, RESPONSE_BLOCK, ca_bundle
 
@@ -38,24 +45,17 @@ _SIGNED = ("content-encoding", "content-language", "content-length", "content-md
            "if-unmodified-since", "range")
 
 
-#: The x-ms- headers a lean request may carry. Azure sorts the signed x-ms- headers by
-#: a collation of its own (hyphens weigh less than letters, digits more than '_'),
-#: which agrees with a plain sort for these names; a request with any other (user
-#: metadata, say) goes by the pipeline, which signs by that collation.
-_SORTED_ALIKE = frozenset({"x-ms-blob-content-md5", "x-ms-blob-type", "x-ms-date",
-                           "x-ms-range", "x-ms-range-get-content-md5", "x-ms-version"})
-
-
 def string_to_sign(method: str, url: str, headers: Mapping[str, str], account: str) -> str:
     """What Shared Key signs of a request (Azure Storage's rules since 2015-02-21: a
-    Content-Length of 0 is signed empty), for x-ms- headers of _SORTED_ALIKE."""
+    Content-Length of 0 is signed empty). ValueError: a header name Azure's collation
+    has no weight for."""
     lowered = {name.lower(): value for name, value in headers.items()}
     if lowered.get("content-length") == "0":
         lowered["content-length"] = ""
     positional = [lowered.get(name, "") for name in _SIGNED]
     canonical_headers = "".join(
-        f"{name}:{lowered[name].strip()}\n" for name in sorted(lowered)
-        if name.startswith("x-ms-"))
+        f"{name}:{value.strip()}\n" for name, value in _storage_header_sort(
+            [(name, value) for name, value in lowered.items() if name.startswith("x-ms-")]))
     parts = urlsplit(url)
     # The query as the SDK reads it: split as written, each value unquoted ('+' kept).
     query = dict(part.partition("=")[::2] for part in parts.query.split("&") if part)
@@ -139,16 +139,15 @@ class LeanSender:
         body = request.content if isinstance(request.content, bytes) else None
         if request.content is not None and body is None:
             return None  # a stream to send: the pipeline's
-        if any(name.lower().startswith("x-ms-") and name.lower() not in _SORTED_ALIKE
-               for name in headers):
-            return None
         headers["x-ms-date"] = formatdate(usegmt=True)
         if body is not None:
             headers["Content-Length"] = str(len(body))
         if self._key is not None:
-            signature = hmac.new(self._key, string_to_sign(
-                request.method, request.url, headers, self._account).encode(),
-                hashlib.sha256).digest()
+            try:
+                text = string_to_sign(request.method, request.url, headers, self._account)
+            except (ValueError, IndexError):  # a name outside the collation's table
+                return None
+            signature = hmac.new(self._key, text.encode(), hashlib.sha256).digest()
             headers["Authorization"] = (f"SharedKey {self._account}:"
                                         f"{base64.b64encode(signature).decode()}")
         # Quoted as `requests` quotes it for the pipeline (a listing's prefix is not).
