@@ -38,7 +38,8 @@ class Wanted:
     mtime_ns: int | None = None
 
     def any(self) -> bool:
-        return any(value is not None for value in dataclasses.astuple(self))
+        return not (self.size is None and self.mode is None and self.uid is None
+                    and self.gid is None and self.atime_ns is None and self.mtime_ns is None)
 
 
 class Attributes:
@@ -111,6 +112,7 @@ class Attributes:
                 raise IsADirectory(node.name)
             # writable_file passed: it is under an entry
             await self.files.truncate(node.in_entry(), wanted.size, handle)
+            node = self.namespace.node(node.inode)
         shown = self.of(node)
         changes = self.permissions.changes(
             caller, shown=(shown.st_mode, shown.st_uid, shown.st_gid), mode=wanted.mode,
@@ -120,8 +122,7 @@ class Attributes:
         if wanted.mtime_ns is not None:
             changes["mtime_ns"] = wanted.mtime_ns
         if changes:  # asked for: writable_file passed, so it is under an entry
-            await self.files.set_attributes(self.namespace.node(node.inode).in_entry(),
-                                            **changes)
+            await self.files.set_attributes(node.in_entry(), **changes)
         return self.namespace.node(node.inode)
 
     def statfs(self) -> pyfuse3.StatvfsData:

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from .patchtables import Patch
+from .transaction import transaction
 
 
 class CopyState(StrEnum):
@@ -68,7 +69,7 @@ class CacheTables:
         """Record a copy. Blocks of an earlier record go unless it stays partial (its
         ETag changed with the same bytes: utimens), or it is a patch's (patch.py).
         `synced` False: its bytes were never fsynced (`unsynced_copies`)."""
-        with self._db:
+        with transaction(self._db):
             if not synced:
                 self._db.execute("INSERT OR REPLACE INTO unsynced_copies (path) VALUES (?)",
                                  (path,))
@@ -97,7 +98,7 @@ class CacheTables:
             " AND path NOT IN (SELECT path FROM uploads)")]
 
     def drop_cached_file(self, path: str) -> None:
-        with self._db:
+        with transaction(self._db):
             self._db.execute("DELETE FROM cached_blocks WHERE path = ?", (path,))
             self._db.execute("DELETE FROM cached_files WHERE path = ?", (path,))
             self._db.execute("DELETE FROM unsynced_copies WHERE path = ?", (path,))
@@ -134,7 +135,7 @@ class CacheTables:
         size grows by the bytes they add."""
         blocks = list(blocks)
         now = time.time()
-        with self._db:
+        with transaction(self._db):
             replaced = self._block_bytes(path, [start for start, _, _ in blocks])
             self._db.executemany(
                 "INSERT OR REPLACE INTO cached_blocks (path, start, size, crc32, last_access)"
@@ -145,7 +146,7 @@ class CacheTables:
     def drop_cached_blocks(self, path: str, starts: Collection[int]) -> None:
         """Forget blocks of the partial copy at `path`, in one commit (eviction drops
         hundreds at a time); its record's size shrinks by their bytes."""
-        with self._db:
+        with transaction(self._db):
             dropped = self._block_bytes(path, starts)
             self._db.executemany("DELETE FROM cached_blocks WHERE path = ? AND start = ?",
                                  [(path, start) for start in starts])

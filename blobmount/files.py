@@ -297,10 +297,7 @@ class Files(Renames):
         await self.downloads.before_write(handle.path, offset, len(data))
         written = self.downloads.write(handle.fd, handle.path, data, offset)
         handle.written = True
-        node = self.store.node(handle.inode)
-        if node is not None:
-            self.store.set_local(node.inode, size=max(node.size, offset + written),
-                                 mtime_ns=time.time_ns())
+        self.store.grow_local(handle.inode, end=offset + written, mtime_ns=time.time_ns())
         return written
 
     async def flush(self, number: int) -> None:
@@ -383,9 +380,10 @@ class Files(Renames):
 
     def _drop_orphan(self, inode: int) -> None:
         """A file unlinked while open goes once no handle or kernel reference is left."""
+        if inode in self._lookups or any(h.inode == inode for h in self.handles.values()):
+            return  # still known: the common case, answered without the store
         node = self.store.node(inode)
-        if (node is not None and node.parent == ORPHANS and inode not in self._lookups
-                and not any(h.inode == inode for h in self.handles.values())):
+        if node is not None and node.parent == ORPHANS:
             self.store.remove_node(inode)
 
     # -- attributes ---------------------------------------------------------------

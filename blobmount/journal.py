@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .azure import FOLDER_MARKER_KEY
+from .transaction import transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +104,7 @@ class UploadJournal:
         if durable:
             self._db.execute("PRAGMA synchronous=FULL")
         try:
-            with self._db:
+            with transaction(self._db):
                 versions = [self._db.execute(
                     "INSERT INTO uploads (path, account, container, blob, base_etag, version,"
                     " queued, mtime_ns, metadata, data) VALUES (:path, :account, :container,"
@@ -162,13 +163,13 @@ class UploadJournal:
         """These rows' copies are durable now (a sync of their file system began after
         they were journaled): the rows need not hold the bytes any more, unless a
         later close journaled them again."""
-        with self._db:
+        with transaction(self._db):
             self._db.executemany(
                 "UPDATE uploads SET data = NULL WHERE path = ? AND version = ?", rows)
 
     def upload_done(self, path: str, version: int) -> bool:
         """Drop the row if no close came after the uploaded version; True if dropped."""
-        with self._db:
+        with transaction(self._db):
             cursor = self._db.execute(
                 "DELETE FROM uploads WHERE path = ? AND version = ?", (path, version)
             )
@@ -184,5 +185,5 @@ class UploadJournal:
         self._db.execute("UPDATE uploads SET base_etag = ? WHERE path = ?", (base_etag, path))
 
     def drop_upload(self, path: str) -> None:
-        with self._db:
+        with transaction(self._db):
             self._db.execute("DELETE FROM uploads WHERE path = ?", (path,))

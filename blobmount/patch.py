@@ -103,6 +103,8 @@ class Patches:
     def get(self, path: Path) -> Edit | None:
         """The edit of the copy at `path`, while it holds a change (dirty)."""
         edit = self._edits.get(path)
+        if edit is None and self.store.patch(str(path)) is None:
+            return None  # most copies: not an edit, and nothing to retire
         record = self.store.cached_file(str(path))
         if record is None or record.state != CopyState.DIRTY:
             if edit is not None or self.store.patch(str(path)) is not None:

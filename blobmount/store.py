@@ -26,6 +26,7 @@ from .journal import UploadJournal
 from .patchtables import Patch as Patch  # re-exported: patch.py's
 from .patchtables import PatchTables
 from .posix import Kept
+from .transaction import statements, transaction
 
 SCHEMA_VERSION = 8
 #: The block size (decide.BLOCK) of stores that do not record theirs.
@@ -132,6 +133,7 @@ class Store(CacheTables, UploadJournal, PatchTables):
         # journal asks for FULL around its own commits.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._migrate()
+        self._load_patched()
         self._generation = 0
 
     def close(self) -> None:
@@ -144,7 +146,7 @@ class Store(CacheTables, UploadJournal, PatchTables):
             self._db.close()
             raise StoreError(f"{self.path} was written by a newer blobmount (schema {version});"
                              " upgrade blobmount or use another cache_dir")
-        with self._db:
+        with transaction(self._db):
             if version == 1:
                 # 1 -> 2: files written here and not uploaded yet (the write path).
                 self._db.execute("ALTER TABLE nodes ADD COLUMN local INTEGER NOT NULL DEFAULT 0")
@@ -182,7 +184,8 @@ class Store(CacheTables, UploadJournal, PatchTables):
             # 6 -> 7: patches and patch_blocks, edits of large copies uploaded by
             # blocks; made by schema.sql the same way.
             schema = resources.files("blobmount").joinpath("schema.sql").read_text()
-            self._db.executescript(schema)
+            for statement in statements(schema):
+                self._db.execute(statement)
             self._db.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (SCHEMA_VERSION,),
@@ -233,7 +236,7 @@ class Store(CacheTables, UploadJournal, PatchTables):
 
     def reset_tree(self) -> None:
         """Forget every inode and make a fresh root: a new mount starts here."""
-        with self._db:
+        with transaction(self._db):
             self._db.execute("DELETE FROM nodes")
             self._db.execute(
                 "INSERT INTO nodes (inode, parent, name, is_dir, listed, mtime_ns)"
@@ -311,7 +314,7 @@ class Store(CacheTables, UploadJournal, PatchTables):
         """Record one page of a folder's listing. Known names keep their inode."""
         rows = [(folder.inode, listed.name, folder.entry_index, *_blob_columns(listed.item),
                  now, generation) for listed in items]
-        with self._db:
+        with transaction(self._db):
             self._db.executemany(
                 "INSERT INTO nodes (parent, name, entry, is_dir, blob, size, mtime_ns, etag,"
                 " mode, uid, gid, atime_ns, ctime_ns, is_link, special, rdev, checked, seen)"
@@ -335,7 +338,7 @@ class Store(CacheTables, UploadJournal, PatchTables):
 
         `now` is when the listing began: a child uploaded or made after that is kept.
         """
-        with self._db:
+        with transaction(self._db):
             self._db.execute(
                 "DELETE FROM nodes WHERE parent = ? AND seen != ? AND inode != ? AND local = 0"
                 " AND (checked IS NULL OR checked <= ?)",
@@ -421,6 +424,14 @@ class Store(CacheTables, UploadJournal, PatchTables):
         self._db.execute("UPDATE nodes SET mtime_ns = ?, ctime_ns = ? WHERE inode = ?"
                          " AND is_dir = 1", (when_ns, when_ns, inode))
 
+    def grow_local(self, inode: int, *, end: int, mtime_ns: int) -> None:
+        """A write here that ends at `end`: the file is at least that long (one
+        statement, since every write of every file makes one)."""
+        self._db.execute(
+            "UPDATE nodes SET local = 1, size = max(size, ?), mtime_ns = ? WHERE inode = ?",
+            (end, mtime_ns, inode),
+        )
+
     def set_local(self, inode: int, *, size: int, mtime_ns: int) -> None:
         self._db.execute(
             "UPDATE nodes SET local = 1, size = ?, mtime_ns = ? WHERE inode = ?",
@@ -473,7 +484,7 @@ class Store(CacheTables, UploadJournal, PatchTables):
 
     def forget_local(self, entry_index: int, blob: str, folder_prefix: str) -> None:
         """Show the container's version of `blob` again, and relist its folder."""
-        with self._db:
+        with transaction(self._db):
             self._db.execute(
                 "UPDATE nodes SET local = 0, checked = NULL WHERE entry = ? AND blob = ?"
                 " AND is_dir = 0", (entry_index, blob))

@@ -32,13 +32,15 @@ LAYERS: dict[int, frozenset[str]] = {
     # `threads`: the daemon's one bound on worker threads (every blocking call).
     # `taskdump`: what each trio task waits on (SIGUSR1), for a mount that seems stuck.
     # `burst`: the async upload worker waits for a burst of closes to end.
+    # `transaction`: one sqlite transaction (the store's connection autocommits).
     # `config` (a package): the model, where files are, the YAML reader, credentials,
     # placeholders, names and the mount table, and the two formats, one module each.
     0: frozenset({"__init__", "errors", "config", "config.model", "config.locate",
                   "config.reader", "config.credentials", "config.templates", "config.checks",
                   "config.native", "config.azfuse", "log", "tools", "singleflight",
                   "sdnotify", "progress", "versions", "supervise", "children", "metrics",
-                  "posix", "access", "decide", "threads", "taskdump", "burst"}),
+                  "posix", "access", "decide", "threads", "taskdump", "burst",
+                  "transaction"}),
     # `azure` (a package): the storage client, one module per job (see its __init__).
     # `journal`, `cachetables`, `patchtables`: the store's tables, one module each.
     1: frozenset({"store", "journal", "cachetables", "patchtables", "azure", "azure.transport",
