@@ -10,11 +10,16 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 );
 
--- The tree shown under the mount point. Inodes live for one mount only: the table
--- is emptied when a daemon starts, since the kernel forgets every inode on unmount.
+-- The tree shown under the mount point. Inodes live for one mount only, since the
+-- kernel forgets every inode on unmount: the table is TEMP, the connection's own (in
+-- memory, spilling to an unsynced temporary file), so that the many changes a file's
+-- life makes (each write, each chmod) cost no write-ahead log and no commit on disk:
+-- 2.6 us an update, against 15 us in the database file. Earlier versions kept it in
+-- the file: that table goes (an earlier version opening the database makes it again).
 -- AUTOINCREMENT: a number is never given twice, so one the kernel still holds for a
 -- removed file or folder can never name another.
-CREATE TABLE IF NOT EXISTS nodes (
+DROP TABLE IF EXISTS main.nodes;
+CREATE TEMP TABLE IF NOT EXISTS nodes (
     inode     INTEGER PRIMARY KEY AUTOINCREMENT,  -- 1 is the mount point itself
     parent    INTEGER NOT NULL,     -- parent inode; the root is its own parent; 0 for a
                                     -- file unlinked while open (kept until its last

@@ -91,6 +91,23 @@ def children(store: Store, parent: int) -> dict[str, Node]:
 # --------------------------------------------------------------------------- the tree
 
 
+def test_the_tree_is_not_in_the_database_file(db: Path) -> None:
+    """Inodes live one mount: nodes are the connection's own (TEMP), so each write of a
+    file changes no page of the file; a table an earlier version kept there goes."""
+    raw = sqlite3.connect(db.parent.mkdir(parents=True) or db)
+    raw.execute("CREATE TABLE nodes (inode INTEGER PRIMARY KEY, parent INTEGER)")
+    raw.execute("INSERT INTO nodes VALUES (7, 1)")
+    raw.commit()
+    raw.close()
+    opened = Store(db)
+    opened.reset_tree()
+    entry_folder(opened)
+    opened.close()
+    raw = sqlite3.connect(db)
+    assert raw.execute("SELECT name FROM sqlite_master WHERE name = 'nodes'").fetchall() == []
+    raw.close()
+
+
 def test_reset_tree_makes_the_root(store: Store) -> None:
     root = store.node(ROOT_INODE)
     assert root is not None
@@ -389,7 +406,7 @@ def test_cached_bytes(store: Store) -> None:
 # --------------------------------------------------------------------------- across mounts
 
 
-def test_reopening_keeps_cached_files_and_reset_tree_empties_nodes(db: Path) -> None:
+def test_reopening_keeps_cached_files_and_starts_with_no_tree(db: Path) -> None:
     first = Store(db)
     first.reset_tree()
     data = entry_folder(first)
@@ -400,7 +417,8 @@ def test_reopening_keeps_cached_files_and_reset_tree_empties_nodes(db: Path) -> 
     second = Store(db)  # the next mount
     try:
         assert second.cached_file("/c/blobs/aa/1") is not None
-        assert second.child(data.inode, "a") is not None  # until the tree is reset
+        # The tree lived for the first mount only (a TEMP table, the connection's own).
+        assert second.child(data.inode, "a") is None
         second.reset_tree()
         assert second.child_inodes(ROOT_INODE) == []
         assert second.node(data.inode) is None
@@ -430,7 +448,8 @@ def test_schema_version_is_recorded_once(db: Path) -> None:
     Store(db).close()
     expected = {"schema_version": str(SCHEMA_VERSION), "block_size": str(BLOCK)}
     assert _meta(db) == expected
-    assert {"meta", "nodes", "cached_files"} <= _tables(db)
+    assert {"meta", "cached_files"} <= _tables(db)
+    assert "nodes" not in _tables(db)  # the connection's own (TEMP)
     Store(db).close()
     assert _meta(db) == expected
 
@@ -576,11 +595,11 @@ def test_a_version_2_journal_is_migrated_and_keeps_its_uploads(db: Path) -> None
 
 
 @pytest.mark.parametrize("version", ["4", "5"])
-def test_a_version_4_or_5_database_is_migrated_keeping_its_journal_and_tree(
+def test_a_version_4_or_5_database_is_migrated_keeping_its_journal(
         db: Path, version: str) -> None:
-    """5 -> 6 (and 4, whose step to 5 adds only a table) adds the kept mode, owner,
-    link and special-node columns to nodes and the metadata to the journal: a row
-    journaled before still goes up (with no metadata)."""
+    """5 -> 6 (and 4, whose step to 5 adds only a table) adds the metadata to the
+    journal: a row journaled before still goes up (with no metadata). The old tree
+    goes (each mount makes its own), and the new one keeps modes, owners and links."""
     db.parent.mkdir(parents=True)
     with sqlite3.connect(db) as raw:
         raw.executescript(SCHEMA_V1)
@@ -597,9 +616,11 @@ def test_a_version_4_or_5_database_is_migrated_keeping_its_journal_and_tree(
         upgraded.queue_upload("/c/blobs/bb/2", account="acct", container="cont",
                               blob="dir/f.txt", base_etag="", metadata='{"mode": "100600"}')
         assert upgraded.upload("/c/blobs/bb/2").metadata == '{"mode": "100600"}'
-        old = upgraded.child(ROOT_INODE, "old")
-        assert old is not None and (old.mode, old.uid, old.is_link) == (None, None, False)
-        assert (old.special, old.rdev) == (0, 0)
+        assert upgraded.child(ROOT_INODE, "old") is None
+        upgraded.reset_tree()
+        new = upgraded.node(entry_folder(upgraded).inode)
+        assert new is not None and (new.mode, new.uid, new.is_link) == (None, None, False)
+        assert (new.special, new.rdev) == (0, 0)
     finally:
         upgraded.close()
 

@@ -63,7 +63,7 @@ def test_the_schema_made_statement_by_statement_is_the_whole_schema(tmp_path: Pa
     tables = {name for (name,) in store._db.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table'")}
     store.close()
-    assert {"nodes", "uploads", "cached_files", "cached_blocks", "patches", "patch_blocks",
+    assert {"uploads", "cached_files", "cached_blocks", "patches", "patch_blocks",
             "meta"} <= tables
 
 
