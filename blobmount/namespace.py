@@ -240,8 +240,12 @@ class Namespace:
         if node.is_dir:
             raise IsADirectory(name)
         node = self.writable_file(node)
-        # Even a file never uploaded from here may have a blob (made elsewhere).
-        await self.remotes[node.entry_index].delete(node.blob)
+        if node.etag:
+            await self.remotes[node.entry_index].delete(node.blob)
+        # Else made here and never uploaded (its upload was dropped first, and any
+        # under way ended): it has no blob. One put at its name elsewhere meanwhile was
+        # never seen here, so not this file to delete (git's temporary files: a
+        # DELETE each, answered 404).
         self.store.remove_node(node.inode)
         self.store.touch(parent.inode, time.time_ns())
         self._changes[parent.inode] += 1

@@ -127,6 +127,23 @@ def test_rename_and_unlink_reach_the_container(mode: str) -> None:
         assert k.names(k.root) == []
 
 
+def test_unlinking_a_file_never_uploaded_sends_no_delete() -> None:
+    """git's temporary files: made, written, closed and unlinked before any upload.
+    No blob is theirs; one put at the name elsewhere meanwhile is not this file's."""
+    with kernel("async") as k:
+        k.create(b"tmp_pack", b"bytes")
+        k.state.remote.put_elsewhere("tmp_pack", b"someone else's")
+        k.call(k.fs.unlink, k.root, b"tmp_pack", CALLER)
+        k.state.loop.call(k.state._sync)
+        assert ("delete", "tmp_pack") not in k.state.remote.calls
+        assert k.state.remote.files()["tmp_pack"].data == b"someone else's"
+        k.create(b"kept", b"up")
+        k.state.loop.call(k.state._sync)  # uploaded: now it has a blob of its own
+        k.call(k.fs.unlink, k.root, b"kept", CALLER)
+        assert ("delete", "kept") in k.state.remote.calls
+        assert "kept" not in k.state.remote.files()
+
+
 def test_errors_reach_the_kernel_as_their_errno() -> None:
     with kernel("sync") as k:
         k.create(b"file", b"x")
