@@ -111,6 +111,18 @@ def _tighten(path: str, mode: int) -> int:
     return 1
 
 
+def make_empty(path: Path) -> None:
+    """An empty file at `path` (truncated if there), its folder made if missing: tried
+    first without the folder, which is nearly always there already (an mkdir of one that
+    exists costs as much as the create)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    try:
+        os.close(os.open(path, flags, 0o600))
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, flags, 0o600))
+
+
 def fsync_file(path: Path) -> None:
     """Flush a file's bytes to disk (blocking: call it from a worker thread)."""
     fd = os.open(path, os.O_RDONLY)

@@ -28,7 +28,7 @@ from typing import TypedDict
 
 from .azure import MTIME_KEY, BlobItem, format_mtime
 from .blocks import BlockReader
-from .cache import Cache
+from .cache import Cache, make_empty
 from .cachetables import CopyState
 from .config import MountEntry
 from .decide import read_ahead_takes
@@ -259,8 +259,7 @@ class Files(Renames):
         else:
             base = node.etag or ""
         if truncate:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+            make_empty(path)
             self.store.set_local(node.inode, size=0, mtime_ns=time.time_ns())
         else:
             self.store.set_local(node.inode, size=node.size, mtime_ns=node.mtime_ns)

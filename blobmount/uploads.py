@@ -27,7 +27,7 @@ import trio
 from .azcopy import AzCopy
 from .azure import FOLDER_MARKER_KEY, AsyncContainer, BlobItem, backoff, format_mtime
 from .burst import Burst
-from .cache import Cache
+from .cache import Cache, make_empty
 from .cachetables import CopyState
 from .commits import GroupCommit
 from .config import MountEntry, Settings
@@ -218,8 +218,7 @@ class Uploads(Puts):
         path, blob = self.marker_path(entry, prefix), prefix.rstrip("/")
         journaled = self.marker_row(entry, prefix) is not None
         if not journaled:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+            make_empty(path)
             self.cache.record(path, blob=blob, etag="", size=0, state=CopyState.DIRTY)
         return await self.journal(path, entry, blob, "", None,
                                   {**metadata, FOLDER_MARKER_KEY: "true"},
