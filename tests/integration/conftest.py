@@ -45,6 +45,26 @@ def wait_for(condition, timeout: float = 30.0, interval: float = 0.05, what: str
         time.sleep(interval)
 
 
+def holders(mountpoint: Path) -> list[str]:
+    """The processes whose folder or open files are under `mountpoint`: what keeps
+    it busy."""
+    inside = str(mountpoint).rstrip("/") + "/"
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            links = [proc / "cwd", *(proc / "fd").iterdir()]
+            for link in links:
+                with contextlib.suppress(OSError):
+                    target = os.readlink(link)
+                    if target == str(mountpoint) or target.startswith(inside):
+                        command = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+                        found.append(f"pid {proc.name} ({command.decode(errors='replace')[:80]}):"
+                                     f" {link.name} {target}")
+    return found
+
+
 def is_mounted(path: Path) -> bool:
     with open("/proc/self/mounts") as mounts:
         return any(line.split(" ")[1] == str(path) for line in mounts)
@@ -169,7 +189,17 @@ class Mounter:
         self.unmount(mount)
 
     def unmount(self, mount: Mount) -> None:
-        subprocess.run([FUSERMOUNT, "-u", str(mount.mountpoint)], check=True)
+        # Busy only while some process is inside the mount: on a loaded machine with
+        # suites side by side that was once seen to outlast the test's own last call
+        # (cause not found), so busy is asked again for a while, then reported with
+        # the processes that hold the mount.
+        def unmounted() -> bool:
+            return subprocess.run([FUSERMOUNT, "-u", str(mount.mountpoint)],
+                                  capture_output=True).returncode == 0
+        try:
+            wait_for(unmounted, timeout=10, interval=0.2, what=f"{mount.mountpoint} to unmount")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; inside it: {holders(mount.mountpoint)}") from None
         # `blobmount unmount` waits UNMOUNT_TIMEOUT for the daemon's last uploads and
         # exit; a loaded machine (two suites and an apt install beside) took over 30 s.
         try:
