@@ -77,7 +77,8 @@ class GroupCommit:
         """Closes waiting for the next group."""
         return len(self._waiting)
 
-    async def journal(self, row: Journaled, *, bytes_durable: bool = False) -> int:
+    async def journal(self, row: Journaled, *, bytes_durable: bool = False,
+                      durable: bool = True) -> int:
         """Make the file durable and its row committed; the row's version.
 
         `bytes_durable`: nothing of the file changed since its last journaling (a
@@ -85,7 +86,16 @@ class GroupCommit:
         each close): only the row's metadata is new, committed at once without an
         fsync, as a local file system keeps a chmod. A killed daemon keeps it; the next
         durable commit covers it. Behind a close of the same file not yet committed,
-        it waits for that close, so that the row ends with the newer metadata."""
+        it waits for that close, so that the row ends with the newer metadata.
+
+        `durable` False: the new marker blob of a folder made here (an empty file).
+        Its row holds its bytes and is committed at once, without an fsync: a local
+        file system keeps an mkdir only once the parent is fsynced, a killed daemon
+        keeps it all the same, and the next durable commit (any close) covers it."""
+        if not durable:
+            data = small_file_bytes(Path(row.path))
+            return self._store.queue_uploads([dataclasses.replace(row, data=data)],
+                                             durable=False)[0]
         if bytes_durable:
             while self._in_flight[row.path]:
                 await self._committed.wait()

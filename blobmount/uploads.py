@@ -178,11 +178,12 @@ class Uploads(Puts):
     async def journal(self, path: Path, entry: MountEntry, blob: str, base_etag: str,
                       mtime_ns: int | None = None,
                       metadata: Mapping[str, str] | None = None, *,
-                      bytes_durable: bool = False) -> int:
+                      bytes_durable: bool = False, durable: bool = True) -> int:
         """Make the written file durable and journal its upload; the journal version.
         `metadata` (mode, owner: see posix.py) goes up with the bytes. Closes that
         arrive together share the commit (commits.py). `bytes_durable`: only the
-        metadata changed since the file was last journaled, so no fsync is needed.
+        metadata changed since the file was last journaled, so no fsync is needed;
+        `durable` False: a new folder's marker, committed at once without one.
 
         `base_etag` counts only if the file has no journaled upload yet; an upload of
         it that ends meanwhile keeps its row (rebased), so the base cannot go stale.
@@ -192,7 +193,7 @@ class Uploads(Puts):
             version = await self._commits.journal(Journaled(
                 str(path), entry.account.account_name, entry.container, blob, base_etag,
                 mtime_ns, json.dumps(dict(metadata)) if metadata else None),
-                bytes_durable=bytes_durable)
+                bytes_durable=bytes_durable, durable=durable)
         finally:
             self._journaling[str(path)] -= 1
             if not self._journaling[str(path)]:
@@ -222,7 +223,7 @@ class Uploads(Puts):
             self.cache.record(path, blob=blob, etag="", size=0, state=CopyState.DIRTY)
         return await self.journal(path, entry, blob, "", None,
                                   {**metadata, FOLDER_MARKER_KEY: "true"},
-                                  bytes_durable=journaled)
+                                  bytes_durable=journaled, durable=journaled)
 
     async def upload_now(self, path: Path, version: int) -> None:
         """Upload the journaled file now and return once the container has `version`.

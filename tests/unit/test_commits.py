@@ -250,3 +250,20 @@ def test_new_metadata_behind_a_close_of_the_same_file_commits_after_it(
     upload = store.upload(str(path))
     assert upload is not None and (upload.version, upload.metadata) == (2, '{"mode": "2"}')
     assert commit_kinds == [True, False]
+
+
+def test_a_new_folders_marker_is_committed_at_once_holding_its_bytes(
+        store: Store, tmp_path: Path, fsynced: list[str], commit_kinds: list[bool]) -> None:
+    """An mkdir's marker (an empty file) needs no fsync before mkdir returns, as on a
+    local file system: its row is committed at once, outside any group, and holds its
+    (empty) bytes, so a mount after a crash that lost the copy makes it again."""
+    marker = tmp_path / "folder"
+    marker.write_bytes(b"")
+    commits = GroupCommit(store, Threads(4))
+
+    async def main() -> int:
+        return await commits.journal(row(marker), durable=False)
+
+    assert trio.run(main) == 1
+    assert fsynced == [] and commit_kinds == [False] and commits.groups == 0
+    assert store.small_copies() == [(str(marker), b"")]
