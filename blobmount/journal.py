@@ -169,10 +169,9 @@ class UploadJournal:
 
     def upload_done(self, path: str, version: int) -> bool:
         """Drop the row if no close came after the uploaded version; True if dropped."""
-        with transaction(self._db):
-            cursor = self._db.execute(
-                "DELETE FROM uploads WHERE path = ? AND version = ?", (path, version)
-            )
+        cursor = self._db.execute(
+            "DELETE FROM uploads WHERE path = ? AND version = ?", (path, version)
+        )
         return cursor.rowcount == 1
 
     def upload_failed(self, path: str, error: str, next_try: float) -> None:
@@ -185,5 +184,4 @@ class UploadJournal:
         self._db.execute("UPDATE uploads SET base_etag = ? WHERE path = ?", (base_etag, path))
 
     def drop_upload(self, path: str) -> None:
-        with transaction(self._db):
-            self._db.execute("DELETE FROM uploads WHERE path = ?", (path,))
+        self._db.execute("DELETE FROM uploads WHERE path = ?", (path,))

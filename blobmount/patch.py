@@ -103,16 +103,15 @@ class Patches:
     def get(self, path: Path) -> Edit | None:
         """The edit of the copy at `path`, while it holds a change (dirty)."""
         edit = self._edits.get(path)
-        if edit is None and self.store.patch(str(path)) is None:
+        row = self.store.patch(str(path)) if edit is None else None
+        if edit is None and row is None:
             return None  # most copies: not an edit, and nothing to retire
         record = self.store.cached_file(str(path))
         if record is None or record.state != CopyState.DIRTY:
-            if edit is not None or self.store.patch(str(path)) is not None:
-                self._retire(path)
+            self._retire(path)
             return None
         if edit is not None:
             return edit
-        row = self.store.patch(str(path))
         remote = self.remotes.get((row.account, row.container)) if row else None
         if row is None or remote is None:
             return None

@@ -50,12 +50,11 @@ class PatchTables:
 
     def put_patch(self, patch: Patch) -> None:
         """Record a patch (a new one, or its new base: its written blocks stay)."""
-        with transaction(self._db):
-            self._db.execute(
-                "INSERT OR REPLACE INTO patches (path, account, container, blob, etag, size,"
-                " snapshot) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (patch.path, patch.account, patch.container, patch.blob, patch.etag,
-                 patch.size, patch.snapshot))
+        self._db.execute(
+            "INSERT OR REPLACE INTO patches (path, account, container, blob, etag, size,"
+            " snapshot) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (patch.path, patch.account, patch.container, patch.blob, patch.etag,
+             patch.size, patch.snapshot))
         self._patched.add(patch.path)
 
     def drop_patch(self, path: str) -> None:
