@@ -1,12 +1,13 @@
 """The storage client: one container of one account, through the azure-storage-blob SDK.
 
-Its modules, in the order they import each other: `transport` (the SDK's transport,
-retries, metrics, error translation), `listing` (BlobItem, the List Blobs parser, the
-`mtime` convention), `base` (what the parts of Remote share), `ranges` (downloads),
-`staging` (snapshots and blocks), `sas` (the one SAS signer, AzCopy's access),
-`protocol` (`RemoteContainer`: what the core calls on a Remote, for fakes to declare),
-`container` (`Remote`, composing them), `aio` (`AsyncContainer`: the async face the
-core calls, every blocking call under the daemon's one limiter). This module
+Its modules, in the order they import each other: `wire` (HTTP/1.1 by hand, for the lean
+requests), `transport` (the SDK's transport, retries, metrics, error translation),
+`lean` (bare requests signed here, each one's first try), `listing` (BlobItem, the List
+Blobs parser, the `mtime` convention), `base` (what the parts of Remote share), `ranges`
+(downloads), `staging` (snapshots and blocks), `sas` (the one SAS signer, AzCopy's
+access), `protocol` (`RemoteContainer`: what the core calls on a Remote, for fakes to
+declare), `container` (`Remote`, composing them), `aio` (`AsyncContainer`: the async
+face the core calls, every blocking call under the daemon's one limiter). This module
 re-exports what callers use.
 """
 

@@ -1,14 +1,14 @@
-"""Bare requests by urllib3 alone, as the first try of each.
+"""Bare requests over sockets of their own (wire.py), as the first try of each.
 
-A small GET through azure-core's pipeline and `requests` cost 2.3-2.9 ms of the
-daemon's CPU here, by urllib3 alone 0.8-1.0 ms (4 KiB from Azurite, 1,000 in a row):
-most of a cold small read's CPU. A lean request is signed as the SDK signs it (Shared
-Key) or carries the SAS already in its URL. Its answer is handed back if it is final:
-a success, or an error the pipeline would not retry (403, 404, 409, 412, ...), which
-the caller raises as it would the pipeline's. An answer the pipeline would retry (408,
-429, 5xx) or none at all makes the caller send the request through the pipeline, with
-one retry fewer: the lean try was the first. An account reached by a token, or
-through a proxy, always goes by the pipeline.
+A small GET through azure-core's pipeline and `requests` cost 2.3-2.9 ms of the daemon's
+CPU here, by urllib3 alone 0.8-1.0 ms (4 KiB from Azurite, 1,000 in a row), of which 0.4
+ms was urllib3's and http.client's own; wire.py does that part in 0.07 ms. A lean
+request is signed as the SDK signs it (Shared Key) or carries the SAS already in its
+URL. Its answer is handed back if it is final: a success, or an error the pipeline would
+not retry (403, 404, 409, 412, ...), which the caller raises as it would the pipeline's.
+An answer the pipeline would retry (408, 429, 5xx) or none at all makes the caller send
+the request through the pipeline, with one retry fewer: the lean try was the first. An
+account reached by a token, or through a proxy, always goes by the pipeline.
 
 Azure sorts the signed x-ms- headers by a collation of its own (a hyphen or an
 underscore weighs less than a letter: `x-ms-meta-a_b` before `x-ms-meta-a1`), not as
@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 import requests.utils
-import urllib3
 from azure.core.exceptions import HttpResponseError, ServiceResponseError
 from azure.core.rest import HttpRequest
 from azure.storage.blob._shared.authentication import _storage_header_sort
 
 from .transport import POOL_SIZE, RESPONSE_BLOCK, ca_bundle
+from .wire import Answer, Pool, WireError
 
 if TYPE_CHECKING:
     from ..metrics import Metrics
@@ -68,7 +68,7 @@ class LeanResponse:
     """A final answer (a success, or an error the pipeline would not retry), as the
     callers of a bare request read it: its body still to stream, or read (`body`)."""
 
-    def __init__(self, response: urllib3.BaseHTTPResponse, body: bytes | None = None) -> None:
+    def __init__(self, response: Answer, body: bytes | None = None) -> None:
         self._response = response
         self._body = body
         self.status_code = response.status
@@ -80,12 +80,12 @@ class LeanResponse:
             return
         try:
             yield from self._response.stream(RESPONSE_BLOCK)
-        except (urllib3.exceptions.HTTPError, OSError) as exc:  # cut short, or stalled
+        except WireError as exc:  # cut short, or stalled
             raise ServiceResponseError(f"the answer stopped: {exc}", error=exc) from None
 
     @property
     def reason(self) -> str:
-        return self._response.reason or ""
+        return self._response.reason
 
     def read(self) -> bytes:
         return b"".join(self.iter_bytes())
@@ -94,7 +94,7 @@ class LeanResponse:
         return self.read().decode("utf-8", "replace")
 
     def close(self) -> None:
-        self._response.release_conn()
+        self._response.release()
 
     def raise_for_status(self) -> None:
         """The error the pipeline's answer would raise (its body read first)."""
@@ -110,11 +110,8 @@ class LeanSender:
         self._account = account
         self._key = key
         self._metrics = metrics
-        bundle = ca_bundle()
-        self._pool = urllib3.connection_from_url(
-            url, maxsize=POOL_SIZE, block=False, retries=False,
-            timeout=urllib3.Timeout(connect=min(timeout, 10.0), read=timeout),
-            **({"ca_certs": bundle} if bundle and url.startswith("https") else {}))
+        self._pool = Pool(url, connect_timeout=min(timeout, 10.0), read_timeout=timeout,
+                          ca_certs=ca_bundle(), maxsize=POOL_SIZE)
 
     @classmethod
     def for_client(cls, url: str, credential: object, *, timeout: float,
@@ -155,28 +152,23 @@ class LeanSender:
         target = f"{parts.path}?{parts.query}" if parts.query else parts.path
         started = time.perf_counter()
         try:
-            response = self._pool.urlopen(request.method, target, body=body, headers=headers,
-                                          preload_content=False, redirect=False)
-        except (urllib3.exceptions.HTTPError, OSError):
+            response = self._pool.request(request.method, target, headers, body)
+        except WireError:
             self._count(request, headers, None, started)
             return None  # no answer: the pipeline tries again, and counts its tries
         self._count(request, headers, response, started)
-        if not (200 <= response.status < 300 or _final_error(response.status)):
-            response.drain_conn()
-            response.release_conn()
-            return None
         if stream and response.status < 300:
             return LeanResponse(response)
         try:
             body = response.read()
-        except (urllib3.exceptions.HTTPError, OSError):
-            response.release_conn()
+        except WireError:
             return None
-        response.release_conn()
+        if not (200 <= response.status < 300 or _final_error(response.status)):
+            return None
         return LeanResponse(response, body)
 
     def _count(self, request: HttpRequest, headers: Mapping[str, str],
-               response: urllib3.BaseHTTPResponse | None, started: float) -> None:
+               response: Answer | None, started: float) -> None:
         """One try, counted as the pipeline's transport counts its own."""
         if self._metrics is None:
             return

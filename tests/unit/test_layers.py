@@ -74,9 +74,9 @@ LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in mod
 
 #: The storage client's own order, lowest first: each of its modules imports only the
 #: ones before it (the transport knows nothing of downloads; `Remote` composes all).
-AZURE_ORDER = ["azure.transport", "azure.lean", "azure.listing", "azure.base", "azure.ranges",
-               "azure.staging", "azure.sas", "azure.protocol", "azure.container", "azure.aio",
-               "azure"]
+AZURE_ORDER = ["azure.wire", "azure.transport", "azure.lean", "azure.listing", "azure.base",
+               "azure.ranges", "azure.staging", "azure.sas", "azure.protocol",
+               "azure.container", "azure.aio", "azure"]
 
 
 def module_name(path: Path, root: Path = PACKAGE_DIR) -> str:
