@@ -3,6 +3,7 @@ and the schema version, each on a real database file under tmp_path."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import sqlite3
@@ -31,6 +32,18 @@ from blobmount.store import (
     Node,
     Store,
 )
+
+
+@contextlib.contextmanager
+def raw_connection(db: Path) -> Iterator[sqlite3.Connection]:
+    """A connection of the test's own, committed and closed at the end: a Store holds
+    its database alone (locking_mode EXCLUSIVE), so none may stay open beside one."""
+    raw = sqlite3.connect(db)
+    try:
+        with raw:
+            yield raw
+    finally:
+        raw.close()
 
 
 @pytest.fixture
@@ -434,14 +447,20 @@ def test_reopening_keeps_cached_files_and_starts_with_no_tree(db: Path) -> None:
         second.close()
 
 
-def _meta(db: Path) -> dict[str, str]:
-    with sqlite3.connect(db) as raw:
+def _meta(db: Path | Store) -> dict[str, str]:
+    """The meta table, read by a connection of the test's own, or by the open Store's."""
+    if isinstance(db, Store):
+        return dict(db._db.execute("SELECT key, value FROM meta").fetchall())
+    with raw_connection(db) as raw:
         return dict(raw.execute("SELECT key, value FROM meta").fetchall())
 
 
-def _tables(db: Path) -> set[str]:
-    with sqlite3.connect(db) as raw:
-        return {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+def _tables(db: Path | Store) -> set[str]:
+    query = "SELECT name FROM sqlite_master WHERE type='table'"
+    if isinstance(db, Store):
+        return {row[0] for row in db._db.execute(query)}
+    with raw_connection(db) as raw:
+        return {row[0] for row in raw.execute(query)}
 
 
 def test_schema_version_is_recorded_once(db: Path) -> None:
@@ -480,14 +499,14 @@ def test_blocks_of_an_earlier_block_size_become_blocks_of_this_one(db: Path) -> 
 
 def test_the_database_is_in_wal_mode(db: Path) -> None:
     Store(db).close()
-    with sqlite3.connect(db) as raw:
+    with raw_connection(db) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def _newer_database(db: Path) -> None:
     """A database a later blobmount wrote: version SCHEMA_VERSION + 1, other tables."""
     db.parent.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(db) as raw:
+    with raw_connection(db) as raw:
         raw.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         raw.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION + 1),))
         raw.execute("CREATE TABLE tree_v2 (id INTEGER PRIMARY KEY)")
@@ -539,12 +558,12 @@ def test_a_version_1_database_is_migrated_and_keeps_its_cache(db: Path) -> None:
     and work with every later schema (schema.sql: "store.py migrates older ones
     forward, step by step"), keeping its cached-file records."""
     db.parent.mkdir(parents=True)
-    with sqlite3.connect(db) as raw:
+    with raw_connection(db) as raw:
         raw.executescript(SCHEMA_V1)
     raw.close()
     upgraded = Store(db)
     try:
-        assert _meta(db)["schema_version"] == str(SCHEMA_VERSION)
+        assert _meta(upgraded)["schema_version"] == str(SCHEMA_VERSION)
         record = upgraded.cached_file("/c/blobs/aa/1")
         assert record is not None and (record.blob, record.etag, record.size) == ("a", "E", 3)
         # The tree is made anew at every mount; the migration made its table anew too.
@@ -575,14 +594,14 @@ UPDATE meta SET value = '2' WHERE key = 'schema_version';
 def test_a_version_2_journal_is_migrated_and_keeps_its_uploads(db: Path) -> None:
     """A crash leaves rows in the journal; an upgraded blobmount must still upload them."""
     db.parent.mkdir(parents=True)
-    with sqlite3.connect(db) as raw:
+    with raw_connection(db) as raw:
         raw.executescript(SCHEMA_V1)
         raw.execute("ALTER TABLE nodes ADD COLUMN local INTEGER NOT NULL DEFAULT 0")
         raw.executescript(SCHEMA_V2_UPLOADS)
     raw.close()
     upgraded = Store(db)
     try:
-        assert _meta(db)["schema_version"] == str(SCHEMA_VERSION)
+        assert _meta(upgraded)["schema_version"] == str(SCHEMA_VERSION)
         row = upgraded.upload("/c/blobs/bb/2")
         assert row is not None
         assert (row.blob, row.version, row.mtime_ns) == ("dir/f.txt", 3, None)
@@ -601,7 +620,7 @@ def test_a_version_4_or_5_database_is_migrated_keeping_its_journal(
     journal: a row journaled before still goes up (with no metadata). The old tree
     goes (each mount makes its own), and the new one keeps modes, owners and links."""
     db.parent.mkdir(parents=True)
-    with sqlite3.connect(db) as raw:
+    with raw_connection(db) as raw:
         raw.executescript(SCHEMA_V1)
         raw.execute("ALTER TABLE nodes ADD COLUMN local INTEGER NOT NULL DEFAULT 0")
         raw.executescript(SCHEMA_V2_UPLOADS)
@@ -610,7 +629,7 @@ def test_a_version_4_or_5_database_is_migrated_keeping_its_journal(
     raw.close()
     upgraded = Store(db)
     try:
-        assert _meta(db)["schema_version"] == str(SCHEMA_VERSION)
+        assert _meta(upgraded)["schema_version"] == str(SCHEMA_VERSION)
         row = upgraded.upload("/c/blobs/bb/2")
         assert (row.blob, row.version, row.metadata) == ("dir/f.txt", 3, None)
         upgraded.queue_upload("/c/blobs/bb/2", account="acct", container="cont",
@@ -706,7 +725,7 @@ def test_an_inode_number_is_never_given_twice(store: Store) -> None:
 def test_a_version_4_database_gets_the_block_map_and_keeps_its_cache(db: Path) -> None:
     """4 -> 5 adds cached_blocks and changes nothing else: whole copies stay usable."""
     db.parent.mkdir(parents=True)
-    with sqlite3.connect(db) as raw:
+    with raw_connection(db) as raw:
         raw.executescript(SCHEMA_V1)
         raw.execute("ALTER TABLE nodes ADD COLUMN local INTEGER NOT NULL DEFAULT 0")
         raw.executescript(SCHEMA_V2_UPLOADS)
@@ -715,8 +734,8 @@ def test_a_version_4_database_gets_the_block_map_and_keeps_its_cache(db: Path) -
     raw.close()
     upgraded = Store(db)
     try:
-        assert _meta(db)["schema_version"] == str(SCHEMA_VERSION)
-        assert "cached_blocks" in _tables(db)
+        assert _meta(upgraded)["schema_version"] == str(SCHEMA_VERSION)
+        assert "cached_blocks" in _tables(upgraded)
         assert upgraded.cached_file("/c/blobs/aa/1").size == 3
         assert upgraded.upload("/c/blobs/bb/2") is not None
     finally:

@@ -172,12 +172,9 @@ def test_journal_holds_the_upload_until_it_is_done(store: Store, entry: MountEnt
 
     async def main() -> None:
         path, version = await harness.journal("d/a.txt", b"written")
-        # Committed: another connection to the database sees the row.
-        other = Store(tmp_path / "meta" / "blobmount.sqlite")
-        try:
-            row = other.upload(str(path))
-        finally:
-            other.close()
+        # Committed (the store holds its database alone: no other connection can look).
+        assert not store._db.in_transaction
+        row = store.upload(str(path))
         assert row is not None and row.blob == "d/a.txt" and row.version == version
         assert "d/a.txt" not in remote.files()
         await harness.uploads.upload_now(path, version)
