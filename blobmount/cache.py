@@ -170,6 +170,18 @@ class Cache:
         digest = hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()
         return entry.cache_dir / BLOBS_FOLDER / digest[:2] / digest
 
+    @staticmethod
+    def make_folders(entries: Iterable[MountEntry]) -> None:
+        """The 256 folders copies go in (by their digest's first byte), made at the
+        start as squid's cache folders are: a download into a fresh cache would
+        otherwise wait on the mkdir of its folder, 0.2 ms each here."""
+        for blobs in {entry.cache_dir / BLOBS_FOLDER for entry in entries}:
+            blobs.mkdir(parents=True, exist_ok=True)
+            present = set(os.listdir(blobs))
+            for byte in range(256):
+                if f"{byte:02x}" not in present:
+                    (blobs / f"{byte:02x}").mkdir(exist_ok=True)
+
     def usable(self, path: Path, etag: str | None) -> bool:
         """True when `path` holds the bytes of the blob version `etag`."""
         record = self.store.cached_file(str(path))
@@ -195,8 +207,10 @@ class Cache:
 
     @staticmethod
     def temp_path(path: Path) -> Path:
-        """A fresh temporary name beside `path` (same folder, so rename is atomic)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """A fresh temporary name beside `path` (same folder, so rename is atomic); the
+        folder is made if missing (a stat: an mkdir of one there costs more)."""
+        if not os.path.isdir(path.parent):
+            path.parent.mkdir(parents=True, exist_ok=True)
         return path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.tmp")
 
     @staticmethod

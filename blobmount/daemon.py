@@ -310,6 +310,7 @@ async def _assemble(config: Config, mountpoint: Path, stack: contextlib.ExitStac
     await _check_remotes(remotes, config.mounts)
 
     cache = Cache(store)
+    cache.make_folders(config.mounts)
     azcopy_for = _azcopy_factory(config, threads, metrics)
     downloads = Downloads(cache, azcopy_for, sdk_max=settings.sdk_download_max,
                           block_min=settings.block_read_min)

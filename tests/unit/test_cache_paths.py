@@ -207,3 +207,22 @@ def test_temp_path_is_beside_the_final_path(cache: Cache, tmp_path: Path) -> Non
     assert cache.install(temp, path) == 1
     assert not temp.exists() and path.read_bytes() == b"x"
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_every_folder_a_copy_can_go_in_is_made_at_the_start(tmp_path: Path) -> None:
+    """No download into a fresh cache waits on an mkdir: the 256 folders are there."""
+    entry = mount_entry(tmp_path / "c")
+    (tmp_path / "c" / BLOBS_FOLDER / "7f").mkdir(parents=True)  # an earlier mount's
+    Cache.make_folders([entry, mount_entry(tmp_path / "c", container="other")])
+    folders = sorted(os.listdir(tmp_path / "c" / BLOBS_FOLDER))
+    assert folders == [f"{byte:02x}" for byte in range(256)]
+    cache = Cache(types.SimpleNamespace())  # type: ignore[arg-type]
+    for blob in ("a", "b/c", "é"):
+        assert cache.path_for(entry, blob).parent.is_dir()
+
+
+def test_a_temporary_name_makes_its_folder_if_it_is_missing(tmp_path: Path) -> None:
+    copy = tmp_path / "c" / BLOBS_FOLDER / "ab" / ("ab" + "0" * 62)
+    temp = Cache.temp_path(copy)
+    assert temp.parent == copy.parent and copy.parent.is_dir()
+    assert temp.name.startswith(copy.name) and temp.name.endswith(".tmp")
