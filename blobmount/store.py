@@ -7,36 +7,35 @@ and one thread means no locking).
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from .azure.listing import BlobItem
 from .cachetables import CachedBlock as CachedBlock  # re-exported
 from .cachetables import CachedFile as CachedFile  # re-exported
 from .cachetables import CacheTables
-from .decide import BLOCK
-from .errors import PermissionDenied, StoreError
+from .errors import PermissionDenied
 from .journal import Upload as Upload  # re-exported: the journal's rows
 from .journal import UploadJournal
+from .migrations import migrate
 from .patchtables import Patch as Patch  # re-exported: patch.py's
 from .patchtables import PatchTables
 from .posix import Kept
-from .transaction import statements, transaction
+from .transaction import transaction
 
-SCHEMA_VERSION = 8
-#: The block size (decide.BLOCK) of stores that do not record theirs.
-EARLIER_BLOCK = 512 * 1024
 ROOT_INODE = 1
 #: the parent of files unlinked while open; no folder has this inode
 ORPHANS = 0
 #: blob names of orphans start with this: a NUL, so no real blob name can
 ORPHAN_BLOB = "\0orphan/"
 NEVER_STALE = float("inf")
+#: Nodes kept read (Store.node) at most: beyond, they are all forgotten.
+NODES_KEPT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +120,23 @@ def _inode(cursor: sqlite3.Cursor) -> int:
     return int(cursor.fetchone()[0])
 
 
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def _writes_tree(method: Method) -> Method:
+    """A Store method that changes nodes: those read before are forgotten, before it
+    and after it (so that none read in between outlives a rollback)."""
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        self._nodes.clear()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._nodes.clear()
+
+    return cast(Method, wrapper)
+
+
 class Store(CacheTables, UploadJournal, PatchTables):
     """The metadata of one mount, in one sqlite database."""
 
@@ -135,108 +151,19 @@ class Store(CacheTables, UploadJournal, PatchTables):
         # NORMAL is durable across a process crash in WAL mode; the write path's
         # journal asks for FULL around its own commits.
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._migrate()
+        #: nodes as last read, by inode: each request reads a few several times (20 us
+        #: a read, with its count of subfolders); any change of the tree forgets them all
+        self._nodes: dict[int, Node] = {}
+        migrate(self._db, path)
         self._load_patched()
         self._generation = 0
 
     def close(self) -> None:
         self._db.close()
 
-    def _migrate(self) -> None:
-        """Bring the database to SCHEMA_VERSION, step by step; refuse a newer one."""
-        version = self._schema_version()
-        if version is not None and version > SCHEMA_VERSION:
-            self._db.close()
-            raise StoreError(f"{self.path} was written by a newer blobmount (schema {version});"
-                             " upgrade blobmount or use another cache_dir")
-        with transaction(self._db):
-            if version == 1:
-                # 1 -> 2: files written here and not uploaded yet (the write path).
-                self._db.execute("ALTER TABLE nodes ADD COLUMN local INTEGER NOT NULL DEFAULT 0")
-            if version == 2:
-                # 2 -> 3: the file's mtime goes up with it as blob metadata. (Version 1
-                # had no uploads table: schema.sql below makes it whole.)
-                self._db.execute("ALTER TABLE uploads ADD COLUMN mtime_ns INTEGER")
-            if version in (4, 5):
-                # 5 -> 6 (and from 4, whose step to 5 adds no column): modes, owners,
-                # symlinks and special nodes (kept as blob metadata); the upload journal
-                # keeps the metadata to put with the bytes.
-                self._db.execute("ALTER TABLE nodes ADD COLUMN mode INTEGER")
-                self._db.execute("ALTER TABLE nodes ADD COLUMN uid INTEGER")
-                self._db.execute("ALTER TABLE nodes ADD COLUMN gid INTEGER")
-                self._db.execute("ALTER TABLE nodes ADD COLUMN atime_ns INTEGER")
-                self._db.execute(
-                    "ALTER TABLE nodes ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0")
-                self._db.execute(
-                    "ALTER TABLE nodes ADD COLUMN is_link INTEGER NOT NULL DEFAULT 0")
-                self._db.execute("ALTER TABLE nodes ADD COLUMN link TEXT")
-                self._db.execute(
-                    "ALTER TABLE nodes ADD COLUMN special INTEGER NOT NULL DEFAULT 0")
-                self._db.execute("ALTER TABLE nodes ADD COLUMN rdev INTEGER NOT NULL DEFAULT 0")
-            if version in (2, 3, 4, 5):
-                self._db.execute("ALTER TABLE uploads ADD COLUMN metadata TEXT")
-            if version is not None and 2 <= version <= 7:
-                # 7 -> 8: a small file's row holds its bytes (journal.py).
-                self._db.execute("ALTER TABLE uploads ADD COLUMN data BLOB")
-            if version is not None and version < 4:
-                # 3 -> 4: inode numbers are never reused (AUTOINCREMENT). The tree is
-                # made anew at every mount, so the old table simply goes.
-                self._db.execute("DROP TABLE IF EXISTS nodes")
-            # 4 -> 5: cached_blocks, the blocks of partial copies; schema.sql below makes
-            # the table (nothing older changes, so this step needs no statement).
-            # 6 -> 7: patches and patch_blocks, edits of large copies uploaded by
-            # blocks; made by schema.sql the same way.
-            schema = resources.files("blobmount").joinpath("schema.sql").read_text()
-            for statement in statements(schema):
-                self._db.execute(statement)
-            self._db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-                (SCHEMA_VERSION,),
-            )
-            self._resize_blocks()
-
-    def _resize_blocks(self) -> None:
-        """Blocks recorded at another BLOCK size (an earlier blobmount's; one with no
-        record used 512 KiB) become blocks of this one. An edit's written blocks become
-        every new block they overlap (so all their bytes are sent); a cached block
-        larger than BLOCK becomes the blocks it holds, with no CRC-32 they could match
-        (so each is fetched again before use); smaller ones go (fetched again)."""
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'block_size'").fetchone()
-        old = int(row[0]) if row else EARLIER_BLOCK
-        if old != BLOCK:
-            written = self._db.execute("SELECT path, start FROM patch_blocks").fetchall()
-            self._db.execute("DELETE FROM patch_blocks")
-            self._db.executemany(
-                "INSERT OR IGNORE INTO patch_blocks (path, start) VALUES (?, ?)",
-                [(path, new) for path, start in written
-                 for new in range(start - start % BLOCK, start + old, BLOCK)])
-            cached = self._db.execute(
-                "SELECT path, start, size, last_access FROM cached_blocks").fetchall()
-            self._db.execute("DELETE FROM cached_blocks")
-            if old > BLOCK:
-                self._db.executemany(
-                    "INSERT INTO cached_blocks (path, start, size, crc32, last_access)"
-                    " VALUES (?, ?, ?, -1, ?)",
-                    [(path, new, min(BLOCK, start + size - new), used)
-                     for path, start, size, used in cached
-                     for new in range(start, start + size, BLOCK)])
-            self._db.execute(
-                "UPDATE cached_files SET size = (SELECT COALESCE(SUM(size), 0) FROM"
-                " cached_blocks WHERE cached_blocks.path = cached_files.path)"
-                " WHERE state = 'partial'")
-            self._db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('block_size', ?)", (BLOCK,))
-
-    def _schema_version(self) -> int | None:
-        has_meta = self._db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
-        if not has_meta:
-            return None
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        return int(row[0]) if row else None
-
     # -- the tree -----------------------------------------------------------------
 
+    @_writes_tree
     def reset_tree(self) -> None:
         """Forget every inode and make a fresh root: a new mount starts here."""
         with transaction(self._db):
@@ -247,6 +174,7 @@ class Store(CacheTables, UploadJournal, PatchTables):
                 (ROOT_INODE, ROOT_INODE, NEVER_STALE, time.time_ns()),
             )
 
+    @_writes_tree
     def add_folder(self, parent: int, name: str, *, entry_index: int | None, blob: str | None,
                    listed: float | None, local: bool = False) -> int:
         """Add a folder that no listing produced (the mount table's own folders; those
@@ -257,15 +185,23 @@ class Store(CacheTables, UploadJournal, PatchTables):
             (parent, name, entry_index, blob, listed, time.time_ns(), local),
         ))
 
+    @_writes_tree
     def set_local_folder(self, inode: int) -> None:
         """A folder made here whose marker blob is still in the journal: listings that
         do not see it yet leave it alone (its upload's end clears this)."""
         self._db.execute("UPDATE nodes SET local = 1 WHERE inode = ? AND is_dir = 1", (inode,))
 
     def node(self, inode: int) -> Node | None:
-        return _maybe_node(self._db.execute(
-            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE inode = ?", (inode,)
-        ).fetchone())
+        found = self._nodes.get(inode)
+        if found is None:
+            found = _maybe_node(self._db.execute(
+                f"SELECT {_NODE_COLUMNS} FROM nodes WHERE inode = ?", (inode,)
+            ).fetchone())
+            if found is not None:
+                if len(self._nodes) >= NODES_KEPT:
+                    self._nodes.clear()
+                self._nodes[inode] = found
+        return found
 
     def entry_node(self, inode: int) -> EntryNode | None:
         """The node of a file, or of a folder under a mount entry (None: gone)."""
@@ -312,6 +248,7 @@ class Store(CacheTables, UploadJournal, PatchTables):
         self._generation += 1
         return self._generation
 
+    @_writes_tree
     def add_listed(self, folder: Node, generation: int, items: Iterable[ListedItem],
                    now: float) -> None:
         """Record one page of a folder's listing. Known names keep their inode."""
@@ -336,6 +273,7 @@ class Store(CacheTables, UploadJournal, PatchTables):
                 rows,
             )
 
+    @_writes_tree
     def finish_listing(self, folder: Node, generation: int, now: float) -> None:
         """Drop the children this listing did not see, and mark the folder listed.
 
@@ -349,11 +287,13 @@ class Store(CacheTables, UploadJournal, PatchTables):
             )
             self._db.execute("UPDATE nodes SET listed = ? WHERE inode = ?", (now, folder.inode))
 
+    @_writes_tree
     def forget_listing(self, folder: int) -> None:
         """The folder's listing is not to be trusted: the next look lists it again."""
         self._db.execute("UPDATE nodes SET listed = NULL WHERE inode = ? AND listed IS NOT ?",
                          (folder, NEVER_STALE))
 
+    @_writes_tree
     def update_file(self, inode: int, *, size: int, mtime_ns: int, etag: str | None,
                     checked: float) -> None:
         self._db.execute(
@@ -361,9 +301,11 @@ class Store(CacheTables, UploadJournal, PatchTables):
             (size, mtime_ns, etag, checked, inode),
         )
 
+    @_writes_tree
     def remove_node(self, inode: int) -> None:
         self._db.execute("DELETE FROM nodes WHERE inode = ?", (inode,))
 
+    @_writes_tree
     def add_local_file(self, parent: Node, name: str, blob: str, *, size: int,
                        mtime_ns: int, kept: Kept | None = None) -> int:
         """Add (or turn into) a file whose bytes are only in the cache so far; `kept`:
@@ -384,6 +326,7 @@ class Store(CacheTables, UploadJournal, PatchTables):
         )
         return _inode(cursor)
 
+    @_writes_tree
     def add_link(self, parent: Node, name: str, blob: str, *, target: str, kept: Kept,
                  mtime_ns: int, etag: str | None) -> int:
         """A symlink just put in the container."""
@@ -396,6 +339,7 @@ class Store(CacheTables, UploadJournal, PatchTables):
         )
         return _inode(cursor)
 
+    @_writes_tree
     def add_special(self, parent: Node, name: str, blob: str, *, kept: Kept, mtime_ns: int,
                     etag: str | None) -> int:
         """A FIFO, socket or device node just put in the container (an empty blob)."""
@@ -408,10 +352,12 @@ class Store(CacheTables, UploadJournal, PatchTables):
         )
         return _inode(cursor)
 
+    @_writes_tree
     def set_link(self, inode: int, target: str) -> None:
         """A symlink's target, as read from its blob."""
         self._db.execute("UPDATE nodes SET link = ? WHERE inode = ?", (target, inode))
 
+    @_writes_tree
     def set_kept(self, inode: int, *, mode: int | None, uid: int | None, gid: int | None,
                  atime_ns: int | None, mtime_ns: int, ctime_ns: int) -> None:
         """The node's mode, owner and times as just set here (checked now: a listing
@@ -421,12 +367,14 @@ class Store(CacheTables, UploadJournal, PatchTables):
             " ctime_ns = ?, checked = ? WHERE inode = ?",
             (mode, uid, gid, atime_ns, mtime_ns, ctime_ns, time.time(), inode))
 
+    @_writes_tree
     def touch(self, inode: int, when_ns: int) -> None:
         """A folder whose entries changed here: its mtime and ctime (not kept in the
         container; the next listing of its parent shows the container's)."""
         self._db.execute("UPDATE nodes SET mtime_ns = ?, ctime_ns = ? WHERE inode = ?"
                          " AND is_dir = 1", (when_ns, when_ns, inode))
 
+    @_writes_tree
     def grow_local(self, inode: int, *, end: int, mtime_ns: int) -> None:
         """A write here that ends at `end`: the file is at least that long (one
         statement, since every write of every file makes one)."""
@@ -435,12 +383,14 @@ class Store(CacheTables, UploadJournal, PatchTables):
             (end, mtime_ns, inode),
         )
 
+    @_writes_tree
     def set_local(self, inode: int, *, size: int, mtime_ns: int) -> None:
         self._db.execute(
             "UPDATE nodes SET local = 1, size = ?, mtime_ns = ? WHERE inode = ?",
             (size, mtime_ns, inode),
         )
 
+    @_writes_tree
     def add_orphan(self, node: Node) -> None:
         """A file unlinked (or replaced) while open: its node, taken out of its folder
         already, comes back outside any folder, so no listing, lookup or upload finds
@@ -454,19 +404,23 @@ class Store(CacheTables, UploadJournal, PatchTables):
              node.uid, node.gid, node.atime_ns, time.time_ns(), int(node.is_link), node.link,
              node.special, node.rdev))
 
+    @_writes_tree
     def set_etag(self, entry_index: int, blob: str, etag: str) -> None:
         """The container holds these bytes of the file as version `etag` (a copy)."""
         self._db.execute(
             "UPDATE nodes SET etag = ?, checked = ? WHERE entry = ? AND blob = ? AND is_dir = 0",
             (etag, time.time(), entry_index, blob))
 
+    @_writes_tree
     def set_unchanged(self, inode: int) -> None:
         """Opened for writing and closed unchanged: the node shows the blob again."""
         self._db.execute("UPDATE nodes SET local = 0 WHERE inode = ?", (inode,))
 
+    @_writes_tree
     def set_mtime(self, inode: int, mtime_ns: int) -> None:
         self._db.execute("UPDATE nodes SET mtime_ns = ? WHERE inode = ?", (mtime_ns, inode))
 
+    @_writes_tree
     def set_uploaded(self, entry_index: int, blob: str, *, size: int, mtime_ns: int,
                      etag: str) -> None:
         """The node of `blob` now shows the blob as uploaded (`blob` a folder's prefix:
@@ -480,11 +434,13 @@ class Store(CacheTables, UploadJournal, PatchTables):
             (size, mtime_ns, etag, time.time(), entry_index, blob),
         )
 
+    @_writes_tree
     def set_folder_uploaded(self, entry_index: int, prefix: str) -> None:
         """The folder of `prefix` has its marker blob in the container now."""
         self._db.execute("UPDATE nodes SET local = 0 WHERE entry = ? AND blob = ?"
                          " AND is_dir = 1", (entry_index, prefix))
 
+    @_writes_tree
     def forget_local(self, entry_index: int, blob: str, folder_prefix: str) -> None:
         """Show the container's version of `blob` again, and relist its folder."""
         with transaction(self._db):
@@ -495,12 +451,14 @@ class Store(CacheTables, UploadJournal, PatchTables):
                 "UPDATE nodes SET listed = NULL WHERE entry = ? AND blob = ? AND is_dir = 1",
                 (entry_index, folder_prefix))
 
+    @_writes_tree
     def move_node(self, inode: int, parent: int, name: str, blob: str) -> None:
         self._db.execute(
             "UPDATE nodes SET parent = ?, name = ?, blob = ?, ctime_ns = ? WHERE inode = ?",
             (parent, name, blob, time.time_ns(), inode),
         )
 
+    @_writes_tree
     def move_blobs_under(self, entry_index: int, old_prefix: str, new_prefix: str) -> None:
         """Rename the blobs of every node under a folder that moved (inodes stay)."""
         self._db.execute(

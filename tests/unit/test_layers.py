@@ -42,11 +42,12 @@ LAYERS: dict[int, frozenset[str]] = {
                   "posix", "access", "decide", "threads", "taskdump", "burst",
                   "transaction"}),
     # `azure` (a package): the storage client, one module per job (see its __init__).
-    # `journal`, `cachetables`, `patchtables`: the store's tables, one module each.
-    1: frozenset({"store", "journal", "cachetables", "patchtables", "azure", "azure.transport",
-                  "azure.listing", "azure.base", "azure.ranges", "azure.staging", "azure.sas",
-                  "azure.protocol", "azure.container", "azure.aio", "azcopy",
-                  "azurite"}),
+    # `journal`, `cachetables`, `patchtables`: the store's tables, one module each;
+    # `migrations`: its schema, an earlier blobmount's database brought to this one's.
+    1: frozenset({"store", "journal", "cachetables", "patchtables", "migrations", "azure",
+                  "azure.transport", "azure.listing", "azure.base", "azure.ranges",
+                  "azure.staging", "azure.sas", "azure.protocol", "azure.container",
+                  "azure.aio", "azcopy", "azurite"}),
     # `uploads` (the write path's journal and worker) sits with `transfers`.
     # `eviction` (cache limits), `catalog` (mount paths to blobs), `xattrs` sit with `cache`.
     # `blocks`: large files read by blocks into sparse copies, beside `transfers`.

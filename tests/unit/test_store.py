@@ -19,15 +19,15 @@ from hypothesis import strategies as st
 
 from blobmount import cachetables as cachetables_module
 from blobmount import journal as journal_module
+from blobmount import patchtables as patchtables_module
 from blobmount import store as store_module
 from blobmount.azure import BlobItem
 from blobmount.decide import BLOCK
 from blobmount.errors import BlobmountError
+from blobmount.migrations import EARLIER_BLOCK, SCHEMA_VERSION
 from blobmount.store import (
-    EARLIER_BLOCK,
     NEVER_STALE,
     ROOT_INODE,
-    SCHEMA_VERSION,
     ListedItem,
     Node,
     Store,
@@ -766,3 +766,45 @@ def test_blocks_of_a_partial_copy(store: Store) -> None:
     store.add_cached_blocks("/c/blobs/p", [(0, 10, 1)])
     store.drop_cached_file("/c/blobs/p")
     assert store.cached_blocks("/c/blobs/") == []
+
+
+def test_a_node_read_again_asks_the_database_nothing(store: Store) -> None:
+    data = entry_folder(store, "data", blob="d/")
+    list_folder(store, data, [file("a", "d/", size=1)])
+    child = store.child(data.inode, "a")
+    assert child is not None
+    assert store.node(child.inode) == child
+    assert vm_steps(store, lambda: store.node(child.inode)) == 0
+
+
+def test_every_change_of_the_tree_is_seen_by_the_next_read(store: Store) -> None:
+    """Nodes are kept as read until the tree changes: a change of a file, and a new
+    subfolder (its parent's link count), show at once."""
+    data = entry_folder(store, "data", blob="d/")
+    list_folder(store, data, [file("a", "d/", size=1)])
+    child = store.child(data.inode, "a")
+    assert child is not None and store.node(data.inode).subfolders == 0  # type: ignore[union-attr]
+    store.set_mtime(child.inode, 123)
+    assert store.node(child.inode).mtime_ns == 123  # type: ignore[union-attr]
+    store.add_folder(data.inode, "sub", entry_index=0, blob="d/sub/", listed=None)
+    assert store.node(data.inode).subfolders == 1  # type: ignore[union-attr]
+
+
+def test_every_method_that_writes_nodes_forgets_those_read() -> None:
+    """The kept nodes are right only if each change of the nodes table goes through a
+    method marked to forget them: a new method that writes it must be marked too."""
+    import ast
+    import inspect
+    import re
+
+    source = inspect.getsource(store_module)
+    writes = re.compile(r"UPDATE nodes|INTO nodes|DELETE FROM nodes|TABLE[^\n]*nodes")
+    unmarked = [
+        function.name for function in ast.walk(ast.parse(source))
+        if isinstance(function, ast.FunctionDef) and function.name != "_writes_tree"
+        and writes.search(ast.get_source_segment(source, function) or "")
+        and not any(isinstance(mark, ast.Name) and mark.id == "_writes_tree"
+                    for mark in function.decorator_list)]
+    assert not unmarked
+    for module in (cachetables_module, journal_module, patchtables_module):
+        assert not writes.search(inspect.getsource(module)), module.__name__
