@@ -15,7 +15,6 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -39,6 +38,7 @@ from .listing import (
     FOLDER_MARKER_KEY,
     BlobItem,
     BlobProperties,
+    answer_mtime_ns,
     bare_etag,
     blob_mtime_ns,
     is_folder_marker,
@@ -248,9 +248,8 @@ class Remote(Downloads, Staging, SasAccess, RemoteContainer):
             if response.status_code == 412:  # ConditionNotMet
                 raise ResourceModifiedError(response=response)
             response.raise_for_status()
-        modified = response.headers.get("Last-Modified")
-        return BlobItem(blob, False, len(data), blob_mtime_ns(
-            parsedate_to_datetime(modified) if modified else None, metadata),
+        return BlobItem(blob, False, len(data), answer_mtime_ns(
+            response.headers.get("Last-Modified"), metadata),
             bare_etag(response.headers.get("ETag")))
 
     def set_tier(self, blob: str, tier: str) -> None:

@@ -157,13 +157,18 @@ def parse_listing(body: bytes) -> tuple[list[BlobItem], str]:
     return items, root.findtext("NextMarker") or ""
 
 
+def answer_mtime_ns(last_modified: str | None, metadata: Mapping[str, str] | None) -> int:
+    """blob_mtime_ns of an answer's Last-Modified header and the blob's metadata."""
+    kept = parse_mtime((metadata or {}).get(MTIME_KEY))
+    return kept if kept is not None else _http_date_ns(last_modified)
+
+
 def item_from_headers(blob: str, headers: Mapping[str, str], size: int) -> BlobItem:
     """The blob as a GET's answer describes it."""
-    modified = headers.get("Last-Modified")
-    when = parsedate_to_datetime(modified) if modified else None
     kept = headers.get(f"x-ms-meta-{MTIME_KEY}")
-    return BlobItem(blob, False, size, blob_mtime_ns(when, {MTIME_KEY: kept} if kept else None),
-                    bare_etag(headers.get("ETag")))
+    return BlobItem(blob, False, size, answer_mtime_ns(
+        headers.get("Last-Modified"), {MTIME_KEY: kept} if kept else None),
+        bare_etag(headers.get("ETag")))
 
 
 def bare_etag(value: object) -> str | None:

@@ -43,3 +43,15 @@ def test_the_last_page_has_no_marker():
     items, marker = parse_listing(
         b"<EnumerationResults><Blobs/><NextMarker/></EnumerationResults>")
     assert (items, marker) == ([], "")
+
+
+def test_an_answers_time_is_its_mtime_metadata_else_its_last_modified() -> None:
+    from email.utils import parsedate_to_datetime
+
+    from blobmount.azure.listing import answer_mtime_ns, blob_mtime_ns, format_mtime
+
+    modified = "Sun, 06 Dec 2026 22:14:47 GMT"
+    assert answer_mtime_ns(modified, None) == blob_mtime_ns(parsedate_to_datetime(modified))
+    assert answer_mtime_ns(modified, {"mtime": format_mtime(1_234_567_891)}) == 1_234_567_891
+    assert answer_mtime_ns(modified, {"mtime": "not a time"}) == 1796595287 * 10**9
+    assert answer_mtime_ns(None, None) == 0
