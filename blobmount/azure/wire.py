@@ -45,11 +45,12 @@ class _Connection:
         bytes nobody asked for): then it is not used again."""
         if self._buffer:
             return True
+        poller = select.poll()  # not select(): the daemon's descriptors pass 1024
+        poller.register(self.sock, select.POLLIN)
         try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
-        except (OSError, ValueError):
+            return bool(poller.poll(0))
+        except OSError:
             return True
-        return bool(readable)
 
     def _fill(self) -> None:
         chunk = self.sock.recv(RECV_SIZE)
@@ -219,7 +220,10 @@ class Pool:
                 body is not None or method in ("PUT", "POST", "PATCH")):
             # As http.client does: a PUT with no body says so (Azure wants the length).
             lines.append(f"Content-Length: {len(body or b'')}")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        try:
+            head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        except UnicodeEncodeError:
+            raise WireError("a header that HTTP cannot carry") from None
         try:
             connection = self._connection()
         except OSError as exc:

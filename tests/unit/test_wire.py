@@ -196,3 +196,32 @@ def test_a_body_streams_in_blocks_and_an_unread_rest_drops_the_connection(serve)
     next(answer.stream(400))
     answer.release()  # 600 bytes never read: the connection cannot serve another
     assert not pool._idle
+
+
+def test_a_header_http_cannot_carry_is_an_error_before_anything_is_sent(serve) -> None:
+    server = serve(lambda head: (ok(b"x"), False))
+    with pytest.raises(WireError, match="cannot carry"):
+        pool_for(server).request("PUT", "/b", {"x-ms-meta-name": "\u263a"}, b"x")
+    assert server.connections == 0
+
+
+def test_a_connection_on_a_descriptor_past_1024_is_kept_too(serve) -> None:
+    """The daemon holds a descriptor per open file: select() cannot watch past 1024."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"at most {hard} open files here")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        server = serve(lambda head: (ok(b"x"), False))
+        pool = pool_for(server)
+        assert [pool.request("GET", "/b", {}).read() for _ in range(2)] == [b"x", b"x"]
+        assert pool._idle[0].sock.fileno() > 1024
+        assert server.connections == 1
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
