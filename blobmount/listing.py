@@ -44,6 +44,13 @@ def child_name(prefix: str, blob_name: str) -> str | None:
     return shown_name(rest)
 
 
+#: A folder is first listed with everything under it, at any depth, by one request of
+#: up to this many blobs: a package, a repository or a small dataset then comes whole
+#: (`import` of three packages made 13 listings, one a folder; `ls -lR` of them 35).
+#: A folder holding more is listed a level at a time, for that one request more.
+TREE_LISTING_MAX = 1000
+
+
 class Lister:
     """Lists one folder at a time (the namespace makes sure not twice at once)."""
 
@@ -55,45 +62,50 @@ class Lister:
         self._warned: set[str] = set()
         # Virtual folders (plain prefixes) have no time of their own: show the mount's.
         self._mounted_ns = time.time_ns()
+        #: folders found to hold more than one tree listing: listed a level at a time
+        self._large: set[int] = set()
 
-    async def list(self, folder: Node) -> None:
-        """List `folder` into the store: its children replace those it had."""
+    async def list(self, folder: Node) -> Sequence[int]:
+        """List `folder` into the store: its children replace those it had. The inodes
+        of the folders listed: this one, and those in it if its whole tree came."""
         assert folder.entry_index is not None  # the mount table's own folders never are
         remote = self.remotes[folder.entry_index]
         prefix = folder.blob or ""
-        generation = self.store.begin_listing()
         now = time.time()
-        # A blob `a` beside a folder `a/`: the folder wins. Azure lists the blob first
-        # (name order), maybe a page earlier, and the folder's row then replaces the
-        # file's (same parent and name); Azurite lists the folders first.
-        file_blobs: dict[str, str] = {}
-        folder_names: set[str] = set()
-        # A folder's marker blob keeps its mode and owner; the prefix of the same name
-        # (maybe on a later page) says nothing of them.
-        markers: dict[str, BlobItem] = {}
+        if folder.inode not in self._large:
+            items, whole = await remote.list_tree(prefix, TREE_LISTING_MAX)
+            if whole:
+                return self._record_tree(folder, remote, prefix, items, now)
+            self._large.add(folder.inode)
+            now = time.time()
+        generation = self.store.begin_listing()
+        level = _Level(self, remote, prefix)
         async for page in remote.list_pages(prefix):
-            items: dict[str, ListedItem] = {}
-            for item in page:
-                name = child_name(prefix, item.name)
-                if name is None:
-                    self._warn_hidden(remote, item.name, "POSIX cannot show this name")
-                    continue
-                if item.is_dir:
-                    folder_names.add(name)
-                    if item.ctime_ns:  # a marker blob (a prefix has no Last-Modified)
-                        markers[name] = item
-                    item = markers.get(name, item)
-                    if name in file_blobs:
-                        self._warn_hidden(remote, file_blobs.pop(name),
-                                          "a folder of the same name exists")
-                elif name in folder_names:
-                    self._warn_hidden(remote, item.name, "a folder of the same name exists")
-                    continue
-                else:
-                    file_blobs[name] = item.name
-                items[name] = ListedItem(name, dataclasses.replace(
-                    item, mtime_ns=item.mtime_ns or self._mounted_ns))
-            self.store.add_listed(folder, generation, list(items.values()), now)
+            self.store.add_listed(folder, generation, level.add(page), now)
+        self._finish(folder, generation, now, prefix)
+        return [folder.inode]
+
+    def _record_tree(self, top: Node, remote: AsyncContainer, prefix: str,
+                     items: Sequence[BlobItem], now: float) -> Sequence[int]:
+        """Every folder of a tree listed at once, each as its own listing would be."""
+        levels = _levels(prefix, items)
+        generation = self.store.begin_listing()
+        listed = []
+        pending = [(top, "")]
+        while pending:
+            folder, relative = pending.pop()
+            children = _Level(self, remote, prefix + relative).add(levels.get(relative, []))
+            self.store.add_listed(folder, generation, children, now)
+            self._finish(folder, generation, now, prefix + relative)
+            listed.append(folder.inode)
+            for child in children:
+                node = self.store.child(folder.inode, child.name) if child.item.is_dir else None
+                if node is not None and node.is_dir:
+                    pending.append((node, child.item.name[len(prefix):]))
+        return listed
+
+    def _finish(self, folder: Node, generation: int, now: float, prefix: str) -> None:
+        assert folder.entry_index is not None
         self.store.finish_listing(folder, generation, now)
         self._show_pending(folder, folder.entry_index, prefix)
 
@@ -134,3 +146,70 @@ class Lister:
         if key not in self._warned:
             self._warned.add(key)
             log.warning("hiding blob %r of %s: %s", blob, remote.label, why)
+
+
+class _Level:
+    """The children of one folder as its listing's pages give them: the names POSIX can
+    show, a folder winning over a blob of its name."""
+
+    def __init__(self, lister: Lister, remote: AsyncContainer, prefix: str) -> None:
+        self._lister = lister
+        self._remote = remote
+        self._prefix = prefix
+        # A blob `a` beside a folder `a/`: the folder wins. Azure lists the blob first
+        # (name order), maybe a page earlier, and the folder's row then replaces the
+        # file's (same parent and name); Azurite lists the folders first.
+        self._file_blobs: dict[str, str] = {}
+        self._folder_names: set[str] = set()
+        # A folder's marker blob keeps its mode and owner; the prefix of the same name
+        # (maybe on a later page) says nothing of them.
+        self._markers: dict[str, BlobItem] = {}
+
+    def add(self, page: Sequence[BlobItem]) -> list[ListedItem]:
+        """The children one page names (a later page's may replace them)."""
+        items: dict[str, ListedItem] = {}
+        warn = self._lister._warn_hidden
+        for item in page:
+            name = child_name(self._prefix, item.name)
+            if name is None:
+                warn(self._remote, item.name, "POSIX cannot show this name")
+                continue
+            if item.is_dir:
+                self._folder_names.add(name)
+                if item.ctime_ns:  # a marker blob (a prefix has no Last-Modified)
+                    self._markers[name] = item
+                item = self._markers.get(name, item)
+                if name in self._file_blobs:
+                    warn(self._remote, self._file_blobs.pop(name),
+                         "a folder of the same name exists")
+            elif name in self._folder_names:
+                warn(self._remote, item.name, "a folder of the same name exists")
+                continue
+            else:
+                self._file_blobs[name] = item.name
+            items[name] = ListedItem(name, dataclasses.replace(
+                item, mtime_ns=item.mtime_ns or self._lister._mounted_ns))
+        return list(items.values())
+
+
+def _levels(prefix: str, items: Sequence[BlobItem]) -> dict[str, list[BlobItem]]:
+    """A tree listing's blobs (under `prefix`, in name order) as each folder's listing
+    with the delimiter '/' would give them, by the folder's path below `prefix`: its
+    blobs, and a prefix item for each folder in it, where its first blob is."""
+    levels: dict[str, list[BlobItem]] = {"": []}
+    for item in items:
+        # A marker comes back named as its folder ("a/"): its blob is "a".
+        raw = item.name[:-1] if item.is_dir and item.name.endswith("/") else item.name
+        relative = raw[len(prefix):]
+        level = ""
+        slash = relative.find("/")
+        while slash >= 0:
+            folder = relative[:slash + 1]
+            if folder not in levels:
+                levels[folder] = []
+                levels[level].append(BlobItem(prefix + folder, True))
+            level = folder
+            slash = relative.find("/", slash + 1)
+        levels[level].append(item)
+    return levels
+

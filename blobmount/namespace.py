@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import stat
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -59,9 +58,11 @@ class Namespace:
         self.remotes = remotes
         self.ttl = ttl
         self._listings = SingleFlight()
-        # Removals and renames made through the mount, by folder inode: a listing under
-        # way meanwhile may have seen what is gone, so it is not trusted.
-        self._changes: Counter[int] = Counter()
+        # Removals and renames made through the mount: the count of them so far, and by
+        # folder inode the count when it last had one. A listing under way meanwhile
+        # may have seen what is gone, so it is not trusted.
+        self._changes = 0
+        self._changed_at: dict[int, int] = {}
         self._lister = Lister(store, entries, remotes)
 
     def build_mount_table(self) -> None:
@@ -126,10 +127,15 @@ class Namespace:
         return self.node(folder.inode)
 
     async def _list(self, folder: EntryNode) -> None:
-        changes = self._changes[folder.inode]
-        await self._lister.list(folder)
-        if self._changes[folder.inode] != changes:
-            self.store.forget_listing(folder.inode)
+        started = self._changes
+        for inode in await self._lister.list(folder):  # the folder, maybe those in it
+            if self._changed_at.get(inode, 0) > started:
+                self.store.forget_listing(inode)
+
+    def _changed(self, *folders: int) -> None:
+        self._changes += 1
+        for inode in folders:
+            self._changed_at[inode] = self._changes
 
     async def lookup(self, parent: Node, name: str) -> Node:
         parent = await self.listed(parent)
@@ -233,7 +239,7 @@ class Namespace:
         await remote.delete(node.blob.rstrip("/"))
         self.store.remove_node(node.inode)
         self.store.touch(parent.inode, time.time_ns())
-        self._changes[parent.inode] += 1
+        self._changed(parent.inode)
 
     async def remove_file(self, parent: Node, name: str) -> EntryNode:
         node = await self.lookup(parent, name)
@@ -248,7 +254,7 @@ class Namespace:
         # DELETE each, answered 404).
         self.store.remove_node(node.inode)
         self.store.touch(parent.inode, time.time_ns())
-        self._changes[parent.inode] += 1
+        self._changed(parent.inode)
         return node
 
     async def rename(self, old_parent: Node, old_name: str, new_parent: Node,
@@ -313,8 +319,7 @@ class Namespace:
             # The copy is a new version of the same bytes (and the same metadata).
             self.store.update_file(node.inode, size=node.size, mtime_ns=node.mtime_ns,
                                    etag=etag, checked=time.time())
-        self._changes[node.parent] += 1
-        self._changes[new_parent.inode] += 1
+        self._changed(node.parent, new_parent.inode)
         now_ns = time.time_ns()
         self.store.touch(node.parent, now_ns)
         self.store.touch(new_parent.inode, now_ns)

@@ -84,6 +84,11 @@ class AsyncContainer:
         while (page := await self.run_sync(next, pages, None)) is not None:
             yield page
 
+    async def list_tree(self, prefix: str, most: int) -> tuple[list[BlobItem], bool]:
+        """Every blob under `prefix` by one request of at most `most`, and whether that
+        is all (Remote.list_tree)."""
+        return await self.run_sync(self.remote.list_tree, prefix, most)
+
     async def list_files(self, prefix: str) -> AsyncIterator[BlobItem]:
         """Every blob under `prefix` at any depth, LIST_FILES_CHUNK items a thread."""
         items = await self.run_sync(lambda: iter(self.remote.list_files(prefix)))

@@ -100,23 +100,37 @@ class Remote(Downloads, Staging, SasAccess, RemoteContainer):
         marker = ""
         with self._call(f"listing {self.label}/{prefix}"):
             while True:
-                params = {"restype": "container", "comp": "list", "delimiter": "/",
-                          "include": "metadata", "maxresults": str(page_size)}
-                if prefix:
-                    params["prefix"] = prefix
-                if marker:
-                    params["marker"] = marker
-                # Quoted here: azure-core would leave a prefix raw and `requests` would
-                # send its '+' as is, which the service reads as a space (refused: the
-                # signature names a '+').
-                base, _, sas = self._client.url.partition("?")
-                query = urlencode(params, quote_via=quote) + (f"&{sas}" if sas else "")
-                response = self._send(HttpRequest("GET", f"{base}?{query}"))
-                response.raise_for_status()
-                items, marker = parse_listing(response.read())
+                items, marker = self._list_page(prefix, page_size, marker, delimiter="/")
                 yield items
                 if not marker:
                     return
+
+    def list_tree(self, prefix: str, most: int) -> tuple[list[BlobItem], bool]:
+        """Every blob under `prefix`, at any depth, by one request of at most `most`
+        items (no delimiter), in name order; and whether that is all of them."""
+        with self._call(f"listing {self.label}/{prefix}"):
+            items, marker = self._list_page(prefix, most, "", delimiter=None)
+        return items, not marker
+
+    def _list_page(self, prefix: str, page_size: int, marker: str, *,
+                   delimiter: str | None) -> tuple[list[BlobItem], str]:
+        """One List Blobs request: its items and the next page's marker ("": none)."""
+        params = {"restype": "container", "comp": "list", "include": "metadata",
+                  "maxresults": str(page_size)}
+        if delimiter:
+            params["delimiter"] = delimiter
+        if prefix:
+            params["prefix"] = prefix
+        if marker:
+            params["marker"] = marker
+        # Quoted here: azure-core would leave a prefix raw and `requests` would send
+        # its '+' as is, which the service reads as a space (refused: the signature
+        # names a '+').
+        base, _, sas = self._client.url.partition("?")
+        query = urlencode(params, quote_via=quote) + (f"&{sas}" if sas else "")
+        response = self._send(HttpRequest("GET", f"{base}?{query}"))
+        response.raise_for_status()
+        return parse_listing(response.read())
 
     def properties(self, blob: str, *, retries: int | None = None) -> BlobItem:
         """Size, time and ETag by one HEAD (`retries` overrides the client's count)."""

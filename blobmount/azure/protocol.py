@@ -59,6 +59,9 @@ class RemoteContainer(Protocol):
     def list_pages(self, prefix: str, page_size: int = 5000) -> Iterator[list[BlobItem]]:
         raise _lacks(self, "list_pages")
 
+    def list_tree(self, prefix: str, most: int) -> tuple[list[BlobItem], bool]:
+        raise _lacks(self, "list_tree")
+
     def list_files(self, prefix: str) -> Iterator[BlobItem]:
         raise _lacks(self, "list_files")
 

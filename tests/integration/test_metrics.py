@@ -70,10 +70,12 @@ def test_a_known_workload_costs_known_requests(mounter, container):
         steps = Steps(url)
         folder = mount.path("e/data")
 
-        # Listing a folder: the entry's top (to find `data`), then `data/` itself.
+        # Listing a folder: the entry's top (to find `data`), which held it whole, so
+        # `data/` and `data/sub/` were listed by the same request.
         assert sorted(os.listdir(folder)) == ["small.txt", "sub"]
+        assert os.listdir(folder / "sub") == ["inner.txt"]
         made, changed = steps.step()
-        assert made == {("list", "200"): 2}
+        assert made == {("list", "200"): 1}
         assert value(changed, "blobmount_fuse_requests_total", op="readdir") >= 1
 
         # A name that does not exist, in a folder listed within the TTL: no request.
@@ -267,3 +269,28 @@ def test_a_taken_metrics_port_fails_the_mount_in_one_line(mounter, container, tm
         f"blobmount: metrics_address 127.0.0.1:{port}: cannot listen there"
         " (Address already in use)"]
     assert not is_mounted(mountpoint)
+
+
+def test_a_tree_comes_by_one_listing_and_a_large_one_a_level_at_a_time(mounter, container):
+    """A folder's first listing asks for all it holds at any depth (up to 1,000 blobs):
+    a small tree is listed whole, markers and all; past that, a level at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    upload(container, {"pkg/__init__.py": b"x", "pkg/sub/a.py": b"ab", "pkg/sub/b/c.py": b""})
+    container.upload_blob("pkg/marked", b"", metadata={"hdi_isfolder": "true"})
+    with ThreadPoolExecutor(16) as pool:  # 1,001 more under `wide/`: past one request
+        list(pool.map(lambda i: container.upload_blob(f"wide/f{i:04d}", b""), range(1001)))
+    config = mounter.config([{"local": "e", "container": container.container_name}],
+                            listing_ttl=3600, metrics_address="127.0.0.1:0")
+    with mounter.mounted(config) as mount:
+        steps = Steps(mount.status()["metrics"])
+        walked = {os.path.relpath(top, mount.path("e/pkg")): sorted(names + folders)
+                  for top, folders, names in os.walk(mount.path("e/pkg"))}
+        assert walked == {".": ["__init__.py", "marked", "sub"], "marked": [],
+                          "sub": ["a.py", "b"], "sub/b": ["c.py"]}
+        made, _ = steps.step()
+        # The top held 1,005 blobs: its tree request, then its level; `pkg` came whole.
+        assert made == {("list", "200"): 3}
+        assert len(os.listdir(mount.path("e/wide"))) == 1001
+        made, _ = steps.step()
+        assert made == {("list", "200"): 2}  # its tree request, then its level

@@ -167,6 +167,14 @@ class FakeRemote(RemoteContainer):
         return BlobItem(name, False, len(blob.data), blob.mtime_ns, blob.etag, kept.mode,
                         kept.uid, kept.gid, atime_ns, blob.modified_ns, kept.is_link)
 
+    def list_tree(self, prefix: str, most: int) -> tuple[list[BlobItem], bool]:
+        """Every blob under `prefix`, in name order, up to `most`; and whether all."""
+        with self._lock:
+            self.calls.append(("list_tree", prefix))
+            names = sorted(name for name in self.blobs if name.startswith(prefix))
+            return [self._item(name, self.blobs[name]) for name in names[:most]], \
+                len(names) <= most
+
     def list_pages(self, prefix: str, page_size: int = 5000) -> Iterator[list[BlobItem]]:
         """The direct children of `prefix` (delimiter '/'), in name order, one page."""
         with self._lock:

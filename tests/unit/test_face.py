@@ -24,6 +24,7 @@ ITEM = BlobItem("b", False, 1, 1, "e")
 CALLS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "check": ((), {}),
     "list_pages": (("p/",), {}),
+    "list_tree": (("p/", 10), {}),
     "list_files": (("p/",), {}),
     "list_all": (("p/",), {}),
     "properties": (("b",), {}),

@@ -189,6 +189,9 @@ class _Pages(RemoteContainer):
     def list_pages(self, prefix: str, page_size: int = 5000) -> Iterator[list[BlobItem]]:
         return iter(self.pages)
 
+    def list_tree(self, prefix: str, most: int) -> tuple[list[BlobItem], bool]:
+        return [], False  # pages of one level only: listed a level at a time
+
     def offline(self) -> bool:
         return False
 
