@@ -277,11 +277,12 @@ class Store(CacheTables, UploadJournal, PatchTables):
     def finish_listing(self, folder: Node, generation: int, now: float) -> None:
         """Drop the children this listing did not see, and mark the folder listed.
 
-        `now` is when the listing began: a child uploaded or made after that is kept.
+        `now` is when the listing began: a child uploaded or made after that is kept, and
+        so is one a later listing saw (a tree listing of a folder above, say).
         """
         with transaction(self._db):
             self._db.execute(
-                "DELETE FROM nodes WHERE parent = ? AND seen != ? AND inode != ? AND local = 0"
+                "DELETE FROM nodes WHERE parent = ? AND seen < ? AND inode != ? AND local = 0"
                 " AND (checked IS NULL OR checked <= ?)",
                 (folder.inode, generation, ROOT_INODE, now),
             )

@@ -808,3 +808,16 @@ def test_every_method_that_writes_nodes_forgets_those_read() -> None:
     assert not unmarked
     for module in (cachetables_module, journal_module, patchtables_module):
         assert not writes.search(inspect.getsource(module)), module.__name__
+
+
+def test_a_listing_keeps_the_children_a_later_one_saw(store: Store) -> None:
+    """A tree listing of a folder above may record a folder's children while that
+    folder's own listing, begun earlier, is still under way: its end drops only what
+    no later listing saw."""
+    data = entry_folder(store, "data", blob="d/")
+    older, newer = store.begin_listing(), store.begin_listing()
+    store.add_listed(data, newer, [file("b", "d/")], 100.0)
+    store.finish_listing(data, newer, 100.0)
+    store.add_listed(data, older, [file("a", "d/")], 100.0)
+    store.finish_listing(data, older, 100.0)
+    assert sorted(children(store, data.inode)) == ["a", "b"]
