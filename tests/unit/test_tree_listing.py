@@ -53,6 +53,10 @@ def put(remote: FakeRemote, *names: str) -> None:
             remote._store(name, name.encode(), {})
 
 
+def listings(remote: FakeRemote) -> list[tuple[str, str]]:
+    return [call for call in remote.calls if call[0].startswith("list")]
+
+
 def test_a_folder_and_every_folder_in_it_come_by_one_request(store: Store) -> None:
     remote = FakeRemote()
     put(remote, "pkg/__init__.py", "pkg/sub/", "pkg/sub/a.py", "pkg/sub/deep/b.py",
@@ -62,7 +66,9 @@ def test_a_folder_and_every_folder_in_it_come_by_one_request(store: Store) -> No
         "pkg": {"__init__.py": (15, None), "empty": {},
                 "sub": {"a.py": (12, None), "deep": {"b.py": (17, None)}}},
         "top.txt": (7, None)}
-    assert [call for call in remote.calls if call[0].startswith("list")] == [("list_tree", "")]
+    # The entry's top a level at a time (a container's top is where it is largest),
+    # then `pkg` and every folder in it by one request.
+    assert listings(remote) == [("list_pages", ""), ("list_tree", "pkg/")]
     sub = store.child(store.child(data.inode, "pkg").inode, "sub")  # type: ignore[union-attr]
     assert sub is not None and sub.mode is not None and sub.mode & 0o777 == 0o750  # its marker's
 
@@ -71,17 +77,19 @@ def test_a_tree_too_large_for_one_request_is_listed_a_level_at_a_time(
         store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(listing_module, "TREE_LISTING_MAX", 3)
     remote = FakeRemote()
-    put(remote, "a/1", "a/2", "b/1", "c")
+    put(remote, "t/a/1", "t/a/2", "t/b/1", "t/c")
     space, data = namespace(store, remote)
-    assert shown(store, data, space) == {"a": {"1": (3, None), "2": (3, None)},
-                                         "b": {"1": (3, None)}, "c": (1, None)}
-    # The top held 4 blobs: one tree request, then its level; each folder in it held
-    # few enough for its own tree request.
-    assert [call for call in remote.calls if call[0].startswith("list")] == [
-        ("list_tree", ""), ("list_pages", ""), ("list_tree", "a/"), ("list_tree", "b/")]
-    store.forget_listing(data.inode)
-    shown(store, data, space)
-    assert remote.calls[-1] == ("list_pages", "")  # known large: no tree request again
+    assert shown(store, data, space) == {"t": {"a": {"1": (5, None), "2": (5, None)},
+                                               "b": {"1": (5, None)}, "c": (3, None)}}
+    # `t` held 4 blobs: one tree request, then its level; each folder in it held few
+    # enough for its own tree request.
+    assert listings(remote) == [("list_pages", ""), ("list_tree", "t/"), ("list_pages", "t/"),
+                                ("list_tree", "t/a/"), ("list_tree", "t/b/")]
+    t = store.child(data.inode, "t")
+    assert t is not None
+    store.forget_listing(t.inode)
+    trio.run(space.listed, store.node(t.inode))
+    assert remote.calls[-1] == ("list_pages", "t/")  # known large: no tree request again
 
 
 SEGMENTS = st.sampled_from(["a", "b", "a!x", ".", "..", "", "é", "x" * 256])
