@@ -196,14 +196,21 @@ class CacheTables:
             ).fetchone()
         return int(row[0])
 
-    def cached_files(self, under: str | None = None) -> list[CachedFile]:
-        """Every cached file, or those whose path starts with `under`, oldest use first."""
+    def cached_files(self, under: str | None = None, *,
+                     state: CopyState | None = None) -> list[CachedFile]:
+        """Every cached file, or those whose path starts with `under` (and in `state`),
+        oldest use first."""
         if under is None:
             rows = self._db.execute(
                 "SELECT path, blob, etag, size, state, last_access FROM cached_files"
                 " ORDER BY last_access")
-        else:
+        elif state is None:
             rows = self._db.execute(
                 "SELECT path, blob, etag, size, state, last_access FROM cached_files"
                 " WHERE substr(path, 1, ?) = ? ORDER BY last_access", (len(under), under))
+        else:
+            rows = self._db.execute(
+                "SELECT path, blob, etag, size, state, last_access FROM cached_files"
+                " WHERE substr(path, 1, ?) = ? AND state = ? ORDER BY last_access",
+                (len(under), under, state))
         return [CachedFile.of_row(row) for row in rows]
