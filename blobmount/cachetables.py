@@ -204,13 +204,9 @@ class CacheTables:
             rows = self._db.execute(
                 "SELECT path, blob, etag, size, state, last_access FROM cached_files"
                 " ORDER BY last_access")
-        elif state is None:
-            rows = self._db.execute(
-                "SELECT path, blob, etag, size, state, last_access FROM cached_files"
-                " WHERE substr(path, 1, ?) = ? ORDER BY last_access", (len(under), under))
         else:
             rows = self._db.execute(
                 "SELECT path, blob, etag, size, state, last_access FROM cached_files"
-                " WHERE substr(path, 1, ?) = ? AND state = ? ORDER BY last_access",
-                (len(under), under, state))
+                " WHERE substr(path, 1, ?) = ? AND (? IS NULL OR state = ?)"
+                " ORDER BY last_access", (len(under), under, state, state))
         return [CachedFile.of_row(row) for row in rows]
